@@ -1,0 +1,96 @@
+//! Entry layout and RFC 8785 (JCS) canonical bytes. See docs/audit-format.md.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+/// An entry before it has a sequence number and a MAC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryDraft {
+    pub ts_ms: i64,
+    pub kind: String,
+    pub agent_id: String,
+    pub session_id: String,
+    pub outcome: String,
+    pub body: Value,
+}
+
+/// An entry with its place in the chain: what the store writes and verifiers read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEntry {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub kind: String,
+    pub agent_id: String,
+    pub session_id: String,
+    pub outcome: String,
+    pub key_id: String,
+    /// The canonical JSON bytes exactly as hashed.
+    pub canonical: String,
+    /// Lower-case hex HMAC-SHA256.
+    pub mac: String,
+}
+
+pub fn format_ts(ts_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ts_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The entry object whose JCS bytes are hashed.
+pub fn entry_value(draft: &EntryDraft, seq: u64, key_id: &str) -> Value {
+    json!({
+        "v": 1,
+        "seq": seq,
+        "ts": format_ts(draft.ts_ms),
+        "kind": draft.kind,
+        "key_id": key_id,
+        "agent_id": draft.agent_id,
+        "session_id": draft.session_id,
+        "outcome": draft.outcome,
+        "body": draft.body,
+    })
+}
+
+/// JCS bytes of a JSON value. Entries never hold floats, so this cannot fail on them;
+/// a float would be a programming error and is refused.
+pub fn canonical_string(value: &Value) -> Result<String, String> {
+    if has_float(value) {
+        return Err("audit entries must not contain floating-point numbers".into());
+    }
+    serde_jcs::to_string(value).map_err(|e| e.to_string())
+}
+
+fn has_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(has_float),
+        Value::Object(o) => o.values().any(has_float),
+        _ => false,
+    }
+}
+
+/// One JSONL export line: `{"entry":<canonical>,"mac":"<hex>"}`.
+pub fn export_line(e: &SealedEntry) -> String {
+    format!("{{\"entry\":{},\"mac\":\"{}\"}}", e.canonical, e.mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_sorted_and_there_is_no_whitespace() {
+        let s = canonical_string(&json!({"b": 1, "a": {"d": [true, null], "c": "é\n"}})).unwrap();
+        assert_eq!(s, "{\"a\":{\"c\":\"é\\n\",\"d\":[true,null]},\"b\":1}");
+    }
+
+    #[test]
+    fn floats_are_refused() {
+        assert!(canonical_string(&json!({"x": 1.5})).is_err());
+    }
+
+    #[test]
+    fn timestamps_have_millisecond_precision_and_z() {
+        assert_eq!(format_ts(1_763_778_600_123), "2025-11-22T02:30:00.123Z");
+    }
+}

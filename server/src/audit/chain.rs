@@ -1,0 +1,139 @@
+//! The HMAC-SHA256 chain: `mac_i = HMAC(key[key_id], DOMAIN ‖ mac_{i-1} ‖ canonical_i)`.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Domain separation prefix of every chain MAC.
+pub const DOMAIN: &[u8] = b"arbiter-audit-chain-v1\n";
+
+/// The value chained into entry 1: SHA-256("arbiter-audit-genesis-v1").
+pub static GENESIS: LazyLock<[u8; 32]> = LazyLock::new(|| Sha256::digest(b"arbiter-audit-genesis-v1").into());
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// Signs new entries.
+    Active,
+    /// Verifies old entries, never signs.
+    Retired,
+    /// Entries chained with it fail verification.
+    Revoked,
+}
+
+/// A 32-byte chain key.
+#[derive(Clone)]
+pub struct HmacKey {
+    pub id: String,
+    secret: [u8; 32],
+    pub status: KeyStatus,
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacKey").field("id", &self.id).field("status", &self.status).finish_non_exhaustive()
+    }
+}
+
+/// `h-` + the first 16 hex characters of SHA-256("arbiter-hmac-key-id-v1" ‖ secret).
+pub fn key_id(secret: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"arbiter-hmac-key-id-v1");
+    h.update(secret);
+    format!("h-{}", &hex::encode(h.finalize())[..16])
+}
+
+impl HmacKey {
+    /// Refuses keys that are not exactly 32 bytes or have fewer than 16 distinct byte
+    /// values (all-zero, repeated or ASCII-word keys).
+    pub fn new(secret: &[u8], status: KeyStatus) -> Result<Self, String> {
+        let secret: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| format!("HMAC key must be exactly 32 bytes, got {}", secret.len()))?;
+        let mut seen = [false; 256];
+        for b in secret {
+            seen[b as usize] = true;
+        }
+        let distinct = seen.iter().filter(|s| **s).count();
+        if distinct < 16 {
+            return Err(format!(
+                "HMAC key is too weak: {distinct} distinct byte values, at least 16 required; generate one with `arbiter keys generate`"
+            ));
+        }
+        Ok(Self {
+            id: key_id(&secret),
+            secret,
+            status,
+        })
+    }
+
+    pub fn secret_hex(&self) -> String {
+        hex::encode(self.secret)
+    }
+
+    pub fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+        let mut m = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        m.update(DOMAIN);
+        m.update(prev);
+        m.update(canonical);
+        m.finalize().into_bytes().into()
+    }
+}
+
+/// All known chain keys; exactly one is active.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: HashMap<String, HmacKey>,
+    active: String,
+}
+
+impl KeyRing {
+    pub fn new(keys: Vec<HmacKey>) -> Result<Self, String> {
+        let active: Vec<&HmacKey> = keys.iter().filter(|k| k.status == KeyStatus::Active).collect();
+        if active.len() != 1 {
+            return Err(format!("the key ring must hold exactly one active HMAC key, found {}", active.len()));
+        }
+        let active = active[0].id.clone();
+        Ok(Self {
+            keys: keys.into_iter().map(|k| (k.id.clone(), k)).collect(),
+            active,
+        })
+    }
+
+    pub fn active(&self) -> &HmacKey {
+        &self.keys[&self.active]
+    }
+
+    pub fn get(&self, id: &str) -> Option<&HmacKey> {
+        self.keys.get(id)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &HmacKey> {
+        self.keys.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_keys_are_refused() {
+        assert!(HmacKey::new(&[0u8; 32], KeyStatus::Active).is_err());
+        assert!(HmacKey::new(b"short", KeyStatus::Active).is_err());
+        assert!(HmacKey::new(b"aaaabbbbccccddddaaaabbbbccccdddd", KeyStatus::Active).is_err());
+        let good: Vec<u8> = (0u8..32).collect();
+        assert!(HmacKey::new(&good, KeyStatus::Active).is_ok());
+    }
+
+    #[test]
+    fn key_ids_derive_from_the_secret() {
+        let good: Vec<u8> = (0u8..32).collect();
+        let k = HmacKey::new(&good, KeyStatus::Active).unwrap();
+        assert!(k.id.starts_with("h-") && k.id.len() == 18);
+        assert_eq!(k.id, key_id(&good));
+    }
+}

@@ -1,0 +1,11 @@
+//! The audit log's bytes: canonical entries, the HMAC chain and verification. These
+//! modules work on bytes and keys only; `batcher` is the single task that appends.
+
+pub mod batcher;
+pub mod canonical;
+pub mod chain;
+pub mod verify;
+
+pub use batcher::{Batcher, BatcherHandle, Committed};
+pub use canonical::{EntryDraft, SealedEntry};
+pub use chain::{HmacKey, KeyRing, KeyStatus, GENESIS};

@@ -1,0 +1,190 @@
+//! Chain verification, incremental so a log of any size streams through it.
+
+use super::canonical::{canonical_string, SealedEntry};
+use super::chain::{KeyRing, KeyStatus};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Gap,
+    MacMismatch,
+    SeqMismatch,
+    NotCanonical,
+    UnknownKey,
+    RevokedKey,
+    ColumnMismatch,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gap => "gap",
+            Self::MacMismatch => "mac_mismatch",
+            Self::SeqMismatch => "seq_mismatch",
+            Self::NotCanonical => "not_canonical",
+            Self::UnknownKey => "unknown_key",
+            Self::RevokedKey => "revoked_key",
+            Self::ColumnMismatch => "column_mismatch",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub seq: u64,
+    pub fault: Fault,
+    pub message: String,
+}
+
+/// Walks entries in order, checking position, bytes, columns, key and MAC.
+pub struct Verifier<'k> {
+    keys: &'k KeyRing,
+    expected_seq: u64,
+    prev_mac: [u8; 32],
+    pub checked: u64,
+}
+
+impl<'k> Verifier<'k> {
+    /// Starts at `first_seq`, chaining from `prev_mac` (GENESIS for seq 1).
+    pub fn new(keys: &'k KeyRing, first_seq: u64, prev_mac: [u8; 32]) -> Self {
+        Self {
+            keys,
+            expected_seq: first_seq,
+            prev_mac,
+            checked: 0,
+        }
+    }
+
+    pub fn head_mac(&self) -> [u8; 32] {
+        self.prev_mac
+    }
+
+    pub fn feed(&mut self, e: &SealedEntry) -> Result<(), Failure> {
+        let fail = |seq: u64, fault: Fault, message: String| Failure { seq, fault, message };
+        let want = self.expected_seq;
+        if e.seq != want {
+            return Err(fail(
+                want,
+                if e.seq > want { Fault::Gap } else { Fault::SeqMismatch },
+                format!("expected entry {want}, found entry {}", e.seq),
+            ));
+        }
+        let value: Value = serde_json::from_str(&e.canonical)
+            .map_err(|err| fail(want, Fault::NotCanonical, format!("entry is not JSON: {err}")))?;
+        let recanon = canonical_string(&value).map_err(|err| fail(want, Fault::NotCanonical, err))?;
+        if recanon != e.canonical {
+            return Err(fail(want, Fault::NotCanonical, "stored bytes are not in canonical (JCS) form".into()));
+        }
+        let field = |k: &str| value.get(k);
+        if field("seq").and_then(Value::as_u64) != Some(want) {
+            return Err(fail(want, Fault::SeqMismatch, format!("entry at position {want} says seq {}", field("seq").unwrap_or(&Value::Null))));
+        }
+        let columns = [
+            ("kind", &e.kind),
+            ("agent_id", &e.agent_id),
+            ("session_id", &e.session_id),
+            ("outcome", &e.outcome),
+            ("key_id", &e.key_id),
+        ];
+        for (name, col) in columns {
+            if field(name).and_then(Value::as_str) != Some(col.as_str()) {
+                return Err(fail(want, Fault::ColumnMismatch, format!("column {name} = {col:?} disagrees with the hashed entry")));
+            }
+        }
+        let key = self
+            .keys
+            .get(&e.key_id)
+            .ok_or_else(|| fail(want, Fault::UnknownKey, format!("key {} is not in the key ring", e.key_id)))?;
+        if key.status == KeyStatus::Revoked {
+            return Err(fail(want, Fault::RevokedKey, format!("key {} is revoked", e.key_id)));
+        }
+        let mac = key.mac(&self.prev_mac, e.canonical.as_bytes());
+        let stored = hex::decode(&e.mac).ok();
+        let equal = stored
+            .as_deref()
+            .is_some_and(|s| subtle::ConstantTimeEq::ct_eq(s, &mac[..]).into());
+        if !equal {
+            return Err(fail(want, Fault::MacMismatch, "MAC does not match the entry and its predecessor (edited, inserted or reordered)".into()));
+        }
+        self.prev_mac = mac;
+        self.expected_seq += 1;
+        self.checked += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::canonical::{entry_value, EntryDraft};
+    use super::super::chain::{HmacKey, GENESIS};
+    use super::*;
+    use serde_json::json;
+
+    fn ring() -> KeyRing {
+        let secret: Vec<u8> = (0u8..32).collect();
+        KeyRing::new(vec![HmacKey::new(&secret, KeyStatus::Active).unwrap()]).unwrap()
+    }
+
+    fn chain(keys: &KeyRing, n: u64) -> Vec<SealedEntry> {
+        let mut prev = *GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let d = EntryDraft {
+                    ts_ms: 1_000 * seq as i64,
+                    kind: "evaluate".into(),
+                    agent_id: "a".into(),
+                    session_id: String::new(),
+                    outcome: "allow".into(),
+                    body: json!({"n": seq}),
+                };
+                let k = keys.active();
+                let canonical = canonical_string(&entry_value(&d, seq, &k.id)).unwrap();
+                let mac = k.mac(&prev, canonical.as_bytes());
+                prev = mac;
+                SealedEntry {
+                    seq,
+                    ts_ms: d.ts_ms,
+                    kind: d.kind,
+                    agent_id: d.agent_id,
+                    session_id: d.session_id,
+                    outcome: d.outcome,
+                    key_id: k.id.clone(),
+                    canonical,
+                    mac: hex::encode(mac),
+                }
+            })
+            .collect()
+    }
+
+    fn verify(keys: &KeyRing, entries: &[SealedEntry]) -> Result<u64, Failure> {
+        let mut v = Verifier::new(keys, 1, *GENESIS);
+        for e in entries {
+            v.feed(e)?;
+        }
+        Ok(v.checked)
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        let k = ring();
+        assert_eq!(verify(&k, &chain(&k, 5)), Ok(5));
+    }
+
+    #[test]
+    fn edits_deletions_and_swaps_name_the_first_bad_entry() {
+        let k = ring();
+        let mut edited = chain(&k, 5);
+        edited[2].canonical = edited[2].canonical.replace("\"n\":3", "\"n\":4");
+        assert_eq!(verify(&k, &edited).unwrap_err().seq, 3);
+        assert_eq!(verify(&k, &edited).unwrap_err().fault, Fault::MacMismatch);
+
+        let mut deleted = chain(&k, 5);
+        deleted.remove(1);
+        let f = verify(&k, &deleted).unwrap_err();
+        assert_eq!((f.seq, f.fault), (2, Fault::Gap));
+
+        let mut column = chain(&k, 5);
+        column[3].outcome = "deny".into();
+        assert_eq!(verify(&k, &column).unwrap_err().fault, Fault::ColumnMismatch);
+    }
+}

@@ -1,0 +1,247 @@
+//! Run-time administration: trust, consent, budget snapshots, agents, policy.
+
+use super::{Engine, EngineError, Principal};
+use crate::audit::EntryDraft;
+use crate::domain::{AgentId, TrustLevel};
+use crate::pipeline::budget_view;
+use crate::policy::{BudgetScope, CompiledPolicy};
+use crate::state::{ConsentGrant, Counter, EffectiveTrust, TrustAssignment};
+use crate::store::{PolicyLoadRow, StateOp};
+use serde_json::json;
+use std::sync::Arc;
+
+/// One budget window as shown to operators.
+#[derive(Debug, Clone)]
+pub struct BudgetView {
+    pub name: String,
+    pub scope: BudgetScope,
+    pub scope_key: String,
+    pub period: &'static str,
+    pub window_start_ms: i64,
+    pub window_end_ms: Option<i64>,
+    pub counter: Counter,
+    pub caps: crate::policy::Caps,
+    pub session_elapsed_s: Option<u64>,
+}
+
+pub struct PolicyInfo {
+    pub current: Arc<CompiledPolicy>,
+    pub history: Vec<PolicyLoadRow>,
+}
+
+impl Engine {
+    pub async fn set_trust(
+        &self,
+        who: &Principal,
+        agent: AgentId,
+        level: TrustLevel,
+        scope: String,
+        reason: String,
+    ) -> Result<(TrustAssignment, u64), EngineError> {
+        let now = self.now_ms();
+        let a = TrustAssignment {
+            agent_id: agent.to_string(),
+            scope,
+            level,
+            assigned_by: who.name.clone(),
+            assigned_ms: now,
+        };
+        let draft = EntryDraft {
+            ts_ms: now,
+            kind: "trust.set".into(),
+            agent_id: a.agent_id.clone(),
+            session_id: String::new(),
+            outcome: String::new(),
+            body: json!({"level": level.name(), "scope": a.scope, "principal": who.name, "reason": reason}),
+        };
+        let seq = self.append(draft, vec![StateOp::SetTrust(a.clone())]).await?;
+        self.lock().trust.set(a.clone());
+        Ok((a, seq))
+    }
+
+    pub fn get_trust(&self, agent: &AgentId, scope: &str) -> EffectiveTrust {
+        let policy = self.policy();
+        let s = self.lock();
+        let scopes: Vec<&str> = if scope.is_empty() { vec![] } else { vec![scope] };
+        s.trust.effective(
+            agent.as_str(),
+            &scopes,
+            policy.defaults.trust_level,
+            policy.defaults.trust_decay_days,
+            s.agents.get(agent.as_str()).map(|a| a.last_seen_ms),
+            self.now_ms(),
+        )
+    }
+
+    pub fn list_trust(&self, agent: Option<&str>) -> Vec<TrustAssignment> {
+        self.lock().trust.list(agent)
+    }
+
+    pub async fn grant_consent(
+        &self,
+        who: &Principal,
+        agent: AgentId,
+        data_type: String,
+        purpose: Option<String>,
+        expires_ms: Option<i64>,
+    ) -> Result<(ConsentGrant, u64), EngineError> {
+        let now = self.now_ms();
+        if let Some(e) = expires_ms {
+            if e <= now {
+                return Err(crate::domain::ParseError::new("expires_at", "must be in the future").into());
+            }
+        }
+        let g = ConsentGrant {
+            agent_id: agent.to_string(),
+            data_type,
+            purpose,
+            granted_by: who.name.clone(),
+            granted_ms: now,
+            expires_ms,
+        };
+        let draft = EntryDraft {
+            ts_ms: now,
+            kind: "consent.grant".into(),
+            agent_id: g.agent_id.clone(),
+            session_id: String::new(),
+            outcome: String::new(),
+            body: json!({"data_type": g.data_type, "purpose": g.purpose, "expires_ts_ms": g.expires_ms, "principal": who.name}),
+        };
+        let seq = self.append(draft, vec![StateOp::PutConsent(g.clone())]).await?;
+        self.lock().consent.upsert(g.clone());
+        Ok((g, seq))
+    }
+
+    pub async fn revoke_consent(
+        &self,
+        who: &Principal,
+        agent: AgentId,
+        data_type: String,
+        purpose: Option<String>,
+    ) -> Result<u64, EngineError> {
+        if !self.lock().consent.exists(agent.as_str(), &data_type, purpose.as_deref()) {
+            let what = purpose.as_deref().map_or("every purpose".to_owned(), |p| format!("purpose {p:?}"));
+            return Err(EngineError::NotFound(format!(
+                "no consent grant for agent {agent}, data type {data_type:?}, {what}"
+            )));
+        }
+        let now = self.now_ms();
+        let draft = EntryDraft {
+            ts_ms: now,
+            kind: "consent.revoke".into(),
+            agent_id: agent.to_string(),
+            session_id: String::new(),
+            outcome: String::new(),
+            body: json!({"data_type": data_type, "purpose": purpose, "principal": who.name}),
+        };
+        let op = StateOp::RevokeConsent {
+            agent_id: agent.to_string(),
+            data_type: data_type.clone(),
+            purpose: purpose.clone(),
+        };
+        let seq = self.append(draft, vec![op]).await?;
+        self.lock().consent.remove(agent.as_str(), &data_type, purpose.as_deref());
+        Ok(seq)
+    }
+
+    pub fn list_consents(&self, agent: Option<&str>) -> Vec<ConsentGrant> {
+        self.lock().consent.list(agent)
+    }
+
+    /// Budgets that apply to an agent (and session), with their current windows.
+    pub fn budgets(&self, agent: Option<&str>, session: Option<&str>) -> Vec<BudgetView> {
+        let policy = self.policy();
+        let now = self.now_ms();
+        let mut s = self.lock();
+        s.ledger.release_expired(now);
+        budget_view(&policy, &s, agent, session, now)
+    }
+
+    /// Agents seen so far, with their effective trust.
+    pub fn agents(&self) -> Vec<(String, crate::state::AgentInfo, TrustLevel)> {
+        let policy = self.policy();
+        let now = self.now_ms();
+        let s = self.lock();
+        s.agents
+            .iter()
+            .map(|(id, info)| {
+                let t = s.trust.effective(id, &[], policy.defaults.trust_level, policy.defaults.trust_decay_days, Some(info.last_seen_ms), now);
+                (id.clone(), info.clone(), t.level)
+            })
+            .collect()
+    }
+
+    pub async fn policy_info(&self) -> Result<PolicyInfo, EngineError> {
+        Ok(PolicyInfo {
+            current: self.policy(),
+            history: self.store.policy_loads(100).await?,
+        })
+    }
+
+    /// The tools from `tools` that the agent may see, in the given order.
+    pub fn filter_tools(&self, agent: &AgentId, tools: Vec<String>) -> Vec<String> {
+        let policy = self.policy();
+        match policy.agent_rule(agent.as_str()) {
+            None => Vec::new(),
+            Some(rule) => tools
+                .into_iter()
+                .filter(|t| crate::pipeline::tool_visible(rule, t))
+                .collect(),
+        }
+    }
+
+    /// Serves a new bundle and records that it was loaded.
+    pub async fn install_policy(&self, policy: Arc<CompiledPolicy>) -> Result<u64, EngineError> {
+        let now = self.now_ms();
+        let draft = EntryDraft {
+            ts_ms: now,
+            kind: "policy.load".into(),
+            agent_id: String::new(),
+            session_id: String::new(),
+            outcome: "accepted".into(),
+            body: json!({"version": policy.version, "source": policy.source, "name": policy.name}),
+        };
+        let op = StateOp::PolicyLoad {
+            version: policy.version.clone(),
+            source: policy.source.clone(),
+            loaded_ms: now,
+            accepted: true,
+            error: String::new(),
+        };
+        let seq = self.append(draft, vec![op]).await?;
+        self.policy.store(policy);
+        Ok(seq)
+    }
+
+    /// Records a bundle that failed validation; the current one keeps serving.
+    pub async fn reject_policy(&self, source: &str, version: &str, error: &str) -> Result<u64, EngineError> {
+        let now = self.now_ms();
+        let draft = EntryDraft {
+            ts_ms: now,
+            kind: "policy.rejected".into(),
+            agent_id: String::new(),
+            session_id: String::new(),
+            outcome: "rejected".into(),
+            body: json!({"version": version, "source": source, "error": error, "serving": self.policy().version}),
+        };
+        let op = StateOp::PolicyLoad {
+            version: version.to_owned(),
+            source: source.to_owned(),
+            loaded_ms: now,
+            accepted: false,
+            error: error.to_owned(),
+        };
+        self.append(draft, vec![op]).await
+    }
+
+    /// Drops replay answers older than the retention window and expired reservations.
+    pub fn prune(&self) {
+        let policy = self.policy();
+        let now = self.now_ms();
+        let cutoff = now - policy.defaults.request_id_retention.as_millis() as i64;
+        let mut s = self.lock();
+        s.ledger.release_expired(now);
+        s.requests.retain(|_, m| m.created_ms >= cutoff);
+        s.recorded.retain(|_, m| m.created_ms >= cutoff);
+    }
+}

@@ -1,0 +1,251 @@
+use super::{new_id, Engine, EngineError};
+use crate::audit::EntryDraft;
+use crate::domain::{Action, AgentId, ParseError, SessionId, TrustLevel};
+use crate::pipeline::{self, Reason, Snapshot, Verdict};
+use crate::state::{Amounts, Memo, OpenDecision, Reservation};
+use crate::store::StateOp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// A validated Evaluate request.
+#[derive(Debug, Clone)]
+pub struct EvaluateInput {
+    pub agent_id: AgentId,
+    pub session_id: Option<SessionId>,
+    pub action: Action,
+    pub request_id: Option<String>,
+    pub explain: bool,
+    pub receipt: bool,
+    pub min_trust: Option<TrustLevel>,
+    pub approval_id: Option<String>,
+    pub delegation_token: Option<String>,
+    pub context: BTreeMap<String, String>,
+}
+
+/// The answer, as sent and as stored for replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluateResult {
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub decision_id: String,
+    pub audit_seq: u64,
+    pub policy_version: String,
+    pub action_digest: String,
+    pub reservation_id: Option<String>,
+    pub reservation_expires_ms: Option<i64>,
+    pub reserved: Amounts,
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+impl EvaluateInput {
+    /// What must match for a repeated request id to be a retry rather than a reuse.
+    fn fingerprint(&self, digest: &str) -> String {
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{:?}",
+            self.agent_id,
+            self.session_id.as_ref().map(|s| s.as_str()).unwrap_or(""),
+            digest,
+            self.explain,
+            self.min_trust
+        );
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+impl Engine {
+    /// Decides, reserves and audits one action. See the module docs for the commit rule.
+    pub async fn evaluate(&self, input: EvaluateInput) -> Result<EvaluateResult, EngineError> {
+        if input.approval_id.is_some() {
+            return Err(EngineError::Unimplemented("approval_id: approvals are not available in this release".into()));
+        }
+        if input.delegation_token.is_some() {
+            return Err(EngineError::Unimplemented("delegation_token: delegation is not available in this release".into()));
+        }
+        if input.receipt {
+            return Err(EngineError::Unimplemented("receipt: receipts are not available in this release".into()));
+        }
+        let now = self.now_ms();
+        let policy = self.policy();
+        let digest = input.action.digest();
+        let fingerprint = input.fingerprint(&digest.0);
+        let agent = input.agent_id.as_str();
+        let session = input.session_id.as_ref().map(|s| s.as_str());
+        let in_flight_key = input.request_id.as_ref().map(|r| format!("evaluate:{r}"));
+
+        let (result, draft, ops, undo) = {
+            let mut s = self.lock();
+            if let Some(rid) = &input.request_id {
+                if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
+                    return replay(memo, agent, &fingerprint);
+                }
+                if !s.in_flight.insert(in_flight_key.clone().expect("set with request_id")) {
+                    return Err(EngineError::Aborted(format!("request_id {rid:?} is being evaluated right now; retry shortly")));
+                }
+            }
+            s.ledger.release_expired(now);
+            let req = pipeline::Request {
+                agent_id: agent,
+                session_id: session,
+                action: &input.action,
+                min_trust: input.min_trust,
+                explain: input.explain,
+            };
+            let decision = pipeline::run(
+                &req,
+                &Snapshot {
+                    policy: &policy,
+                    state: &s,
+                    now_ms: now,
+                    store_available: self.store_available(),
+                },
+            );
+
+            let decision_id = new_id("dec");
+            let mut ops = Vec::new();
+            let mut undo = Undo::default();
+            Self::touch(&mut s, agent, session, now, &mut ops);
+
+            let reservation = decision.intents.reservation.map(|plan| Reservation {
+                id: new_id("res"),
+                decision_id: decision_id.clone(),
+                agent_id: agent.to_owned(),
+                keys: plan.keys,
+                amounts: plan.amounts,
+                created_ms: now,
+                expires_ms: now + policy.defaults.reservation_ttl.as_millis() as i64,
+            });
+            if let Some(r) = &reservation {
+                s.ledger.reserve(r.clone());
+                ops.push(StateOp::Reserve(r.clone()));
+                undo.reservation = Some(r.id.clone());
+            }
+            if let Some((key, window_ms)) = decision.intents.loop_call {
+                s.loops.record(key.clone(), now, window_ms);
+                undo.loop_call = Some(key);
+            }
+            if decision.verdict == Verdict::Allow {
+                let open = OpenDecision {
+                    decision_id: decision_id.clone(),
+                    agent_id: agent.to_owned(),
+                    session_id: session.unwrap_or("").to_owned(),
+                    model: input.action.model.clone(),
+                    reservation: reservation.clone(),
+                    created_ms: now,
+                };
+                s.open_decisions.insert(decision_id.clone(), open.clone());
+                ops.push(StateOp::OpenDecision(open));
+                undo.open_decision = Some(decision_id.clone());
+            }
+
+            let result = EvaluateResult {
+                verdict: decision.verdict,
+                reasons: decision.reasons,
+                decision_id: decision_id.clone(),
+                audit_seq: 0,
+                policy_version: policy.version.clone(),
+                action_digest: digest.0.clone(),
+                reservation_id: reservation.as_ref().map(|r| r.id.clone()),
+                reservation_expires_ms: reservation.as_ref().map(|r| r.expires_ms),
+                reserved: reservation.as_ref().map(|r| r.amounts).unwrap_or_default(),
+                replayed: false,
+            };
+            if let Some(rid) = &input.request_id {
+                ops.push(StateOp::Remember {
+                    kind: "evaluate",
+                    key: rid.clone(),
+                    agent_id: agent.to_owned(),
+                    fingerprint: fingerprint.clone(),
+                    response: serde_json::to_string(&result).expect("result serializes"),
+                    created_ms: now,
+                });
+            }
+            let draft = EntryDraft {
+                ts_ms: now,
+                kind: "evaluate".into(),
+                agent_id: agent.to_owned(),
+                session_id: session.unwrap_or("").to_owned(),
+                outcome: decision.verdict.name().to_owned(),
+                body: json!({
+                    "decision_id": decision_id,
+                    "request_id": input.request_id,
+                    "action": input.action.to_json(),
+                    "action_digest": digest.0,
+                    "policy_version": policy.version,
+                    "reasons": result.reasons,
+                    "explain": input.explain,
+                    "min_trust": input.min_trust.map(|l| l.name()),
+                    "reservation": reservation.as_ref().map(|r| json!({
+                        "id": r.id,
+                        "amounts": r.amounts,
+                        "expires_ts_ms": r.expires_ms,
+                        "budgets": r.keys,
+                    })),
+                    "context": self.redact(&policy, &input.context),
+                }),
+            };
+            (result, draft, ops, undo)
+        };
+
+        let committed = self.batcher.append(draft, ops).await;
+        let mut s = self.lock();
+        if let Some(k) = &in_flight_key {
+            s.in_flight.remove(k);
+        }
+        match committed {
+            Ok(c) => {
+                let mut result = result;
+                result.audit_seq = c.seq;
+                if let Some(rid) = input.request_id {
+                    s.requests.insert(
+                        ("evaluate".to_owned(), rid),
+                        Memo {
+                            agent_id: agent.to_owned(),
+                            fingerprint,
+                            response_json: serde_json::to_string(&result).expect("result serializes"),
+                            audit_seq: c.seq,
+                            created_ms: now,
+                        },
+                    );
+                }
+                Ok(result)
+            }
+            Err(e) => {
+                if let Some(id) = undo.reservation {
+                    s.ledger.release(&id);
+                }
+                if let Some(key) = undo.loop_call {
+                    s.loops.forget(&key, now);
+                }
+                if let Some(id) = undo.open_decision {
+                    s.open_decisions.remove(&id);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Memory changes to take back when the commit fails.
+#[derive(Default)]
+struct Undo {
+    reservation: Option<String>,
+    loop_call: Option<crate::state::LoopKey>,
+    open_decision: Option<String>,
+}
+
+fn replay(memo: &Memo, agent: &str, fingerprint: &str) -> Result<EvaluateResult, EngineError> {
+    if memo.agent_id != agent || memo.fingerprint != fingerprint {
+        return Err(EngineError::Invalid(ParseError::new(
+            "request_id",
+            "was already used for a different request; use a new id for a new action",
+        )));
+    }
+    let mut result: EvaluateResult = serde_json::from_str(&memo.response_json)
+        .map_err(|e| EngineError::Unavailable(format!("stored reply is unreadable: {e}")))?;
+    result.audit_seq = memo.audit_seq;
+    result.replayed = true;
+    Ok(result)
+}

@@ -1,0 +1,228 @@
+//! The engine runs the pipeline against the live state and commits what it decided.
+//! It takes one consistent snapshot under the state lock, applies the pipeline's
+//! intents to memory, hands the audit entry and the matching state changes to the
+//! batcher, and answers only once both are durable. If the commit fails, the memory
+//! changes are undone and the caller gets UNAVAILABLE: never an ALLOW that is not in
+//! the log.
+
+mod admin;
+mod evaluate;
+mod record;
+
+pub use admin::{BudgetView, PolicyInfo};
+pub use evaluate::{EvaluateInput, EvaluateResult};
+pub use record::{RecordInput, RecordOutcome, RecordResult};
+
+use crate::audit::batcher::CommitError;
+use crate::audit::{BatcherHandle, EntryDraft};
+use crate::clock::Clock;
+use crate::domain::ParseError;
+use crate::policy::{CompiledPolicy, Redaction};
+use crate::state::{AgentInfo, Memo, RuntimeState};
+use crate::store::{StateOp, Store, StoreError};
+use arc_swap::ArcSwap;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Why the engine could not answer. A denial is not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The store or the audit writer failed: the caller must fail closed.
+    #[error("cannot decide: {0}")]
+    Unavailable(String),
+}
+
+impl From<CommitError> for EngineError {
+    fn from(e: CommitError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// Who is asking, as established by the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+}
+
+impl Principal {
+    /// The caller in development mode (no API keys configured, loopback only).
+    pub fn anonymous() -> Self {
+        Self {
+            name: "anonymous".into(),
+        }
+    }
+}
+
+/// How often an agent's last-seen time is written back; presence does not need
+/// millisecond freshness in the database.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    batcher: BatcherHandle,
+    policy: ArcSwap<CompiledPolicy>,
+    state: Mutex<RuntimeState>,
+    clock: Arc<dyn Clock>,
+    digest_key: [u8; 32],
+}
+
+impl Engine {
+    /// Builds the engine and loads state from the store.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        batcher: BatcherHandle,
+        policy: Arc<CompiledPolicy>,
+        clock: Arc<dyn Clock>,
+        digest_key: [u8; 32],
+    ) -> Result<Self, StoreError> {
+        let now = clock.now_ms();
+        let retention = policy.defaults.request_id_retention.as_millis() as i64;
+        let img = store.load(now, now - retention).await?;
+        let mut s = RuntimeState::default();
+        for a in img.trust {
+            s.trust.set(a);
+        }
+        for g in img.consent {
+            s.consent.upsert(g);
+        }
+        for (k, spent) in img.counters {
+            s.ledger.load_spent(k, spent);
+        }
+        for r in img.reservations {
+            s.ledger.reserve(r);
+        }
+        for d in img.open_decisions {
+            s.open_decisions.insert(d.decision_id.clone(), d);
+        }
+        for (id, first, last) in img.agents {
+            s.agents.insert(id, AgentInfo { first_seen_ms: first, last_seen_ms: last, persisted_ms: last });
+        }
+        for (agent, session, started) in img.sessions {
+            s.sessions.insert((agent, session), started);
+        }
+        for r in img.replies {
+            let memo = Memo {
+                agent_id: r.agent_id,
+                fingerprint: r.fingerprint,
+                response_json: r.response,
+                audit_seq: r.audit_seq,
+                created_ms: r.created_ms,
+            };
+            match r.kind.as_str() {
+                "record" => s.recorded.insert(r.key, memo),
+                _ => s.requests.insert((r.kind, r.key), memo),
+            };
+        }
+        Ok(Self {
+            store,
+            batcher,
+            policy: ArcSwap::new(policy),
+            state: Mutex::new(s),
+            clock,
+            digest_key,
+        })
+    }
+
+    pub fn policy(&self) -> Arc<CompiledPolicy> {
+        self.policy.load_full()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn batcher(&self) -> &BatcherHandle {
+        &self.batcher
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RuntimeState> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store_available(&self) -> bool {
+        *self.batcher.healthy().borrow()
+    }
+
+    /// Keyed digest for sensitive context values: proves what was seen without keeping it.
+    fn digest_value(&self, value: &str) -> String {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.digest_key).expect("any key length");
+        m.update(value.as_bytes());
+        format!("hmac-sha256:{}", hex::encode(m.finalize().into_bytes()))
+    }
+
+    /// Applies the policy's sensitive-key rules to a context or metadata map.
+    fn redact(&self, policy: &CompiledPolicy, map: &BTreeMap<String, String>) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (k, v) in map {
+            match policy.sensitive_keys.get(k) {
+                Some(Redaction::Drop) => {}
+                Some(Redaction::Digest) => {
+                    out.insert(k.clone(), self.digest_value(v).into());
+                }
+                None => {
+                    out.insert(k.clone(), v.clone().into());
+                }
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+
+    /// Marks an agent (and session) as seen; returns the state changes to persist.
+    fn touch(s: &mut RuntimeState, agent: &str, session: Option<&str>, now: i64, ops: &mut Vec<StateOp>) {
+        let info = s.agents.entry(agent.to_owned()).or_insert(AgentInfo {
+            first_seen_ms: now,
+            last_seen_ms: now,
+            persisted_ms: i64::MIN,
+        });
+        info.last_seen_ms = info.last_seen_ms.max(now);
+        if now - info.persisted_ms >= TOUCH_INTERVAL_MS {
+            info.persisted_ms = now;
+            ops.push(StateOp::TouchAgent {
+                agent_id: agent.to_owned(),
+                first_seen_ms: info.first_seen_ms,
+                last_seen_ms: now,
+            });
+        }
+        if let Some(session) = session {
+            let key = (agent.to_owned(), session.to_owned());
+            if !s.sessions.contains_key(&key) {
+                s.sessions.insert(key, now);
+                ops.push(StateOp::StartSession {
+                    agent_id: agent.to_owned(),
+                    session_id: session.to_owned(),
+                    started_ms: now,
+                });
+            }
+        }
+    }
+
+    /// Writes an entry that changes no decision state (admin changes, policy loads).
+    async fn append(&self, draft: EntryDraft, ops: Vec<StateOp>) -> Result<u64, EngineError> {
+        Ok(self.batcher.append(draft, ops).await?.seq)
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}

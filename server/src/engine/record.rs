@@ -1,0 +1,204 @@
+use super::{Engine, EngineError};
+use crate::audit::EntryDraft;
+use crate::domain::MicroUsd;
+use crate::state::{Amounts, Memo};
+use crate::store::StateOp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Success,
+    Failure,
+    Error,
+}
+
+impl RecordOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A validated Record request.
+#[derive(Debug, Clone)]
+pub struct RecordInput {
+    pub decision_id: String,
+    pub outcome: RecordOutcome,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub micro_usd: Option<MicroUsd>,
+    pub duration_ms: u64,
+    pub output_digest: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordResult {
+    pub audit_seq: u64,
+    pub actual: Amounts,
+    pub reserved: Amounts,
+    pub overspend: bool,
+    pub reservation_expired: bool,
+    #[serde(skip)]
+    pub duplicate: bool,
+}
+
+impl Engine {
+    /// Settles a decision's reservation with what the action really used. A second
+    /// Record for the same decision returns the first answer and writes nothing.
+    pub async fn record(&self, input: RecordInput) -> Result<RecordResult, EngineError> {
+        let now = self.now_ms();
+        let policy = self.policy();
+        let in_flight_key = format!("record:{}", input.decision_id);
+
+        let prepared = {
+            let mut s = self.lock();
+            if let Some(memo) = s.recorded.get(&input.decision_id) {
+                return duplicate(memo);
+            }
+            match s.open_decisions.get(&input.decision_id).cloned() {
+                None => None,
+                Some(open) => {
+                    if !s.in_flight.insert(in_flight_key.clone()) {
+                        return Err(EngineError::Aborted(format!(
+                            "a Record for decision {} is being written right now; retry shortly",
+                            input.decision_id
+                        )));
+                    }
+                    let model = input.model.clone().or(open.model.clone());
+                    let price = model.as_deref().and_then(|m| policy.prices.get(m));
+                    let micro_usd = match (input.micro_usd, price) {
+                        (Some(m), _) => m.0,
+                        (None, Some(p)) => p.cost(input.input_tokens, input.output_tokens).0,
+                        (None, None) => 0,
+                    };
+                    let actual = Amounts {
+                        micro_usd,
+                        tokens: input.input_tokens.saturating_add(input.output_tokens),
+                        calls: 1,
+                    };
+                    let mut ops = Vec::new();
+                    let mut reopened = None;
+                    let (reserved, expired) = match &open.reservation {
+                        Some(r) => {
+                            let was_open = s.ledger.release(&r.id).is_some();
+                            if was_open {
+                                reopened = Some(r.clone());
+                            }
+                            s.ledger.add_spent(&r.keys, actual);
+                            ops.push(StateOp::SettleReservation { id: r.id.clone() });
+                            ops.push(StateOp::AddSpend { keys: r.keys.clone(), amounts: actual });
+                            (r.amounts, !was_open)
+                        }
+                        None => (Amounts::default(), false),
+                    };
+                    s.open_decisions.remove(&input.decision_id);
+                    ops.push(StateOp::CloseDecision { decision_id: input.decision_id.clone() });
+                    let result = RecordResult {
+                        audit_seq: 0,
+                        actual,
+                        reserved,
+                        overspend: open.reservation.is_some() && actual.exceeds(reserved),
+                        reservation_expired: expired,
+                        duplicate: false,
+                    };
+                    ops.push(StateOp::Remember {
+                        kind: "record",
+                        key: input.decision_id.clone(),
+                        agent_id: open.agent_id.clone(),
+                        fingerprint: String::new(),
+                        response: serde_json::to_string(&result).expect("result serializes"),
+                        created_ms: now,
+                    });
+                    let draft = EntryDraft {
+                        ts_ms: now,
+                        kind: "record".into(),
+                        agent_id: open.agent_id.clone(),
+                        session_id: open.session_id.clone(),
+                        outcome: input.outcome.name().into(),
+                        body: json!({
+                            "decision_id": input.decision_id,
+                            "usage": {
+                                "model": model,
+                                "input_tokens": input.input_tokens,
+                                "output_tokens": input.output_tokens,
+                                "micro_usd": input.micro_usd.map(|m| m.0),
+                            },
+                            "actual": actual,
+                            "reserved": reserved,
+                            "overspend": result.overspend,
+                            "reservation_id": open.reservation.as_ref().map(|r| r.id.clone()),
+                            "reservation_expired": expired,
+                            "duration_ms": input.duration_ms,
+                            "output_digest": input.output_digest,
+                            "metadata": self.redact(&policy, &input.metadata),
+                        }),
+                    };
+                    Some((open, result, draft, ops, reopened))
+                }
+            }
+        };
+
+        let Some((open, result, draft, ops, reopened)) = prepared else {
+            // Not in memory: an answer older than memory keeps, or no such decision.
+            return match self.store.find_reply("record", &input.decision_id).await? {
+                Some(row) => duplicate(&Memo {
+                    agent_id: row.agent_id,
+                    fingerprint: row.fingerprint,
+                    response_json: row.response,
+                    audit_seq: row.audit_seq,
+                    created_ms: row.created_ms,
+                }),
+                None => Err(EngineError::NotFound(format!(
+                    "decision_id: {} is not an allowed decision awaiting Record",
+                    input.decision_id
+                ))),
+            };
+        };
+
+        let committed = self.batcher.append(draft, ops).await;
+        let mut s = self.lock();
+        s.in_flight.remove(&in_flight_key);
+        match committed {
+            Ok(c) => {
+                let mut result = result;
+                result.audit_seq = c.seq;
+                s.recorded.insert(
+                    input.decision_id,
+                    Memo {
+                        agent_id: open.agent_id,
+                        fingerprint: String::new(),
+                        response_json: serde_json::to_string(&result).expect("result serializes"),
+                        audit_seq: c.seq,
+                        created_ms: now,
+                    },
+                );
+                Ok(result)
+            }
+            Err(e) => {
+                if let Some(r) = &open.reservation {
+                    s.ledger.remove_spent(&r.keys, result.actual);
+                }
+                if let Some(r) = reopened {
+                    s.ledger.reserve(r);
+                }
+                s.open_decisions.insert(open.decision_id.clone(), open);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn duplicate(memo: &Memo) -> Result<RecordResult, EngineError> {
+    let mut r: RecordResult = serde_json::from_str(&memo.response_json)
+        .map_err(|e| EngineError::Unavailable(format!("stored reply is unreadable: {e}")))?;
+    r.audit_seq = memo.audit_seq;
+    r.duplicate = true;
+    Ok(r)
+}

@@ -1,0 +1,80 @@
+//! Stage 5: scope (default deny) and the loop guard. Owns `scope.no_policy`,
+//! `scope.tool_denied`, `scope.tool_hidden`, `scope.tool_not_allowed`,
+//! `scope.api_denied`, `scope.api_not_allowed`, `scope.model_not_allowed` and
+//! `loop.detected`.
+
+use super::{Reason, Request, Snapshot};
+use crate::policy::AgentRule;
+use crate::state::LoopKey;
+
+/// Whether a tool is visible to (and callable by) the agent rule.
+pub fn tool_visible(rule: &AgentRule, tool: &str) -> bool {
+    !rule.tools.deny.is_match(tool) && !rule.tools.hidden.is_match(tool) && rule.tools.allow.is_match(tool)
+}
+
+fn check_targets(req: &Request<'_>, rule: &AgentRule) -> Result<String, Reason> {
+    let mut ok = Vec::new();
+    if let Some(tool) = req.action.tool.as_deref() {
+        if let Some(p) = rule.tools.deny.first_match(tool) {
+            return Err(Reason::fail("scope", "scope.tool_denied", format!("tool {tool:?} is denied by pattern {p:?}")));
+        }
+        if rule.tools.hidden.is_match(tool) {
+            return Err(Reason::fail("scope", "scope.tool_hidden", format!("tool {tool:?} is hidden from agent {}", req.agent_id)));
+        }
+        match rule.tools.allow.first_match(tool) {
+            Some(p) => ok.push(format!("tool {tool:?} allowed by {p:?}")),
+            None => return Err(Reason::fail("scope", "scope.tool_not_allowed", format!("tool {tool:?} is not in agent {}'s allow list", req.agent_id))),
+        }
+    }
+    if let Some(api) = &req.action.api {
+        if let Some(p) = rule.apis.deny.iter().find(|p| p.matches(&api.method, &api.url)) {
+            return Err(Reason::fail("scope", "scope.api_denied", format!("{} {} is denied by pattern {:?}", api.method, api.url, p.text)));
+        }
+        match rule.apis.allow.iter().find(|p| p.matches(&api.method, &api.url)) {
+            Some(p) => ok.push(format!("{} {} allowed by {:?}", api.method, api.url, p.text)),
+            None => return Err(Reason::fail("scope", "scope.api_not_allowed", format!("{} {} is not in agent {}'s API allow list", api.method, api.url, req.agent_id))),
+        }
+    }
+    if let Some(model) = req.action.model.as_deref() {
+        match rule.models.first_match(model) {
+            Some(p) => ok.push(format!("model {model:?} allowed by {p:?}")),
+            None => return Err(Reason::fail("scope", "scope.model_not_allowed", format!("model {model:?} is not allowed for agent {}", req.agent_id))),
+        }
+    }
+    Ok(ok.join("; "))
+}
+
+pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey, i64)>) {
+    let Some(rule) = snap.policy.agent_rule(req.agent_id) else {
+        return (
+            Reason::fail("scope", "scope.no_policy", format!("no agent rule in policy {} matches agent {}", short(&snap.policy.version), req.agent_id)),
+            None,
+        );
+    };
+    let allowed = match check_targets(req, rule) {
+        Ok(text) => text,
+        Err(reason) => return (reason, None),
+    };
+    let mut loop_call = None;
+    if let (Some(guard), Some(tool)) = (rule.loop_guard, req.action.tool.as_deref()) {
+        let key: LoopKey = (req.agent_id.to_owned(), req.session_id.unwrap_or("").to_owned(), tool.to_owned());
+        let window_ms = guard.window.as_millis() as i64;
+        let count = snap.state.loops.count(&key, snap.now_ms, window_ms);
+        if count + 1 > guard.max_calls as usize {
+            return (
+                Reason::fail(
+                    "scope",
+                    "loop.detected",
+                    format!("tool {tool:?} called {count} times in the last {:?} in this session; the limit is {}", guard.window, guard.max_calls),
+                ),
+                None,
+            );
+        }
+        loop_call = Some((key, window_ms));
+    }
+    (Reason::pass("scope", "ok", format!("rule {:?}: {allowed}", rule.id_pattern)), loop_call)
+}
+
+fn short(version: &str) -> &str {
+    &version[..version.len().min(19)]
+}

@@ -1,0 +1,50 @@
+//! Stage 2: trust. Owns `trust.insufficient`.
+
+use super::{Reason, Request, Snapshot};
+use crate::domain::TrustLevel;
+
+/// The level an action needs: the policy default, raised by every matching action
+/// rule, raised again by the request's `min_trust` (a request can never lower it).
+pub fn required_level(req: &Request<'_>, snap: &Snapshot<'_>) -> TrustLevel {
+    let policy = snap.policy;
+    policy
+        .action_rules(req.action)
+        .filter_map(|r| r.trust)
+        .chain(req.min_trust)
+        .fold(policy.defaults.required_trust, TrustLevel::max)
+}
+
+pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
+    let required = required_level(req, snap);
+    let scopes: Vec<&str> = req
+        .action
+        .tool
+        .as_deref()
+        .into_iter()
+        .chain(req.action.category.as_deref())
+        .collect();
+    let last_active = snap.state.agents.get(req.agent_id).map(|a| a.last_seen_ms);
+    let eff = snap.state.trust.effective(
+        req.agent_id,
+        &scopes,
+        snap.policy.defaults.trust_level,
+        snap.policy.defaults.trust_decay_days,
+        last_active,
+        snap.now_ms,
+    );
+    if eff.level >= required {
+        return Reason::pass(
+            "trust",
+            "ok",
+            format!("agent level {} ({}) meets required {}", eff.level, eff.source, required),
+        );
+    }
+    Reason::fail(
+        "trust",
+        "trust.insufficient",
+        format!(
+            "agent {} has trust {} ({}), the action requires {}",
+            req.agent_id, eff.level, eff.source, required
+        ),
+    )
+}

@@ -1,0 +1,187 @@
+//! Policy bundles: load a YAML file, validate it strictly, compile it into a
+//! [`CompiledPolicy`] with pre-built glob sets and a version hash. A reload swaps the
+//! whole compiled policy at once (see `loader`).
+
+mod compile;
+pub mod loader;
+pub mod model;
+mod prices;
+
+pub use compile::{compile, PolicyError};
+pub use prices::{Price, PriceTable};
+
+use crate::domain::{Action, ApiPattern, GlobList, MicroUsd, Period, TrustLevel};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the policy says when no rule is more specific.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub trust_level: TrustLevel,
+    pub required_trust: TrustLevel,
+    pub consent_allow: bool,
+    pub reservation_ttl: Duration,
+    pub trust_decay_days: u32,
+    pub request_id_retention: Duration,
+}
+
+/// How an action rule asks for a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalMode {
+    /// Ask only when trust escalation applies (the default).
+    Escalate,
+    Always,
+    Never,
+}
+
+/// Properties of actions matched by tool, API or model.
+#[derive(Debug, Clone)]
+pub struct ActionRule {
+    pub tool: Option<GlobList>,
+    pub api: Option<ApiPattern>,
+    pub model: Option<GlobList>,
+    pub trust: Option<TrustLevel>,
+    pub critical: bool,
+    pub approval: ApprovalMode,
+    pub irreversible: bool,
+    pub external: bool,
+}
+
+impl ActionRule {
+    /// A rule matches when every matcher it names matches the action.
+    pub fn matches(&self, action: &Action) -> bool {
+        let tool_ok = self
+            .tool
+            .as_ref()
+            .is_none_or(|g| action.tool.as_deref().is_some_and(|t| g.is_match(t)));
+        let api_ok = self.api.as_ref().is_none_or(|p| {
+            action
+                .api
+                .as_ref()
+                .is_some_and(|a| p.matches(&a.method, &a.url))
+        });
+        let model_ok = self
+            .model
+            .as_ref()
+            .is_none_or(|g| action.model.as_deref().is_some_and(|m| g.is_match(m)));
+        tool_ok && api_ok && model_ok
+    }
+}
+
+/// Allow/deny lists for one kind of target. Deny wins; hidden tools are also denied.
+#[derive(Debug, Clone)]
+pub struct ToolScope {
+    pub allow: GlobList,
+    pub deny: GlobList,
+    pub hidden: GlobList,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiScope {
+    pub allow: Vec<ApiPattern>,
+    pub deny: Vec<ApiPattern>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LoopGuard {
+    pub max_calls: u32,
+    pub window: Duration,
+}
+
+/// Scope for the agents whose id matches `id`.
+#[derive(Debug, Clone)]
+pub struct AgentRule {
+    pub id_pattern: String,
+    pub id: GlobList,
+    pub tools: ToolScope,
+    pub apis: ApiScope,
+    /// Allowed models; `None` when the rule lists none (then no model is allowed).
+    pub models: GlobList,
+    pub loop_guard: Option<LoopGuard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetScope {
+    Agent,
+    Session,
+    Category,
+    Global,
+}
+
+impl BudgetScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Session => "session",
+            Self::Category => "category",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// Caps of one budget. A `None` cap does not limit that dimension.
+#[derive(Debug, Clone, Default)]
+pub struct Caps {
+    pub micro_usd: Option<MicroUsd>,
+    pub tokens: Option<u64>,
+    pub calls: Option<u64>,
+    pub session_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub name: String,
+    pub scope: BudgetScope,
+    pub agents: GlobList,
+    pub category: Option<String>,
+    pub period: Period,
+    pub caps: Caps,
+    pub fail_open: bool,
+}
+
+/// How a sensitive context key is written into audit entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redaction {
+    Digest,
+    Drop,
+}
+
+/// A validated, compiled policy bundle. Immutable; replaced whole on reload.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// `sha256:<hex>` of the bundle's bytes.
+    pub version: String,
+    /// Where it came from ("<none>" for the built-in empty policy).
+    pub source: String,
+    pub name: Option<String>,
+    pub defaults: Defaults,
+    pub prices: PriceTable,
+    pub actions: Vec<ActionRule>,
+    pub agents: Vec<AgentRule>,
+    pub budgets: Vec<Budget>,
+    pub sensitive_keys: BTreeMap<String, Redaction>,
+}
+
+impl CompiledPolicy {
+    /// The policy served when no bundle is configured: every agent is denied with
+    /// `scope.no_policy`.
+    pub fn empty() -> Self {
+        compile(b"version: 1\n", "<none>").expect("the empty policy compiles")
+    }
+
+    /// The agent rule for an id: an exact id wins, else the first glob in file order.
+    pub fn agent_rule(&self, agent_id: &str) -> Option<&AgentRule> {
+        self.agents
+            .iter()
+            .find(|r| r.id_pattern == agent_id)
+            .or_else(|| self.agents.iter().find(|r| r.id.is_match(agent_id)))
+    }
+
+    pub fn action_rules<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a ActionRule> + 'a {
+        self.actions.iter().filter(move |r| r.matches(action))
+    }
+
+    pub fn budget(&self, name: &str) -> Option<&Budget> {
+        self.budgets.iter().find(|b| b.name == name)
+    }
+}

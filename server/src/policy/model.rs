@@ -1,0 +1,133 @@
+//! The policy bundle as written in YAML. Every struct refuses unknown keys, so a typo
+//! is an error that names the path instead of a silently ignored rule.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Bundle format version; only 1 exists.
+    pub version: u32,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub defaults: DefaultsFile,
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceFile>,
+    #[serde(default)]
+    pub actions: Vec<ActionRuleFile>,
+    #[serde(default)]
+    pub agents: Vec<AgentRuleFile>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetFile>,
+    #[serde(default)]
+    pub audit: AuditFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsFile {
+    pub trust_level: Option<String>,
+    pub required_trust: Option<String>,
+    pub consent: Option<ConsentDefault>,
+    pub reservation_ttl: Option<String>,
+    pub trust_decay_days: Option<u32>,
+    pub request_id_retention: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentDefault {
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceFile {
+    /// USD per million input tokens, as a decimal string.
+    pub input: serde_norway::Value,
+    /// USD per million output tokens, as a decimal string.
+    pub output: serde_norway::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub tool: Option<String>,
+    pub api: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRuleFile {
+    #[serde(rename = "match")]
+    pub matcher: MatchFile,
+    pub trust: Option<String>,
+    #[serde(default)]
+    pub critical: bool,
+    pub approval: Option<String>,
+    #[serde(default)]
+    pub irreversible: bool,
+    #[serde(default)]
+    pub external: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowDenyFile {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub hidden: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopGuardFile {
+    pub max_calls: u32,
+    pub window: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRuleFile {
+    /// Agent id or glob.
+    pub id: String,
+    #[serde(default)]
+    pub tools: AllowDenyFile,
+    #[serde(default)]
+    pub apis: AllowDenyFile,
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub loop_guard: Option<LoopGuardFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    pub name: String,
+    pub scope: String,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    pub category: Option<String>,
+    pub period: String,
+    pub max_usd: Option<serde_norway::Value>,
+    pub max_tokens: Option<u64>,
+    pub max_calls: Option<u64>,
+    pub max_session_seconds: Option<u64>,
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// Context and metadata keys stored only as keyed digests ("digest") or not at all ("drop").
+    #[serde(default)]
+    pub sensitive_keys: BTreeMap<String, String>,
+}

@@ -1,0 +1,64 @@
+//! The in-memory copy of run-time state that the pipeline reads. The database is the
+//! truth; this copy is rebuilt from it at start (and after a failed commit), and every
+//! change reaches it only together with an audit entry.
+
+pub mod consent;
+pub mod ledger;
+pub mod loops;
+pub mod trust;
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+pub use consent::{ConsentBook, ConsentCheck, ConsentGrant};
+pub use ledger::{Amounts, Counter, CounterKey, Ledger, Reservation};
+pub use loops::{LoopKey, LoopWindows};
+pub use trust::{EffectiveTrust, TrustAssignment, TrustBook};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// Last time `last_seen_ms` was written to the store; writes are coalesced.
+    pub persisted_ms: i64,
+}
+
+/// An allowed decision that Record has not settled yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenDecision {
+    pub decision_id: String,
+    pub agent_id: String,
+    pub session_id: String,
+    pub model: Option<String>,
+    pub reservation: Option<Reservation>,
+    pub created_ms: i64,
+}
+
+/// A stored answer, replayed for a repeated request id or a repeated Record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memo {
+    pub agent_id: String,
+    /// Digest of the request it answered; a reuse with another request is refused.
+    pub fingerprint: String,
+    pub response_json: String,
+    pub audit_seq: u64,
+    pub created_ms: i64,
+}
+
+/// Everything the pipeline and the admin RPCs read from memory.
+#[derive(Debug, Default)]
+pub struct RuntimeState {
+    pub trust: TrustBook,
+    pub consent: ConsentBook,
+    pub ledger: Ledger,
+    pub loops: LoopWindows,
+    pub agents: BTreeMap<String, AgentInfo>,
+    pub sessions: HashMap<(String, String), i64>,
+    pub open_decisions: HashMap<String, OpenDecision>,
+    /// Decision id → Record answer.
+    pub recorded: HashMap<String, Memo>,
+    /// (kind, request id) → answer.
+    pub requests: HashMap<(String, String), Memo>,
+    /// Request ids and decision ids being committed right now.
+    pub in_flight: std::collections::HashSet<String>,
+}

@@ -1,0 +1,135 @@
+//! Persistence. `Store` is the one boundary to the database; `sqlite` holds all the SQL
+//! for the embedded default. Every write arrives as a batch of `CommitUnit`s from the
+//! audit batcher, so state changes and their audit entries commit together.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::audit::SealedEntry;
+use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => Self::Corrupt(e.to_string()),
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => Self::Conflict(db.message().to_owned()),
+            other => Self::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+/// A change to run-time state, written in the same transaction as its audit entry.
+#[derive(Debug, Clone)]
+pub enum StateOp {
+    TouchAgent { agent_id: String, first_seen_ms: i64, last_seen_ms: i64 },
+    StartSession { agent_id: String, session_id: String, started_ms: i64 },
+    Reserve(Reservation),
+    SettleReservation { id: String },
+    AddSpend { keys: Vec<CounterKey>, amounts: Amounts },
+    OpenDecision(OpenDecision),
+    CloseDecision { decision_id: String },
+    /// Stores an answer for replay; its audit_seq is the seq of the unit's entry.
+    Remember { kind: &'static str, key: String, agent_id: String, fingerprint: String, response: String, created_ms: i64 },
+    SetTrust(TrustAssignment),
+    PutConsent(ConsentGrant),
+    RevokeConsent { agent_id: String, data_type: String, purpose: Option<String> },
+    PolicyLoad { version: String, source: String, loaded_ms: i64, accepted: bool, error: String },
+}
+
+/// One audit entry and the state changes it records.
+#[derive(Debug, Clone)]
+pub struct CommitUnit {
+    pub entry: SealedEntry,
+    pub ops: Vec<StateOp>,
+}
+
+/// A stored replay answer.
+#[derive(Debug, Clone)]
+pub struct ReplyRow {
+    pub kind: String,
+    pub key: String,
+    pub agent_id: String,
+    pub fingerprint: String,
+    pub response: String,
+    pub audit_seq: u64,
+    pub created_ms: i64,
+}
+
+/// Everything needed to rebuild the in-memory state.
+#[derive(Debug, Default)]
+pub struct StateImage {
+    pub trust: Vec<TrustAssignment>,
+    pub consent: Vec<ConsentGrant>,
+    pub counters: Vec<(CounterKey, Amounts)>,
+    pub reservations: Vec<Reservation>,
+    pub open_decisions: Vec<OpenDecision>,
+    pub agents: Vec<(String, i64, i64)>,
+    pub sessions: Vec<(String, String, i64)>,
+    pub replies: Vec<ReplyRow>,
+}
+
+/// Filter for audit queries; `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub agent_id: Option<String>,
+    pub session_id: Option<String>,
+    pub kinds: Vec<String>,
+    pub outcome: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl AuditQuery {
+    pub fn matches(&self, e: &SealedEntry) -> bool {
+        self.agent_id.as_ref().is_none_or(|a| *a == e.agent_id)
+            && self.session_id.as_ref().is_none_or(|s| *s == e.session_id)
+            && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && self.outcome.as_ref().is_none_or(|o| *o == e.outcome)
+            && self.since_ms.is_none_or(|t| e.ts_ms >= t)
+            && self.until_ms.is_none_or(|t| e.ts_ms < t)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyLoadRow {
+    pub version: String,
+    pub source: String,
+    pub loaded_ms: i64,
+    pub accepted: bool,
+    pub error: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap liveness probe used by health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Highest sequence number and its MAC, if the log is not empty.
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
+    /// State to rebuild memory from; replies newer than `replies_since_ms` only.
+    async fn load(&self, now_ms: i64, replies_since_ms: i64) -> Result<StateImage, StoreError>;
+    /// Writes a batch of units in one transaction: all or nothing.
+    async fn commit(&self, units: &[CommitUnit]) -> Result<(), StoreError>;
+    /// Entries with `from_seq <= seq <= to_seq`, at most `limit`, in order.
+    async fn audit_range(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError>;
+    /// Entries after `after_seq` that match, at most `limit`, in order.
+    async fn query_audit(&self, q: &AuditQuery, after_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError>;
+    /// Policy load attempts, newest first.
+    async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError>;
+    /// A stored reply older than what memory keeps.
+    async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError>;
+}

@@ -1,0 +1,474 @@
+//! The embedded backend: SQLite in WAL mode. All SQL for it lives here.
+
+use super::{AuditQuery, CommitUnit, PolicyLoadRow, ReplyRow, StateImage, StateOp, Store, StoreError};
+use crate::audit::SealedEntry;
+use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
+use crate::domain::TrustLevel;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use tracing::instrument;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file. `synchronous_full` trades commit
+    /// latency for surviving power loss; the default survives a process crash.
+    pub async fn open(path: &Path, synchronous_full: bool) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn entry_from_row(r: &SqliteRow) -> Result<SealedEntry, StoreError> {
+    Ok(SealedEntry {
+        seq: to_u64(r.try_get("seq")?),
+        ts_ms: r.try_get("ts_ms")?,
+        kind: r.try_get("kind")?,
+        agent_id: r.try_get("agent_id")?,
+        session_id: r.try_get("session_id")?,
+        outcome: r.try_get("outcome")?,
+        key_id: r.try_get("key_id")?,
+        canonical: r.try_get("canonical")?,
+        mac: r.try_get("mac")?,
+    })
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("state types serialize")
+}
+
+const ENTRY_COLUMNS: &str = "seq, ts_ms, kind, agent_id, session_id, outcome, key_id, canonical, mac";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, mac FROM audit_entries ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((to_u64(r.try_get("seq")?), r.try_get("mac")?))).transpose()
+    }
+
+    #[instrument(skip_all)]
+    async fn load(&self, now_ms: i64, replies_since_ms: i64) -> Result<StateImage, StoreError> {
+        let mut img = StateImage::default();
+        for r in sqlx::query("SELECT agent_id, scope, level, assigned_by, assigned_ms FROM trust_assignments")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let rank: i64 = r.try_get("level")?;
+            img.trust.push(TrustAssignment {
+                agent_id: r.try_get("agent_id")?,
+                scope: r.try_get("scope")?,
+                level: TrustLevel::from_rank(rank as u8).ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
+                assigned_by: r.try_get("assigned_by")?,
+                assigned_ms: r.try_get("assigned_ms")?,
+            });
+        }
+        for r in sqlx::query("SELECT agent_id, data_type, purpose, granted_by, granted_ms, expires_ms FROM consent_grants")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let purpose: String = r.try_get("purpose")?;
+            img.consent.push(ConsentGrant {
+                agent_id: r.try_get("agent_id")?,
+                data_type: r.try_get("data_type")?,
+                purpose: (!purpose.is_empty()).then_some(purpose),
+                granted_by: r.try_get("granted_by")?,
+                granted_ms: r.try_get("granted_ms")?,
+                expires_ms: r.try_get("expires_ms")?,
+            });
+        }
+        for r in sqlx::query("SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls FROM budget_counters")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.counters.push((
+                CounterKey {
+                    budget: r.try_get("budget")?,
+                    scope_key: r.try_get("scope_key")?,
+                    window_start_ms: r.try_get("window_start_ms")?,
+                },
+                Amounts {
+                    micro_usd: to_u64(r.try_get("spent_micro_usd")?),
+                    tokens: to_u64(r.try_get("spent_tokens")?),
+                    calls: to_u64(r.try_get("spent_calls")?),
+                },
+            ));
+        }
+        for r in sqlx::query(
+            "SELECT id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms
+             FROM reservations WHERE settled = 0 AND expires_ms > ?",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let keys: String = r.try_get("keys_json")?;
+            img.reservations.push(Reservation {
+                id: r.try_get("id")?,
+                decision_id: r.try_get("decision_id")?,
+                agent_id: r.try_get("agent_id")?,
+                keys: json(&keys)?,
+                amounts: Amounts {
+                    micro_usd: to_u64(r.try_get("micro_usd")?),
+                    tokens: to_u64(r.try_get("tokens")?),
+                    calls: to_u64(r.try_get("calls")?),
+                },
+                created_ms: r.try_get("created_ms")?,
+                expires_ms: r.try_get("expires_ms")?,
+            });
+        }
+        for r in sqlx::query("SELECT body_json FROM decisions WHERE recorded = 0")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let body: String = r.try_get("body_json")?;
+            img.open_decisions.push(json::<OpenDecision>(&body)?);
+        }
+        for r in sqlx::query("SELECT agent_id, first_seen_ms, last_seen_ms FROM agents")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.agents.push((r.try_get("agent_id")?, r.try_get("first_seen_ms")?, r.try_get("last_seen_ms")?));
+        }
+        for r in sqlx::query("SELECT agent_id, session_id, started_ms FROM sessions")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.sessions.push((r.try_get("agent_id")?, r.try_get("session_id")?, r.try_get("started_ms")?));
+        }
+        for r in sqlx::query(
+            "SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE created_ms >= ?",
+        )
+        .bind(replies_since_ms)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            img.replies.push(reply_from_row(&r)?);
+        }
+        Ok(img)
+    }
+
+    #[instrument(skip_all, fields(units = units.len()))]
+    async fn commit(&self, units: &[CommitUnit]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for unit in units {
+            let e = &unit.entry;
+            sqlx::query(AssertSqlSafe(format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")))
+                .bind(to_i64(e.seq))
+                .bind(e.ts_ms)
+                .bind(&e.kind)
+                .bind(&e.agent_id)
+                .bind(&e.session_id)
+                .bind(&e.outcome)
+                .bind(&e.key_id)
+                .bind(&e.canonical)
+                .bind(&e.mac)
+                .execute(&mut *tx)
+                .await?;
+            for op in &unit.ops {
+                apply(&mut tx, op, e.seq).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn audit_range(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?")))
+            .bind(to_i64(from_seq))
+            .bind(to_i64(to_seq))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+    }
+
+    #[instrument(skip_all)]
+    async fn query_audit(&self, q: &AuditQuery, after_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError> {
+        let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > ?");
+        if q.agent_id.is_some() {
+            sql.push_str(" AND agent_id = ?");
+        }
+        if q.session_id.is_some() {
+            sql.push_str(" AND session_id = ?");
+        }
+        if !q.kinds.is_empty() {
+            sql.push_str(&format!(" AND kind IN ({})", vec!["?"; q.kinds.len()].join(", ")));
+        }
+        if q.outcome.is_some() {
+            sql.push_str(" AND outcome = ?");
+        }
+        if q.since_ms.is_some() {
+            sql.push_str(" AND ts_ms >= ?");
+        }
+        if q.until_ms.is_some() {
+            sql.push_str(" AND ts_ms < ?");
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        // Only fixed fragments and `?` placeholders are appended above; values are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(to_i64(after_seq));
+        if let Some(a) = &q.agent_id {
+            query = query.bind(a);
+        }
+        if let Some(s) = &q.session_id {
+            query = query.bind(s);
+        }
+        for k in &q.kinds {
+            query = query.bind(k);
+        }
+        if let Some(o) = &q.outcome {
+            query = query.bind(o);
+        }
+        if let Some(t) = q.since_ms {
+            query = query.bind(t);
+        }
+        if let Some(t) = q.until_ms {
+            query = query.bind(t);
+        }
+        query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+    }
+
+    async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError> {
+        sqlx::query("SELECT version, source, loaded_ms, accepted, error FROM policy_loads ORDER BY id DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PolicyLoadRow {
+                    version: r.try_get("version")?,
+                    source: r.try_get("source")?,
+                    loaded_ms: r.try_get("loaded_ms")?,
+                    accepted: r.try_get::<i64, _>("accepted")? != 0,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
+        sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = ? AND key = ?")
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| reply_from_row(&r))
+            .transpose()
+    }
+}
+
+fn reply_from_row(r: &SqliteRow) -> Result<ReplyRow, StoreError> {
+    Ok(ReplyRow {
+        kind: r.try_get("kind")?,
+        key: r.try_get("key")?,
+        agent_id: r.try_get("agent_id")?,
+        fingerprint: r.try_get("fingerprint")?,
+        response: r.try_get("response")?,
+        audit_seq: to_u64(r.try_get("audit_seq")?),
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, op: &StateOp, seq: u64) -> Result<(), StoreError> {
+    match op {
+        StateOp::TouchAgent { agent_id, first_seen_ms, last_seen_ms } => {
+            sqlx::query(
+                "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms) VALUES (?, ?, ?)
+                 ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+            )
+            .bind(agent_id)
+            .bind(first_seen_ms)
+            .bind(last_seen_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::StartSession { agent_id, session_id, started_ms } => {
+            sqlx::query("INSERT OR IGNORE INTO sessions (agent_id, session_id, started_ms) VALUES (?, ?, ?)")
+                .bind(agent_id)
+                .bind(session_id)
+                .bind(started_ms)
+                .execute(&mut **tx)
+                .await?;
+        }
+        StateOp::Reserve(r) => {
+            sqlx::query(
+                "INSERT INTO reservations (id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.id)
+            .bind(&r.decision_id)
+            .bind(&r.agent_id)
+            .bind(to_json(&r.keys))
+            .bind(to_i64(r.amounts.micro_usd))
+            .bind(to_i64(r.amounts.tokens))
+            .bind(to_i64(r.amounts.calls))
+            .bind(r.created_ms)
+            .bind(r.expires_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::SettleReservation { id } => {
+            sqlx::query("UPDATE reservations SET settled = 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        StateOp::AddSpend { keys, amounts } => {
+            for k in keys {
+                sqlx::query(
+                    "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls)
+                     VALUES (?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET
+                       spent_micro_usd = spent_micro_usd + excluded.spent_micro_usd,
+                       spent_tokens = spent_tokens + excluded.spent_tokens,
+                       spent_calls = spent_calls + excluded.spent_calls",
+                )
+                .bind(&k.budget)
+                .bind(&k.scope_key)
+                .bind(k.window_start_ms)
+                .bind(to_i64(amounts.micro_usd))
+                .bind(to_i64(amounts.tokens))
+                .bind(to_i64(amounts.calls))
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        StateOp::OpenDecision(d) => {
+            sqlx::query("INSERT INTO decisions (decision_id, agent_id, body_json, created_ms) VALUES (?, ?, ?, ?)")
+                .bind(&d.decision_id)
+                .bind(&d.agent_id)
+                .bind(to_json(d))
+                .bind(d.created_ms)
+                .execute(&mut **tx)
+                .await?;
+        }
+        StateOp::CloseDecision { decision_id } => {
+            sqlx::query("UPDATE decisions SET recorded = 1 WHERE decision_id = ?")
+                .bind(decision_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        StateOp::Remember { kind, key, agent_id, fingerprint, response, created_ms } => {
+            sqlx::query(
+                "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(*kind)
+            .bind(key)
+            .bind(agent_id)
+            .bind(fingerprint)
+            .bind(response)
+            .bind(to_i64(seq))
+            .bind(created_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::SetTrust(a) => {
+            sqlx::query(
+                "INSERT INTO trust_assignments (agent_id, scope, level, assigned_by, assigned_ms) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (agent_id, scope) DO UPDATE SET level = excluded.level,
+                   assigned_by = excluded.assigned_by, assigned_ms = excluded.assigned_ms",
+            )
+            .bind(&a.agent_id)
+            .bind(&a.scope)
+            .bind(i64::from(a.level.rank()))
+            .bind(&a.assigned_by)
+            .bind(a.assigned_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::PutConsent(g) => {
+            sqlx::query(
+                "INSERT INTO consent_grants (agent_id, data_type, purpose, granted_by, granted_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (agent_id, data_type, purpose) DO UPDATE SET granted_by = excluded.granted_by,
+                   granted_ms = excluded.granted_ms, expires_ms = excluded.expires_ms",
+            )
+            .bind(&g.agent_id)
+            .bind(&g.data_type)
+            .bind(g.purpose.as_deref().unwrap_or(""))
+            .bind(&g.granted_by)
+            .bind(g.granted_ms)
+            .bind(g.expires_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::RevokeConsent { agent_id, data_type, purpose } => {
+            sqlx::query("DELETE FROM consent_grants WHERE agent_id = ? AND data_type = ? AND purpose = ?")
+                .bind(agent_id)
+                .bind(data_type)
+                .bind(purpose.as_deref().unwrap_or(""))
+                .execute(&mut **tx)
+                .await?;
+        }
+        StateOp::PolicyLoad { version, source, loaded_ms, accepted, error } => {
+            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error) VALUES (?, ?, ?, ?, ?)")
+                .bind(version)
+                .bind(source)
+                .bind(loaded_ms)
+                .bind(i64::from(*accepted))
+                .bind(error)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
