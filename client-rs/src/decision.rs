@@ -105,7 +105,7 @@ impl From<&Reason> for proto::Reason {
 pub struct Decision {
     /// ALLOW, DENY or PENDING_APPROVAL.
     pub outcome: DecisionOutcome,
-    /// The deciding reason first; with `explain`, one per stage in pipeline order.
+    /// Stage verdicts in pipeline order, up to the deciding stage (every stage with `explain`).
     pub reasons: Vec<Reason>,
     /// Id of this decision, to pass to [`Client::record`]. Empty for a synthetic DENY.
     pub decision_id: String,
@@ -144,9 +144,12 @@ impl Decision {
         self.outcome == DecisionOutcome::PendingApproval
     }
 
-    /// The deciding reason (the first one), if the server gave any.
+    /// The deciding reason: the first failed stage, or the first reason when all passed.
     pub fn reason(&self) -> Option<&Reason> {
-        self.reasons.first()
+        self.reasons
+            .iter()
+            .find(|r| !r.passed)
+            .or_else(|| self.reasons.first())
     }
 
     /// Amount reserved against every applicable budget.

@@ -74,6 +74,14 @@ impl HmacKey {
         hex::encode(self.secret)
     }
 
+    /// A separate key for another purpose (e.g. context digests), so the chain key
+    /// itself is never used outside the chain.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut m = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        m.update(label);
+        m.finalize().into_bytes().into()
+    }
+
     pub fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
         let mut m = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
         m.update(DOMAIN);

@@ -3,6 +3,7 @@
 
 pub mod batcher;
 pub mod canonical;
+pub mod offline;
 pub mod chain;
 pub mod verify;
 

@@ -6,15 +6,17 @@
 //! the log.
 
 mod admin;
+mod audit;
 mod evaluate;
 mod record;
 
 pub use admin::{BudgetView, PolicyInfo};
+pub use audit::VerifyReport;
 pub use evaluate::{EvaluateInput, EvaluateResult};
 pub use record::{RecordInput, RecordOutcome, RecordResult};
 
 use crate::audit::batcher::CommitError;
-use crate::audit::{BatcherHandle, EntryDraft};
+use crate::audit::{BatcherHandle, EntryDraft, KeyRing};
 use crate::clock::Clock;
 use crate::domain::ParseError;
 use crate::policy::{CompiledPolicy, Redaction};
@@ -79,6 +81,7 @@ pub struct Engine {
     policy: ArcSwap<CompiledPolicy>,
     state: Mutex<RuntimeState>,
     clock: Arc<dyn Clock>,
+    keys: KeyRing,
     digest_key: [u8; 32],
 }
 
@@ -89,8 +92,9 @@ impl Engine {
         batcher: BatcherHandle,
         policy: Arc<CompiledPolicy>,
         clock: Arc<dyn Clock>,
-        digest_key: [u8; 32],
+        keys: KeyRing,
     ) -> Result<Self, StoreError> {
+        let digest_key = keys.active().derive(b"arbiter-context-digest-v1");
         let now = clock.now_ms();
         let retention = policy.defaults.request_id_retention.as_millis() as i64;
         let img = store.load(now, now - retention).await?;
@@ -135,6 +139,7 @@ impl Engine {
             policy: ArcSwap::new(policy),
             state: Mutex::new(s),
             clock,
+            keys,
             digest_key,
         })
     }
@@ -149,6 +154,10 @@ impl Engine {
 
     pub fn batcher(&self) -> &BatcherHandle {
         &self.batcher
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -196,7 +205,7 @@ impl Engine {
             persisted_ms: i64::MIN,
         });
         info.last_seen_ms = info.last_seen_ms.max(now);
-        if now - info.persisted_ms >= TOUCH_INTERVAL_MS {
+        if now.saturating_sub(info.persisted_ms) >= TOUCH_INTERVAL_MS {
             info.persisted_ms = now;
             ops.push(StateOp::TouchAgent {
                 agent_id: agent.to_owned(),

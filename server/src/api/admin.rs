@@ -1,0 +1,210 @@
+//! `arbiter.v1.AdminService`.
+
+use super::convert::{optional_id, plain_text, timestamp, timestamp_ms, trust_level, trust_to_pb};
+use super::status::not_yet;
+use crate::domain::{check_len, Id, ParseError};
+use crate::engine::Engine;
+use crate::state::{ConsentGrant, TrustAssignment};
+use arbiter_proto::v1 as pb;
+use pb::admin_service_server::AdminService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminApi {
+    pub engine: Arc<Engine>,
+}
+
+fn assignment(a: TrustAssignment) -> pb::TrustAssignment {
+    pb::TrustAssignment {
+        agent_id: a.agent_id,
+        scope: a.scope,
+        level: trust_to_pb(a.level) as i32,
+        assigned_by: a.assigned_by,
+        assigned_at: Some(timestamp(a.assigned_ms)),
+    }
+}
+
+fn grant(g: ConsentGrant) -> pb::ConsentGrant {
+    pb::ConsentGrant {
+        agent_id: g.agent_id,
+        data_type: g.data_type,
+        purpose: g.purpose.unwrap_or_default(),
+        granted_by: g.granted_by,
+        granted_at: Some(timestamp(g.granted_ms)),
+        expires_at: g.expires_ms.map(timestamp),
+    }
+}
+
+fn amount(unit: &str, cap: u64, spent: u64, reserved: u64) -> pb::BudgetAmount {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::BudgetAmount {
+        unit: unit.into(),
+        cap: clamp(cap),
+        spent: clamp(spent),
+        reserved: clamp(reserved),
+        remaining: clamp(cap.saturating_sub(spent).saturating_sub(reserved)),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn set_trust(&self, req: Request<pb::SetTrustRequest>) -> Result<Response<pb::SetTrustResponse>, Status> {
+        let who = super::principal(&req);
+        let r = req.into_inner();
+        let agent = Id::parse("agent_id", &r.agent_id)?;
+        let level = trust_level("level", r.level)?.ok_or_else(|| ParseError::new("level", "is required"))?;
+        let scope = plain_text("scope", r.scope, 256)?.unwrap_or_default();
+        let reason = plain_text("reason", r.reason, 1024)?.unwrap_or_default();
+        let (a, seq) = self.engine.set_trust(&who, agent, level, scope, reason).await?;
+        Ok(Response::new(pb::SetTrustResponse {
+            assignment: Some(assignment(a)),
+            audit_seq: seq,
+        }))
+    }
+
+    async fn get_trust(&self, req: Request<pb::GetTrustRequest>) -> Result<Response<pb::GetTrustResponse>, Status> {
+        let r = req.into_inner();
+        let agent = Id::parse("agent_id", &r.agent_id)?;
+        check_len("scope", &r.scope, 0, 256)?;
+        let eff = self.engine.get_trust(&agent, &r.scope);
+        Ok(Response::new(pb::GetTrustResponse {
+            effective_level: trust_to_pb(eff.level) as i32,
+            assignment: eff.assignment.map(assignment),
+            source: eff.source.into(),
+        }))
+    }
+
+    async fn list_trust(&self, req: Request<pb::ListTrustRequest>) -> Result<Response<pb::ListTrustResponse>, Status> {
+        let agent = optional_id("agent_id", &req.get_ref().agent_id)?;
+        Ok(Response::new(pb::ListTrustResponse {
+            assignments: self.engine.list_trust(agent.as_deref()).into_iter().map(assignment).collect(),
+        }))
+    }
+
+    async fn grant_consent(&self, req: Request<pb::GrantConsentRequest>) -> Result<Response<pb::GrantConsentResponse>, Status> {
+        let who = super::principal(&req);
+        let r = req.into_inner();
+        let agent = Id::parse("agent_id", &r.agent_id)?;
+        check_len("data_type", &r.data_type, 1, 128)?;
+        let purpose = plain_text("purpose", r.purpose, 128)?;
+        let expires = r.expires_at.as_ref().map(|t| timestamp_ms("expires_at", t)).transpose()?;
+        let (g, seq) = self.engine.grant_consent(&who, agent, r.data_type, purpose, expires).await?;
+        Ok(Response::new(pb::GrantConsentResponse {
+            grant: Some(grant(g)),
+            audit_seq: seq,
+        }))
+    }
+
+    async fn revoke_consent(&self, req: Request<pb::RevokeConsentRequest>) -> Result<Response<pb::RevokeConsentResponse>, Status> {
+        let who = super::principal(&req);
+        let r = req.into_inner();
+        let agent = Id::parse("agent_id", &r.agent_id)?;
+        check_len("data_type", &r.data_type, 1, 128)?;
+        let purpose = plain_text("purpose", r.purpose, 128)?;
+        let seq = self.engine.revoke_consent(&who, agent, r.data_type, purpose).await?;
+        Ok(Response::new(pb::RevokeConsentResponse { audit_seq: seq }))
+    }
+
+    async fn list_consents(&self, req: Request<pb::ListConsentsRequest>) -> Result<Response<pb::ListConsentsResponse>, Status> {
+        let agent = optional_id("agent_id", &req.get_ref().agent_id)?;
+        Ok(Response::new(pb::ListConsentsResponse {
+            grants: self.engine.list_consents(agent.as_deref()).into_iter().map(grant).collect(),
+        }))
+    }
+
+    async fn get_budgets(&self, req: Request<pb::GetBudgetsRequest>) -> Result<Response<pb::GetBudgetsResponse>, Status> {
+        let r = req.into_inner();
+        let agent = optional_id("agent_id", &r.agent_id)?;
+        let session = optional_id("session_id", &r.session_id)?;
+        let budgets = self
+            .engine
+            .budgets(agent.as_deref(), session.as_deref())
+            .into_iter()
+            .map(|b| {
+                let c = b.counter;
+                let mut amounts = Vec::new();
+                if let Some(cap) = b.caps.micro_usd {
+                    amounts.push(amount("micro_usd", cap.0, c.spent.micro_usd, c.reserved.micro_usd));
+                }
+                if let Some(cap) = b.caps.tokens {
+                    amounts.push(amount("tokens", cap, c.spent.tokens, c.reserved.tokens));
+                }
+                if let Some(cap) = b.caps.calls {
+                    amounts.push(amount("calls", cap, c.spent.calls, c.reserved.calls));
+                }
+                if let Some(cap) = b.caps.session_seconds {
+                    amounts.push(amount("session_seconds", cap, b.session_elapsed_s.unwrap_or(0), 0));
+                }
+                pb::BudgetSnapshot {
+                    name: b.name,
+                    scope: b.scope.name().into(),
+                    scope_key: b.scope_key,
+                    period: b.period.into(),
+                    window_start: b.window_end_ms.map(|_| timestamp(b.window_start_ms)),
+                    window_end: b.window_end_ms.map(timestamp),
+                    amounts,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetBudgetsResponse { budgets }))
+    }
+
+    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self
+            .engine
+            .agents()
+            .into_iter()
+            .map(|(id, info, level)| pb::Agent {
+                agent_id: id,
+                trust_level: trust_to_pb(level) as i32,
+                first_seen: Some(timestamp(info.first_seen_ms)),
+                last_seen: Some(timestamp(info.last_seen_ms)),
+                presence: pb::PresenceStatus::Unspecified as i32,
+                operator: String::new(),
+                halted: false,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn get_policy(&self, _req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let info = self.engine.policy_info().await?;
+        let load = |row: &crate::store::PolicyLoadRow| pb::PolicyLoad {
+            version: row.version.clone(),
+            source: row.source.clone(),
+            loaded_at: Some(timestamp(row.loaded_ms)),
+            accepted: row.accepted,
+            error: row.error.clone(),
+        };
+        let current = info
+            .history
+            .iter()
+            .find(|r| r.accepted && r.version == info.current.version)
+            .map(load)
+            .unwrap_or_else(|| pb::PolicyLoad {
+                version: info.current.version.clone(),
+                source: info.current.source.clone(),
+                loaded_at: None,
+                accepted: true,
+                error: String::new(),
+            });
+        Ok(Response::new(pb::GetPolicyResponse {
+            current: Some(current),
+            history: info.history.iter().map(load).collect(),
+            agent_rules: info.current.agents.len() as i32,
+            budgets: info.current.budgets.len() as i32,
+        }))
+    }
+
+    async fn create_principal(&self, _r: Request<pb::CreatePrincipalRequest>) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
+        Err(not_yet("CreatePrincipal"))
+    }
+
+    async fn list_principals(&self, _r: Request<pb::ListPrincipalsRequest>) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        Err(not_yet("ListPrincipals"))
+    }
+
+    async fn revoke_principal(&self, _r: Request<pb::RevokePrincipalRequest>) -> Result<Response<pb::RevokePrincipalResponse>, Status> {
+        Err(not_yet("RevokePrincipal"))
+    }
+}

@@ -1,0 +1,217 @@
+//! `arbiter.v1.AuditService`.
+
+use super::convert::{optional_id, timestamp, timestamp_ms};
+use super::status::not_yet;
+use crate::audit::canonical::export_line;
+use crate::audit::SealedEntry;
+use crate::domain::{check_len, ParseError};
+use crate::engine::Engine;
+use crate::store::AuditQuery;
+use arbiter_proto::v1 as pb;
+use pb::audit_service_server::AuditService;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub struct AuditApi {
+    pub engine: Arc<Engine>,
+}
+
+type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+fn entry(e: SealedEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        seq: e.seq,
+        kind: e.kind,
+        time: Some(timestamp(e.ts_ms)),
+        agent_id: e.agent_id,
+        session_id: e.session_id,
+        outcome: e.outcome,
+        key_id: e.key_id,
+        canonical: e.canonical,
+        mac: e.mac,
+    }
+}
+
+fn query(f: Option<pb::AuditFilter>) -> Result<AuditQuery, ParseError> {
+    let f = f.unwrap_or_default();
+    if f.kinds.len() > 16 {
+        return Err(ParseError::new("filter.kinds", format!("must have at most 16 entries, got {}", f.kinds.len())));
+    }
+    for (i, k) in f.kinds.iter().enumerate() {
+        check_len(&format!("filter.kinds[{i}]"), k, 1, 64)?;
+    }
+    check_len("filter.outcome", &f.outcome, 0, 32)?;
+    Ok(AuditQuery {
+        agent_id: optional_id("filter.agent_id", &f.agent_id)?,
+        session_id: optional_id("filter.session_id", &f.session_id)?,
+        kinds: f.kinds,
+        outcome: (!f.outcome.is_empty()).then_some(f.outcome),
+        since_ms: f.since.as_ref().map(|t| timestamp_ms("filter.since", t)).transpose()?,
+        until_ms: f.until.as_ref().map(|t| timestamp_ms("filter.until", t)).transpose()?,
+    })
+}
+
+fn page_size(v: i32) -> Result<u32, ParseError> {
+    match v {
+        0 => Ok(100),
+        1..=1000 => Ok(v as u32),
+        _ => Err(ParseError::new("page_size", format!("must be 0–1000, got {v}"))),
+    }
+}
+
+fn fault(f: crate::audit::verify::Fault) -> pb::AuditFault {
+    use crate::audit::verify::Fault::*;
+    match f {
+        Gap => pb::AuditFault::Gap,
+        MacMismatch => pb::AuditFault::MacMismatch,
+        SeqMismatch => pb::AuditFault::SeqMismatch,
+        NotCanonical => pb::AuditFault::NotCanonical,
+        UnknownKey | RevokedKey => pb::AuditFault::UnknownKey,
+        ColumnMismatch => pb::AuditFault::ColumnMismatch,
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn query_audit(&self, req: Request<pb::QueryAuditRequest>) -> Result<Response<pb::QueryAuditResponse>, Status> {
+        let r = req.into_inner();
+        let q = query(r.filter)?;
+        let limit = page_size(r.page_size)?;
+        let after = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .parse::<u64>()
+                .map_err(|_| ParseError::new("page_token", "is not a token returned by QueryAudit"))?
+        };
+        let entries = self.engine.store().query_audit(&q, after, limit).await?;
+        let next = if entries.len() == limit as usize {
+            entries.last().map(|e| e.seq.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::QueryAuditResponse {
+            entries: entries.into_iter().map(entry).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    type TailAuditStream = BoxStream<pb::TailAuditResponse>;
+
+    async fn tail_audit(&self, req: Request<pb::TailAuditRequest>) -> Result<Response<Self::TailAuditStream>, Status> {
+        let r = req.into_inner();
+        let q = query(r.filter)?;
+        // Subscribe before reading the backlog so nothing committed in between is missed.
+        let mut live = self.engine.batcher().subscribe();
+        let mut sent = if r.from_seq == 0 { self.engine.batcher().head_seq() } else { r.from_seq - 1 };
+        let store = self.engine.store().clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let catch_up = |after: u64| {
+                let store = store.clone();
+                let q = q.clone();
+                async move { store.query_audit(&q, after, 1000).await }
+            };
+            loop {
+                // Backlog (and recovery after falling behind the live feed).
+                loop {
+                    match catch_up(sent).await {
+                        Ok(page) if page.is_empty() => break,
+                        Ok(page) => {
+                            for e in page {
+                                sent = e.seq;
+                                if tx.send(Ok(pb::TailAuditResponse { entry: Some(entry(e)) })).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                    }
+                }
+                loop {
+                    match live.recv().await {
+                        Ok(e) if e.seq <= sent => {}
+                        Ok(e) => {
+                            let seq = e.seq;
+                            if q.matches(&e) && tx.send(Ok(pb::TailAuditResponse { entry: Some(entry(e)) })).await.is_err() {
+                                return;
+                            }
+                            sent = seq;
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn verify_audit(&self, req: Request<pb::VerifyAuditRequest>) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let r = req.into_inner();
+        if r.to_seq != 0 && r.to_seq < r.from_seq {
+            return Err(ParseError::new("to_seq", "must be 0 or at least from_seq").into());
+        }
+        let rep = self.engine.verify_audit(r.from_seq, r.to_seq).await?;
+        let (first_bad_seq, f, message) = match &rep.failure {
+            None => (0, pb::AuditFault::Unspecified, format!("{} entries verified", rep.checked)),
+            Some(f) => (f.seq, fault(f.fault), format!("{}: {}", f.fault.name(), f.message)),
+        };
+        Ok(Response::new(pb::VerifyAuditResponse {
+            ok: rep.failure.is_none(),
+            checked: rep.checked,
+            first_bad_seq,
+            fault: f as i32,
+            message,
+            head_seq: rep.head_seq,
+            head_mac: rep.head_mac,
+        }))
+    }
+
+    type ExportAuditStream = BoxStream<pb::ExportAuditResponse>;
+
+    async fn export_audit(&self, req: Request<pb::ExportAuditRequest>) -> Result<Response<Self::ExportAuditStream>, Status> {
+        let r = req.into_inner();
+        let store = self.engine.store().clone();
+        let to = if r.to_seq == 0 { u64::MAX >> 1 } else { r.to_seq };
+        let mut next = r.from_seq.max(1);
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            while next <= to {
+                match store.audit_range(next, to, 1000).await {
+                    Ok(page) if page.is_empty() => return,
+                    Ok(page) => {
+                        next = page.last().map_or(to, |e| e.seq) + 1;
+                        let lines = page.iter().map(export_line).collect();
+                        if tx.send(Ok(pb::ExportAuditResponse { lines })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_checkpoint(&self, _r: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        Err(not_yet("GetCheckpoint (signed Merkle checkpoints)"))
+    }
+
+    async fn get_inclusion_proof(&self, _r: Request<pb::GetInclusionProofRequest>) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        Err(not_yet("GetInclusionProof"))
+    }
+
+    async fn get_consistency_proof(&self, _r: Request<pb::GetConsistencyProofRequest>) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        Err(not_yet("GetConsistencyProof"))
+    }
+}

@@ -1,0 +1,218 @@
+//! Proto → domain through `TryFrom` (validation names the field and the limit);
+//! domain → proto written out by hand.
+
+use crate::domain::{
+    check_len, check_map, Action, ApiCall, DataAccess, Estimate, Id, MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
+};
+use crate::engine::{EvaluateInput, EvaluateResult, RecordInput, RecordOutcome, RecordResult};
+use crate::pipeline::{Reason, Verdict};
+use crate::state::Amounts;
+use arbiter_proto::v1 as pb;
+use std::collections::BTreeMap;
+
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn timestamp_ms(field: &str, t: &prost_types::Timestamp) -> Result<i64, ParseError> {
+    if !(0..1_000_000_000).contains(&t.nanos) || t.seconds < 0 || t.seconds > 253_402_300_799 {
+        return Err(ParseError::new(field, "must be a valid timestamp between 1970 and 9999"));
+    }
+    Ok(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+fn optional_text(field: &str, v: String, max: usize) -> Result<Option<String>, ParseError> {
+    check_len(field, &v, 0, max)?;
+    if v.chars().any(char::is_control) {
+        return Err(ParseError::new(field, "must not contain control characters"));
+    }
+    Ok((!v.is_empty()).then_some(v))
+}
+
+fn count(field: &str, v: i64, max: i64) -> Result<u64, ParseError> {
+    if !(0..=max).contains(&v) {
+        return Err(ParseError::new(field, format!("must be 0–{max}, got {v}")));
+    }
+    Ok(v as u64)
+}
+
+pub fn trust_level(field: &str, v: i32) -> Result<Option<TrustLevel>, ParseError> {
+    match pb::TrustLevel::try_from(v) {
+        Ok(pb::TrustLevel::Unspecified) => Ok(None),
+        Ok(l) => Ok(TrustLevel::from_rank((l as i32 - 1) as u8)),
+        Err(_) => Err(ParseError::new(field, format!("unknown TrustLevel value {v}"))),
+    }
+}
+
+pub fn trust_to_pb(l: TrustLevel) -> pb::TrustLevel {
+    pb::TrustLevel::try_from(i32::from(l.rank()) + 1).unwrap_or(pb::TrustLevel::Unspecified)
+}
+
+fn action(a: pb::Action) -> Result<Action, ParseError> {
+    let tool = optional_text("action.tool", a.tool, 256)?;
+    if tool.as_deref().is_some_and(|t| t.contains(char::is_whitespace)) {
+        return Err(ParseError::new("action.tool", "must not contain whitespace"));
+    }
+    let api = match a.api {
+        None => None,
+        Some(api) => {
+            let method = api.method.to_ascii_uppercase();
+            if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(ParseError::new("action.api.method", "must be 1–16 letters, e.g. GET or POST"));
+            }
+            check_len("action.api.url", &api.url, 1, 2048)?;
+            if !(api.url.starts_with("https://") || api.url.starts_with("http://")) || api.url.contains(char::is_whitespace) {
+                return Err(ParseError::new("action.api.url", "must be an absolute http(s) URL without spaces"));
+            }
+            Some(ApiCall { method, url: api.url })
+        }
+    };
+    let model = optional_text("action.model", a.model, 128)?;
+    if tool.is_none() && api.is_none() && model.is_none() {
+        return Err(ParseError::new("action", "must name a tool, an api or a model"));
+    }
+    let estimate = a.estimate.unwrap_or_default();
+    if a.data.len() > 32 {
+        return Err(ParseError::new("action.data", format!("must have at most 32 entries, got {}", a.data.len())));
+    }
+    let data = a
+        .data
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            check_len(&format!("action.data[{i}].data_type"), &d.data_type, 1, 128)?;
+            Ok(DataAccess {
+                data_type: d.data_type,
+                purpose: optional_text(&format!("action.data[{i}].purpose"), d.purpose, 128)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ParseError>>()?;
+    Ok(Action {
+        tool,
+        api,
+        model,
+        max_tokens: count("action.max_tokens", a.max_tokens, 1_000_000_000)?,
+        estimate: Estimate {
+            micro_usd: MicroUsd::from_wire("action.estimate.micro_usd", estimate.micro_usd)?,
+            tokens: count("action.estimate.tokens", estimate.tokens, MAX_TOKENS)?,
+        },
+        data,
+        category: optional_text("action.category", a.category, 128)?,
+        budget: optional_text("action.budget", a.budget, 128)?,
+    })
+}
+
+impl TryFrom<pb::EvaluateRequest> for EvaluateInput {
+    type Error = ParseError;
+
+    fn try_from(r: pb::EvaluateRequest) -> Result<Self, ParseError> {
+        let agent_id = Id::parse("agent_id", &r.agent_id)?;
+        let session_id = Id::parse_optional("session_id", &r.session_id)?;
+        let action = action(r.action.ok_or_else(|| ParseError::new("action", "is required"))?)?;
+        check_map("context", r.context.iter(), 32)?;
+        Ok(Self {
+            agent_id,
+            session_id,
+            action,
+            request_id: optional_text("request_id", r.request_id, 128)?,
+            explain: r.explain,
+            receipt: r.receipt,
+            min_trust: trust_level("min_trust", r.min_trust)?,
+            approval_id: optional_text("approval_id", r.approval_id, 64)?,
+            delegation_token: optional_text("delegation_token", r.delegation_token, 4096)?,
+            context: r.context.into_iter().collect(),
+        })
+    }
+}
+
+fn cost(a: Amounts) -> pb::Cost {
+    pb::Cost {
+        micro_usd: a.micro_usd as i64,
+        tokens: a.tokens as i64,
+    }
+}
+
+fn reason(r: Reason) -> pb::Reason {
+    pb::Reason {
+        stage: r.stage,
+        code: r.code,
+        message: r.message,
+        passed: r.passed,
+    }
+}
+
+pub fn evaluate_response(r: EvaluateResult) -> pb::EvaluateResponse {
+    pb::EvaluateResponse {
+        decision: match r.verdict {
+            Verdict::Allow => pb::Decision::Allow,
+            Verdict::Deny => pb::Decision::Deny,
+            Verdict::PendingApproval => pb::Decision::PendingApproval,
+        } as i32,
+        reasons: r.reasons.into_iter().map(reason).collect(),
+        decision_id: r.decision_id,
+        approval_id: String::new(),
+        audit_seq: r.audit_seq,
+        policy_version: r.policy_version,
+        action_digest: r.action_digest,
+        reservation_id: r.reservation_id.unwrap_or_default(),
+        reservation_expires_at: r.reservation_expires_ms.map(timestamp),
+        reserved: Some(cost(r.reserved)),
+        receipt: None,
+        replayed: r.replayed,
+    }
+}
+
+impl TryFrom<pb::RecordRequest> for RecordInput {
+    type Error = ParseError;
+
+    fn try_from(r: pb::RecordRequest) -> Result<Self, ParseError> {
+        check_len("decision_id", &r.decision_id, 1, 64)?;
+        let outcome = match pb::ActionOutcome::try_from(r.outcome) {
+            Ok(pb::ActionOutcome::Success) => RecordOutcome::Success,
+            Ok(pb::ActionOutcome::Failure) => RecordOutcome::Failure,
+            Ok(pb::ActionOutcome::Error) => RecordOutcome::Error,
+            Ok(pb::ActionOutcome::Unspecified) => {
+                return Err(ParseError::new("outcome", "is required: SUCCESS, FAILURE or ERROR"))
+            }
+            Err(_) => return Err(ParseError::new("outcome", format!("unknown ActionOutcome value {}", r.outcome))),
+        };
+        let usage = r.usage.unwrap_or_default();
+        check_map("metadata", r.metadata.iter(), 32)?;
+        Ok(Self {
+            decision_id: r.decision_id,
+            outcome,
+            model: optional_text("usage.model", usage.model, 128)?,
+            input_tokens: count("usage.input_tokens", usage.input_tokens, MAX_TOKENS)?,
+            output_tokens: count("usage.output_tokens", usage.output_tokens, MAX_TOKENS)?,
+            micro_usd: usage
+                .micro_usd
+                .map(|m| MicroUsd::from_wire("usage.micro_usd", m))
+                .transpose()?,
+            duration_ms: count("duration_ms", r.duration_ms, 10_000_000_000)?,
+            output_digest: optional_text("output_digest", r.output_digest, 128)?,
+            metadata: r.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        })
+    }
+}
+
+pub fn record_response(r: RecordResult) -> pb::RecordResponse {
+    pb::RecordResponse {
+        audit_seq: r.audit_seq,
+        actual: Some(cost(r.actual)),
+        reserved: Some(cost(r.reserved)),
+        overspend: r.overspend,
+        duplicate: r.duplicate,
+        reservation_expired: r.reservation_expired,
+    }
+}
+
+pub fn optional_id(field: &str, v: &str) -> Result<Option<String>, ParseError> {
+    Ok(Id::parse_optional(field, v)?.map(|i| i.to_string()))
+}
+
+pub fn plain_text(field: &str, v: String, max: usize) -> Result<Option<String>, ParseError> {
+    optional_text(field, v, max)
+}

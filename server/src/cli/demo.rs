@@ -1,0 +1,133 @@
+//! `arbiter demo`: a zero-setup walk through the pipeline against a real embedded
+//! server on a temporary data directory, over real gRPC.
+
+use crate::config::Settings;
+use crate::startup::Application;
+use arbiter_client::{proto as pb, ActionOutcome, Client, Decision};
+
+const DEMO_POLICY: &str = r#"# The demo's policy bundle (see docs/policy.md).
+version: 1
+name: demo
+defaults:
+  trust_level: L2_SUGGEST
+  reservation_ttl: 5m
+actions:
+  - match: {tool: "refund_*"}
+    trust: L4_ACT_REPORT
+agents:
+  - id: billing-agent
+    tools:
+      allow: ["read_invoice", "send_email", "refund_*", "summarize"]
+      deny: ["admin_*"]
+    models: ["gpt-4o-mini*"]
+    loop_guard: {max_calls: 3, window: 60s}
+budgets:
+  - name: billing-daily
+    scope: agent
+    agents: ["billing-agent"]
+    period: day
+    max_usd: "1.00"
+"#;
+
+fn show(step: &str, d: &Decision) {
+    let verdict = match d.outcome {
+        arbiter_client::DecisionOutcome::Allow => "ALLOW",
+        arbiter_client::DecisionOutcome::Deny => "DENY",
+        arbiter_client::DecisionOutcome::PendingApproval => "PENDING_APPROVAL",
+    };
+    println!("\n▶ {step}");
+    match d.reason() {
+        Some(r) if !d.allowed() => println!("  {verdict} at stage {} [{}]: {}", r.stage, r.code, r.message),
+        _ => println!("  {verdict} (audit entry {})", d.audit_seq),
+    }
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(&policy_path, DEMO_POLICY)?;
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.storage.data_dir = dir.path().join("data");
+    settings.policy.path = Some(policy_path);
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    println!("Arbiter demo: an embedded server is running on {addr} with a temporary data directory.");
+    println!("The policy lets billing-agent read invoices, send email and issue refunds, within $1.00 a day.");
+
+    let c = Client::connect(format!("http://{addr}")).await?;
+    let agent = "billing-agent";
+
+    let d = c.evaluate(agent).session("s-1").tool("read_invoice").cost_micro_usd(100_000).send().await?;
+    show("billing-agent reads an invoice, estimated at $0.10", &d);
+    let r = c.record(&d.decision_id).outcome(ActionOutcome::Success).cost_micro_usd(80_000).send().await?;
+    println!("  recorded: it really cost {} (reserved {})", usd(r.actual.map_or(0, |a| a.micro_usd)), usd(r.reserved.map_or(0, |a| a.micro_usd)));
+
+    let d = c.evaluate(agent).session("s-1").tool("refund_order").send().await?;
+    show("billing-agent tries a refund, which needs trust L4 (it has the default L2)", &d);
+    c.set_trust(pb::SetTrustRequest { agent_id: agent.into(), level: pb::TrustLevel::L4ActReport as i32, scope: String::new(), reason: "demo".into() }).await?;
+    let d = c.evaluate(agent).session("s-1").tool("refund_order").send().await?;
+    show("an operator raises billing-agent to L4_ACT_REPORT; the refund is asked again", &d);
+
+    let d = c.evaluate(agent).session("s-1").tool("send_email").data("user_email", Some("notifications")).send().await?;
+    show("billing-agent wants to email a customer (personal data: user_email, for notifications)", &d);
+    c.grant_consent(pb::GrantConsentRequest { agent_id: agent.into(), data_type: "user_email".into(), purpose: "notifications".into(), expires_at: None }).await?;
+    let d = c.evaluate(agent).session("s-1").tool("send_email").data("user_email", Some("notifications")).send().await?;
+    show("consent is granted for that purpose; the email is asked again", &d);
+    let d = c.evaluate(agent).session("s-1").tool("send_email").data("user_email", Some("marketing")).send().await?;
+    show("the same data for a different purpose (marketing)", &d);
+
+    let d = c.evaluate(agent).session("s-1").tool("admin_reset").send().await?;
+    show("billing-agent tries admin_reset, which its policy denies", &d);
+    let d = c.evaluate("mystery-agent").tool("read_invoice").send().await?;
+    show("an agent the policy does not mention", &d);
+
+    println!("\n▶ billing-agent summarizes, three calls allowed per minute per session");
+    for i in 1..=4 {
+        let d = c.evaluate(agent).session("s-2").tool("summarize").send().await?;
+        match d.reason().filter(|_| !d.allowed()) {
+            Some(r) => println!("  call {i}: DENY [{}]: {}", r.code, r.message),
+            None => println!("  call {i}: ALLOW"),
+        }
+    }
+
+    println!("\n▶ the daily $1.00 budget runs out: LLM calls estimated at $0.30 each");
+    for i in 1..=4 {
+        let d = c.evaluate(agent).session("s-3").model("gpt-4o-mini").cost_micro_usd(300_000).send().await?;
+        match d.reason().filter(|_| !d.allowed()) {
+            Some(r) => println!("  call {i}: DENY [{}]: {}", r.code, r.message),
+            None => println!("  call {i}: ALLOW, reserved $0.30"),
+        }
+    }
+    let b = c.get_budgets(pb::GetBudgetsRequest { agent_id: agent.into(), session_id: String::new() }).await?;
+    for snap in b.budgets {
+        for a in snap.amounts {
+            println!("  budget {}: spent {}, reserved {}, remaining {}", snap.name, usd(a.spent), usd(a.reserved), usd(a.remaining));
+        }
+    }
+
+    let v = c.verify_audit(pb::VerifyAuditRequest { from_seq: 0, to_seq: 0 }).await?;
+    println!("\n▶ the audit log");
+    println!(
+        "  {}: {} entries, each HMAC-chained to the one before; head {}",
+        if v.ok { "verified" } else { "VERIFICATION FAILED" },
+        v.checked,
+        &v.head_mac[..16.min(v.head_mac.len())]
+    );
+    println!("  try it yourself: `arbiter serve`, then `arbiter audit tail` and `arbiter audit verify`.");
+
+    let _ = stop.send(());
+    server.await??;
+    if !v.ok {
+        return Err(super::Exit(1, format!("audit verification failed: {}", v.message)).into());
+    }
+    Ok(())
+}
+
+fn usd(micros: i64) -> String {
+    crate::domain::MicroUsd(micros.max(0) as u64).to_string()
+}

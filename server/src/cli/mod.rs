@@ -1,0 +1,255 @@
+//! The `arbiter` command line: one binary for the server and the operator tools.
+//!
+//! Exit codes: 0 success; 1 the command ran and found a problem (invalid policy,
+//! failed verification, a refused request); 2 usage error; 3 the server could not be
+//! reached.
+
+mod bench;
+mod demo;
+mod remote;
+
+use crate::config::Settings;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "arbiter", version, about = "Arbiter: a policy decision point for AI agents")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServerFlags {
+    /// Config file (TOML). Settings: defaults < file < ARBITER_<SECTION>__<KEY> env < flags.
+    #[arg(long, env = "ARBITER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory for the embedded database and keys [default: ./arbiter-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ServerFlags {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = Settings::load(self.config.as_deref()).map_err(anyhow::Error::msg)?;
+        if let Some(d) = &self.data_dir {
+            s.storage.data_dir = d.clone();
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// Server address.
+    #[arg(long, global = true, env = "ARBITER_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Per-call timeout in seconds.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (embedded SQLite by default, no setup needed).
+    Serve {
+        #[command(flatten)]
+        server: ServerFlags,
+        /// Address to listen on [default: 127.0.0.1:50051; port 0 picks a free port].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Policy bundle (YAML); hot-reloaded when it changes.
+        #[arg(long, env = "ARBITER_POLICY")]
+        policy: Option<PathBuf>,
+        /// SQLite synchronous mode: normal (survives a process crash) or full (also power loss).
+        #[arg(long)]
+        synchronous: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// Walk through allow, deny per stage, a budget running out and a verified audit log.
+    Demo,
+    /// Policy bundle tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Trust levels.
+    Trust {
+        #[command(subcommand)]
+        command: remote::TrustCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Consent grants.
+    Consent {
+        #[command(subcommand)]
+        command: remote::ConsentCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Budget snapshot: spent, reserved and remaining per applicable budget.
+    Budget {
+        /// Agent whose budgets to show (omit for global and category budgets).
+        agent: Option<String>,
+        /// Session, for per-session budgets.
+        #[arg(long)]
+        session: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Agents the server has seen.
+    Agents {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: remote::AuditCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Load generator for docs/benchmarks.md.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate bundle files without starting a server; prints every problem.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the policy the server is serving and its load history.
+    Show {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print a new HMAC key ring (JSON) to stdout.
+    Generate,
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub struct Exit(pub i32, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            server,
+            listen,
+            policy,
+            synchronous,
+        } => {
+            let mut s = server.settings()?;
+            if let Some(l) = listen {
+                s.server.listen = l;
+            }
+            if let Some(p) = policy {
+                s.policy.path = Some(p);
+            }
+            if let Some(sync) = synchronous {
+                s.storage.synchronous = sync;
+            }
+            serve(s).await
+        }
+        Command::Migrate { server } => {
+            let s = server.settings()?;
+            crate::startup::open_store(&s).await?;
+            println!("migrations applied to {}", s.database_file().display());
+            Ok(())
+        }
+        Command::Demo => demo::run().await,
+        Command::Policy { command } => match command {
+            PolicyCommand::Check { files } => policy_check(&files),
+            PolicyCommand::Show { remote } => remote::policy_show(&remote).await,
+        },
+        Command::Trust { command, remote } => remote::trust(&remote, command).await,
+        Command::Consent { command, remote } => remote::consent(&remote, command).await,
+        Command::Budget { agent, session, remote } => remote::budget(&remote, agent, session).await,
+        Command::Agents { remote } => remote::agents(&remote).await,
+        Command::Audit { command, remote } => remote::audit(&remote, command).await,
+        Command::Keys { command } => match command {
+            KeysCommand::Generate => {
+                print!("{}", crate::keys::generate());
+                Ok(())
+            }
+        },
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = crate::startup::Application::build(settings).await?;
+    let addr = app.local_addr();
+    // The first stdout line is the bound address; test harnesses and scripts read it.
+    println!("arbiter listening on {addr}");
+    tracing::info!(%addr, "serving arbiter.v1 (health and reflection enabled)");
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested: draining in-flight requests");
+}
+
+fn policy_check(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut bad = 0;
+    for f in files {
+        match crate::policy::loader::load_file(f) {
+            Ok(p) => println!(
+                "{}: ok ({} agent rules, {} action rules, {} budgets), version {}",
+                f.display(),
+                p.agents.len(),
+                p.actions.len(),
+                p.budgets.len(),
+                p.version
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(Exit(1, format!("{bad} of {} policy file(s) invalid", files.len())).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Commands that talk to a running server through `arbiter-client`.
+
+use super::{Exit, Remote};
+use arbiter_client::{proto as pb, Client, Error};
+use clap::Subcommand;
+use futures::StreamExt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCommand {
+    /// Assign a level (L0_OBSERVER … L5_AUTONOMOUS, or L0 … L5).
+    Set {
+        agent: String,
+        level: String,
+        /// Only for actions on this tool or budget category.
+        #[arg(long, default_value = "")]
+        scope: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show the effective level and how it was derived.
+    Get {
+        agent: String,
+        #[arg(long, default_value = "")]
+        scope: String,
+    },
+    /// List assignments.
+    List { agent: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsentCommand {
+    /// Grant consent (omit --purpose to cover every purpose).
+    Grant {
+        agent: String,
+        data_type: String,
+        #[arg(long, default_value = "")]
+        purpose: String,
+        /// Expiry as RFC 3339 time or a duration from now ("30d", "12h").
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Revoke exactly one grant.
+    Revoke {
+        agent: String,
+        data_type: String,
+        #[arg(long, default_value = "")]
+        purpose: String,
+    },
+    /// List grants.
+    List { agent: Option<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Follow the log as entries commit.
+    Tail {
+        /// Start from this sequence number (default: only new entries).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value = "")]
+        agent: String,
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Stop after this many entries.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Verify the chain (on the server, or offline over an export with --export).
+    Verify {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+        /// Verify this JSONL export offline instead of asking the server.
+        #[arg(long, requires = "keys")]
+        export: Option<PathBuf>,
+        /// Key ring file for offline verification (`<data dir>/keys/hmac.json`).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// Write the log as JSONL (one `{"entry":…,"mac":…}` per line).
+    Export {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+        /// Output file (default stdout).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Show entries matching a filter.
+    Query {
+        #[arg(long, default_value = "")]
+        agent: String,
+        #[arg(long, default_value = "")]
+        session: String,
+        #[arg(long)]
+        kind: Vec<String>,
+        #[arg(long, default_value = "")]
+        outcome: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+    },
+}
+
+pub async fn connect(r: &Remote) -> anyhow::Result<Client> {
+    Client::builder(r.addr.clone())
+        .timeout(Duration::from_secs_f64(r.timeout))
+        .connect()
+        .await
+        .map_err(|e| Exit(3, format!("cannot reach arbiter at {}: {e} (is `arbiter serve` running? set --addr or ARBITER_ADDR)", r.addr)).into())
+}
+
+fn fail(e: Error) -> anyhow::Error {
+    let code = if e.is_unavailable() || e.is_timeout() { 3 } else { 1 };
+    Exit(code, e.to_string()).into()
+}
+
+fn level_name(v: i32) -> String {
+    pb::TrustLevel::try_from(v)
+        .map(|l| l.as_str_name().trim_start_matches("TRUST_LEVEL_").to_owned())
+        .unwrap_or_else(|_| v.to_string())
+}
+
+fn parse_level(s: &str) -> anyhow::Result<i32> {
+    let l: crate::domain::TrustLevel = s.parse().map_err(|e: String| Exit(2, e))?;
+    Ok(i32::from(l.rank()) + 1)
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn trust(r: &Remote, cmd: TrustCommand) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    match cmd {
+        TrustCommand::Set { agent, level, scope, reason } => {
+            let resp = c
+                .set_trust(pb::SetTrustRequest { agent_id: agent, level: parse_level(&level)?, scope, reason })
+                .await
+                .map_err(fail)?;
+            let a = resp.assignment.unwrap_or_default();
+            println!("{} is now {}{} (audit entry {})", a.agent_id, level_name(a.level), scope_note(&a.scope), resp.audit_seq);
+        }
+        TrustCommand::Get { agent, scope } => {
+            let resp = c.get_trust(pb::GetTrustRequest { agent_id: agent.clone(), scope }).await.map_err(fail)?;
+            println!("{agent}: {} ({})", level_name(resp.effective_level), resp.source);
+        }
+        TrustCommand::List { agent } => {
+            let resp = c.list_trust(pb::ListTrustRequest { agent_id: agent.unwrap_or_default() }).await.map_err(fail)?;
+            for a in resp.assignments {
+                println!("{}\t{}{}\tby {} at {}", a.agent_id, level_name(a.level), scope_note(&a.scope), a.assigned_by, ts(&a.assigned_at));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scope_note(scope: &str) -> String {
+    if scope.is_empty() {
+        String::new()
+    } else {
+        format!(" for scope {scope}")
+    }
+}
+
+fn parse_expiry(s: &str) -> anyhow::Result<prost_types::Timestamp> {
+    let at = match chrono::DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t.with_timezone(&chrono::Utc),
+        Err(_) => {
+            let d = humantime::parse_duration(s).map_err(|_| Exit(2, format!("--expires {s:?}: use RFC 3339 time or a duration like 30d")))?;
+            chrono::Utc::now() + chrono::Duration::from_std(d)?
+        }
+    };
+    Ok(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 })
+}
+
+pub async fn consent(r: &Remote, cmd: ConsentCommand) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    match cmd {
+        ConsentCommand::Grant { agent, data_type, purpose, expires } => {
+            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
+            let resp = c
+                .grant_consent(pb::GrantConsentRequest { agent_id: agent, data_type, purpose, expires_at })
+                .await
+                .map_err(fail)?;
+            let g = resp.grant.unwrap_or_default();
+            println!("granted: {} may access {} for {} (expires {}; audit entry {})", g.agent_id, g.data_type, purpose_note(&g.purpose), ts(&g.expires_at), resp.audit_seq);
+        }
+        ConsentCommand::Revoke { agent, data_type, purpose } => {
+            let resp = c
+                .revoke_consent(pb::RevokeConsentRequest { agent_id: agent.clone(), data_type: data_type.clone(), purpose: purpose.clone() })
+                .await
+                .map_err(fail)?;
+            println!("revoked: {agent} / {data_type} / {} (audit entry {})", purpose_note(&purpose), resp.audit_seq);
+        }
+        ConsentCommand::List { agent } => {
+            let resp = c.list_consents(pb::ListConsentsRequest { agent_id: agent.unwrap_or_default() }).await.map_err(fail)?;
+            for g in resp.grants {
+                println!("{}\t{}\t{}\tby {}\texpires {}", g.agent_id, g.data_type, purpose_note(&g.purpose), g.granted_by, ts(&g.expires_at));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn purpose_note(p: &str) -> String {
+    if p.is_empty() {
+        "every purpose".into()
+    } else {
+        format!("purpose {p}")
+    }
+}
+
+fn show_amount(unit: &str, v: i64) -> String {
+    if unit == "micro_usd" {
+        crate::domain::MicroUsd(v.max(0) as u64).to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+pub async fn budget(r: &Remote, agent: Option<String>, session: Option<String>) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    let resp = c
+        .get_budgets(pb::GetBudgetsRequest { agent_id: agent.unwrap_or_default(), session_id: session.unwrap_or_default() })
+        .await
+        .map_err(fail)?;
+    if resp.budgets.is_empty() {
+        println!("no budget applies");
+    }
+    for b in resp.budgets {
+        println!("{} ({} {}, {} window from {})", b.name, b.scope, b.scope_key, b.period, ts(&b.window_start));
+        for a in b.amounts {
+            println!(
+                "  {:<16} spent {:>14}  reserved {:>14}  remaining {:>14}  of {}",
+                a.unit,
+                show_amount(&a.unit, a.spent),
+                show_amount(&a.unit, a.reserved),
+                show_amount(&a.unit, a.remaining),
+                show_amount(&a.unit, a.cap)
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents(r: &Remote) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    let resp = c.list_agents(pb::ListAgentsRequest {}).await.map_err(fail)?;
+    for a in resp.agents {
+        println!("{}\t{}\tfirst seen {}\tlast seen {}", a.agent_id, level_name(a.trust_level), ts(&a.first_seen), ts(&a.last_seen));
+    }
+    Ok(())
+}
+
+pub async fn policy_show(r: &Remote) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    let resp = c.get_policy(pb::GetPolicyRequest {}).await.map_err(fail)?;
+    if let Some(cur) = resp.current {
+        println!("serving {} from {} ({} agent rules, {} budgets)", cur.version, cur.source, resp.agent_rules, resp.budgets);
+    }
+    for h in resp.history {
+        let status = if h.accepted { "accepted".to_owned() } else { format!("REJECTED: {}", h.error) };
+        println!("  {}  {}  {}", ts(&h.loaded_at), h.version, status);
+    }
+    Ok(())
+}
+
+fn print_entry(e: &pb::AuditEntry) {
+    println!("{}", e.canonical);
+}
+
+pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify { from, export: Some(file), keys, .. } => {
+            let keys = keys.expect("clap requires --keys with --export");
+            return crate::audit::offline::verify_file(&file, &keys, from);
+        }
+        _ => {}
+    }
+    let c = connect(r).await?;
+    match cmd {
+        AuditCommand::Tail { from, agent, kind, limit } => {
+            let filter = pb::AuditFilter { agent_id: agent, kinds: kind, ..Default::default() };
+            let mut stream = c.tail_audit(pb::TailAuditRequest { filter: Some(filter), from_seq: from }).await.map_err(fail)?;
+            let mut n = 0;
+            while let Some(e) = stream.next().await {
+                print_entry(&e.map_err(fail)?);
+                n += 1;
+                if limit.is_some_and(|l| n >= l) {
+                    break;
+                }
+            }
+        }
+        AuditCommand::Verify { from, to, .. } => {
+            let v = c.verify_audit(pb::VerifyAuditRequest { from_seq: from, to_seq: to }).await.map_err(fail)?;
+            if v.ok {
+                println!("OK: {} entries verified; head seq {} mac {}", v.checked, v.head_seq, v.head_mac);
+            } else {
+                return Err(Exit(1, format!("FAIL: seq {}: {}", v.first_bad_seq, v.message)).into());
+            }
+        }
+        AuditCommand::Export { from, to, out } => {
+            let mut stream = c.export_audit(pb::ExportAuditRequest { from_seq: from, to_seq: to }).await.map_err(fail)?;
+            let mut sink: Box<dyn Write> = match &out {
+                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut n = 0u64;
+            while let Some(line) = stream.next().await {
+                writeln!(sink, "{}", line.map_err(fail)?)?;
+                n += 1;
+            }
+            sink.flush()?;
+            if let Some(p) = out {
+                eprintln!("exported {n} entries to {}", p.display());
+            }
+        }
+        AuditCommand::Query { agent, session, kind, outcome, limit } => {
+            let filter = pb::AuditFilter { agent_id: agent, session_id: session, kinds: kind, outcome, ..Default::default() };
+            let resp = c
+                .query_audit(pb::QueryAuditRequest { filter: Some(filter), page_size: limit, page_token: String::new() })
+                .await
+                .map_err(fail)?;
+            for e in &resp.entries {
+                print_entry(e);
+            }
+        }
+    }
+    Ok(())
+}

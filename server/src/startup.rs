@@ -1,0 +1,212 @@
+//! The one place that wires store, keys, policy, engine, audit batcher, services,
+//! health and reflection together.
+
+use crate::api::{admin::AdminApi, audit::AuditApi, control::ControlApi, decision::DecisionApi};
+use crate::audit::Batcher;
+use crate::clock::{Clock, FileClock, SystemClock};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::policy::{loader, CompiledPolicy};
+use crate::store::{SqliteStore, Store};
+use anyhow::{bail, Context};
+use arbiter_proto::v1::{
+    admin_service_server::AdminServiceServer, audit_service_server::AuditServiceServer,
+    control_service_server::ControlServiceServer, decision_service_server::DecisionServiceServer,
+};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+
+/// Service names reported by grpc.health.v1 (plus "" for the whole server).
+const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    "arbiter.v1.DecisionService",
+    "arbiter.v1.ControlService",
+    "arbiter.v1.AdminService",
+    "arbiter.v1.AuditService",
+];
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    settings: Settings,
+    engine: Arc<Engine>,
+    batcher_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Opens the embedded database and applies migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    let dir = &settings.storage.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = settings.database_file();
+    let store = SqliteStore::open(&path, settings.storage.synchronous == "full")
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let requested: SocketAddr = settings.server.listen.parse().context("server.listen")?;
+        if !requested.ip().is_loopback() {
+            bail!(
+                "refusing to serve on {requested}: this release has no caller authentication, so it only \
+                 serves on a loopback address (127.0.0.1 or ::1). Put it behind an authenticating proxy \
+                 on the same host, or listen on 127.0.0.1."
+            );
+        }
+        let keys_path = settings.keys_file();
+        let (keys, generated) = crate::keys::load_or_generate(&keys_path)?;
+        if generated {
+            tracing::warn!(
+                path = %keys_path.display(),
+                "DEVELOPMENT KEYS GENERATED: a new audit HMAC key was written (mode 0600). Back it up; \
+                 without it the audit log cannot be verified."
+            );
+        }
+        let store: Arc<dyn Store> = Arc::new(open_store(&settings).await?);
+
+        let policy = match &settings.policy.path {
+            Some(path) => Arc::new(loader::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => {
+                tracing::warn!("no policy bundle configured (--policy FILE): every agent is denied with scope.no_policy");
+                Arc::new(CompiledPolicy::empty())
+            }
+        };
+        let clock: Arc<dyn Clock> = match &settings.dev.clock_file {
+            Some(path) => {
+                tracing::warn!(path = %path.display(), "TEST CLOCK: time is read from a file; never use this in production");
+                Arc::new(FileClock::new(path.clone()))
+            }
+            None => Arc::new(SystemClock),
+        };
+        let (batcher, batcher_task) = Batcher::start(store.clone(), keys.clone(), settings.audit.max_batch).await?;
+        let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);
+        engine.install_policy(policy.clone()).await.context("recording the policy load")?;
+        tracing::info!(version = %policy.version, source = %policy.source, "policy loaded");
+
+        let mut background = Vec::new();
+        if let Some(path) = settings.policy.path.clone() {
+            background.push(spawn_policy_reload(
+                engine.clone(),
+                path,
+                policy.version.clone(),
+                Duration::from_millis(settings.policy.poll_interval_ms),
+            ));
+        }
+        let pruner = engine.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                pruner.prune();
+            }
+        }));
+
+        let listener = TcpListener::bind(requested)
+            .await
+            .with_context(|| format!("binding {requested}"))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            settings,
+            engine,
+            batcher_task,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight RPCs. Every answered
+    /// decision is already durable, so nothing is lost on return.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let monitor = spawn_health_monitor(self.engine.clone(), health);
+        let max = self.settings.server.max_message_bytes;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let engine = self.engine.clone();
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(DecisionServiceServer::new(DecisionApi { engine: engine.clone() }).max_decoding_message_size(max))
+            .add_service(ControlServiceServer::new(ControlApi).max_decoding_message_size(max))
+            .add_service(AdminServiceServer::new(AdminApi { engine: engine.clone() }).max_decoding_message_size(max))
+            .add_service(AuditServiceServer::new(AuditApi { engine }).max_decoding_message_size(max))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        monitor.abort();
+        for task in self.background {
+            task.abort();
+        }
+        drop(self.engine);
+        // The batcher ends once the last engine handle is gone and its queue is empty.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.batcher_task).await;
+        result.context("gRPC server failed")
+    }
+}
+
+fn spawn_policy_reload(engine: Arc<Engine>, path: std::path::PathBuf, version: String, poll: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = loader::watch(path.clone(), version, poll);
+        while let Some(change) = changes.recv().await {
+            match change {
+                loader::Reload::Valid(policy) => {
+                    let version = policy.version.clone();
+                    match engine.install_policy(Arc::new(policy)).await {
+                        Ok(seq) => tracing::info!(%version, audit_seq = seq, "policy reloaded"),
+                        Err(e) => tracing::error!(error = %e, "policy reload could not be recorded; the old policy keeps serving"),
+                    }
+                }
+                loader::Reload::Invalid { version, error } => {
+                    tracing::error!(%version, error = %error, "policy change rejected; the previous policy keeps serving");
+                    if let Err(e) = engine.reject_policy(&path.display().to_string(), &version, &error.to_string()).await {
+                        tracing::error!(error = %e, "could not record the policy rejection");
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn spawn_health_monitor(engine: Arc<Engine>, health: tonic_health::server::HealthReporter) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ok = engine.store().ping().await.is_ok() && *engine.batcher().healthy().borrow();
+            if last != Some(ok) {
+                let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                for name in HEALTH_SERVICES {
+                    health.set_service_status(name, status).await;
+                }
+                if !ok {
+                    tracing::error!("health: NOT_SERVING (database unreachable or audit commits failing)");
+                }
+                last = Some(ok);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
