@@ -94,8 +94,9 @@ CREATE INDEX replies_by_time ON replies (created_ms);
 
 CREATE TABLE agents (
     agent_id       TEXT    PRIMARY KEY,
-    first_seen_ms  INTEGER NOT NULL,
-    last_seen_ms   INTEGER NOT NULL
+    first_seen_ms    INTEGER NOT NULL,
+    last_seen_ms     INTEGER NOT NULL,
+    last_allowed_ms  INTEGER
 );
 
 CREATE TABLE sessions (

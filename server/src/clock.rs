@@ -34,7 +34,11 @@ impl Clock for FileClock {
         let text = text.trim();
         text.parse::<i64>()
             .ok()
-            .or_else(|| chrono::DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis()))
+            .or_else(|| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .map(|t| t.timestamp_millis())
+            })
             .unwrap_or_else(|| SystemClock.now_ms())
     }
 }

@@ -113,7 +113,10 @@ impl Settings {
                 .split("__"),
         );
         let s: Settings = fig.extract().map_err(|e| {
-            e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         })?;
         s.validate()?;
         Ok(s)
@@ -123,13 +126,19 @@ impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         let mut bad = Vec::new();
         if self.server.listen.parse::<SocketAddr>().is_err() {
-            bad.push(format!("server.listen: {:?} is not an address like 127.0.0.1:50051", self.server.listen));
+            bad.push(format!(
+                "server.listen: {:?} is not an address like 127.0.0.1:50051",
+                self.server.listen
+            ));
         }
         if !(1024..=64 << 20).contains(&self.server.max_message_bytes) {
             bad.push("server.max_message_bytes: must be 1 KiB–64 MiB".to_owned());
         }
         if !matches!(self.storage.synchronous.as_str(), "normal" | "full") {
-            bad.push(format!("storage.synchronous: must be \"normal\" or \"full\", got {:?}", self.storage.synchronous));
+            bad.push(format!(
+                "storage.synchronous: must be \"normal\" or \"full\", got {:?}",
+                self.storage.synchronous
+            ));
         }
         if !(1..=10_000).contains(&self.audit.max_batch) {
             bad.push("audit.max_batch: must be 1–10000".to_owned());
@@ -166,6 +175,9 @@ mod tests {
         s.server.listen = "nope".into();
         s.storage.synchronous = "sometimes".into();
         let err = s.validate().unwrap_err();
-        assert!(err.contains("server.listen") && err.contains("storage.synchronous"), "{err}");
+        assert!(
+            err.contains("server.listen") && err.contains("storage.synchronous"),
+            "{err}"
+        );
     }
 }

@@ -33,7 +33,8 @@ pub fn generate() -> String {
                     id: key.id.clone(),
                     secret: key.secret_hex(),
                     status: KeyStatus::Active,
-                    created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    created_at: chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 }],
             };
             return serde_json::to_string_pretty(&file).expect("key file serializes") + "\n";
@@ -42,13 +43,20 @@ pub fn generate() -> String {
 }
 
 pub fn parse(text: &str, source: &str) -> anyhow::Result<KeyRing> {
-    let file: KeyFile = serde_json::from_str(text).with_context(|| format!("reading key ring {source}"))?;
+    let file: KeyFile =
+        serde_json::from_str(text).with_context(|| format!("reading key ring {source}"))?;
     let mut keys = Vec::new();
     for (i, k) in file.keys.iter().enumerate() {
-        let secret = hex::decode(&k.secret).with_context(|| format!("{source}: keys[{i}].secret is not hex"))?;
-        let key = HmacKey::new(&secret, k.status).map_err(|e| anyhow::anyhow!("{source}: keys[{i}]: {e}"))?;
+        let secret = hex::decode(&k.secret)
+            .with_context(|| format!("{source}: keys[{i}].secret is not hex"))?;
+        let key = HmacKey::new(&secret, k.status)
+            .map_err(|e| anyhow::anyhow!("{source}: keys[{i}]: {e}"))?;
         if key.id != k.id {
-            bail!("{source}: keys[{i}].id is {:?} but the secret's id is {:?}", k.id, key.id);
+            bail!(
+                "{source}: keys[{i}].id is {:?} but the secret's id is {:?}",
+                k.id,
+                key.id
+            );
         }
         keys.push(key);
     }
@@ -60,7 +68,8 @@ pub fn parse(text: &str, source: &str) -> anyhow::Result<KeyRing> {
 pub fn load_or_generate(path: &Path) -> anyhow::Result<(KeyRing, bool)> {
     if path.exists() {
         check_permissions(path)?;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok((parse(&text, &path.display().to_string())?, false));
     }
     let dir = path.parent().context("key file has no parent directory")?;

@@ -2,15 +2,15 @@
 
 pub mod api;
 pub mod audit;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod keys;
 pub mod pipeline;
 pub mod policy;
+pub mod startup;
 pub mod state;
 pub mod store;
-pub mod cli;
-pub mod config;
-pub mod keys;
-pub mod startup;
 pub mod telemetry;

@@ -42,7 +42,8 @@ pub struct Application {
 /// Opens the embedded database and applies migrations.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
     let dir = &settings.storage.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
     let path = settings.database_file();
     let store = SqliteStore::open(&path, settings.storage.synchronous == "full")
         .await
@@ -87,9 +88,13 @@ impl Application {
             }
             None => Arc::new(SystemClock),
         };
-        let (batcher, batcher_task) = Batcher::start(store.clone(), keys.clone(), settings.audit.max_batch).await?;
+        let (batcher, batcher_task) =
+            Batcher::start(store.clone(), keys.clone(), settings.audit.max_batch).await?;
         let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);
-        engine.install_policy(policy.clone()).await.context("recording the policy load")?;
+        engine
+            .install_policy(policy.clone())
+            .await
+            .context("recording the policy load")?;
         tracing::info!(version = %policy.version, source = %policy.source, "policy loaded");
 
         let mut background = Vec::new();
@@ -134,7 +139,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then drains in-flight RPCs. Every answered
     /// decision is already durable, so nothing is lost on return.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let monitor = spawn_health_monitor(self.engine.clone(), health);
         let max = self.settings.server.max_message_bytes;
@@ -151,11 +159,26 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(DecisionServiceServer::new(DecisionApi { engine: engine.clone() }).max_decoding_message_size(max))
+            .add_service(
+                DecisionServiceServer::new(DecisionApi {
+                    engine: engine.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
             .add_service(ControlServiceServer::new(ControlApi).max_decoding_message_size(max))
-            .add_service(AdminServiceServer::new(AdminApi { engine: engine.clone() }).max_decoding_message_size(max))
-            .add_service(AuditServiceServer::new(AuditApi { engine }).max_decoding_message_size(max))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(self.listener), shutdown)
+            .add_service(
+                AdminServiceServer::new(AdminApi {
+                    engine: engine.clone(),
+                })
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                AuditServiceServer::new(AuditApi { engine }).max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                shutdown,
+            )
             .await;
         monitor.abort();
         for task in self.background {
@@ -168,7 +191,12 @@ impl Application {
     }
 }
 
-fn spawn_policy_reload(engine: Arc<Engine>, path: std::path::PathBuf, version: String, poll: Duration) -> JoinHandle<()> {
+fn spawn_policy_reload(
+    engine: Arc<Engine>,
+    path: std::path::PathBuf,
+    version: String,
+    poll: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = loader::watch(path.clone(), version, poll);
         while let Some(change) = changes.recv().await {
@@ -177,12 +205,17 @@ fn spawn_policy_reload(engine: Arc<Engine>, path: std::path::PathBuf, version: S
                     let version = policy.version.clone();
                     match engine.install_policy(Arc::new(policy)).await {
                         Ok(seq) => tracing::info!(%version, audit_seq = seq, "policy reloaded"),
-                        Err(e) => tracing::error!(error = %e, "policy reload could not be recorded; the old policy keeps serving"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "policy reload could not be recorded; the old policy keeps serving")
+                        }
                     }
                 }
                 loader::Reload::Invalid { version, error } => {
                     tracing::error!(%version, error = %error, "policy change rejected; the previous policy keeps serving");
-                    if let Err(e) = engine.reject_policy(&path.display().to_string(), &version, &error.to_string()).await {
+                    if let Err(e) = engine
+                        .reject_policy(&path.display().to_string(), &version, &error.to_string())
+                        .await
+                    {
                         tracing::error!(error = %e, "could not record the policy rejection");
                     }
                 }
@@ -191,18 +224,27 @@ fn spawn_policy_reload(engine: Arc<Engine>, path: std::path::PathBuf, version: S
     })
 }
 
-fn spawn_health_monitor(engine: Arc<Engine>, health: tonic_health::server::HealthReporter) -> JoinHandle<()> {
+fn spawn_health_monitor(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
         loop {
             let ok = engine.store().ping().await.is_ok() && *engine.batcher().healthy().borrow();
             if last != Some(ok) {
-                let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+                let status = if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
                 for name in HEALTH_SERVICES {
                     health.set_service_status(name, status).await;
                 }
                 if !ok {
-                    tracing::error!("health: NOT_SERVING (database unreachable or audit commits failing)");
+                    tracing::error!(
+                        "health: NOT_SERVING (database unreachable or audit commits failing)"
+                    );
                 }
                 last = Some(ok);
             }

@@ -48,21 +48,31 @@ fn amount(unit: &str, cap: u64, spent: u64, reserved: u64) -> pb::BudgetAmount {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn set_trust(&self, req: Request<pb::SetTrustRequest>) -> Result<Response<pb::SetTrustResponse>, Status> {
+    async fn set_trust(
+        &self,
+        req: Request<pb::SetTrustRequest>,
+    ) -> Result<Response<pb::SetTrustResponse>, Status> {
         let who = super::principal(&req);
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
-        let level = trust_level("level", r.level)?.ok_or_else(|| ParseError::new("level", "is required"))?;
+        let level = trust_level("level", r.level)?
+            .ok_or_else(|| ParseError::new("level", "is required"))?;
         let scope = plain_text("scope", r.scope, 256)?.unwrap_or_default();
         let reason = plain_text("reason", r.reason, 1024)?.unwrap_or_default();
-        let (a, seq) = self.engine.set_trust(&who, agent, level, scope, reason).await?;
+        let (a, seq) = self
+            .engine
+            .set_trust(&who, agent, level, scope, reason)
+            .await?;
         Ok(Response::new(pb::SetTrustResponse {
             assignment: Some(assignment(a)),
             audit_seq: seq,
         }))
     }
 
-    async fn get_trust(&self, req: Request<pb::GetTrustRequest>) -> Result<Response<pb::GetTrustResponse>, Status> {
+    async fn get_trust(
+        &self,
+        req: Request<pb::GetTrustRequest>,
+    ) -> Result<Response<pb::GetTrustResponse>, Status> {
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         check_len("scope", &r.scope, 0, 256)?;
@@ -74,45 +84,80 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn list_trust(&self, req: Request<pb::ListTrustRequest>) -> Result<Response<pb::ListTrustResponse>, Status> {
+    async fn list_trust(
+        &self,
+        req: Request<pb::ListTrustRequest>,
+    ) -> Result<Response<pb::ListTrustResponse>, Status> {
         let agent = optional_id("agent_id", &req.get_ref().agent_id)?;
         Ok(Response::new(pb::ListTrustResponse {
-            assignments: self.engine.list_trust(agent.as_deref()).into_iter().map(assignment).collect(),
+            assignments: self
+                .engine
+                .list_trust(agent.as_deref())
+                .into_iter()
+                .map(assignment)
+                .collect(),
         }))
     }
 
-    async fn grant_consent(&self, req: Request<pb::GrantConsentRequest>) -> Result<Response<pb::GrantConsentResponse>, Status> {
+    async fn grant_consent(
+        &self,
+        req: Request<pb::GrantConsentRequest>,
+    ) -> Result<Response<pb::GrantConsentResponse>, Status> {
         let who = super::principal(&req);
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         check_len("data_type", &r.data_type, 1, 128)?;
         let purpose = plain_text("purpose", r.purpose, 128)?;
-        let expires = r.expires_at.as_ref().map(|t| timestamp_ms("expires_at", t)).transpose()?;
-        let (g, seq) = self.engine.grant_consent(&who, agent, r.data_type, purpose, expires).await?;
+        let expires = r
+            .expires_at
+            .as_ref()
+            .map(|t| timestamp_ms("expires_at", t))
+            .transpose()?;
+        let (g, seq) = self
+            .engine
+            .grant_consent(&who, agent, r.data_type, purpose, expires)
+            .await?;
         Ok(Response::new(pb::GrantConsentResponse {
             grant: Some(grant(g)),
             audit_seq: seq,
         }))
     }
 
-    async fn revoke_consent(&self, req: Request<pb::RevokeConsentRequest>) -> Result<Response<pb::RevokeConsentResponse>, Status> {
+    async fn revoke_consent(
+        &self,
+        req: Request<pb::RevokeConsentRequest>,
+    ) -> Result<Response<pb::RevokeConsentResponse>, Status> {
         let who = super::principal(&req);
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         check_len("data_type", &r.data_type, 1, 128)?;
         let purpose = plain_text("purpose", r.purpose, 128)?;
-        let seq = self.engine.revoke_consent(&who, agent, r.data_type, purpose).await?;
+        let seq = self
+            .engine
+            .revoke_consent(&who, agent, r.data_type, purpose)
+            .await?;
         Ok(Response::new(pb::RevokeConsentResponse { audit_seq: seq }))
     }
 
-    async fn list_consents(&self, req: Request<pb::ListConsentsRequest>) -> Result<Response<pb::ListConsentsResponse>, Status> {
+    async fn list_consents(
+        &self,
+        req: Request<pb::ListConsentsRequest>,
+    ) -> Result<Response<pb::ListConsentsResponse>, Status> {
         let agent = optional_id("agent_id", &req.get_ref().agent_id)?;
         Ok(Response::new(pb::ListConsentsResponse {
-            grants: self.engine.list_consents(agent.as_deref()).into_iter().map(grant).collect(),
+            grants: self
+                .engine
+                .list_consents(agent.as_deref())
+                .into_iter()
+                .map(grant)
+                .collect(),
         }))
     }
 
-    async fn get_budgets(&self, req: Request<pb::GetBudgetsRequest>) -> Result<Response<pb::GetBudgetsResponse>, Status> {
+    async fn get_budgets(
+        &self,
+        req: Request<pb::GetBudgetsRequest>,
+    ) -> Result<Response<pb::GetBudgetsResponse>, Status> {
         let r = req.into_inner();
         let agent = optional_id("agent_id", &r.agent_id)?;
         let session = optional_id("session_id", &r.session_id)?;
@@ -124,7 +169,12 @@ impl AdminService for AdminApi {
                 let c = b.counter;
                 let mut amounts = Vec::new();
                 if let Some(cap) = b.caps.micro_usd {
-                    amounts.push(amount("micro_usd", cap.0, c.spent.micro_usd, c.reserved.micro_usd));
+                    amounts.push(amount(
+                        "micro_usd",
+                        cap.0,
+                        c.spent.micro_usd,
+                        c.reserved.micro_usd,
+                    ));
                 }
                 if let Some(cap) = b.caps.tokens {
                     amounts.push(amount("tokens", cap, c.spent.tokens, c.reserved.tokens));
@@ -133,7 +183,12 @@ impl AdminService for AdminApi {
                     amounts.push(amount("calls", cap, c.spent.calls, c.reserved.calls));
                 }
                 if let Some(cap) = b.caps.session_seconds {
-                    amounts.push(amount("session_seconds", cap, b.session_elapsed_s.unwrap_or(0), 0));
+                    amounts.push(amount(
+                        "session_seconds",
+                        cap,
+                        b.session_elapsed_s.unwrap_or(0),
+                        0,
+                    ));
                 }
                 pb::BudgetSnapshot {
                     name: b.name,
@@ -149,7 +204,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::GetBudgetsResponse { budgets }))
     }
 
-    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         let agents = self
             .engine
             .agents()
@@ -167,7 +225,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
-    async fn get_policy(&self, _req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::GetPolicyResponse>, Status> {
+    async fn get_policy(
+        &self,
+        _req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
         let info = self.engine.policy_info().await?;
         let load = |row: &crate::store::PolicyLoadRow| pb::PolicyLoad {
             version: row.version.clone(),
@@ -196,15 +257,24 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn create_principal(&self, _r: Request<pb::CreatePrincipalRequest>) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
+    async fn create_principal(
+        &self,
+        _r: Request<pb::CreatePrincipalRequest>,
+    ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
         Err(not_yet("CreatePrincipal"))
     }
 
-    async fn list_principals(&self, _r: Request<pb::ListPrincipalsRequest>) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+    async fn list_principals(
+        &self,
+        _r: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
         Err(not_yet("ListPrincipals"))
     }
 
-    async fn revoke_principal(&self, _r: Request<pb::RevokePrincipalRequest>) -> Result<Response<pb::RevokePrincipalResponse>, Status> {
+    async fn revoke_principal(
+        &self,
+        _r: Request<pb::RevokePrincipalRequest>,
+    ) -> Result<Response<pb::RevokePrincipalResponse>, Status> {
         Err(not_yet("RevokePrincipal"))
     }
 }

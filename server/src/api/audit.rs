@@ -38,7 +38,10 @@ fn entry(e: SealedEntry) -> pb::AuditEntry {
 fn query(f: Option<pb::AuditFilter>) -> Result<AuditQuery, ParseError> {
     let f = f.unwrap_or_default();
     if f.kinds.len() > 16 {
-        return Err(ParseError::new("filter.kinds", format!("must have at most 16 entries, got {}", f.kinds.len())));
+        return Err(ParseError::new(
+            "filter.kinds",
+            format!("must have at most 16 entries, got {}", f.kinds.len()),
+        ));
     }
     for (i, k) in f.kinds.iter().enumerate() {
         check_len(&format!("filter.kinds[{i}]"), k, 1, 64)?;
@@ -49,8 +52,16 @@ fn query(f: Option<pb::AuditFilter>) -> Result<AuditQuery, ParseError> {
         session_id: optional_id("filter.session_id", &f.session_id)?,
         kinds: f.kinds,
         outcome: (!f.outcome.is_empty()).then_some(f.outcome),
-        since_ms: f.since.as_ref().map(|t| timestamp_ms("filter.since", t)).transpose()?,
-        until_ms: f.until.as_ref().map(|t| timestamp_ms("filter.until", t)).transpose()?,
+        since_ms: f
+            .since
+            .as_ref()
+            .map(|t| timestamp_ms("filter.since", t))
+            .transpose()?,
+        until_ms: f
+            .until
+            .as_ref()
+            .map(|t| timestamp_ms("filter.until", t))
+            .transpose()?,
     })
 }
 
@@ -58,7 +69,10 @@ fn page_size(v: i32) -> Result<u32, ParseError> {
     match v {
         0 => Ok(100),
         1..=1000 => Ok(v as u32),
-        _ => Err(ParseError::new("page_size", format!("must be 0–1000, got {v}"))),
+        _ => Err(ParseError::new(
+            "page_size",
+            format!("must be 0–1000, got {v}"),
+        )),
     }
 }
 
@@ -76,20 +90,26 @@ fn fault(f: crate::audit::verify::Fault) -> pb::AuditFault {
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
-    async fn query_audit(&self, req: Request<pb::QueryAuditRequest>) -> Result<Response<pb::QueryAuditResponse>, Status> {
+    async fn query_audit(
+        &self,
+        req: Request<pb::QueryAuditRequest>,
+    ) -> Result<Response<pb::QueryAuditResponse>, Status> {
         let r = req.into_inner();
         let q = query(r.filter)?;
         let limit = page_size(r.page_size)?;
         let after = if r.page_token.is_empty() {
             0
         } else {
-            r.page_token
-                .parse::<u64>()
-                .map_err(|_| ParseError::new("page_token", "is not a token returned by QueryAudit"))?
+            r.page_token.parse::<u64>().map_err(|_| {
+                ParseError::new("page_token", "is not a token returned by QueryAudit")
+            })?
         };
         let entries = self.engine.store().query_audit(&q, after, limit).await?;
         let next = if entries.len() == limit as usize {
-            entries.last().map(|e| e.seq.to_string()).unwrap_or_default()
+            entries
+                .last()
+                .map(|e| e.seq.to_string())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -101,12 +121,19 @@ impl AuditService for AuditApi {
 
     type TailAuditStream = BoxStream<pb::TailAuditResponse>;
 
-    async fn tail_audit(&self, req: Request<pb::TailAuditRequest>) -> Result<Response<Self::TailAuditStream>, Status> {
+    async fn tail_audit(
+        &self,
+        req: Request<pb::TailAuditRequest>,
+    ) -> Result<Response<Self::TailAuditStream>, Status> {
         let r = req.into_inner();
         let q = query(r.filter)?;
         // Subscribe before reading the backlog so nothing committed in between is missed.
         let mut live = self.engine.batcher().subscribe();
-        let mut sent = if r.from_seq == 0 { self.engine.batcher().head_seq() } else { r.from_seq - 1 };
+        let mut sent = if r.from_seq == 0 {
+            self.engine.batcher().head_seq()
+        } else {
+            r.from_seq - 1
+        };
         let store = self.engine.store().clone();
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
@@ -123,7 +150,13 @@ impl AuditService for AuditApi {
                         Ok(page) => {
                             for e in page {
                                 sent = e.seq;
-                                if tx.send(Ok(pb::TailAuditResponse { entry: Some(entry(e)) })).await.is_err() {
+                                if tx
+                                    .send(Ok(pb::TailAuditResponse {
+                                        entry: Some(entry(e)),
+                                    }))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                             }
@@ -139,7 +172,14 @@ impl AuditService for AuditApi {
                         Ok(e) if e.seq <= sent => {}
                         Ok(e) => {
                             let seq = e.seq;
-                            if q.matches(&e) && tx.send(Ok(pb::TailAuditResponse { entry: Some(entry(e)) })).await.is_err() {
+                            if q.matches(&e)
+                                && tx
+                                    .send(Ok(pb::TailAuditResponse {
+                                        entry: Some(entry(e)),
+                                    }))
+                                    .await
+                                    .is_err()
+                            {
                                 return;
                             }
                             sent = seq;
@@ -153,15 +193,26 @@ impl AuditService for AuditApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn verify_audit(&self, req: Request<pb::VerifyAuditRequest>) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         let r = req.into_inner();
         if r.to_seq != 0 && r.to_seq < r.from_seq {
             return Err(ParseError::new("to_seq", "must be 0 or at least from_seq").into());
         }
         let rep = self.engine.verify_audit(r.from_seq, r.to_seq).await?;
         let (first_bad_seq, f, message) = match &rep.failure {
-            None => (0, pb::AuditFault::Unspecified, format!("{} entries verified", rep.checked)),
-            Some(f) => (f.seq, fault(f.fault), format!("{}: {}", f.fault.name(), f.message)),
+            None => (
+                0,
+                pb::AuditFault::Unspecified,
+                format!("{} entries verified", rep.checked),
+            ),
+            Some(f) => (
+                f.seq,
+                fault(f.fault),
+                format!("{}: {}", f.fault.name(), f.message),
+            ),
         };
         Ok(Response::new(pb::VerifyAuditResponse {
             ok: rep.failure.is_none(),
@@ -176,10 +227,17 @@ impl AuditService for AuditApi {
 
     type ExportAuditStream = BoxStream<pb::ExportAuditResponse>;
 
-    async fn export_audit(&self, req: Request<pb::ExportAuditRequest>) -> Result<Response<Self::ExportAuditStream>, Status> {
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
         let r = req.into_inner();
         let store = self.engine.store().clone();
-        let to = if r.to_seq == 0 { u64::MAX >> 1 } else { r.to_seq };
+        let to = if r.to_seq == 0 {
+            u64::MAX >> 1
+        } else {
+            r.to_seq
+        };
         let mut next = r.from_seq.max(1);
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -189,7 +247,11 @@ impl AuditService for AuditApi {
                     Ok(page) => {
                         next = page.last().map_or(to, |e| e.seq) + 1;
                         let lines = page.iter().map(export_line).collect();
-                        if tx.send(Ok(pb::ExportAuditResponse { lines })).await.is_err() {
+                        if tx
+                            .send(Ok(pb::ExportAuditResponse { lines }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -203,15 +265,24 @@ impl AuditService for AuditApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_checkpoint(&self, _r: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+    async fn get_checkpoint(
+        &self,
+        _r: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         Err(not_yet("GetCheckpoint (signed Merkle checkpoints)"))
     }
 
-    async fn get_inclusion_proof(&self, _r: Request<pb::GetInclusionProofRequest>) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+    async fn get_inclusion_proof(
+        &self,
+        _r: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
         Err(not_yet("GetInclusionProof"))
     }
 
-    async fn get_consistency_proof(&self, _r: Request<pb::GetConsistencyProofRequest>) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+    async fn get_consistency_proof(
+        &self,
+        _r: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
         Err(not_yet("GetConsistencyProof"))
     }
 }

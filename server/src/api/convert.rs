@@ -2,7 +2,8 @@
 //! domain → proto written out by hand.
 
 use crate::domain::{
-    check_len, check_map, Action, ApiCall, DataAccess, Estimate, Id, MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
+    check_len, check_map, Action, ApiCall, DataAccess, Estimate, Id, MicroUsd, ParseError,
+    TrustLevel, MAX_TOKENS,
 };
 use crate::engine::{EvaluateInput, EvaluateResult, RecordInput, RecordOutcome, RecordResult};
 use crate::pipeline::{Reason, Verdict};
@@ -19,7 +20,10 @@ pub fn timestamp(ms: i64) -> prost_types::Timestamp {
 
 pub fn timestamp_ms(field: &str, t: &prost_types::Timestamp) -> Result<i64, ParseError> {
     if !(0..1_000_000_000).contains(&t.nanos) || t.seconds < 0 || t.seconds > 253_402_300_799 {
-        return Err(ParseError::new(field, "must be a valid timestamp between 1970 and 9999"));
+        return Err(ParseError::new(
+            field,
+            "must be a valid timestamp between 1970 and 9999",
+        ));
     }
     Ok(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
@@ -27,7 +31,10 @@ pub fn timestamp_ms(field: &str, t: &prost_types::Timestamp) -> Result<i64, Pars
 fn optional_text(field: &str, v: String, max: usize) -> Result<Option<String>, ParseError> {
     check_len(field, &v, 0, max)?;
     if v.chars().any(char::is_control) {
-        return Err(ParseError::new(field, "must not contain control characters"));
+        return Err(ParseError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok((!v.is_empty()).then_some(v))
 }
@@ -43,7 +50,10 @@ pub fn trust_level(field: &str, v: i32) -> Result<Option<TrustLevel>, ParseError
     match pb::TrustLevel::try_from(v) {
         Ok(pb::TrustLevel::Unspecified) => Ok(None),
         Ok(l) => Ok(TrustLevel::from_rank((l as i32 - 1) as u8)),
-        Err(_) => Err(ParseError::new(field, format!("unknown TrustLevel value {v}"))),
+        Err(_) => Err(ParseError::new(
+            field,
+            format!("unknown TrustLevel value {v}"),
+        )),
     }
 }
 
@@ -53,30 +63,56 @@ pub fn trust_to_pb(l: TrustLevel) -> pb::TrustLevel {
 
 fn action(a: pb::Action) -> Result<Action, ParseError> {
     let tool = optional_text("action.tool", a.tool, 256)?;
-    if tool.as_deref().is_some_and(|t| t.contains(char::is_whitespace)) {
-        return Err(ParseError::new("action.tool", "must not contain whitespace"));
+    if tool
+        .as_deref()
+        .is_some_and(|t| t.contains(char::is_whitespace))
+    {
+        return Err(ParseError::new(
+            "action.tool",
+            "must not contain whitespace",
+        ));
     }
     let api = match a.api {
         None => None,
         Some(api) => {
             let method = api.method.to_ascii_uppercase();
-            if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(ParseError::new("action.api.method", "must be 1–16 letters, e.g. GET or POST"));
+            if method.is_empty()
+                || method.len() > 16
+                || !method.bytes().all(|b| b.is_ascii_uppercase())
+            {
+                return Err(ParseError::new(
+                    "action.api.method",
+                    "must be 1–16 letters, e.g. GET or POST",
+                ));
             }
             check_len("action.api.url", &api.url, 1, 2048)?;
-            if !(api.url.starts_with("https://") || api.url.starts_with("http://")) || api.url.contains(char::is_whitespace) {
-                return Err(ParseError::new("action.api.url", "must be an absolute http(s) URL without spaces"));
+            if !(api.url.starts_with("https://") || api.url.starts_with("http://"))
+                || api.url.contains(char::is_whitespace)
+            {
+                return Err(ParseError::new(
+                    "action.api.url",
+                    "must be an absolute http(s) URL without spaces",
+                ));
             }
-            Some(ApiCall { method, url: api.url })
+            Some(ApiCall {
+                method,
+                url: normalize_url(&api.url)?,
+            })
         }
     };
     let model = optional_text("action.model", a.model, 128)?;
     if tool.is_none() && api.is_none() && model.is_none() {
-        return Err(ParseError::new("action", "must name a tool, an api or a model"));
+        return Err(ParseError::new(
+            "action",
+            "must name a tool, an api or a model",
+        ));
     }
     let estimate = a.estimate.unwrap_or_default();
     if a.data.len() > 32 {
-        return Err(ParseError::new("action.data", format!("must have at most 32 entries, got {}", a.data.len())));
+        return Err(ParseError::new(
+            "action.data",
+            format!("must have at most 32 entries, got {}", a.data.len()),
+        ));
     }
     let data = a
         .data
@@ -105,13 +141,61 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
     })
 }
 
+/// Lower-cases scheme and host and refuses URLs whose path could read differently to
+/// the API server than to a glob (dot segments, empty segments, encoded unreserved
+/// characters), so a deny pattern cannot be sidestepped by spelling.
+fn normalize_url(url: &str) -> Result<String, ParseError> {
+    let bad =
+        |why: &str| ParseError::new("action.api.url", format!("must be a normalized URL: {why}"));
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("needs a host and no user info"));
+    }
+    let path_only = path.split(['?', '#']).next().unwrap_or("");
+    if path_only.contains("//") {
+        return Err(bad("empty path segment (//)"));
+    }
+    if path_only.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(bad("dot segment (. or ..)"));
+    }
+    let bytes = path_only.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                None => return Err(bad("broken percent-encoding")),
+                Some(c) if c.is_ascii_alphanumeric() || b"-._~".contains(&c) => {
+                    return Err(bad("percent-encoded unreserved character"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(format!(
+        "{}://{}{}",
+        scheme.to_ascii_lowercase(),
+        authority.to_ascii_lowercase(),
+        path
+    ))
+}
+
 impl TryFrom<pb::EvaluateRequest> for EvaluateInput {
     type Error = ParseError;
 
     fn try_from(r: pb::EvaluateRequest) -> Result<Self, ParseError> {
         let agent_id = Id::parse("agent_id", &r.agent_id)?;
         let session_id = Id::parse_optional("session_id", &r.session_id)?;
-        let action = action(r.action.ok_or_else(|| ParseError::new("action", "is required"))?)?;
+        let action = action(
+            r.action
+                .ok_or_else(|| ParseError::new("action", "is required"))?,
+        )?;
         check_map("context", r.context.iter(), 32)?;
         Ok(Self {
             agent_id,
@@ -175,9 +259,17 @@ impl TryFrom<pb::RecordRequest> for RecordInput {
             Ok(pb::ActionOutcome::Failure) => RecordOutcome::Failure,
             Ok(pb::ActionOutcome::Error) => RecordOutcome::Error,
             Ok(pb::ActionOutcome::Unspecified) => {
-                return Err(ParseError::new("outcome", "is required: SUCCESS, FAILURE or ERROR"))
+                return Err(ParseError::new(
+                    "outcome",
+                    "is required: SUCCESS, FAILURE or ERROR",
+                ))
             }
-            Err(_) => return Err(ParseError::new("outcome", format!("unknown ActionOutcome value {}", r.outcome))),
+            Err(_) => {
+                return Err(ParseError::new(
+                    "outcome",
+                    format!("unknown ActionOutcome value {}", r.outcome),
+                ))
+            }
         };
         let usage = r.usage.unwrap_or_default();
         check_map("metadata", r.metadata.iter(), 32)?;
@@ -215,4 +307,27 @@ pub fn optional_id(field: &str, v: &str) -> Result<Option<String>, ParseError> {
 
 pub fn plain_text(field: &str, v: String, max: usize) -> Result<Option<String>, ParseError> {
     optional_text(field, v, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_url;
+
+    #[test]
+    fn urls_are_lower_cased_and_ambiguous_paths_refused() {
+        assert_eq!(
+            normalize_url("HTTPS://API.Example.com/v1/Charges").unwrap(),
+            "https://api.example.com/v1/Charges"
+        );
+        for bad in [
+            "https://api.example.com/v1//admin",
+            "https://api.example.com/v1/../admin",
+            "https://api.example.com/v1/%61dmin",
+            "https://user@api.example.com/",
+            "https:///x",
+        ] {
+            assert!(normalize_url(bad).is_err(), "{bad}");
+        }
+        assert!(normalize_url("https://api.example.com/a%2Fb?q=1").is_ok());
+    }
 }

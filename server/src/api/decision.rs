@@ -17,25 +17,44 @@ pub struct DecisionApi {
 #[tonic::async_trait]
 impl DecisionService for DecisionApi {
     #[instrument(name = "Evaluate", skip_all, fields(arbiter.agent_id = %req.get_ref().agent_id))]
-    async fn evaluate(&self, req: Request<pb::EvaluateRequest>) -> Result<Response<pb::EvaluateResponse>, Status> {
+    async fn evaluate(
+        &self,
+        req: Request<pb::EvaluateRequest>,
+    ) -> Result<Response<pb::EvaluateResponse>, Status> {
         let _who = super::principal(&req);
         let input = EvaluateInput::try_from(req.into_inner())?;
         let result = self.engine.evaluate(input).await?;
-        tracing::debug!(arbiter.decision = result.verdict.name(), seq = result.audit_seq, "decided");
+        tracing::debug!(
+            arbiter.decision = result.verdict.name(),
+            seq = result.audit_seq,
+            "decided"
+        );
         Ok(Response::new(evaluate_response(result)))
     }
 
     #[instrument(name = "Record", skip_all)]
-    async fn record(&self, req: Request<pb::RecordRequest>) -> Result<Response<pb::RecordResponse>, Status> {
+    async fn record(
+        &self,
+        req: Request<pb::RecordRequest>,
+    ) -> Result<Response<pb::RecordResponse>, Status> {
         let input = RecordInput::try_from(req.into_inner())?;
-        Ok(Response::new(record_response(self.engine.record(input).await?)))
+        Ok(Response::new(record_response(
+            self.engine.record(input).await?,
+        )))
     }
 
-    async fn filter_tools(&self, req: Request<pb::FilterToolsRequest>) -> Result<Response<pb::FilterToolsResponse>, Status> {
+    async fn filter_tools(
+        &self,
+        req: Request<pb::FilterToolsRequest>,
+    ) -> Result<Response<pb::FilterToolsResponse>, Status> {
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         if r.tools.len() > 1024 {
-            return Err(ParseError::new("tools", format!("must have at most 1024 entries, got {}", r.tools.len())).into());
+            return Err(ParseError::new(
+                "tools",
+                format!("must have at most 1024 entries, got {}", r.tools.len()),
+            )
+            .into());
         }
         for (i, t) in r.tools.iter().enumerate() {
             check_len(&format!("tools[{i}]"), t, 1, 256)?;
@@ -45,15 +64,24 @@ impl DecisionService for DecisionApi {
         }))
     }
 
-    async fn heartbeat(&self, _req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        _req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         Err(not_yet("Heartbeat"))
     }
 
-    async fn delegate(&self, _req: Request<pb::DelegateRequest>) -> Result<Response<pb::DelegateResponse>, Status> {
+    async fn delegate(
+        &self,
+        _req: Request<pb::DelegateRequest>,
+    ) -> Result<Response<pb::DelegateResponse>, Status> {
         Err(not_yet("Delegate"))
     }
 
-    async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+    async fn ping(
+        &self,
+        _req: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse {}))
     }
 }

@@ -43,12 +43,16 @@ impl From<StoreError> for Status {
             StoreError::NotFound => Status::not_found("not found"),
             StoreError::Conflict(_) => Status::aborted("conflicting change; retry"),
             StoreError::Unavailable(_) => Status::unavailable("storage unavailable; retry"),
-            StoreError::Corrupt(_) => Status::data_loss("stored data is corrupt; run `arbiter audit verify`"),
+            StoreError::Corrupt(_) => {
+                Status::data_loss("stored data is corrupt; run `arbiter audit verify`")
+            }
         }
     }
 }
 
 /// For RPCs of the contract that a later release implements.
 pub fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is part of the arbiter.v1 contract but not available in this release"))
+    Status::unimplemented(format!(
+        "{what} is part of the arbiter.v1 contract but not available in this release"
+    ))
 }

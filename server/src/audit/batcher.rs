@@ -51,7 +51,11 @@ pub struct BatchStats {
 
 impl BatcherHandle {
     /// Appends one entry with its state changes and waits until both are durable.
-    pub async fn append(&self, draft: EntryDraft, ops: Vec<StateOp>) -> Result<Committed, CommitError> {
+    pub async fn append(
+        &self,
+        draft: EntryDraft,
+        ops: Vec<StateOp>,
+    ) -> Result<Committed, CommitError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Submission { draft, ops, reply })
@@ -93,7 +97,9 @@ fn decode_mac(hex_mac: &str) -> Result<[u8; 32], StoreError> {
     hex::decode(hex_mac)
         .ok()
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
-        .ok_or_else(|| StoreError::Corrupt(format!("stored MAC {hex_mac:?} is not 32 bytes of hex")))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("stored MAC {hex_mac:?} is not 32 bytes of hex"))
+        })
 }
 
 async fn read_head(store: &dyn Store) -> Result<(u64, [u8; 32]), StoreError> {
@@ -187,7 +193,9 @@ impl Batcher {
                     self.head_mac = prev;
                     head.store(seq, Ordering::Release);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats.entries.fetch_add(units.len() as u64, Ordering::Relaxed);
+                    stats
+                        .entries
+                        .fetch_add(units.len() as u64, Ordering::Relaxed);
                     health.send_if_modified(|h| !std::mem::replace(h, true));
                     for (unit, reply) in units.into_iter().zip(replies) {
                         let _ = committed.send(unit.entry.clone());

@@ -11,7 +11,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub const DOMAIN: &[u8] = b"arbiter-audit-chain-v1\n";
 
 /// The value chained into entry 1: SHA-256("arbiter-audit-genesis-v1").
-pub static GENESIS: LazyLock<[u8; 32]> = LazyLock::new(|| Sha256::digest(b"arbiter-audit-genesis-v1").into());
+pub static GENESIS: LazyLock<[u8; 32]> =
+    LazyLock::new(|| Sha256::digest(b"arbiter-audit-genesis-v1").into());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,7 +35,10 @@ pub struct HmacKey {
 
 impl std::fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HmacKey").field("id", &self.id).field("status", &self.status).finish_non_exhaustive()
+        f.debug_struct("HmacKey")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,9 +104,15 @@ pub struct KeyRing {
 
 impl KeyRing {
     pub fn new(keys: Vec<HmacKey>) -> Result<Self, String> {
-        let active: Vec<&HmacKey> = keys.iter().filter(|k| k.status == KeyStatus::Active).collect();
+        let active: Vec<&HmacKey> = keys
+            .iter()
+            .filter(|k| k.status == KeyStatus::Active)
+            .collect();
         if active.len() != 1 {
-            return Err(format!("the key ring must hold exactly one active HMAC key, found {}", active.len()));
+            return Err(format!(
+                "the key ring must hold exactly one active HMAC key, found {}",
+                active.len()
+            ));
         }
         let active = active[0].id.clone();
         Ok(Self {
@@ -143,5 +153,52 @@ mod tests {
         let k = HmacKey::new(&good, KeyStatus::Active).unwrap();
         assert!(k.id.starts_with("h-") && k.id.len() == 18);
         assert_eq!(k.id, key_id(&good));
+    }
+}
+
+/// The shared test vector (tests/vectors/audit-chain-v1.json) is also checked by the
+/// independent Python verifier, so both implementations derive the same bytes.
+#[cfg(test)]
+mod vector {
+    use super::*;
+    use crate::audit::canonical::canonical_string;
+    use serde_json::Value;
+
+    const VECTOR: &str = include_str!("../../../tests/vectors/audit-chain-v1.json");
+
+    #[test]
+    fn rust_chain_matches_the_published_vector() {
+        let v: Value = serde_json::from_str(VECTOR).unwrap();
+        assert_eq!(v["genesis_hex"].as_str().unwrap(), hex::encode(*GENESIS));
+        assert_eq!(v["domain_hex"].as_str().unwrap(), hex::encode(DOMAIN));
+        let key = HmacKey::new(
+            &hex::decode(v["key_hex"].as_str().unwrap()).unwrap(),
+            KeyStatus::Active,
+        )
+        .unwrap();
+        assert_eq!(key.id, v["key_id"].as_str().unwrap());
+        let mut prev = *GENESIS;
+        for e in v["entries"].as_array().unwrap() {
+            let canonical = canonical_string(&e["entry"]).unwrap();
+            assert_eq!(canonical, e["canonical"].as_str().unwrap());
+            let mac = key.mac(&prev, canonical.as_bytes());
+            assert_eq!(hex::encode(mac), e["mac"].as_str().unwrap());
+            prev = mac;
+        }
+        assert_eq!(hex::encode(prev), v["head_mac"].as_str().unwrap());
+    }
+
+    #[test]
+    fn jcs_cases_match_including_utf16_member_order() {
+        let v: Value = serde_json::from_str(VECTOR).unwrap();
+        for case in v["jcs_cases"].as_array().unwrap() {
+            let got = canonical_string(&case["value"]).unwrap();
+            assert_eq!(
+                got,
+                case["canonical"].as_str().unwrap(),
+                "case {}",
+                case["name"]
+            );
+        }
     }
 }

@@ -3,8 +3,8 @@
 
 pub mod batcher;
 pub mod canonical;
-pub mod offline;
 pub mod chain;
+pub mod offline;
 pub mod verify;
 
 pub use batcher::{Batcher, BatcherHandle, Committed};

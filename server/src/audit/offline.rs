@@ -12,20 +12,39 @@ use std::path::Path;
 /// Verifies an export that starts at seq 1 (or at `from`, chaining from GENESIS only
 /// when `from` is 0 or 1).
 pub fn verify_file(export: &Path, keys: &Path, from: u64) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(keys).with_context(|| format!("reading {}", keys.display()))?;
+    let text =
+        std::fs::read_to_string(keys).with_context(|| format!("reading {}", keys.display()))?;
     let ring = crate::keys::parse(&text, &keys.display().to_string())?;
-    let file = std::fs::File::open(export).with_context(|| format!("opening {}", export.display()))?;
+    let file =
+        std::fs::File::open(export).with_context(|| format!("opening {}", export.display()))?;
     if from > 1 {
-        return Err(Exit(2, "offline verification of a partial export needs the export to start at seq 1".into()).into());
+        return Err(Exit(
+            2,
+            "offline verification of a partial export needs the export to start at seq 1".into(),
+        )
+        .into());
     }
     let mut v = Verifier::new(&ring, 1, *GENESIS);
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line?;
         let expected = v.checked + 1;
-        let parsed: Value = serde_json::from_str(&line)
-            .map_err(|e| Exit(1, format!("FAIL: seq {expected}: parse_error: line {} is not JSON: {e}", i + 1)))?;
+        let parsed: Value = serde_json::from_str(&line).map_err(|e| {
+            Exit(
+                1,
+                format!(
+                    "FAIL: seq {expected}: parse_error: line {} is not JSON: {e}",
+                    i + 1
+                ),
+            )
+        })?;
         let entry = parsed.get("entry").cloned().unwrap_or(Value::Null);
-        let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let field = |k: &str| {
+            entry
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         let sealed = SealedEntry {
             seq: entry.get("seq").and_then(Value::as_u64).unwrap_or(0),
             ts_ms: 0,
@@ -35,11 +54,23 @@ pub fn verify_file(export: &Path, keys: &Path, from: u64) -> anyhow::Result<()> 
             outcome: field("outcome"),
             key_id: field("key_id"),
             canonical: serde_jcs::to_string(&entry).unwrap_or_default(),
-            mac: parsed.get("mac").and_then(Value::as_str).unwrap_or("").to_owned(),
+            mac: parsed
+                .get("mac")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
         };
-        v.feed(&sealed)
-            .map_err(|f| Exit(1, format!("FAIL: seq {}: {}: {}", f.seq, f.fault.name(), f.message)))?;
+        v.feed(&sealed).map_err(|f| {
+            Exit(
+                1,
+                format!("FAIL: seq {}: {}: {}", f.seq, f.fault.name(), f.message),
+            )
+        })?;
     }
-    println!("OK: {} entries verified, head mac {}", v.checked, hex::encode(v.head_mac()));
+    println!(
+        "OK: {} entries verified, head mac {}",
+        v.checked,
+        hex::encode(v.head_mac())
+    );
     Ok(())
 }

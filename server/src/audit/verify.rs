@@ -60,24 +60,49 @@ impl<'k> Verifier<'k> {
     }
 
     pub fn feed(&mut self, e: &SealedEntry) -> Result<(), Failure> {
-        let fail = |seq: u64, fault: Fault, message: String| Failure { seq, fault, message };
+        let fail = |seq: u64, fault: Fault, message: String| Failure {
+            seq,
+            fault,
+            message,
+        };
         let want = self.expected_seq;
         if e.seq != want {
             return Err(fail(
                 want,
-                if e.seq > want { Fault::Gap } else { Fault::SeqMismatch },
+                if e.seq > want {
+                    Fault::Gap
+                } else {
+                    Fault::SeqMismatch
+                },
                 format!("expected entry {want}, found entry {}", e.seq),
             ));
         }
-        let value: Value = serde_json::from_str(&e.canonical)
-            .map_err(|err| fail(want, Fault::NotCanonical, format!("entry is not JSON: {err}")))?;
-        let recanon = canonical_string(&value).map_err(|err| fail(want, Fault::NotCanonical, err))?;
+        let value: Value = serde_json::from_str(&e.canonical).map_err(|err| {
+            fail(
+                want,
+                Fault::NotCanonical,
+                format!("entry is not JSON: {err}"),
+            )
+        })?;
+        let recanon =
+            canonical_string(&value).map_err(|err| fail(want, Fault::NotCanonical, err))?;
         if recanon != e.canonical {
-            return Err(fail(want, Fault::NotCanonical, "stored bytes are not in canonical (JCS) form".into()));
+            return Err(fail(
+                want,
+                Fault::NotCanonical,
+                "stored bytes are not in canonical (JCS) form".into(),
+            ));
         }
         let field = |k: &str| value.get(k);
         if field("seq").and_then(Value::as_u64) != Some(want) {
-            return Err(fail(want, Fault::SeqMismatch, format!("entry at position {want} says seq {}", field("seq").unwrap_or(&Value::Null))));
+            return Err(fail(
+                want,
+                Fault::SeqMismatch,
+                format!(
+                    "entry at position {want} says seq {}",
+                    field("seq").unwrap_or(&Value::Null)
+                ),
+            ));
         }
         let columns = [
             ("kind", &e.kind),
@@ -88,15 +113,26 @@ impl<'k> Verifier<'k> {
         ];
         for (name, col) in columns {
             if field(name).and_then(Value::as_str) != Some(col.as_str()) {
-                return Err(fail(want, Fault::ColumnMismatch, format!("column {name} = {col:?} disagrees with the hashed entry")));
+                return Err(fail(
+                    want,
+                    Fault::ColumnMismatch,
+                    format!("column {name} = {col:?} disagrees with the hashed entry"),
+                ));
             }
         }
-        let key = self
-            .keys
-            .get(&e.key_id)
-            .ok_or_else(|| fail(want, Fault::UnknownKey, format!("key {} is not in the key ring", e.key_id)))?;
+        let key = self.keys.get(&e.key_id).ok_or_else(|| {
+            fail(
+                want,
+                Fault::UnknownKey,
+                format!("key {} is not in the key ring", e.key_id),
+            )
+        })?;
         if key.status == KeyStatus::Revoked {
-            return Err(fail(want, Fault::RevokedKey, format!("key {} is revoked", e.key_id)));
+            return Err(fail(
+                want,
+                Fault::RevokedKey,
+                format!("key {} is revoked", e.key_id),
+            ));
         }
         let mac = key.mac(&self.prev_mac, e.canonical.as_bytes());
         let stored = hex::decode(&e.mac).ok();
@@ -104,7 +140,12 @@ impl<'k> Verifier<'k> {
             .as_deref()
             .is_some_and(|s| subtle::ConstantTimeEq::ct_eq(s, &mac[..]).into());
         if !equal {
-            return Err(fail(want, Fault::MacMismatch, "MAC does not match the entry and its predecessor (edited, inserted or reordered)".into()));
+            return Err(fail(
+                want,
+                Fault::MacMismatch,
+                "MAC does not match the entry and its predecessor (edited, inserted or reordered)"
+                    .into(),
+            ));
         }
         self.prev_mac = mac;
         self.expected_seq += 1;
@@ -185,6 +226,9 @@ mod tests {
 
         let mut column = chain(&k, 5);
         column[3].outcome = "deny".into();
-        assert_eq!(verify(&k, &column).unwrap_err().fault, Fault::ColumnMismatch);
+        assert_eq!(
+            verify(&k, &column).unwrap_err().fault,
+            Fault::ColumnMismatch
+        );
     }
 }

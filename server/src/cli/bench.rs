@@ -61,7 +61,11 @@ fn histogram() -> Histogram<u64> {
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let client = super::remote::connect(&super::Remote { addr: a.addr.clone(), timeout: 10.0 }).await?;
+    let client = super::remote::connect(&super::Remote {
+        addr: a.addr.clone(),
+        timeout: 10.0,
+    })
+    .await?;
     let hist = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let total = Duration::from_secs_f64(a.warmup + a.duration);
@@ -73,7 +77,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         None => {
             let mut tasks = Vec::new();
             for worker in 0..a.concurrency {
-                let (c, hist, errors, agent) = (client.clone(), hist.clone(), errors.clone(), a.agent.clone());
+                let (c, hist, errors, agent) = (
+                    client.clone(),
+                    hist.clone(),
+                    errors.clone(),
+                    a.agent.clone(),
+                );
                 let target = a.target;
                 tasks.push(tokio::spawn(async move {
                     let mut local = histogram();
@@ -93,7 +102,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    hist.lock().expect("histogram lock").add(&local).expect("same bounds");
+                    hist.lock()
+                        .expect("histogram lock")
+                        .add(&local)
+                        .expect("same bounds");
                 }));
             }
             for t in tasks {
@@ -112,7 +124,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep_until(scheduled.into()).await;
                 let permit = gate.clone().acquire_owned().await?;
-                let (c, hist, errors, agent) = (client.clone(), hist.clone(), errors.clone(), a.agent.clone());
+                let (c, hist, errors, agent) = (
+                    client.clone(),
+                    hist.clone(),
+                    errors.clone(),
+                    a.agent.clone(),
+                );
                 let target = a.target;
                 let i = n;
                 tasks.push(tokio::spawn(async move {

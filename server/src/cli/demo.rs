@@ -37,7 +37,10 @@ fn show(step: &str, d: &Decision) {
     };
     println!("\n▶ {step}");
     match d.reason() {
-        Some(r) if !d.allowed() => println!("  {verdict} at stage {} [{}]: {}", r.stage, r.code, r.message),
+        Some(r) if !d.allowed() => println!(
+            "  {verdict} at stage {} [{}]: {}",
+            r.stage, r.code, r.message
+        ),
         _ => println!("  {verdict} (audit entry {})", d.audit_seq),
     }
 }
@@ -56,39 +59,125 @@ pub async fn run() -> anyhow::Result<()> {
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    println!("Arbiter demo: an embedded server is running on {addr} with a temporary data directory.");
+    println!(
+        "Arbiter demo: an embedded server is running on {addr} with a temporary data directory."
+    );
     println!("The policy lets billing-agent read invoices, send email and issue refunds, within $1.00 a day.");
 
     let c = Client::connect(format!("http://{addr}")).await?;
     let agent = "billing-agent";
 
-    let d = c.evaluate(agent).session("s-1").tool("read_invoice").cost_micro_usd(100_000).send().await?;
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("read_invoice")
+        .cost_micro_usd(100_000)
+        .send()
+        .await?;
     show("billing-agent reads an invoice, estimated at $0.10", &d);
-    let r = c.record(&d.decision_id).outcome(ActionOutcome::Success).cost_micro_usd(80_000).send().await?;
-    println!("  recorded: it really cost {} (reserved {})", usd(r.actual.map_or(0, |a| a.micro_usd)), usd(r.reserved.map_or(0, |a| a.micro_usd)));
+    let r = c
+        .record(&d.decision_id)
+        .outcome(ActionOutcome::Success)
+        .cost_micro_usd(80_000)
+        .send()
+        .await?;
+    println!(
+        "  recorded: it really cost {} (reserved {})",
+        usd(r.actual.map_or(0, |a| a.micro_usd)),
+        usd(r.reserved.map_or(0, |a| a.micro_usd))
+    );
 
-    let d = c.evaluate(agent).session("s-1").tool("refund_order").send().await?;
-    show("billing-agent tries a refund, which needs trust L4 (it has the default L2)", &d);
-    c.set_trust(pb::SetTrustRequest { agent_id: agent.into(), level: pb::TrustLevel::L4ActReport as i32, scope: String::new(), reason: "demo".into() }).await?;
-    let d = c.evaluate(agent).session("s-1").tool("refund_order").send().await?;
-    show("an operator raises billing-agent to L4_ACT_REPORT; the refund is asked again", &d);
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("refund_order")
+        .send()
+        .await?;
+    show(
+        "billing-agent tries a refund, which needs trust L4 (it has the default L2)",
+        &d,
+    );
+    c.set_trust(pb::SetTrustRequest {
+        agent_id: agent.into(),
+        level: pb::TrustLevel::L4ActReport as i32,
+        scope: String::new(),
+        reason: "demo".into(),
+    })
+    .await?;
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("refund_order")
+        .send()
+        .await?;
+    show(
+        "an operator raises billing-agent to L4_ACT_REPORT; the refund is asked again",
+        &d,
+    );
 
-    let d = c.evaluate(agent).session("s-1").tool("send_email").data("user_email", Some("notifications")).send().await?;
-    show("billing-agent wants to email a customer (personal data: user_email, for notifications)", &d);
-    c.grant_consent(pb::GrantConsentRequest { agent_id: agent.into(), data_type: "user_email".into(), purpose: "notifications".into(), expires_at: None }).await?;
-    let d = c.evaluate(agent).session("s-1").tool("send_email").data("user_email", Some("notifications")).send().await?;
-    show("consent is granted for that purpose; the email is asked again", &d);
-    let d = c.evaluate(agent).session("s-1").tool("send_email").data("user_email", Some("marketing")).send().await?;
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("send_email")
+        .data("user_email", Some("notifications"))
+        .send()
+        .await?;
+    show(
+        "billing-agent wants to email a customer (personal data: user_email, for notifications)",
+        &d,
+    );
+    c.grant_consent(pb::GrantConsentRequest {
+        agent_id: agent.into(),
+        data_type: "user_email".into(),
+        purpose: "notifications".into(),
+        expires_at: None,
+    })
+    .await?;
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("send_email")
+        .data("user_email", Some("notifications"))
+        .send()
+        .await?;
+    show(
+        "consent is granted for that purpose; the email is asked again",
+        &d,
+    );
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("send_email")
+        .data("user_email", Some("marketing"))
+        .send()
+        .await?;
     show("the same data for a different purpose (marketing)", &d);
 
-    let d = c.evaluate(agent).session("s-1").tool("admin_reset").send().await?;
-    show("billing-agent tries admin_reset, which its policy denies", &d);
-    let d = c.evaluate("mystery-agent").tool("read_invoice").send().await?;
+    let d = c
+        .evaluate(agent)
+        .session("s-1")
+        .tool("admin_reset")
+        .send()
+        .await?;
+    show(
+        "billing-agent tries admin_reset, which its policy denies",
+        &d,
+    );
+    let d = c
+        .evaluate("mystery-agent")
+        .tool("read_invoice")
+        .send()
+        .await?;
     show("an agent the policy does not mention", &d);
 
     println!("\n▶ billing-agent summarizes, three calls allowed per minute per session");
     for i in 1..=4 {
-        let d = c.evaluate(agent).session("s-2").tool("summarize").send().await?;
+        let d = c
+            .evaluate(agent)
+            .session("s-2")
+            .tool("summarize")
+            .send()
+            .await?;
         match d.reason().filter(|_| !d.allowed()) {
             Some(r) => println!("  call {i}: DENY [{}]: {}", r.code, r.message),
             None => println!("  call {i}: ALLOW"),
@@ -97,28 +186,56 @@ pub async fn run() -> anyhow::Result<()> {
 
     println!("\n▶ the daily $1.00 budget runs out: LLM calls estimated at $0.30 each");
     for i in 1..=4 {
-        let d = c.evaluate(agent).session("s-3").model("gpt-4o-mini").cost_micro_usd(300_000).send().await?;
+        let d = c
+            .evaluate(agent)
+            .session("s-3")
+            .model("gpt-4o-mini")
+            .cost_micro_usd(300_000)
+            .send()
+            .await?;
         match d.reason().filter(|_| !d.allowed()) {
             Some(r) => println!("  call {i}: DENY [{}]: {}", r.code, r.message),
             None => println!("  call {i}: ALLOW, reserved $0.30"),
         }
     }
-    let b = c.get_budgets(pb::GetBudgetsRequest { agent_id: agent.into(), session_id: String::new() }).await?;
+    let b = c
+        .get_budgets(pb::GetBudgetsRequest {
+            agent_id: agent.into(),
+            session_id: String::new(),
+        })
+        .await?;
     for snap in b.budgets {
         for a in snap.amounts {
-            println!("  budget {}: spent {}, reserved {}, remaining {}", snap.name, usd(a.spent), usd(a.reserved), usd(a.remaining));
+            println!(
+                "  budget {}: spent {}, reserved {}, remaining {}",
+                snap.name,
+                usd(a.spent),
+                usd(a.reserved),
+                usd(a.remaining)
+            );
         }
     }
 
-    let v = c.verify_audit(pb::VerifyAuditRequest { from_seq: 0, to_seq: 0 }).await?;
+    let v = c
+        .verify_audit(pb::VerifyAuditRequest {
+            from_seq: 0,
+            to_seq: 0,
+        })
+        .await?;
     println!("\n▶ the audit log");
     println!(
         "  {}: {} entries, each HMAC-chained to the one before; head {}",
-        if v.ok { "verified" } else { "VERIFICATION FAILED" },
+        if v.ok {
+            "verified"
+        } else {
+            "VERIFICATION FAILED"
+        },
         v.checked,
         &v.head_mac[..16.min(v.head_mac.len())]
     );
-    println!("  try it yourself: `arbiter serve`, then `arbiter audit tail` and `arbiter audit verify`.");
+    println!(
+        "  try it yourself: `arbiter serve`, then `arbiter audit tail` and `arbiter audit verify`."
+    );
 
     let _ = stop.send(());
     server.await??;

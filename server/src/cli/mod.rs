@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "arbiter", version, about = "Arbiter: a policy decision point for AI agents")]
+#[command(
+    name = "arbiter",
+    version,
+    about = "Arbiter: a policy decision point for AI agents"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -42,7 +46,12 @@ impl ServerFlags {
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
     /// Server address.
-    #[arg(long, global = true, env = "ARBITER_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub addr: String,
     /// Per-call timeout in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
@@ -187,7 +196,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Trust { command, remote } => remote::trust(&remote, command).await,
         Command::Consent { command, remote } => remote::consent(&remote, command).await,
-        Command::Budget { agent, session, remote } => remote::budget(&remote, agent, session).await,
+        Command::Budget {
+            agent,
+            session,
+            remote,
+        } => remote::budget(&remote, agent, session).await,
         Command::Agents { remote } => remote::agents(&remote).await,
         Command::Audit { command, remote } => remote::audit(&remote, command).await,
         Command::Keys { command } => match command {
@@ -217,7 +230,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -249,7 +263,11 @@ fn policy_check(files: &[PathBuf]) -> anyhow::Result<()> {
         }
     }
     if bad > 0 {
-        return Err(Exit(1, format!("{bad} of {} policy file(s) invalid", files.len())).into());
+        return Err(Exit(
+            1,
+            format!("{bad} of {} policy file(s) invalid", files.len()),
+        )
+        .into());
     }
     Ok(())
 }

@@ -115,13 +115,21 @@ pub async fn connect(r: &Remote) -> anyhow::Result<Client> {
 }
 
 fn fail(e: Error) -> anyhow::Error {
-    let code = if e.is_unavailable() || e.is_timeout() { 3 } else { 1 };
+    let code = if e.is_unavailable() || e.is_timeout() {
+        3
+    } else {
+        1
+    };
     Exit(code, e.to_string()).into()
 }
 
 fn level_name(v: i32) -> String {
     pb::TrustLevel::try_from(v)
-        .map(|l| l.as_str_name().trim_start_matches("TRUST_LEVEL_").to_owned())
+        .map(|l| {
+            l.as_str_name()
+                .trim_start_matches("TRUST_LEVEL_")
+                .to_owned()
+        })
         .unwrap_or_else(|_| v.to_string())
 }
 
@@ -140,22 +148,60 @@ fn ts(t: &Option<prost_types::Timestamp>) -> String {
 pub async fn trust(r: &Remote, cmd: TrustCommand) -> anyhow::Result<()> {
     let c = connect(r).await?;
     match cmd {
-        TrustCommand::Set { agent, level, scope, reason } => {
+        TrustCommand::Set {
+            agent,
+            level,
+            scope,
+            reason,
+        } => {
             let resp = c
-                .set_trust(pb::SetTrustRequest { agent_id: agent, level: parse_level(&level)?, scope, reason })
+                .set_trust(pb::SetTrustRequest {
+                    agent_id: agent,
+                    level: parse_level(&level)?,
+                    scope,
+                    reason,
+                })
                 .await
                 .map_err(fail)?;
             let a = resp.assignment.unwrap_or_default();
-            println!("{} is now {}{} (audit entry {})", a.agent_id, level_name(a.level), scope_note(&a.scope), resp.audit_seq);
+            println!(
+                "{} is now {}{} (audit entry {})",
+                a.agent_id,
+                level_name(a.level),
+                scope_note(&a.scope),
+                resp.audit_seq
+            );
         }
         TrustCommand::Get { agent, scope } => {
-            let resp = c.get_trust(pb::GetTrustRequest { agent_id: agent.clone(), scope }).await.map_err(fail)?;
-            println!("{agent}: {} ({})", level_name(resp.effective_level), resp.source);
+            let resp = c
+                .get_trust(pb::GetTrustRequest {
+                    agent_id: agent.clone(),
+                    scope,
+                })
+                .await
+                .map_err(fail)?;
+            println!(
+                "{agent}: {} ({})",
+                level_name(resp.effective_level),
+                resp.source
+            );
         }
         TrustCommand::List { agent } => {
-            let resp = c.list_trust(pb::ListTrustRequest { agent_id: agent.unwrap_or_default() }).await.map_err(fail)?;
+            let resp = c
+                .list_trust(pb::ListTrustRequest {
+                    agent_id: agent.unwrap_or_default(),
+                })
+                .await
+                .map_err(fail)?;
             for a in resp.assignments {
-                println!("{}\t{}{}\tby {} at {}", a.agent_id, level_name(a.level), scope_note(&a.scope), a.assigned_by, ts(&a.assigned_at));
+                println!(
+                    "{}\t{}{}\tby {} at {}",
+                    a.agent_id,
+                    level_name(a.level),
+                    scope_note(&a.scope),
+                    a.assigned_by,
+                    ts(&a.assigned_at)
+                );
             }
         }
     }
@@ -174,36 +220,85 @@ fn parse_expiry(s: &str) -> anyhow::Result<prost_types::Timestamp> {
     let at = match chrono::DateTime::parse_from_rfc3339(s) {
         Ok(t) => t.with_timezone(&chrono::Utc),
         Err(_) => {
-            let d = humantime::parse_duration(s).map_err(|_| Exit(2, format!("--expires {s:?}: use RFC 3339 time or a duration like 30d")))?;
+            let d = humantime::parse_duration(s).map_err(|_| {
+                Exit(
+                    2,
+                    format!("--expires {s:?}: use RFC 3339 time or a duration like 30d"),
+                )
+            })?;
             chrono::Utc::now() + chrono::Duration::from_std(d)?
         }
     };
-    Ok(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 })
+    Ok(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    })
 }
 
 pub async fn consent(r: &Remote, cmd: ConsentCommand) -> anyhow::Result<()> {
     let c = connect(r).await?;
     match cmd {
-        ConsentCommand::Grant { agent, data_type, purpose, expires } => {
+        ConsentCommand::Grant {
+            agent,
+            data_type,
+            purpose,
+            expires,
+        } => {
             let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
             let resp = c
-                .grant_consent(pb::GrantConsentRequest { agent_id: agent, data_type, purpose, expires_at })
+                .grant_consent(pb::GrantConsentRequest {
+                    agent_id: agent,
+                    data_type,
+                    purpose,
+                    expires_at,
+                })
                 .await
                 .map_err(fail)?;
             let g = resp.grant.unwrap_or_default();
-            println!("granted: {} may access {} for {} (expires {}; audit entry {})", g.agent_id, g.data_type, purpose_note(&g.purpose), ts(&g.expires_at), resp.audit_seq);
+            println!(
+                "granted: {} may access {} for {} (expires {}; audit entry {})",
+                g.agent_id,
+                g.data_type,
+                purpose_note(&g.purpose),
+                ts(&g.expires_at),
+                resp.audit_seq
+            );
         }
-        ConsentCommand::Revoke { agent, data_type, purpose } => {
+        ConsentCommand::Revoke {
+            agent,
+            data_type,
+            purpose,
+        } => {
             let resp = c
-                .revoke_consent(pb::RevokeConsentRequest { agent_id: agent.clone(), data_type: data_type.clone(), purpose: purpose.clone() })
+                .revoke_consent(pb::RevokeConsentRequest {
+                    agent_id: agent.clone(),
+                    data_type: data_type.clone(),
+                    purpose: purpose.clone(),
+                })
                 .await
                 .map_err(fail)?;
-            println!("revoked: {agent} / {data_type} / {} (audit entry {})", purpose_note(&purpose), resp.audit_seq);
+            println!(
+                "revoked: {agent} / {data_type} / {} (audit entry {})",
+                purpose_note(&purpose),
+                resp.audit_seq
+            );
         }
         ConsentCommand::List { agent } => {
-            let resp = c.list_consents(pb::ListConsentsRequest { agent_id: agent.unwrap_or_default() }).await.map_err(fail)?;
+            let resp = c
+                .list_consents(pb::ListConsentsRequest {
+                    agent_id: agent.unwrap_or_default(),
+                })
+                .await
+                .map_err(fail)?;
             for g in resp.grants {
-                println!("{}\t{}\t{}\tby {}\texpires {}", g.agent_id, g.data_type, purpose_note(&g.purpose), g.granted_by, ts(&g.expires_at));
+                println!(
+                    "{}\t{}\t{}\tby {}\texpires {}",
+                    g.agent_id,
+                    g.data_type,
+                    purpose_note(&g.purpose),
+                    g.granted_by,
+                    ts(&g.expires_at)
+                );
             }
         }
     }
@@ -226,17 +321,31 @@ fn show_amount(unit: &str, v: i64) -> String {
     }
 }
 
-pub async fn budget(r: &Remote, agent: Option<String>, session: Option<String>) -> anyhow::Result<()> {
+pub async fn budget(
+    r: &Remote,
+    agent: Option<String>,
+    session: Option<String>,
+) -> anyhow::Result<()> {
     let c = connect(r).await?;
     let resp = c
-        .get_budgets(pb::GetBudgetsRequest { agent_id: agent.unwrap_or_default(), session_id: session.unwrap_or_default() })
+        .get_budgets(pb::GetBudgetsRequest {
+            agent_id: agent.unwrap_or_default(),
+            session_id: session.unwrap_or_default(),
+        })
         .await
         .map_err(fail)?;
     if resp.budgets.is_empty() {
         println!("no budget applies");
     }
     for b in resp.budgets {
-        println!("{} ({} {}, {} window from {})", b.name, b.scope, b.scope_key, b.period, ts(&b.window_start));
+        println!(
+            "{} ({} {}, {} window from {})",
+            b.name,
+            b.scope,
+            b.scope_key,
+            b.period,
+            ts(&b.window_start)
+        );
         for a in b.amounts {
             println!(
                 "  {:<16} spent {:>14}  reserved {:>14}  remaining {:>14}  of {}",
@@ -253,9 +362,18 @@ pub async fn budget(r: &Remote, agent: Option<String>, session: Option<String>) 
 
 pub async fn agents(r: &Remote) -> anyhow::Result<()> {
     let c = connect(r).await?;
-    let resp = c.list_agents(pb::ListAgentsRequest {}).await.map_err(fail)?;
+    let resp = c
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(fail)?;
     for a in resp.agents {
-        println!("{}\t{}\tfirst seen {}\tlast seen {}", a.agent_id, level_name(a.trust_level), ts(&a.first_seen), ts(&a.last_seen));
+        println!(
+            "{}\t{}\tfirst seen {}\tlast seen {}",
+            a.agent_id,
+            level_name(a.trust_level),
+            ts(&a.first_seen),
+            ts(&a.last_seen)
+        );
     }
     Ok(())
 }
@@ -264,10 +382,17 @@ pub async fn policy_show(r: &Remote) -> anyhow::Result<()> {
     let c = connect(r).await?;
     let resp = c.get_policy(pb::GetPolicyRequest {}).await.map_err(fail)?;
     if let Some(cur) = resp.current {
-        println!("serving {} from {} ({} agent rules, {} budgets)", cur.version, cur.source, resp.agent_rules, resp.budgets);
+        println!(
+            "serving {} from {} ({} agent rules, {} budgets)",
+            cur.version, cur.source, resp.agent_rules, resp.budgets
+        );
     }
     for h in resp.history {
-        let status = if h.accepted { "accepted".to_owned() } else { format!("REJECTED: {}", h.error) };
+        let status = if h.accepted {
+            "accepted".to_owned()
+        } else {
+            format!("REJECTED: {}", h.error)
+        };
         println!("  {}  {}  {}", ts(&h.loaded_at), h.version, status);
     }
     Ok(())
@@ -278,18 +403,36 @@ fn print_entry(e: &pb::AuditEntry) {
 }
 
 pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
-    match cmd {
-        AuditCommand::Verify { from, export: Some(file), keys, .. } => {
-            let keys = keys.expect("clap requires --keys with --export");
-            return crate::audit::offline::verify_file(&file, &keys, from);
-        }
-        _ => {}
+    if let AuditCommand::Verify {
+        from,
+        export: Some(file),
+        keys,
+        ..
+    } = &cmd
+    {
+        let keys = keys.as_ref().expect("clap requires --keys with --export");
+        return crate::audit::offline::verify_file(file, keys, *from);
     }
     let c = connect(r).await?;
     match cmd {
-        AuditCommand::Tail { from, agent, kind, limit } => {
-            let filter = pb::AuditFilter { agent_id: agent, kinds: kind, ..Default::default() };
-            let mut stream = c.tail_audit(pb::TailAuditRequest { filter: Some(filter), from_seq: from }).await.map_err(fail)?;
+        AuditCommand::Tail {
+            from,
+            agent,
+            kind,
+            limit,
+        } => {
+            let filter = pb::AuditFilter {
+                agent_id: agent,
+                kinds: kind,
+                ..Default::default()
+            };
+            let mut stream = c
+                .tail_audit(pb::TailAuditRequest {
+                    filter: Some(filter),
+                    from_seq: from,
+                })
+                .await
+                .map_err(fail)?;
             let mut n = 0;
             while let Some(e) = stream.next().await {
                 print_entry(&e.map_err(fail)?);
@@ -300,15 +443,32 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
             }
         }
         AuditCommand::Verify { from, to, .. } => {
-            let v = c.verify_audit(pb::VerifyAuditRequest { from_seq: from, to_seq: to }).await.map_err(fail)?;
+            let v = c
+                .verify_audit(pb::VerifyAuditRequest {
+                    from_seq: from,
+                    to_seq: to,
+                })
+                .await
+                .map_err(fail)?;
             if v.ok {
-                println!("OK: {} entries verified; head seq {} mac {}", v.checked, v.head_seq, v.head_mac);
+                println!(
+                    "OK: {} entries verified; head seq {} mac {}",
+                    v.checked, v.head_seq, v.head_mac
+                );
             } else {
-                return Err(Exit(1, format!("FAIL: seq {}: {}", v.first_bad_seq, v.message)).into());
+                return Err(
+                    Exit(1, format!("FAIL: seq {}: {}", v.first_bad_seq, v.message)).into(),
+                );
             }
         }
         AuditCommand::Export { from, to, out } => {
-            let mut stream = c.export_audit(pb::ExportAuditRequest { from_seq: from, to_seq: to }).await.map_err(fail)?;
+            let mut stream = c
+                .export_audit(pb::ExportAuditRequest {
+                    from_seq: from,
+                    to_seq: to,
+                })
+                .await
+                .map_err(fail)?;
             let mut sink: Box<dyn Write> = match &out {
                 Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
@@ -323,10 +483,26 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
                 eprintln!("exported {n} entries to {}", p.display());
             }
         }
-        AuditCommand::Query { agent, session, kind, outcome, limit } => {
-            let filter = pb::AuditFilter { agent_id: agent, session_id: session, kinds: kind, outcome, ..Default::default() };
+        AuditCommand::Query {
+            agent,
+            session,
+            kind,
+            outcome,
+            limit,
+        } => {
+            let filter = pb::AuditFilter {
+                agent_id: agent,
+                session_id: session,
+                kinds: kind,
+                outcome,
+                ..Default::default()
+            };
             let resp = c
-                .query_audit(pb::QueryAuditRequest { filter: Some(filter), page_size: limit, page_token: String::new() })
+                .query_audit(pb::QueryAuditRequest {
+                    filter: Some(filter),
+                    page_size: limit,
+                    page_token: String::new(),
+                })
                 .await
                 .map_err(fail)?;
             for e in &resp.entries {

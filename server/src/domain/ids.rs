@@ -61,9 +61,15 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_ids_are_refused_with_the_limit() {
-        assert!(Id::parse("agent_id", "").unwrap_err().problem.contains("1–128"));
+        assert!(Id::parse("agent_id", "")
+            .unwrap_err()
+            .problem
+            .contains("1–128"));
         let long = "a".repeat(129);
-        assert!(Id::parse("agent_id", &long).unwrap_err().problem.contains("got 129"));
+        assert!(Id::parse("agent_id", &long)
+            .unwrap_err()
+            .problem
+            .contains("got 129"));
         assert!(Id::parse("agent_id", "billing agent").is_err());
         assert!(Id::parse("agent_id", "billing-agent@team/1").is_ok());
     }

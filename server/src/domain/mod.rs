@@ -57,13 +57,17 @@ pub fn check_map<'a>(
     if entries.len() > max_entries {
         return Err(ParseError::new(
             field,
-            format!("must have at most {max_entries} entries, got {}", entries.len()),
+            format!(
+                "must have at most {max_entries} entries, got {}",
+                entries.len()
+            ),
         ));
     }
     for (k, v) in entries {
         let ok_key = !k.is_empty()
             && k.len() <= 64
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !ok_key {
             return Err(ParseError::new(
                 format!("{field}[{}]", k.chars().take(64).collect::<String>()),

@@ -32,7 +32,9 @@ impl MicroUsd {
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(whole) || (!frac.is_empty() && !digits(frac)) || t.ends_with('.') {
-            return Err(format!("{text:?} is not a decimal USD amount like \"12.50\""));
+            return Err(format!(
+                "{text:?} is not a decimal USD amount like \"12.50\""
+            ));
         }
         if frac.len() > 6 {
             return Err(format!(
@@ -81,7 +83,10 @@ mod tests {
     fn wire_amounts_outside_the_range_are_refused() {
         assert!(MicroUsd::from_wire("x", -1).is_err());
         assert!(MicroUsd::from_wire("x", MAX_MICRO_USD + 1).is_err());
-        assert_eq!(MicroUsd::from_wire("x", MAX_MICRO_USD).unwrap().0, MAX_MICRO_USD as u64);
+        assert_eq!(
+            MicroUsd::from_wire("x", MAX_MICRO_USD).unwrap().0,
+            MAX_MICRO_USD as u64
+        );
     }
 
     #[test]

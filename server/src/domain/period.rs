@@ -27,7 +27,8 @@ impl Period {
     /// The window containing `now`: `[start, end)`. Lifetime has no bounds (start 0, end None).
     pub fn window(self, now: DateTime<Utc>) -> (i64, Option<i64>) {
         let date = now.date_naive();
-        let midnight = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("valid time"));
+        let midnight =
+            |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("valid time"));
         let (start, end) = match self {
             Self::Lifetime => return (0, None),
             Self::Hour => {
@@ -39,7 +40,8 @@ impl Period {
                 (s, s + Duration::days(1))
             }
             Self::Week => {
-                let s = midnight(date) - Duration::days(i64::from(date.weekday().num_days_from_monday()));
+                let s = midnight(date)
+                    - Duration::days(i64::from(date.weekday().num_days_from_monday()));
                 (s, s + Duration::days(7))
             }
             Self::Month => {
@@ -97,18 +99,36 @@ mod tests {
     #[test]
     fn windows_are_calendar_aligned_in_utc() {
         let now = at("2026-11-18T13:45:10Z"); // a Wednesday
-        assert_eq!(Period::Hour.window(now), (ms("2026-11-18T13:00:00Z"), Some(ms("2026-11-18T14:00:00Z"))));
-        assert_eq!(Period::Day.window(now), (ms("2026-11-18T00:00:00Z"), Some(ms("2026-11-19T00:00:00Z"))));
-        assert_eq!(Period::Week.window(now), (ms("2026-11-16T00:00:00Z"), Some(ms("2026-11-23T00:00:00Z"))));
-        assert_eq!(Period::Month.window(now), (ms("2026-11-01T00:00:00Z"), Some(ms("2026-12-01T00:00:00Z"))));
-        assert_eq!(Period::Year.window(now), (ms("2026-01-01T00:00:00Z"), Some(ms("2027-01-01T00:00:00Z"))));
+        assert_eq!(
+            Period::Hour.window(now),
+            (ms("2026-11-18T13:00:00Z"), Some(ms("2026-11-18T14:00:00Z")))
+        );
+        assert_eq!(
+            Period::Day.window(now),
+            (ms("2026-11-18T00:00:00Z"), Some(ms("2026-11-19T00:00:00Z")))
+        );
+        assert_eq!(
+            Period::Week.window(now),
+            (ms("2026-11-16T00:00:00Z"), Some(ms("2026-11-23T00:00:00Z")))
+        );
+        assert_eq!(
+            Period::Month.window(now),
+            (ms("2026-11-01T00:00:00Z"), Some(ms("2026-12-01T00:00:00Z")))
+        );
+        assert_eq!(
+            Period::Year.window(now),
+            (ms("2026-01-01T00:00:00Z"), Some(ms("2027-01-01T00:00:00Z")))
+        );
         assert_eq!(Period::Lifetime.window(now), (0, None));
     }
 
     #[test]
     fn december_rolls_into_the_next_year_and_the_boundary_belongs_to_the_new_window() {
         let now = at("2026-12-31T23:59:59.999Z");
-        assert_eq!(Period::Month.window(now).1, Some(ms("2027-01-01T00:00:00Z")));
+        assert_eq!(
+            Period::Month.window(now).1,
+            Some(ms("2027-01-01T00:00:00Z"))
+        );
         let next = at("2027-01-01T00:00:00Z");
         assert_eq!(Period::Day.window(next).0, ms("2027-01-01T00:00:00Z"));
     }

@@ -75,8 +75,14 @@ mod tests {
 
     #[test]
     fn levels_parse_by_full_or_short_name_and_order_by_rank() {
-        assert_eq!("l3".parse::<TrustLevel>().unwrap(), TrustLevel::L3ActApprove);
-        assert_eq!("L4_ACT_REPORT".parse::<TrustLevel>().unwrap(), TrustLevel::L4ActReport);
+        assert_eq!(
+            "l3".parse::<TrustLevel>().unwrap(),
+            TrustLevel::L3ActApprove
+        );
+        assert_eq!(
+            "L4_ACT_REPORT".parse::<TrustLevel>().unwrap(),
+            TrustLevel::L4ActReport
+        );
         assert!("L9".parse::<TrustLevel>().is_err());
         assert!(TrustLevel::L2Suggest < TrustLevel::L3ActApprove);
         assert_eq!(TrustLevel::L1Monitor.lowered_by(5), TrustLevel::L0Observer);

@@ -54,7 +54,9 @@ impl Engine {
             outcome: String::new(),
             body: json!({"level": level.name(), "scope": a.scope, "principal": who.name, "reason": reason}),
         };
-        let seq = self.append(draft, vec![StateOp::SetTrust(a.clone())]).await?;
+        let seq = self
+            .append(draft, vec![StateOp::SetTrust(a.clone())])
+            .await?;
         self.lock().trust.set(a.clone());
         Ok((a, seq))
     }
@@ -62,13 +64,17 @@ impl Engine {
     pub fn get_trust(&self, agent: &AgentId, scope: &str) -> EffectiveTrust {
         let policy = self.policy();
         let s = self.lock();
-        let scopes: Vec<&str> = if scope.is_empty() { vec![] } else { vec![scope] };
+        let scopes: Vec<&str> = if scope.is_empty() {
+            vec![]
+        } else {
+            vec![scope]
+        };
         s.trust.effective(
             agent.as_str(),
             &scopes,
             policy.defaults.trust_level,
             policy.defaults.trust_decay_days,
-            s.agents.get(agent.as_str()).map(|a| a.last_seen_ms),
+            s.agents.get(agent.as_str()).and_then(|a| a.last_allowed_ms),
             self.now_ms(),
         )
     }
@@ -88,7 +94,9 @@ impl Engine {
         let now = self.now_ms();
         if let Some(e) = expires_ms {
             if e <= now {
-                return Err(crate::domain::ParseError::new("expires_at", "must be in the future").into());
+                return Err(
+                    crate::domain::ParseError::new("expires_at", "must be in the future").into(),
+                );
             }
         }
         let g = ConsentGrant {
@@ -107,7 +115,9 @@ impl Engine {
             outcome: String::new(),
             body: json!({"data_type": g.data_type, "purpose": g.purpose, "expires_ts_ms": g.expires_ms, "principal": who.name}),
         };
-        let seq = self.append(draft, vec![StateOp::PutConsent(g.clone())]).await?;
+        let seq = self
+            .append(draft, vec![StateOp::PutConsent(g.clone())])
+            .await?;
         self.lock().consent.upsert(g.clone());
         Ok((g, seq))
     }
@@ -119,8 +129,14 @@ impl Engine {
         data_type: String,
         purpose: Option<String>,
     ) -> Result<u64, EngineError> {
-        if !self.lock().consent.exists(agent.as_str(), &data_type, purpose.as_deref()) {
-            let what = purpose.as_deref().map_or("every purpose".to_owned(), |p| format!("purpose {p:?}"));
+        if !self
+            .lock()
+            .consent
+            .exists(agent.as_str(), &data_type, purpose.as_deref())
+        {
+            let what = purpose
+                .as_deref()
+                .map_or("every purpose".to_owned(), |p| format!("purpose {p:?}"));
             return Err(EngineError::NotFound(format!(
                 "no consent grant for agent {agent}, data type {data_type:?}, {what}"
             )));
@@ -140,7 +156,9 @@ impl Engine {
             purpose: purpose.clone(),
         };
         let seq = self.append(draft, vec![op]).await?;
-        self.lock().consent.remove(agent.as_str(), &data_type, purpose.as_deref());
+        self.lock()
+            .consent
+            .remove(agent.as_str(), &data_type, purpose.as_deref());
         Ok(seq)
     }
 
@@ -165,7 +183,14 @@ impl Engine {
         s.agents
             .iter()
             .map(|(id, info)| {
-                let t = s.trust.effective(id, &[], policy.defaults.trust_level, policy.defaults.trust_decay_days, Some(info.last_seen_ms), now);
+                let t = s.trust.effective(
+                    id,
+                    &[],
+                    policy.defaults.trust_level,
+                    policy.defaults.trust_decay_days,
+                    info.last_allowed_ms,
+                    now,
+                );
                 (id.clone(), info.clone(), t.level)
             })
             .collect()
@@ -214,7 +239,12 @@ impl Engine {
     }
 
     /// Records a bundle that failed validation; the current one keeps serving.
-    pub async fn reject_policy(&self, source: &str, version: &str, error: &str) -> Result<u64, EngineError> {
+    pub async fn reject_policy(
+        &self,
+        source: &str,
+        version: &str,
+        error: &str,
+    ) -> Result<u64, EngineError> {
         let now = self.now_ms();
         let draft = EntryDraft {
             ts_ms: now,

@@ -26,7 +26,11 @@ impl Engine {
             *GENESIS
         } else {
             let before = self.store.audit_range(from - 1, from - 1, 1).await?;
-            match before.first().and_then(|e| hex::decode(&e.mac).ok()).and_then(|m| <[u8; 32]>::try_from(m).ok()) {
+            match before
+                .first()
+                .and_then(|e| hex::decode(&e.mac).ok())
+                .and_then(|m| <[u8; 32]>::try_from(m).ok())
+            {
                 Some(m) => m,
                 None => {
                     return Ok(VerifyReport {
@@ -34,7 +38,10 @@ impl Engine {
                         failure: Some(Failure {
                             seq: from - 1,
                             fault: crate::audit::verify::Fault::Gap,
-                            message: format!("entry {} (the start of the range's chain) is missing", from - 1),
+                            message: format!(
+                                "entry {} (the start of the range's chain) is missing",
+                                from - 1
+                            ),
                         }),
                         head_seq,
                         head_mac,
@@ -50,7 +57,12 @@ impl Engine {
             next = last.seq + 1;
             for e in &page {
                 if let Err(f) = v.feed(e) {
-                    return Ok(VerifyReport { checked: v.checked, failure: Some(f), head_seq, head_mac });
+                    return Ok(VerifyReport {
+                        checked: v.checked,
+                        failure: Some(f),
+                        head_seq,
+                        head_mac,
+                    });
                 }
             }
         }

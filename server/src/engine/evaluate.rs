@@ -59,13 +59,19 @@ impl Engine {
     /// Decides, reserves and audits one action. See the module docs for the commit rule.
     pub async fn evaluate(&self, input: EvaluateInput) -> Result<EvaluateResult, EngineError> {
         if input.approval_id.is_some() {
-            return Err(EngineError::Unimplemented("approval_id: approvals are not available in this release".into()));
+            return Err(EngineError::Unimplemented(
+                "approval_id: approvals are not available in this release".into(),
+            ));
         }
         if input.delegation_token.is_some() {
-            return Err(EngineError::Unimplemented("delegation_token: delegation is not available in this release".into()));
+            return Err(EngineError::Unimplemented(
+                "delegation_token: delegation is not available in this release".into(),
+            ));
         }
         if input.receipt {
-            return Err(EngineError::Unimplemented("receipt: receipts are not available in this release".into()));
+            return Err(EngineError::Unimplemented(
+                "receipt: receipts are not available in this release".into(),
+            ));
         }
         let now = self.now_ms();
         let policy = self.policy();
@@ -81,8 +87,13 @@ impl Engine {
                 if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
                     return replay(memo, agent, &fingerprint);
                 }
-                if !s.in_flight.insert(in_flight_key.clone().expect("set with request_id")) {
-                    return Err(EngineError::Aborted(format!("request_id {rid:?} is being evaluated right now; retry shortly")));
+                if !s
+                    .in_flight
+                    .insert(in_flight_key.clone().expect("set with request_id"))
+                {
+                    return Err(EngineError::Aborted(format!(
+                        "request_id {rid:?} is being evaluated right now; retry shortly"
+                    )));
                 }
             }
             s.ledger.release_expired(now);
@@ -106,7 +117,14 @@ impl Engine {
             let decision_id = new_id("dec");
             let mut ops = Vec::new();
             let mut undo = Undo::default();
-            Self::touch(&mut s, agent, session, now, &mut ops);
+            Self::touch(
+                &mut s,
+                agent,
+                session,
+                decision.verdict == Verdict::Allow,
+                now,
+                &mut ops,
+            );
 
             let reservation = decision.intents.reservation.map(|plan| Reservation {
                 id: new_id("res"),
@@ -204,7 +222,8 @@ impl Engine {
                         Memo {
                             agent_id: agent.to_owned(),
                             fingerprint,
-                            response_json: serde_json::to_string(&result).expect("result serializes"),
+                            response_json: serde_json::to_string(&result)
+                                .expect("result serializes"),
                             audit_seq: c.seq,
                             created_ms: now,
                         },

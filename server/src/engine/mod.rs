@@ -114,8 +114,16 @@ impl Engine {
         for d in img.open_decisions {
             s.open_decisions.insert(d.decision_id.clone(), d);
         }
-        for (id, first, last) in img.agents {
-            s.agents.insert(id, AgentInfo { first_seen_ms: first, last_seen_ms: last, persisted_ms: last });
+        for (id, first, last, allowed) in img.agents {
+            s.agents.insert(
+                id,
+                AgentInfo {
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                    last_allowed_ms: allowed,
+                    persisted_ms: last,
+                },
+            );
         }
         for (agent, session, started) in img.sessions {
             s.sessions.insert((agent, session), started);
@@ -198,25 +206,38 @@ impl Engine {
     }
 
     /// Marks an agent (and session) as seen; returns the state changes to persist.
-    fn touch(s: &mut RuntimeState, agent: &str, session: Option<&str>, now: i64, ops: &mut Vec<StateOp>) {
+    fn touch(
+        s: &mut RuntimeState,
+        agent: &str,
+        session: Option<&str>,
+        allowed: bool,
+        now: i64,
+        ops: &mut Vec<StateOp>,
+    ) {
         let info = s.agents.entry(agent.to_owned()).or_insert(AgentInfo {
             first_seen_ms: now,
             last_seen_ms: now,
+            last_allowed_ms: None,
             persisted_ms: i64::MIN,
         });
         info.last_seen_ms = info.last_seen_ms.max(now);
+        if allowed {
+            info.last_allowed_ms = Some(now);
+        }
         if now.saturating_sub(info.persisted_ms) >= TOUCH_INTERVAL_MS {
             info.persisted_ms = now;
             ops.push(StateOp::TouchAgent {
                 agent_id: agent.to_owned(),
                 first_seen_ms: info.first_seen_ms,
                 last_seen_ms: now,
+                last_allowed_ms: info.last_allowed_ms,
             });
         }
         if let Some(session) = session {
-            let key = (agent.to_owned(), session.to_owned());
-            if !s.sessions.contains_key(&key) {
-                s.sessions.insert(key, now);
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                s.sessions.entry((agent.to_owned(), session.to_owned()))
+            {
+                slot.insert(now);
                 ops.push(StateOp::StartSession {
                     agent_id: agent.to_owned(),
                     session_id: session.to_owned(),

@@ -73,6 +73,8 @@ impl Engine {
                     }
                     let model = input.model.clone().or(open.model.clone());
                     let price = model.as_deref().and_then(|m| policy.prices.get(m));
+                    // A model without a price and no reported cost is charged $0 but flagged.
+                    let unpriced = input.micro_usd.is_none() && model.is_some() && price.is_none();
                     let micro_usd = match (input.micro_usd, price) {
                         (Some(m), _) => m.0,
                         (None, Some(p)) => p.cost(input.input_tokens, input.output_tokens).0,
@@ -93,13 +95,18 @@ impl Engine {
                             }
                             s.ledger.add_spent(&r.keys, actual);
                             ops.push(StateOp::SettleReservation { id: r.id.clone() });
-                            ops.push(StateOp::AddSpend { keys: r.keys.clone(), amounts: actual });
+                            ops.push(StateOp::AddSpend {
+                                keys: r.keys.clone(),
+                                amounts: actual,
+                            });
                             (r.amounts, !was_open)
                         }
                         None => (Amounts::default(), false),
                     };
                     s.open_decisions.remove(&input.decision_id);
-                    ops.push(StateOp::CloseDecision { decision_id: input.decision_id.clone() });
+                    ops.push(StateOp::CloseDecision {
+                        decision_id: input.decision_id.clone(),
+                    });
                     let result = RecordResult {
                         audit_seq: 0,
                         actual,
@@ -133,6 +140,7 @@ impl Engine {
                             "actual": actual,
                             "reserved": reserved,
                             "overspend": result.overspend,
+                            "unpriced": unpriced,
                             "reservation_id": open.reservation.as_ref().map(|r| r.id.clone()),
                             "reservation_expired": expired,
                             "duration_ms": input.duration_ms,

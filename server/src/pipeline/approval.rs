@@ -6,10 +6,10 @@ use super::{Reason, Request, Snapshot};
 use crate::policy::ApprovalMode;
 
 pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
-    let needs = snap
-        .policy
-        .action_rules(req.action)
-        .any(|r| r.approval == ApprovalMode::Always || (r.approval != ApprovalMode::Never && (r.irreversible || r.external)));
+    let needs = snap.policy.action_rules(req.action).any(|r| {
+        r.approval == ApprovalMode::Always
+            || (r.approval != ApprovalMode::Never && (r.irreversible || r.external))
+    });
     if needs {
         return Reason::fail(
             "approval",

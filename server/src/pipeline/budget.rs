@@ -33,10 +33,13 @@ fn applicable<'p>(req: &Request<'_>, policy: &'p CompiledPolicy) -> Vec<&'p Budg
         .budgets
         .iter()
         .filter(|b| b.agents.is_match(req.agent_id))
-        .filter(|b| b.scope != BudgetScope::Category || b.category.as_deref() == req.action.category.as_deref())
+        .filter(|b| {
+            b.scope != BudgetScope::Category
+                || b.category.as_deref() == req.action.category.as_deref()
+        })
         .collect();
     if let Some(named) = req.action.budget.as_deref().and_then(|n| policy.budget(n)) {
-        if !out.iter().any(|b| b.name == named.name) {
+        if named.agents.is_match(req.agent_id) && !out.iter().any(|b| b.name == named.name) {
             out.push(named);
         }
     }
@@ -52,7 +55,12 @@ pub fn scope_key(b: &Budget, agent: &str, session: Option<&str>) -> Option<Strin
     })
 }
 
-pub fn counter_key(b: &Budget, agent: &str, session: Option<&str>, now_ms: i64) -> Option<CounterKey> {
+pub fn counter_key(
+    b: &Budget,
+    agent: &str,
+    session: Option<&str>,
+    now_ms: i64,
+) -> Option<CounterKey> {
     let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     Some(CounterKey {
         budget: b.name.clone(),
@@ -68,11 +76,31 @@ fn usd(v: u64) -> String {
 pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<ReservationPlan>) {
     let policy = snap.policy;
     if let Some(name) = req.action.budget.as_deref() {
-        if policy.budget(name).is_none() {
-            return (
-                Reason::fail("budget", "budget.not_found", format!("the request names budget {name:?}, which the policy does not define")),
-                None,
-            );
+        match policy.budget(name) {
+            None => {
+                return (
+                    Reason::fail(
+                        "budget",
+                        "budget.not_found",
+                        format!(
+                            "the request names budget {name:?}, which the policy does not define"
+                        ),
+                    ),
+                    None,
+                )
+            }
+            // Naming a budget must not let an agent spend (or exhaust) one that is not its own.
+            Some(b) if !b.agents.is_match(req.agent_id) => {
+                return (
+                    Reason::fail(
+                        "budget",
+                        "budget.not_applicable",
+                        format!("budget {name:?} does not apply to agent {}", req.agent_id),
+                    ),
+                    None,
+                )
+            }
+            Some(_) => {}
         }
     }
     let budgets = applicable(req, policy);
@@ -92,7 +120,11 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<Reservat
                     None,
                 );
             }
-            Amounts { micro_usd: 0, tokens: req.action.estimate.tokens + req.action.max_tokens, calls: 1 }
+            Amounts {
+                micro_usd: 0,
+                tokens: req.action.estimate.tokens + req.action.max_tokens,
+                calls: 1,
+            }
         }
     };
 
@@ -103,46 +135,95 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<Reservat
                 continue;
             }
             return (
-                Reason::fail("budget", "budget.unavailable", format!("spend for budget {:?} cannot be read (store unavailable); failing closed", b.name)),
+                Reason::fail(
+                    "budget",
+                    "budget.unavailable",
+                    format!(
+                        "spend for budget {:?} cannot be read (store unavailable); failing closed",
+                        b.name
+                    ),
+                ),
                 None,
             );
         }
         let Some(key) = counter_key(b, req.agent_id, req.session_id, snap.now_ms) else {
             return (
-                Reason::fail("budget", "budget.session_required", format!("budget {:?} is per session; the request has no session_id", b.name)),
+                Reason::fail(
+                    "budget",
+                    "budget.session_required",
+                    format!(
+                        "budget {:?} is per session; the request has no session_id",
+                        b.name
+                    ),
+                ),
                 None,
             );
         };
         if let Some(max_secs) = b.caps.session_seconds {
             let started = req
                 .session_id
-                .and_then(|s| snap.state.sessions.get(&(req.agent_id.to_owned(), s.to_owned())))
+                .and_then(|s| {
+                    snap.state
+                        .sessions
+                        .get(&(req.agent_id.to_owned(), s.to_owned()))
+                })
                 .copied()
                 .unwrap_or(snap.now_ms);
             let elapsed = (snap.now_ms - started).max(0) as u64 / 1000;
             if elapsed > max_secs {
                 return (
-                    Reason::fail("budget", "budget.session_time_exceeded", format!("budget {:?}: session has run {elapsed} s, cap is {max_secs} s", b.name)),
+                    Reason::fail(
+                        "budget",
+                        "budget.session_time_exceeded",
+                        format!(
+                            "budget {:?}: session has run {elapsed} s, cap is {max_secs} s",
+                            b.name
+                        ),
+                    ),
                     None,
                 );
             }
         }
         let c = snap.state.ledger.counter(&key);
         let dims: [(&str, Option<u64>, u64, u64, u64); 3] = [
-            ("micro_usd", b.caps.micro_usd.map(|m| m.0), c.spent.micro_usd, c.reserved.micro_usd, est.micro_usd),
-            ("tokens", b.caps.tokens, c.spent.tokens, c.reserved.tokens, est.tokens),
-            ("calls", b.caps.calls, c.spent.calls, c.reserved.calls, est.calls),
+            (
+                "micro_usd",
+                b.caps.micro_usd.map(|m| m.0),
+                c.spent.micro_usd,
+                c.reserved.micro_usd,
+                est.micro_usd,
+            ),
+            (
+                "tokens",
+                b.caps.tokens,
+                c.spent.tokens,
+                c.reserved.tokens,
+                est.tokens,
+            ),
+            (
+                "calls",
+                b.caps.calls,
+                c.spent.calls,
+                c.reserved.calls,
+                est.calls,
+            ),
         ];
         for (unit, cap, spent, reserved, want) in dims {
             let Some(cap) = cap else { continue };
             if spent.saturating_add(reserved).saturating_add(want) > cap {
-                let show = |v: u64| if unit == "micro_usd" { usd(v) } else { v.to_string() };
+                let show = |v: u64| {
+                    if unit == "micro_usd" {
+                        usd(v)
+                    } else {
+                        v.to_string()
+                    }
+                };
                 return (
                     Reason::fail(
                         "budget",
                         "budget.exceeded",
                         format!(
-                            "budget {:?} ({} {}, {}): spent {} + reserved {} + estimate {} exceeds cap {} {unit}",
+                            "budget {:?} ({} {}, {}): {unit}: spent {} + reserved {} + estimate {} exceeds cap {}",
                             b.name,
                             b.scope.name(),
                             key.scope_key,
@@ -161,7 +242,15 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<Reservat
     }
     let n = keys.len();
     (
-        Reason::pass("budget", "ok", format!("{n} budget(s) checked; reserving {} and {} tokens", usd(est.micro_usd), est.tokens)),
+        Reason::pass(
+            "budget",
+            "ok",
+            format!(
+                "{n} budget(s) checked; reserving {} and {} tokens",
+                usd(est.micro_usd),
+                est.tokens
+            ),
+        ),
         (!keys.is_empty()).then_some(ReservationPlan { keys, amounts: est }),
     )
 }

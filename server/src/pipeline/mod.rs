@@ -111,7 +111,8 @@ pub struct Decision {
 /// nothing is reserved for a denial.
 pub fn run(req: &Request<'_>, snap: &Snapshot<'_>) -> Decision {
     let mut reasons = Vec::with_capacity(6);
-    let stop = |reasons: &Vec<Reason>| !req.explain && reasons.last().is_some_and(|r: &Reason| !r.passed);
+    let stop =
+        |reasons: &Vec<Reason>| !req.explain && reasons.last().is_some_and(|r: &Reason| !r.passed);
     let deny = |reasons: Vec<Reason>| Decision {
         verdict: Verdict::Deny,
         reasons,

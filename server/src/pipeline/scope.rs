@@ -9,36 +9,90 @@ use crate::state::LoopKey;
 
 /// Whether a tool is visible to (and callable by) the agent rule.
 pub fn tool_visible(rule: &AgentRule, tool: &str) -> bool {
-    !rule.tools.deny.is_match(tool) && !rule.tools.hidden.is_match(tool) && rule.tools.allow.is_match(tool)
+    !rule.tools.deny.is_match(tool)
+        && !rule.tools.hidden.is_match(tool)
+        && rule.tools.allow.is_match(tool)
 }
 
 fn check_targets(req: &Request<'_>, rule: &AgentRule) -> Result<String, Reason> {
     let mut ok = Vec::new();
     if let Some(tool) = req.action.tool.as_deref() {
         if let Some(p) = rule.tools.deny.first_match(tool) {
-            return Err(Reason::fail("scope", "scope.tool_denied", format!("tool {tool:?} is denied by pattern {p:?}")));
+            return Err(Reason::fail(
+                "scope",
+                "scope.tool_denied",
+                format!("tool {tool:?} is denied by pattern {p:?}"),
+            ));
         }
         if rule.tools.hidden.is_match(tool) {
-            return Err(Reason::fail("scope", "scope.tool_hidden", format!("tool {tool:?} is hidden from agent {}", req.agent_id)));
+            return Err(Reason::fail(
+                "scope",
+                "scope.tool_hidden",
+                format!("tool {tool:?} is hidden from agent {}", req.agent_id),
+            ));
         }
         match rule.tools.allow.first_match(tool) {
             Some(p) => ok.push(format!("tool {tool:?} allowed by {p:?}")),
-            None => return Err(Reason::fail("scope", "scope.tool_not_allowed", format!("tool {tool:?} is not in agent {}'s allow list", req.agent_id))),
+            None => {
+                return Err(Reason::fail(
+                    "scope",
+                    "scope.tool_not_allowed",
+                    format!(
+                        "tool {tool:?} is not in agent {}'s allow list",
+                        req.agent_id
+                    ),
+                ))
+            }
         }
     }
     if let Some(api) = &req.action.api {
-        if let Some(p) = rule.apis.deny.iter().find(|p| p.matches(&api.method, &api.url)) {
-            return Err(Reason::fail("scope", "scope.api_denied", format!("{} {} is denied by pattern {:?}", api.method, api.url, p.text)));
+        if let Some(p) = rule
+            .apis
+            .deny
+            .iter()
+            .find(|p| p.matches(&api.method, &api.url))
+        {
+            return Err(Reason::fail(
+                "scope",
+                "scope.api_denied",
+                format!(
+                    "{} {} is denied by pattern {:?}",
+                    api.method, api.url, p.text
+                ),
+            ));
         }
-        match rule.apis.allow.iter().find(|p| p.matches(&api.method, &api.url)) {
-            Some(p) => ok.push(format!("{} {} allowed by {:?}", api.method, api.url, p.text)),
-            None => return Err(Reason::fail("scope", "scope.api_not_allowed", format!("{} {} is not in agent {}'s API allow list", api.method, api.url, req.agent_id))),
+        match rule
+            .apis
+            .allow
+            .iter()
+            .find(|p| p.matches(&api.method, &api.url))
+        {
+            Some(p) => ok.push(format!(
+                "{} {} allowed by {:?}",
+                api.method, api.url, p.text
+            )),
+            None => {
+                return Err(Reason::fail(
+                    "scope",
+                    "scope.api_not_allowed",
+                    format!(
+                        "{} {} is not in agent {}'s API allow list",
+                        api.method, api.url, req.agent_id
+                    ),
+                ))
+            }
         }
     }
     if let Some(model) = req.action.model.as_deref() {
         match rule.models.first_match(model) {
             Some(p) => ok.push(format!("model {model:?} allowed by {p:?}")),
-            None => return Err(Reason::fail("scope", "scope.model_not_allowed", format!("model {model:?} is not allowed for agent {}", req.agent_id))),
+            None => {
+                return Err(Reason::fail(
+                    "scope",
+                    "scope.model_not_allowed",
+                    format!("model {model:?} is not allowed for agent {}", req.agent_id),
+                ))
+            }
         }
     }
     Ok(ok.join("; "))
@@ -47,7 +101,15 @@ fn check_targets(req: &Request<'_>, rule: &AgentRule) -> Result<String, Reason> 
 pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey, i64)>) {
     let Some(rule) = snap.policy.agent_rule(req.agent_id) else {
         return (
-            Reason::fail("scope", "scope.no_policy", format!("no agent rule in policy {} matches agent {}", short(&snap.policy.version), req.agent_id)),
+            Reason::fail(
+                "scope",
+                "scope.no_policy",
+                format!(
+                    "no agent rule in policy {} matches agent {}",
+                    short(&snap.policy.version),
+                    req.agent_id
+                ),
+            ),
             None,
         );
     };
@@ -57,7 +119,11 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey
     };
     let mut loop_call = None;
     if let (Some(guard), Some(tool)) = (rule.loop_guard, req.action.tool.as_deref()) {
-        let key: LoopKey = (req.agent_id.to_owned(), req.session_id.unwrap_or("").to_owned(), tool.to_owned());
+        let key: LoopKey = (
+            req.agent_id.to_owned(),
+            req.session_id.unwrap_or("").to_owned(),
+            tool.to_owned(),
+        );
         let window_ms = guard.window.as_millis() as i64;
         let count = snap.state.loops.count(&key, snap.now_ms, window_ms);
         if count + 1 > guard.max_calls as usize {
@@ -72,7 +138,14 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey
         }
         loop_call = Some((key, window_ms));
     }
-    (Reason::pass("scope", "ok", format!("rule {:?}: {allowed}", rule.id_pattern)), loop_call)
+    (
+        Reason::pass(
+            "scope",
+            "ok",
+            format!("rule {:?}: {allowed}", rule.id_pattern),
+        ),
+        loop_call,
+    )
 }
 
 fn short(version: &str) -> &str {

@@ -48,12 +48,21 @@ fn decide(state: &RuntimeState, agent: &str, action: &Action, explain: bool) -> 
 }
 
 fn failed(d: &Decision) -> &str {
-    &d.reasons.iter().find(|r| !r.passed).expect("a failing reason").code
+    &d.reasons
+        .iter()
+        .find(|r| !r.passed)
+        .expect("a failing reason")
+        .code
 }
 
 #[test]
 fn allowed_action_reserves_its_estimate() {
-    let d = decide(&RuntimeState::default(), "bot-1", &tool("read_invoice", 250), false);
+    let d = decide(
+        &RuntimeState::default(),
+        "bot-1",
+        &tool("read_invoice", 250),
+        false,
+    );
     assert_eq!(d.verdict, Verdict::Allow);
     assert_eq!(d.intents.reservation.unwrap().amounts.micro_usd, 250);
 }
@@ -61,14 +70,22 @@ fn allowed_action_reserves_its_estimate() {
 #[test]
 fn estimate_equal_to_the_cap_is_allowed_and_one_more_micro_usd_is_not() {
     let s = RuntimeState::default();
-    assert_eq!(decide(&s, "bot-1", &tool("read_x", 1_000_000), false).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(&s, "bot-1", &tool("read_x", 1_000_000), false).verdict,
+        Verdict::Allow
+    );
     let d = decide(&s, "bot-1", &tool("read_x", 1_000_001), false);
     assert_eq!(failed(&d), "budget.exceeded");
 }
 
 #[test]
 fn failing_trust_stops_the_pipeline_and_reserves_nothing() {
-    let d = decide(&RuntimeState::default(), "bot-1", &tool("pay_invoice", 10), false);
+    let d = decide(
+        &RuntimeState::default(),
+        "bot-1",
+        &tool("pay_invoice", 10),
+        false,
+    );
     assert_eq!(d.verdict, Verdict::Deny);
     assert_eq!(d.reasons.len(), 2, "halt and trust only");
     assert_eq!(failed(&d), "trust.insufficient");
@@ -77,10 +94,18 @@ fn failing_trust_stops_the_pipeline_and_reserves_nothing() {
 
 #[test]
 fn explain_reports_every_stage_but_still_denies_and_reserves_nothing() {
-    let d = decide(&RuntimeState::default(), "bot-1", &tool("pay_invoice", 10), true);
+    let d = decide(
+        &RuntimeState::default(),
+        "bot-1",
+        &tool("pay_invoice", 10),
+        true,
+    );
     assert_eq!(d.verdict, Verdict::Deny);
     let stages: Vec<&str> = d.reasons.iter().map(|r| r.stage.as_str()).collect();
-    assert_eq!(stages, ["halt", "trust", "budget", "consent", "scope", "approval"]);
+    assert_eq!(
+        stages,
+        ["halt", "trust", "budget", "consent", "scope", "approval"]
+    );
     assert!(d.intents.reservation.is_none());
 }
 
@@ -94,16 +119,31 @@ fn equal_trust_passes() {
         assigned_by: "op".into(),
         assigned_ms: 0,
     });
-    assert_eq!(decide(&s, "bot-1", &tool("pay_invoice", 10), false).verdict, Verdict::Allow);
+    assert_eq!(
+        decide(&s, "bot-1", &tool("pay_invoice", 10), false).verdict,
+        Verdict::Allow
+    );
 }
 
 #[test]
 fn scope_is_default_deny_and_deny_beats_allow() {
     let s = RuntimeState::default();
-    assert_eq!(failed(&decide(&s, "other", &tool("read_x", 0), false)), "scope.no_policy");
-    assert_eq!(failed(&decide(&s, "bot-1", &tool("read_secrets", 0), false)), "scope.tool_denied");
-    assert_eq!(failed(&decide(&s, "bot-1", &tool("read_hidden", 0), false)), "scope.tool_hidden");
-    assert_eq!(failed(&decide(&s, "bot-1", &tool("delete_all", 0), false)), "scope.tool_not_allowed");
+    assert_eq!(
+        failed(&decide(&s, "other", &tool("read_x", 0), false)),
+        "scope.no_policy"
+    );
+    assert_eq!(
+        failed(&decide(&s, "bot-1", &tool("read_secrets", 0), false)),
+        "scope.tool_denied"
+    );
+    assert_eq!(
+        failed(&decide(&s, "bot-1", &tool("read_hidden", 0), false)),
+        "scope.tool_hidden"
+    );
+    assert_eq!(
+        failed(&decide(&s, "bot-1", &tool("delete_all", 0), false)),
+        "scope.tool_not_allowed"
+    );
 }
 
 #[test]
@@ -135,15 +175,24 @@ fn loop_guard_trips_on_call_max_plus_one() {
         let (key, window) = d.intents.loop_call.unwrap();
         s.loops.record(key, 1_000, window);
     }
-    assert_eq!(failed(&decide(&s, "bot-1", &tool("read_x", 0), false)), "loop.detected");
-    assert_eq!(decide(&s, "bot-1", &tool("read_y", 0), false).verdict, Verdict::Allow);
+    assert_eq!(
+        failed(&decide(&s, "bot-1", &tool("read_x", 0), false)),
+        "loop.detected"
+    );
+    assert_eq!(
+        decide(&s, "bot-1", &tool("read_y", 0), false).verdict,
+        Verdict::Allow
+    );
 }
 
 #[test]
 fn unknown_budget_name_is_denied() {
     let mut a = tool("read_x", 0);
     a.budget = Some("nope".into());
-    assert_eq!(failed(&decide(&RuntimeState::default(), "bot-1", &a, false)), "budget.not_found");
+    assert_eq!(
+        failed(&decide(&RuntimeState::default(), "bot-1", &a, false)),
+        "budget.not_found"
+    );
 }
 
 #[test]

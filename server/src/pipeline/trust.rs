@@ -23,7 +23,11 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
         .into_iter()
         .chain(req.action.category.as_deref())
         .collect();
-    let last_active = snap.state.agents.get(req.agent_id).map(|a| a.last_seen_ms);
+    let last_active = snap
+        .state
+        .agents
+        .get(req.agent_id)
+        .and_then(|a| a.last_allowed_ms);
     let eff = snap.state.trust.effective(
         req.agent_id,
         &scopes,
@@ -36,7 +40,10 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
         return Reason::pass(
             "trust",
             "ok",
-            format!("agent level {} ({}) meets required {}", eff.level, eff.source, required),
+            format!(
+                "agent level {} ({}) meets required {}",
+                eff.level, eff.source, required
+            ),
         );
     }
     Reason::fail(

@@ -21,7 +21,8 @@ struct Problems(Vec<String>);
 
 impl Problems {
     fn push(&mut self, path: impl AsRef<str>, problem: impl AsRef<str>) {
-        self.0.push(format!("{}: {}", path.as_ref(), problem.as_ref()));
+        self.0
+            .push(format!("{}: {}", path.as_ref(), problem.as_ref()));
     }
 }
 
@@ -97,7 +98,10 @@ fn duration(p: &mut Problems, path: &str, value: Option<&String>, default: Durat
                 default
             }
             Err(e) => {
-                p.push(path, format!("{v:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"));
+                p.push(
+                    path,
+                    format!("{v:?} is not a duration like \"30s\", \"5m\" or \"1h\" ({e})"),
+                );
                 default
             }
         },
@@ -107,10 +111,25 @@ fn duration(p: &mut Problems, path: &str, value: Option<&String>, default: Durat
 fn compile_defaults(file: &PolicyFile, p: &mut Problems) -> Defaults {
     let d = &file.defaults;
     Defaults {
-        trust_level: level(p, "defaults.trust_level", d.trust_level.as_ref(), TrustLevel::L0Observer),
-        required_trust: level(p, "defaults.required_trust", d.required_trust.as_ref(), TrustLevel::L0Observer),
+        trust_level: level(
+            p,
+            "defaults.trust_level",
+            d.trust_level.as_ref(),
+            TrustLevel::L0Observer,
+        ),
+        required_trust: level(
+            p,
+            "defaults.required_trust",
+            d.required_trust.as_ref(),
+            TrustLevel::L0Observer,
+        ),
         consent_allow: d.consent == Some(ConsentDefault::Allow),
-        reservation_ttl: duration(p, "defaults.reservation_ttl", d.reservation_ttl.as_ref(), Duration::from_secs(300)),
+        reservation_ttl: duration(
+            p,
+            "defaults.reservation_ttl",
+            d.reservation_ttl.as_ref(),
+            Duration::from_secs(300),
+        ),
         trust_decay_days: d.trust_decay_days.unwrap_or(0),
         request_id_retention: duration(
             p,
@@ -128,7 +147,10 @@ fn usd(p: &mut Problems, path: &str, value: &serde_norway::Value) -> Option<Micr
         serde_norway::Value::String(s) => s.clone(),
         serde_norway::Value::Number(n) if n.is_u64() => n.to_string(),
         serde_norway::Value::Number(_) => {
-            p.push(path, "write money as a quoted decimal string such as \"12.50\" (floats are not exact)");
+            p.push(
+                path,
+                "write money as a quoted decimal string such as \"12.50\" (floats are not exact)",
+            );
             return None;
         }
         _ => {
@@ -176,7 +198,10 @@ fn compile_actions(file: &PolicyFile, p: &mut Problems) -> Vec<ActionRule> {
         let path = format!("actions[{i}]");
         let m = &rule.matcher;
         if m.tool.is_none() && m.api.is_none() && m.model.is_none() {
-            p.push(format!("{path}.match"), "must name at least one of tool, api or model");
+            p.push(
+                format!("{path}.match"),
+                "must name at least one of tool, api or model",
+            );
         }
         let api = m.api.as_ref().and_then(|a| match ApiPattern::parse(a) {
             Ok(pat) => Some(pat),
@@ -190,14 +215,34 @@ fn compile_actions(file: &PolicyFile, p: &mut Problems) -> Vec<ActionRule> {
             Some("always") => ApprovalMode::Always,
             Some("never") => ApprovalMode::Never,
             Some(other) => {
-                p.push(format!("{path}.approval"), format!("must be always, never or escalate, got {other:?}"));
+                p.push(
+                    format!("{path}.approval"),
+                    format!("must be always, never or escalate, got {other:?}"),
+                );
                 ApprovalMode::Escalate
             }
         };
+        if approval == ApprovalMode::Never && (rule.irreversible || rule.external) {
+            p.push(format!("{path}.approval"), "cannot be \"never\" for an irreversible or external action (a human must approve those)");
+        }
         out.push(ActionRule {
-            tool: m.tool.as_ref().map(|t| globs(p, &format!("{path}.match.tool"), std::slice::from_ref(t), false)),
+            tool: m.tool.as_ref().map(|t| {
+                globs(
+                    p,
+                    &format!("{path}.match.tool"),
+                    std::slice::from_ref(t),
+                    false,
+                )
+            }),
             api,
-            model: m.model.as_ref().map(|t| globs(p, &format!("{path}.match.model"), std::slice::from_ref(t), false)),
+            model: m.model.as_ref().map(|t| {
+                globs(
+                    p,
+                    &format!("{path}.match.model"),
+                    std::slice::from_ref(t),
+                    false,
+                )
+            }),
             trust: rule
                 .trust
                 .as_ref()
@@ -242,10 +287,16 @@ fn compile_agents(file: &PolicyFile, p: &mut Problems) -> Vec<AgentRule> {
             p.push(format!("{path}.id"), "must not be empty");
         }
         if !seen.insert(rule.id.clone()) {
-            p.push(format!("{path}.id"), format!("{:?} is listed twice", rule.id));
+            p.push(
+                format!("{path}.id"),
+                format!("{:?} is listed twice", rule.id),
+            );
         }
         if !rule.apis.hidden.is_empty() {
-            p.push(format!("{path}.apis.hidden"), "hidden applies to tools only");
+            p.push(
+                format!("{path}.apis.hidden"),
+                "hidden applies to tools only",
+            );
         }
         let loop_guard = rule.loop_guard.as_ref().map(|g| {
             if g.max_calls == 0 {
@@ -253,12 +304,22 @@ fn compile_agents(file: &PolicyFile, p: &mut Problems) -> Vec<AgentRule> {
             }
             LoopGuard {
                 max_calls: g.max_calls,
-                window: duration(p, &format!("{path}.loop_guard.window"), Some(&g.window), Duration::from_secs(60)),
+                window: duration(
+                    p,
+                    &format!("{path}.loop_guard.window"),
+                    Some(&g.window),
+                    Duration::from_secs(60),
+                ),
             }
         });
         out.push(AgentRule {
             id_pattern: rule.id.clone(),
-            id: globs(p, &format!("{path}.id"), std::slice::from_ref(&rule.id), false),
+            id: globs(
+                p,
+                &format!("{path}.id"),
+                std::slice::from_ref(&rule.id),
+                false,
+            ),
             tools: tool_scope(p, &format!("{path}.tools"), &rule.tools),
             apis: ApiScope {
                 allow: api_list(p, &format!("{path}.apis.allow"), &rule.apis.allow),
@@ -280,7 +341,10 @@ fn compile_budgets(file: &PolicyFile, p: &mut Problems) -> Vec<Budget> {
             p.push(format!("{path}.name"), "must be 1–128 characters");
         }
         if !seen.insert(b.name.clone()) {
-            p.push(format!("{path}.name"), format!("{:?} is defined twice", b.name));
+            p.push(
+                format!("{path}.name"),
+                format!("{:?} is defined twice", b.name),
+            );
         }
         let scope = match b.scope.as_str() {
             "agent" => BudgetScope::Agent,
@@ -288,33 +352,60 @@ fn compile_budgets(file: &PolicyFile, p: &mut Problems) -> Vec<Budget> {
             "category" => BudgetScope::Category,
             "global" => BudgetScope::Global,
             other => {
-                p.push(format!("{path}.scope"), format!("must be agent, session, category or global, got {other:?}"));
+                p.push(
+                    format!("{path}.scope"),
+                    format!("must be agent, session, category or global, got {other:?}"),
+                );
                 BudgetScope::Global
             }
         };
         if scope == BudgetScope::Category && b.category.is_none() {
-            p.push(format!("{path}.category"), "is required when scope is category");
+            p.push(
+                format!("{path}.category"),
+                "is required when scope is category",
+            );
         }
         if scope != BudgetScope::Category && b.category.is_some() {
-            p.push(format!("{path}.category"), "only applies when scope is category");
+            p.push(
+                format!("{path}.category"),
+                "only applies when scope is category",
+            );
         }
         let period = b.period.parse::<Period>().unwrap_or_else(|e| {
             p.push(format!("{path}.period"), e);
             Period::Lifetime
         });
         let caps = Caps {
-            micro_usd: b.max_usd.as_ref().and_then(|v| usd(p, &format!("{path}.max_usd"), v)),
+            micro_usd: b
+                .max_usd
+                .as_ref()
+                .and_then(|v| usd(p, &format!("{path}.max_usd"), v)),
             tokens: b.max_tokens,
             calls: b.max_calls,
             session_seconds: b.max_session_seconds,
         };
-        if caps.micro_usd.is_none() && caps.tokens.is_none() && caps.calls.is_none() && caps.session_seconds.is_none() && b.max_usd.is_none() {
-            p.push(&path, "must set at least one of max_usd, max_tokens, max_calls or max_session_seconds");
+        if caps.micro_usd.is_none()
+            && caps.tokens.is_none()
+            && caps.calls.is_none()
+            && caps.session_seconds.is_none()
+            && b.max_usd.is_none()
+        {
+            p.push(
+                &path,
+                "must set at least one of max_usd, max_tokens, max_calls or max_session_seconds",
+            );
         }
         if caps.session_seconds.is_some() && scope != BudgetScope::Session {
-            p.push(format!("{path}.max_session_seconds"), "only applies when scope is session");
+            p.push(
+                format!("{path}.max_session_seconds"),
+                "only applies when scope is session",
+            );
         }
-        let agents = if b.agents.is_empty() { vec!["*".to_owned()] } else { b.agents.clone() };
+        let agents = if b.agents.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            b.agents.clone()
+        };
         out.push(Budget {
             name: b.name.clone(),
             scope,
@@ -372,13 +463,28 @@ budgets:
         assert!(err.contains("defaults.trust_level"), "{err}");
         assert!(err.contains("budgets[0].scope"), "{err}");
         assert!(err.contains("budgets[0].period"), "{err}");
-        assert!(err.contains("budgets[0].max_usd: write money as a quoted decimal"), "{err}");
+        assert!(
+            err.contains("budgets[0].max_usd: write money as a quoted decimal"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused_with_their_location() {
-        let err = compile(b"version: 1\nagents:\n  - id: a\n    toolz: {}\n", "p.yaml").unwrap_err().to_string();
+        let err = compile(b"version: 1\nagents:\n  - id: a\n    toolz: {}\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("toolz"), "{err}");
         assert!(err.contains("agents[0]"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// The bundle shown in docs/policy.md must stay valid.
+    #[test]
+    fn the_documented_example_bundle_compiles() {
+        let bytes = include_bytes!("../../../examples/policy.yaml");
+        super::compile(bytes, "examples/policy.yaml").unwrap();
     }
 }

@@ -22,7 +22,10 @@ pub fn load_file(path: &Path) -> Result<CompiledPolicy, PolicyError> {
 pub enum Reload {
     Valid(CompiledPolicy),
     /// Version hash of the rejected bytes, and why.
-    Invalid { version: String, error: PolicyError },
+    Invalid {
+        version: String,
+        error: PolicyError,
+    },
 }
 
 /// Watches `path` (through its directory, so editors that replace the file by rename
@@ -31,7 +34,10 @@ pub enum Reload {
 pub fn watch(path: PathBuf, current_version: String, poll: Duration) -> mpsc::Receiver<Reload> {
     let (tx, rx) = mpsc::channel(8);
     let (kick_tx, mut kick_rx) = mpsc::channel::<()>(1);
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         let _ = kick_tx.try_send(());
     })
@@ -56,7 +62,9 @@ pub fn watch(path: PathBuf, current_version: String, poll: Duration) -> mpsc::Re
                     while kick_rx.try_recv().is_ok() {}
                 }
             }
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let version = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
             if version == last {
                 continue;

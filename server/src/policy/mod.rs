@@ -177,7 +177,10 @@ impl CompiledPolicy {
             .or_else(|| self.agents.iter().find(|r| r.id.is_match(agent_id)))
     }
 
-    pub fn action_rules<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a ActionRule> + 'a {
+    pub fn action_rules<'a>(
+        &'a self,
+        action: &'a Action,
+    ) -> impl Iterator<Item = &'a ActionRule> + 'a {
         self.actions.iter().filter(move |r| r.matches(action))
     }
 

@@ -15,7 +15,10 @@ impl Price {
             let product = u128::from(tokens) * u128::from(per_m);
             product.div_ceil(1_000_000).min(u128::from(u64::MAX)) as u64
         };
-        MicroUsd(part(input_tokens, self.input_per_mtok).saturating_add(part(output_tokens, self.output_per_mtok)))
+        MicroUsd(
+            part(input_tokens, self.input_per_mtok)
+                .saturating_add(part(output_tokens, self.output_per_mtok)),
+        )
     }
 }
 
@@ -33,8 +36,8 @@ const BUILT_IN: &[(&str, u64, u64)] = &[
     ("gemini-2.5-flash", 300_000, 2_500_000),
 ];
 
-/// Model → price. Lookup is exact first, then by the longest known prefix, so dated
-/// model names ("gpt-4o-2024-08-06") find their family's price.
+/// Model → price. Lookup is exact first; a dated release ("gpt-4o-2024-08-06") then
+/// takes the price of the longest known name it extends.
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     prices: BTreeMap<String, Price>,
@@ -68,7 +71,14 @@ impl PriceTable {
         }
         self.prices
             .iter()
-            .filter(|(name, _)| model.starts_with(name.as_str()))
+            .filter(|(name, _)| {
+                // Only a dated release of a known model ("gpt-4o-2024-08-06") shares its
+                // price; "o3-pro" is a different model and must be priced explicitly.
+                model
+                    .strip_prefix(name.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
             .max_by_key(|(name, _)| name.len())
             .map(|(_, p)| *p)
     }
@@ -91,8 +101,22 @@ mod tests {
     #[test]
     fn dated_model_names_use_the_longest_matching_family() {
         let t = PriceTable::built_in();
-        assert_eq!(t.get("gpt-4o-mini-2024-07-18").unwrap().input_per_mtok, 150_000);
-        assert_eq!(t.get("gpt-4o-2024-08-06").unwrap().input_per_mtok, 2_500_000);
+        assert_eq!(
+            t.get("gpt-4o-mini-2024-07-18").unwrap().input_per_mtok,
+            150_000
+        );
+        assert_eq!(
+            t.get("claude-sonnet-4-20250514").unwrap().input_per_mtok,
+            3_000_000
+        );
+        assert_eq!(
+            t.get("gpt-4o-2024-08-06").unwrap().input_per_mtok,
+            2_500_000
+        );
         assert!(t.get("unknown-model").is_none());
+        assert!(
+            t.get("o3-pro").is_none(),
+            "a different model is not priced by prefix"
+        );
     }
 }

@@ -29,7 +29,13 @@ pub struct ConsentBook {
 }
 
 impl ConsentBook {
-    pub fn check(&self, agent: &str, data_type: &str, purpose: Option<&str>, now_ms: i64) -> ConsentCheck {
+    pub fn check(
+        &self,
+        agent: &str,
+        data_type: &str,
+        purpose: Option<&str>,
+        now_ms: i64,
+    ) -> ConsentCheck {
         let Some(grants) = self.grants.get(&(agent.to_owned(), data_type.to_owned())) else {
             return ConsentCheck::Missing;
         };
@@ -58,14 +64,20 @@ impl ConsentBook {
 
     /// Stores a grant, replacing one for the same agent, data type and purpose.
     pub fn upsert(&mut self, g: ConsentGrant) {
-        let list = self.grants.entry((g.agent_id.clone(), g.data_type.clone())).or_default();
+        let list = self
+            .grants
+            .entry((g.agent_id.clone(), g.data_type.clone()))
+            .or_default();
         list.retain(|x| x.purpose != g.purpose);
         list.push(g);
     }
 
     /// Removes exactly one grant. Returns false when it did not exist.
     pub fn remove(&mut self, agent: &str, data_type: &str, purpose: Option<&str>) -> bool {
-        let Some(list) = self.grants.get_mut(&(agent.to_owned(), data_type.to_owned())) else {
+        let Some(list) = self
+            .grants
+            .get_mut(&(agent.to_owned(), data_type.to_owned()))
+        else {
             return false;
         };
         let before = list.len();
@@ -87,7 +99,9 @@ impl ConsentBook {
             .filter(|g| agent.is_none_or(|a| g.agent_id == a))
             .cloned()
             .collect();
-        out.sort_by(|a, b| (&a.agent_id, &a.data_type, &a.purpose).cmp(&(&b.agent_id, &b.data_type, &b.purpose)));
+        out.sort_by(|a, b| {
+            (&a.agent_id, &a.data_type, &a.purpose).cmp(&(&b.agent_id, &b.data_type, &b.purpose))
+        });
         out
     }
 }
@@ -111,14 +125,23 @@ mod tests {
     fn null_purpose_grant_covers_every_purpose_but_not_the_reverse() {
         let mut b = ConsentBook::default();
         b.upsert(grant(None, None));
-        assert_eq!(b.check("a", "email", Some("marketing"), 0), ConsentCheck::Granted);
+        assert_eq!(
+            b.check("a", "email", Some("marketing"), 0),
+            ConsentCheck::Granted
+        );
         assert_eq!(b.check("a", "email", None, 0), ConsentCheck::Granted);
 
         let mut b = ConsentBook::default();
         b.upsert(grant(Some("notifications"), None));
         assert_eq!(b.check("a", "email", None, 0), ConsentCheck::Missing);
-        assert_eq!(b.check("a", "email", Some("notifications"), 0), ConsentCheck::Granted);
-        assert_eq!(b.check("a", "email", Some("marketing"), 0), ConsentCheck::Missing);
+        assert_eq!(
+            b.check("a", "email", Some("notifications"), 0),
+            ConsentCheck::Granted
+        );
+        assert_eq!(
+            b.check("a", "email", Some("marketing"), 0),
+            ConsentCheck::Missing
+        );
     }
 
     #[test]

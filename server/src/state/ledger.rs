@@ -77,7 +77,11 @@ impl Ledger {
 
     pub fn reserve(&mut self, r: Reservation) {
         for key in &r.keys {
-            self.counters.entry(key.clone()).or_default().reserved.add(r.amounts);
+            self.counters
+                .entry(key.clone())
+                .or_default()
+                .reserved
+                .add(r.amounts);
         }
         self.expiry.insert((r.expires_ms, r.id.clone()));
         self.reservations.insert(r.id.clone(), r);
@@ -115,7 +119,11 @@ impl Ledger {
 
     pub fn add_spent(&mut self, keys: &[CounterKey], amounts: Amounts) {
         for key in keys {
-            self.counters.entry(key.clone()).or_default().spent.add(amounts);
+            self.counters
+                .entry(key.clone())
+                .or_default()
+                .spent
+                .add(amounts);
         }
     }
 

@@ -19,6 +19,8 @@ pub use trust::{EffectiveTrust, TrustAssignment, TrustBook};
 pub struct AgentInfo {
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
+    /// Last ALLOW; trust decays from here, so denied requests do not refresh trust.
+    pub last_allowed_ms: Option<i64>,
     /// Last time `last_seen_ms` was written to the store; writes are coalesced.
     pub persisted_ms: i64,
 }

@@ -50,7 +50,12 @@ impl TrustBook {
         now_ms: i64,
     ) -> EffectiveTrust {
         let list = self.by_agent.get(agent);
-        let scoped = list.and_then(|l| l.iter().find(|a| !a.scope.is_empty() && scopes.contains(&a.scope.as_str())));
+        // The action's tool is more specific than its category: try scopes in order.
+        let scoped = list.and_then(|l| {
+            scopes
+                .iter()
+                .find_map(|sc| l.iter().find(|a| !a.scope.is_empty() && a.scope == *sc))
+        });
         let global = list.and_then(|l| l.iter().find(|a| a.scope.is_empty()));
         let Some(a) = scoped.or(global) else {
             return EffectiveTrust {
@@ -59,7 +64,11 @@ impl TrustBook {
                 assignment: None,
             };
         };
-        let source = if scoped.is_some() { "scoped" } else { "assigned" };
+        let source = if scoped.is_some() {
+            "scoped"
+        } else {
+            "assigned"
+        };
         if decay_days > 0 {
             let since = last_active_ms.unwrap_or(a.assigned_ms).max(a.assigned_ms);
             let idle_days = (now_ms - since).max(0) / DAY_MS;
@@ -113,7 +122,14 @@ mod tests {
         t.set(assign("payments", TrustLevel::L4ActReport, 0));
         let e = t.effective("a", &["send_email"], TrustLevel::L0Observer, 0, None, 0);
         assert_eq!((e.level, e.source), (TrustLevel::L2Suggest, "assigned"));
-        let e = t.effective("a", &["charge", "payments"], TrustLevel::L0Observer, 0, None, 0);
+        let e = t.effective(
+            "a",
+            &["charge", "payments"],
+            TrustLevel::L0Observer,
+            0,
+            None,
+            0,
+        );
         assert_eq!((e.level, e.source), (TrustLevel::L4ActReport, "scoped"));
         let e = t.effective("b", &[], TrustLevel::L1Monitor, 0, None, 0);
         assert_eq!((e.level, e.source), (TrustLevel::L1Monitor, "default"));

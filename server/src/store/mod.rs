@@ -26,8 +26,12 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => Self::Corrupt(e.to_string()),
-            sqlx::Error::Database(ref db) if db.is_unique_violation() => Self::Conflict(db.message().to_owned()),
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => Self::Corrupt(e.to_string()),
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => {
+                Self::Conflict(db.message().to_owned())
+            }
             other => Self::Unavailable(Box::new(other)),
         }
     }
@@ -36,19 +40,52 @@ impl From<sqlx::Error> for StoreError {
 /// A change to run-time state, written in the same transaction as its audit entry.
 #[derive(Debug, Clone)]
 pub enum StateOp {
-    TouchAgent { agent_id: String, first_seen_ms: i64, last_seen_ms: i64 },
-    StartSession { agent_id: String, session_id: String, started_ms: i64 },
+    TouchAgent {
+        agent_id: String,
+        first_seen_ms: i64,
+        last_seen_ms: i64,
+        last_allowed_ms: Option<i64>,
+    },
+    StartSession {
+        agent_id: String,
+        session_id: String,
+        started_ms: i64,
+    },
     Reserve(Reservation),
-    SettleReservation { id: String },
-    AddSpend { keys: Vec<CounterKey>, amounts: Amounts },
+    SettleReservation {
+        id: String,
+    },
+    AddSpend {
+        keys: Vec<CounterKey>,
+        amounts: Amounts,
+    },
     OpenDecision(OpenDecision),
-    CloseDecision { decision_id: String },
+    CloseDecision {
+        decision_id: String,
+    },
     /// Stores an answer for replay; its audit_seq is the seq of the unit's entry.
-    Remember { kind: &'static str, key: String, agent_id: String, fingerprint: String, response: String, created_ms: i64 },
+    Remember {
+        kind: &'static str,
+        key: String,
+        agent_id: String,
+        fingerprint: String,
+        response: String,
+        created_ms: i64,
+    },
     SetTrust(TrustAssignment),
     PutConsent(ConsentGrant),
-    RevokeConsent { agent_id: String, data_type: String, purpose: Option<String> },
-    PolicyLoad { version: String, source: String, loaded_ms: i64, accepted: bool, error: String },
+    RevokeConsent {
+        agent_id: String,
+        data_type: String,
+        purpose: Option<String>,
+    },
+    PolicyLoad {
+        version: String,
+        source: String,
+        loaded_ms: i64,
+        accepted: bool,
+        error: String,
+    },
 }
 
 /// One audit entry and the state changes it records.
@@ -78,7 +115,8 @@ pub struct StateImage {
     pub counters: Vec<(CounterKey, Amounts)>,
     pub reservations: Vec<Reservation>,
     pub open_decisions: Vec<OpenDecision>,
-    pub agents: Vec<(String, i64, i64)>,
+    /// (agent id, first seen, last seen, last allowed)
+    pub agents: Vec<(String, i64, i64, Option<i64>)>,
     pub sessions: Vec<(String, String, i64)>,
     pub replies: Vec<ReplyRow>,
 }
@@ -125,9 +163,19 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a batch of units in one transaction: all or nothing.
     async fn commit(&self, units: &[CommitUnit]) -> Result<(), StoreError>;
     /// Entries with `from_seq <= seq <= to_seq`, at most `limit`, in order.
-    async fn audit_range(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError>;
+    async fn audit_range(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError>;
     /// Entries after `after_seq` that match, at most `limit`, in order.
-    async fn query_audit(&self, q: &AuditQuery, after_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError>;
+    async fn query_audit(
+        &self,
+        q: &AuditQuery,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError>;
     /// Policy load attempts, newest first.
     async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError>;
     /// A stored reply older than what memory keeps.

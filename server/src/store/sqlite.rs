@@ -1,11 +1,15 @@
 //! The embedded backend: SQLite in WAL mode. All SQL for it lives here.
 
-use super::{AuditQuery, CommitUnit, PolicyLoadRow, ReplyRow, StateImage, StateOp, Store, StoreError};
+use super::{
+    AuditQuery, CommitUnit, PolicyLoadRow, ReplyRow, StateImage, StateOp, Store, StoreError,
+};
 use crate::audit::SealedEntry;
-use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
 use crate::domain::TrustLevel;
+use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -35,7 +39,11 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .synchronous(if synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -81,7 +89,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("state types serialize")
 }
 
-const ENTRY_COLUMNS: &str = "seq, ts_ms, kind, agent_id, session_id, outcome, key_id, canonical, mac";
+const ENTRY_COLUMNS: &str =
+    "seq, ts_ms, kind, agent_id, session_id, outcome, key_id, canonical, mac";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -95,21 +104,25 @@ impl Store for SqliteStore {
         let row = sqlx::query("SELECT seq, mac FROM audit_entries ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((to_u64(r.try_get("seq")?), r.try_get("mac")?))).transpose()
+        row.map(|r| Ok((to_u64(r.try_get("seq")?), r.try_get("mac")?)))
+            .transpose()
     }
 
     #[instrument(skip_all)]
     async fn load(&self, now_ms: i64, replies_since_ms: i64) -> Result<StateImage, StoreError> {
         let mut img = StateImage::default();
-        for r in sqlx::query("SELECT agent_id, scope, level, assigned_by, assigned_ms FROM trust_assignments")
-            .fetch_all(&self.pool)
-            .await?
+        for r in sqlx::query(
+            "SELECT agent_id, scope, level, assigned_by, assigned_ms FROM trust_assignments",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             let rank: i64 = r.try_get("level")?;
             img.trust.push(TrustAssignment {
                 agent_id: r.try_get("agent_id")?,
                 scope: r.try_get("scope")?,
-                level: TrustLevel::from_rank(rank as u8).ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
+                level: TrustLevel::from_rank(rank as u8)
+                    .ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
                 assigned_by: r.try_get("assigned_by")?,
                 assigned_ms: r.try_get("assigned_ms")?,
             });
@@ -175,17 +188,27 @@ impl Store for SqliteStore {
             let body: String = r.try_get("body_json")?;
             img.open_decisions.push(json::<OpenDecision>(&body)?);
         }
-        for r in sqlx::query("SELECT agent_id, first_seen_ms, last_seen_ms FROM agents")
-            .fetch_all(&self.pool)
-            .await?
+        for r in
+            sqlx::query("SELECT agent_id, first_seen_ms, last_seen_ms, last_allowed_ms FROM agents")
+                .fetch_all(&self.pool)
+                .await?
         {
-            img.agents.push((r.try_get("agent_id")?, r.try_get("first_seen_ms")?, r.try_get("last_seen_ms")?));
+            img.agents.push((
+                r.try_get("agent_id")?,
+                r.try_get("first_seen_ms")?,
+                r.try_get("last_seen_ms")?,
+                r.try_get("last_allowed_ms")?,
+            ));
         }
         for r in sqlx::query("SELECT agent_id, session_id, started_ms FROM sessions")
             .fetch_all(&self.pool)
             .await?
         {
-            img.sessions.push((r.try_get("agent_id")?, r.try_get("session_id")?, r.try_get("started_ms")?));
+            img.sessions.push((
+                r.try_get("agent_id")?,
+                r.try_get("session_id")?,
+                r.try_get("started_ms")?,
+            ));
         }
         for r in sqlx::query(
             "SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE created_ms >= ?",
@@ -204,18 +227,20 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for unit in units {
             let e = &unit.entry;
-            sqlx::query(AssertSqlSafe(format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")))
-                .bind(to_i64(e.seq))
-                .bind(e.ts_ms)
-                .bind(&e.kind)
-                .bind(&e.agent_id)
-                .bind(&e.session_id)
-                .bind(&e.outcome)
-                .bind(&e.key_id)
-                .bind(&e.canonical)
-                .bind(&e.mac)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )))
+            .bind(to_i64(e.seq))
+            .bind(e.ts_ms)
+            .bind(&e.kind)
+            .bind(&e.agent_id)
+            .bind(&e.session_id)
+            .bind(&e.outcome)
+            .bind(&e.key_id)
+            .bind(&e.canonical)
+            .bind(&e.mac)
+            .execute(&mut *tx)
+            .await?;
             for op in &unit.ops {
                 apply(&mut tx, op, e.seq).await?;
             }
@@ -225,7 +250,12 @@ impl Store for SqliteStore {
     }
 
     #[instrument(skip_all)]
-    async fn audit_range(&self, from_seq: u64, to_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError> {
+    async fn audit_range(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError> {
         sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?")))
             .bind(to_i64(from_seq))
             .bind(to_i64(to_seq))
@@ -238,7 +268,12 @@ impl Store for SqliteStore {
     }
 
     #[instrument(skip_all)]
-    async fn query_audit(&self, q: &AuditQuery, after_seq: u64, limit: u32) -> Result<Vec<SealedEntry>, StoreError> {
+    async fn query_audit(
+        &self,
+        q: &AuditQuery,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError> {
         let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > ?");
         if q.agent_id.is_some() {
             sql.push_str(" AND agent_id = ?");
@@ -247,7 +282,10 @@ impl Store for SqliteStore {
             sql.push_str(" AND session_id = ?");
         }
         if !q.kinds.is_empty() {
-            sql.push_str(&format!(" AND kind IN ({})", vec!["?"; q.kinds.len()].join(", ")));
+            sql.push_str(&format!(
+                " AND kind IN ({})",
+                vec!["?"; q.kinds.len()].join(", ")
+            ));
         }
         if q.outcome.is_some() {
             sql.push_str(" AND outcome = ?");
@@ -329,20 +367,35 @@ fn reply_from_row(r: &SqliteRow) -> Result<ReplyRow, StoreError> {
     })
 }
 
-async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, op: &StateOp, seq: u64) -> Result<(), StoreError> {
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    op: &StateOp,
+    seq: u64,
+) -> Result<(), StoreError> {
     match op {
-        StateOp::TouchAgent { agent_id, first_seen_ms, last_seen_ms } => {
+        StateOp::TouchAgent {
+            agent_id,
+            first_seen_ms,
+            last_seen_ms,
+            last_allowed_ms,
+        } => {
             sqlx::query(
-                "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms) VALUES (?, ?, ?)
-                 ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+                "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms),
+                   last_allowed_ms = COALESCE(excluded.last_allowed_ms, last_allowed_ms)",
             )
             .bind(agent_id)
             .bind(first_seen_ms)
             .bind(last_seen_ms)
+            .bind(last_allowed_ms)
             .execute(&mut **tx)
             .await?;
         }
-        StateOp::StartSession { agent_id, session_id, started_ms } => {
+        StateOp::StartSession {
+            agent_id,
+            session_id,
+            started_ms,
+        } => {
             sqlx::query("INSERT OR IGNORE INTO sessions (agent_id, session_id, started_ms) VALUES (?, ?, ?)")
                 .bind(agent_id)
                 .bind(session_id)
@@ -408,7 +461,14 @@ async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, op: &StateOp, seq: 
                 .execute(&mut **tx)
                 .await?;
         }
-        StateOp::Remember { kind, key, agent_id, fingerprint, response, created_ms } => {
+        StateOp::Remember {
+            kind,
+            key,
+            agent_id,
+            fingerprint,
+            response,
+            created_ms,
+        } => {
             sqlx::query(
                 "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
@@ -451,15 +511,27 @@ async fn apply(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, op: &StateOp, seq: 
             .execute(&mut **tx)
             .await?;
         }
-        StateOp::RevokeConsent { agent_id, data_type, purpose } => {
-            sqlx::query("DELETE FROM consent_grants WHERE agent_id = ? AND data_type = ? AND purpose = ?")
-                .bind(agent_id)
-                .bind(data_type)
-                .bind(purpose.as_deref().unwrap_or(""))
-                .execute(&mut **tx)
-                .await?;
+        StateOp::RevokeConsent {
+            agent_id,
+            data_type,
+            purpose,
+        } => {
+            sqlx::query(
+                "DELETE FROM consent_grants WHERE agent_id = ? AND data_type = ? AND purpose = ?",
+            )
+            .bind(agent_id)
+            .bind(data_type)
+            .bind(purpose.as_deref().unwrap_or(""))
+            .execute(&mut **tx)
+            .await?;
         }
-        StateOp::PolicyLoad { version, source, loaded_ms, accepted, error } => {
+        StateOp::PolicyLoad {
+            version,
+            source,
+            loaded_ms,
+            accepted,
+            error,
+        } => {
             sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error) VALUES (?, ?, ?, ?, ?)")
                 .bind(version)
                 .bind(source)

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, the proto contract, unit tests, end-to-end
+# tests against the real `arbiter` binary, and the Python verifier's tests.
+# It installs what it needs (buf via `go install`, a Python venv with pytest and ruff)
+# into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
+TOOLS="${ARBITER_TOOLS_DIR:-$HOME/.cache/arbiter-tools}"
+export PATH="$TOOLS/bin:$PATH"
+BUF_VERSION="v1.75.0"
+CI="${CI:-false}"
+
+step() { printf '\n==> %s\n' "$*"; }
+missing() {
+  if [ "$CI" = "true" ]; then
+    echo "error: $1 is required under CI=true" >&2
+    exit 1
+  fi
+  echo "warning: $1 is missing; skipping that step (it is required under CI=true)" >&2
+}
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "buf lint (STANDARD + COMMENTS)"
+if ! command -v buf >/dev/null 2>&1 || [ "$(buf --version 2>/dev/null)" != "${BUF_VERSION#v}" ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "installing buf $BUF_VERSION into $TOOLS/bin"
+    GOBIN="$TOOLS/bin" go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+  fi
+fi
+if command -v buf >/dev/null 2>&1; then
+  buf lint
+  echo "buf lint: clean"
+else
+  missing "buf (needs Go to install)"
+fi
+
+step "build the arbiter binary (the end-to-end tests run it)"
+cargo build --workspace --bins --locked
+
+step "cargo test (unit + end-to-end)"
+cargo test --workspace --locked
+
+step "python: independent audit verifier"
+VENV="$TOOLS/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+"$VENV/bin/ruff" check scripts tests/python
+"$VENV/bin/python" -m pytest tests/python -q
+
+step "all tests passed"
