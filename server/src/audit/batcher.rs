@@ -187,7 +187,10 @@ impl Batcher {
             if units.is_empty() {
                 continue;
             }
-            match self.store.commit(&units).await {
+            let started = std::time::Instant::now();
+            let outcome = self.store.commit(&units).await;
+            tracing::debug!(entries = units.len(), commit_us = started.elapsed().as_micros() as u64, "audit batch committed");
+            match outcome {
                 Ok(()) => {
                     self.head_seq = seq;
                     self.head_mac = prev;

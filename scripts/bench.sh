@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Evaluate (full pipeline, durable audit, embedded SQLite) against the empty Ping RPC,
+# served by the same release binary in the same run. Results go to stdout as the
+# table used in docs/benchmarks.md.
+#
+#   scripts/bench.sh [DURATION_SECONDS] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
+DURATION="${1:-10}"
+CONC="${2:-32}"
+
+cargo build --release --bin arbiter --locked >&2
+BIN="$CARGO_TARGET_DIR/release/arbiter"
+WORK="$(mktemp -d)"
+trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+cat > "$WORK/policy.yaml" <<'YAML'
+version: 1
+agents:
+  - id: bench-agent
+    tools: {allow: ["bench_tool"]}
+budgets:
+  - {name: bench-daily, scope: agent, period: day, max_usd: "1000000"}
+YAML
+
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --policy "$WORK/policy.yaml" \
+  > "$WORK/stdout" 2> "$WORK/stderr" &
+PID=$!
+for _ in $(seq 1 100); do
+  ADDR="$(sed -n 's/^arbiter listening on //p' "$WORK/stdout" | head -n1)"
+  [ -n "$ADDR" ] && break
+  sleep 0.1
+done
+[ -n "${ADDR:-}" ] || { cat "$WORK/stderr" >&2; echo "server did not start" >&2; exit 1; }
+URL="http://$ADDR"
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "command: scripts/bench.sh $DURATION $CONC   (load generator and server share the machine)"
+run() { "$BIN" bench --addr "$URL" --duration "$DURATION" --warmup 2 "$@"; }
+run --target ping --concurrency "$CONC"
+EVAL="$(run --target evaluate --concurrency "$CONC" --json)"
+echo "$EVAL" | sed 's/^/evaluate closed: /'
+TPUT="$(echo "$EVAL" | sed -n 's/.*"throughput":\([0-9.]*\).*/\1/p')"
+HALF="$(python3 -c "print(max(1, int(float('$TPUT') / 2)))")"
+run --target evaluate --concurrency 256 --rate "$HALF"
+run --target evaluate --concurrency 1
+ENTRIES="$(sqlite3 "$WORK/data/arbiter.db" 'select count(*) from audit_entries' 2>/dev/null || echo '?')"
+echo "audit entries written: $ENTRIES"
