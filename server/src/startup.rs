@@ -176,7 +176,9 @@ impl Application {
                 AuditServiceServer::new(AuditApi { engine }).max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                // A reply's trailers go out in a second small write; without TCP_NODELAY
+                // Nagle's algorithm holds it for the client's delayed ACK (~40 ms).
+                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await;

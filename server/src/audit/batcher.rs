@@ -189,7 +189,11 @@ impl Batcher {
             }
             let started = std::time::Instant::now();
             let outcome = self.store.commit(&units).await;
-            tracing::debug!(entries = units.len(), commit_us = started.elapsed().as_micros() as u64, "audit batch committed");
+            tracing::debug!(
+                entries = units.len(),
+                commit_us = started.elapsed().as_micros() as u64,
+                "audit batch committed"
+            );
             match outcome {
                 Ok(()) => {
                     self.head_seq = seq;

@@ -1,0 +1,629 @@
+//! Runs the real `arbiter` binary for a test: one process, one free port and one
+//! temporary directory per [`TestServer`], so tests run in parallel without sharing
+//! anything.
+//!
+//! Layout of the temporary directory:
+//!
+//! ```text
+//! data/               --data-dir (database, keys/hmac.json)
+//! policy/policy.yaml  --policy (alone in its directory: the server watches the directory)
+//! clock               ARBITER_DEV__CLOCK_FILE, when the test controls time
+//! server.log          the server's stderr (and stdout after the first line), every run appended
+//! ```
+//!
+//! Nothing here sleeps for a fixed time: waits poll a condition with a deadline.
+//!
+//! Set `ARBITER_E2E_KEEP=1` to keep each server's directory (its path is printed) for
+//! a look at the log and the database after the test.
+
+#![allow(dead_code)] // Each test module uses a different part of the harness.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use arbiter_client::{proto, Client};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// How long a server may take to print its address and report SERVING.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
+/// Step between polls of any condition.
+pub const POLL_STEP: Duration = Duration::from_millis(50);
+
+/// The `arbiter` binary under test: `$ARBITER_BIN`, or `arbiter` next to the
+/// `deps/` directory this test binary lives in (target/debug/deps/e2e-… →
+/// target/debug/arbiter).
+pub fn arbiter_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("ARBITER_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "ARBITER_BIN={} does not exist; build it first: cargo build -p arbiter-server",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps/");
+    let path = profile_dir.join(format!("arbiter{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "the arbiter binary is missing at {}; build it first: cargo build -p arbiter-server \
+         (or set ARBITER_BIN)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `arbiter ARGS…` to completion (CLI commands such as `audit verify`).
+pub async fn arbiter(args: &[&str]) -> CliOutput {
+    let output = tokio::process::Command::new(arbiter_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("arbiter runs");
+    CliOutput::from(output)
+}
+
+/// What a CLI command did, with its output as text.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Stdout and stderr together, for "the output mentions …" checks.
+    pub fn text(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for CliOutput {
+    fn from(o: Output) -> Self {
+        Self {
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status.code(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Runs `python3 ARGS…` (the stdlib verifier, raw SQLite edits).
+pub async fn python(args: &[&str]) -> CliOutput {
+    let output = tokio::process::Command::new("python3")
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 is installed");
+    CliOutput::from(output)
+}
+
+/// The repository root (the parent of this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf()
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    policy: Option<String>,
+    clock: Option<String>,
+    fast_reload: bool,
+}
+
+impl ServerOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve this policy bundle (YAML), written to `policy/policy.yaml`.
+    pub fn policy(mut self, yaml: &str) -> Self {
+        self.policy = Some(yaml.to_owned());
+        self
+    }
+
+    /// Read the time from a file that starts at `time` (RFC 3339 or Unix ms);
+    /// move it with [`TestServer::set_time`].
+    pub fn clock(mut self, time: &str) -> Self {
+        self.clock = Some(time.to_owned());
+        self
+    }
+
+    /// Re-check the policy file every 200 ms (hot-reload tests).
+    pub fn fast_reload(mut self) -> Self {
+        self.fast_reload = true;
+        self
+    }
+}
+
+/// Starts `arbiter serve` on a free port with a fresh temporary directory and waits
+/// until it reports SERVING.
+pub async fn spawn_server(opts: ServerOptions) -> TestServer {
+    let dir = tempfile::Builder::new()
+        .prefix("arbiter-e2e-")
+        .tempdir()
+        .expect("temporary directory");
+    let root = dir.path().to_path_buf();
+    let policy_path = opts.policy.as_ref().map(|yaml| {
+        let path = root.join("policy").join("policy.yaml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, yaml).unwrap();
+        path
+    });
+    let clock_path = opts.clock.as_ref().map(|time| {
+        let path = root.join("clock");
+        write_atomically(&path, time.as_bytes());
+        path
+    });
+    let mut server = TestServer {
+        addr: "0.0.0.0:0".parse().unwrap(),
+        data_dir: root.join("data"),
+        policy_path,
+        clock_path,
+        log_path: root.join("server.log"),
+        fast_reload: opts.fast_reload,
+        child: None,
+        dir: Some(dir),
+    };
+    server.start().await;
+    server
+}
+
+/// A running `arbiter serve` process and its temporary directory.
+pub struct TestServer {
+    /// Address the server listens on (changes on every restart: port 0).
+    pub addr: SocketAddr,
+    /// `--data-dir`: the database and the key ring.
+    pub data_dir: PathBuf,
+    policy_path: Option<PathBuf>,
+    clock_path: Option<PathBuf>,
+    log_path: PathBuf,
+    fast_reload: bool,
+    child: Option<Child>,
+    /// Removed on drop, after the process is gone (unless `ARBITER_E2E_KEEP` is set).
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// `http://ADDR`, as the CLI's `--addr` wants it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client for this server (it connects on first use).
+    pub fn client(&self) -> Client {
+        Client::builder(self.url())
+            .timeout(Duration::from_secs(15))
+            .connect_lazy()
+            .expect("valid endpoint")
+    }
+
+    /// The embedded database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("arbiter.db")
+    }
+
+    /// The audit HMAC key ring.
+    pub fn keys_path(&self) -> PathBuf {
+        self.data_dir.join("keys").join("hmac.json")
+    }
+
+    /// The policy file the server watches.
+    pub fn policy_path(&self) -> &Path {
+        self.policy_path
+            .as_deref()
+            .expect("the server was started with a policy")
+    }
+
+    /// A scratch path inside the server's temporary directory.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        self.dir.as_ref().expect("live directory").path().join(name)
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// Everything the server wrote to stderr so far (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Moves the server's clock (RFC 3339 text or Unix milliseconds). The server
+    /// reads the file on every call, so the next request sees the new time.
+    pub fn set_time(&self, time: &str) {
+        let path = self
+            .clock_path
+            .as_ref()
+            .expect("start the server with ServerOptions::clock to control time");
+        write_atomically(path, time.as_bytes());
+    }
+
+    /// Replaces the policy file (atomically, by rename, as editors do).
+    pub fn write_policy(&self, yaml: &str) {
+        write_atomically(self.policy_path(), yaml.as_bytes());
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (status 0).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on the pid of a child we have not yet reaped.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "sending SIGTERM to the server failed");
+        let status = wait_for("the server to exit after SIGTERM", STOP_DEADLINE, || {
+            child.try_wait().expect("try_wait")
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{e}\n{}", self.log_tail());
+        });
+        assert!(
+            status.success(),
+            "the server exited with {status} after SIGTERM\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Stops the server if it runs, then starts it again on the same data directory,
+    /// policy and clock (on a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// Starts the process (again) and waits for SERVING.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("server log");
+        let mut cmd = Command::new(arbiter_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("ARBITER_CONFIG")
+            .env_remove("ARBITER_POLICY")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.try_clone().unwrap()));
+        if let Some(policy) = &self.policy_path {
+            cmd.arg("--policy").arg(policy);
+        }
+        if let Some(clock) = &self.clock_path {
+            cmd.env("ARBITER_DEV__CLOCK_FILE", clock);
+        }
+        if self.fast_reload {
+            cmd.env("ARBITER_POLICY__POLL_INTERVAL_MS", "200");
+        }
+        let mut child = cmd.spawn().expect("spawn arbiter serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.child = Some(child);
+
+        // The first stdout line is the bound address; the rest of stdout goes to the log.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || read_address_then_drain(stdout, log, tx));
+        let line = match tokio::time::timeout(START_DEADLINE, rx).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => self.fail_start("the server exited before printing its address"),
+            Err(_) => self.fail_start("the server printed no address in time"),
+        };
+        let addr = line
+            .strip_prefix("arbiter listening on ")
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| {
+                self.fail_start(&format!(
+                    "the first stdout line is not `arbiter listening on ADDR`: {line:?}"
+                ))
+            });
+        self.addr = addr;
+
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1));
+        let mut health = HealthClient::new(endpoint.connect_lazy());
+        let started = Instant::now();
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return;
+            }
+            if let Some(exit) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.fail_start(&format!("the server exited with {exit} before SERVING"));
+            }
+            if started.elapsed() > START_DEADLINE {
+                self.fail_start(&format!(
+                    "health did not report SERVING in time (last: {status:?})"
+                ));
+            }
+            tokio::time::sleep(POLL_STEP).await;
+        }
+    }
+
+    fn fail_start(&mut self, why: &str) -> ! {
+        self.kill9();
+        panic!("starting arbiter failed: {why}\n{}", self.log_tail());
+    }
+
+    /// The end of the server log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(60);
+        format!(
+            "--- server log ({}) ---\n{}",
+            self.log_path.display(),
+            lines[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+        self.kill9();
+        if std::env::var_os("ARBITER_E2E_KEEP").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+fn read_address_then_drain(
+    stdout: impl Read,
+    mut log: File,
+    tx: tokio::sync::oneshot::Sender<Option<String>>,
+) {
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    match reader.read_line(&mut first) {
+        Ok(n) if n > 0 => {
+            let _ = tx.send(Some(first.trim_end().to_owned()));
+        }
+        _ => {
+            let _ = tx.send(None);
+            return;
+        }
+    }
+    let _ = std::io::copy(&mut reader, &mut log);
+}
+
+/// Writes a file by renaming a sibling into place, so readers never see it half-written.
+pub fn write_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).expect("create temporary file");
+    f.write_all(bytes).unwrap();
+    f.sync_all().unwrap();
+    std::fs::rename(&tmp, path).expect("rename into place");
+}
+
+/// Polls `check` every [`POLL_STEP`] until it returns `Some`, or fails after `deadline`.
+pub async fn wait_for<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if started.elapsed() > deadline {
+            return Err(format!("timed out after {deadline:?} waiting for {what}"));
+        }
+        tokio::time::sleep(POLL_STEP).await;
+    }
+}
+
+/// Like [`wait_for`] with an async check.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() <= deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_STEP).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Small helpers over the client, shared by the feature modules.
+// ---------------------------------------------------------------------------------
+
+/// Unix milliseconds of an RFC 3339 time, for clock arithmetic in tests.
+pub fn ms(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .expect("valid RFC 3339 time")
+        .timestamp_millis()
+}
+
+/// A protobuf timestamp of an RFC 3339 time.
+pub fn timestamp(rfc3339: &str) -> prost_types::Timestamp {
+    let t = ms(rfc3339);
+    prost_types::Timestamp {
+        seconds: t.div_euclid(1000),
+        nanos: (t.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// The highest sequence number in the audit log.
+pub async fn audit_head(client: &Client) -> u64 {
+    client
+        .verify_audit(proto::VerifyAuditRequest::default())
+        .await
+        .expect("VerifyAudit")
+        .head_seq
+}
+
+/// Every audit entry matching `filter`, following pages.
+pub async fn query_all(client: &Client, filter: proto::AuditFilter) -> Vec<proto::AuditEntry> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .query_audit(proto::QueryAuditRequest {
+                filter: Some(filter.clone()),
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .expect("QueryAudit");
+        out.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The budget snapshot for an agent (and session).
+pub async fn budgets(client: &Client, agent: &str, session: &str) -> proto::GetBudgetsResponse {
+    client
+        .get_budgets(proto::GetBudgetsRequest {
+            agent_id: agent.to_owned(),
+            session_id: session.to_owned(),
+        })
+        .await
+        .expect("GetBudgets")
+}
+
+/// One dimension (`"micro_usd"`, `"tokens"`, `"calls"`) of one named budget.
+pub async fn amount(
+    client: &Client,
+    agent: &str,
+    session: &str,
+    budget: &str,
+    unit: &str,
+) -> proto::BudgetAmount {
+    let snapshot = budgets(client, agent, session).await;
+    let b = snapshot
+        .budgets
+        .iter()
+        .find(|b| b.name == budget)
+        .unwrap_or_else(|| panic!("budget {budget:?} does not apply to {agent}: {snapshot:?}"));
+    b.amounts
+        .iter()
+        .find(|a| a.unit == unit)
+        .unwrap_or_else(|| panic!("budget {budget:?} has no {unit} cap: {b:?}"))
+        .clone()
+}
+
+/// Assigns a trust level (agent-wide when `scope` is empty).
+pub async fn set_trust(client: &Client, agent: &str, level: proto::TrustLevel, scope: &str) {
+    client
+        .set_trust(proto::SetTrustRequest {
+            agent_id: agent.to_owned(),
+            level: level as i32,
+            scope: scope.to_owned(),
+            reason: "e2e".to_owned(),
+        })
+        .await
+        .expect("SetTrust");
+}
+
+/// Grants consent; an empty purpose covers every purpose.
+pub async fn grant_consent(
+    client: &Client,
+    agent: &str,
+    data_type: &str,
+    purpose: &str,
+    expires_at: Option<prost_types::Timestamp>,
+) {
+    client
+        .grant_consent(proto::GrantConsentRequest {
+            agent_id: agent.to_owned(),
+            data_type: data_type.to_owned(),
+            purpose: purpose.to_owned(),
+            expires_at,
+        })
+        .await
+        .expect("GrantConsent");
+}
+
+/// `(stage, code)` of every reason, for compact assertions.
+pub fn stages(decision: &arbiter_client::Decision) -> Vec<(String, String)> {
+    decision
+        .reasons
+        .iter()
+        .map(|r| (r.stage.clone(), r.code.clone()))
+        .collect()
+}
+
+/// The deciding reason's code (`"ok"` when every stage passed).
+pub fn code(decision: &arbiter_client::Decision) -> String {
+    decision
+        .reason()
+        .map(|r| r.code.clone())
+        .unwrap_or_default()
+}

@@ -1,0 +1,21 @@
+//! End-to-end tests: each test starts the real `arbiter` binary (see `harness`) and
+//! talks to it only through `arbiter-client`, the CLI and the files it leaves on disk.
+//!
+//! Build the binary first: `cargo build -p arbiter-server --bins` (scripts/test.sh does).
+
+mod harness;
+
+mod audit;
+mod budget;
+mod consent;
+mod demo;
+mod pipeline;
+mod policy;
+mod record;
+mod restart;
+mod retries;
+mod scope;
+mod service;
+mod tamper;
+mod trust;
+mod validation;
