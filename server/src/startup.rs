@@ -106,6 +106,16 @@ impl Application {
                 Duration::from_millis(settings.policy.poll_interval_ms),
             ));
         }
+        let maintained = engine.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if let Err(e) = maintained.store().maintain().await {
+                    tracing::warn!(error = %e, "store maintenance failed");
+                }
+            }
+        }));
         let pruner = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));

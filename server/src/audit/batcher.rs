@@ -4,7 +4,7 @@
 //! request path never pays a commit of its own. A reply is sent only after the
 //! transaction is durable.
 
-use super::canonical::{canonical_string, entry_value, EntryDraft, SealedEntry};
+use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntry};
 use super::chain::{KeyRing, GENESIS};
 use crate::store::{CommitUnit, StateOp, Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,8 @@ pub enum CommitError {
 
 struct Submission {
     draft: EntryDraft,
+    /// The body's canonical bytes, computed by the caller so the writer stays light.
+    body: String,
     ops: Vec<StateOp>,
     reply: oneshot::Sender<Result<Committed, CommitError>>,
 }
@@ -56,9 +58,15 @@ impl BatcherHandle {
         draft: EntryDraft,
         ops: Vec<StateOp>,
     ) -> Result<Committed, CommitError> {
+        let body = canonical_string(&draft.body).map_err(CommitError::Invalid)?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Submission { draft, ops, reply })
+            .send(Submission {
+                draft,
+                body,
+                ops,
+                reply,
+            })
             .await
             .map_err(|_| CommitError::Unavailable("the audit writer has stopped".into()))?;
         rx.await
@@ -156,15 +164,8 @@ impl Batcher {
             let (mut seq, mut prev) = (self.head_seq, self.head_mac);
             for sub in queue.drain(..) {
                 let key = self.keys.active();
-                let value = entry_value(&sub.draft, seq + 1, &key.id);
-                let canonical = match canonical_string(&value) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = sub.reply.send(Err(CommitError::Invalid(e)));
-                        continue;
-                    }
-                };
                 seq += 1;
+                let canonical = canonical_entry(&sub.draft, &sub.body, seq, &key.id);
                 let mac = key.mac(&prev, canonical.as_bytes());
                 prev = mac;
                 let d = sub.draft;

@@ -51,6 +51,29 @@ pub fn entry_value(draft: &EntryDraft, seq: u64, key_id: &str) -> Value {
     })
 }
 
+fn json_string(s: &str) -> String {
+    // serde_json escapes exactly as JCS requires (\" \\ \b \f \n \r \t, \u00xx otherwise).
+    serde_json::to_string(s).expect("strings always serialize")
+}
+
+/// The canonical entry assembled from an already-canonical body. The members are
+/// written in JCS order (all names are ASCII, so byte order is UTF-16 order); this lets
+/// request tasks canonicalize bodies in parallel and leaves the single writer only this
+/// concatenation. `canonical_entry_matches_jcs` checks it against full JCS.
+pub fn canonical_entry(draft: &EntryDraft, body_canonical: &str, seq: u64, key_id: &str) -> String {
+    format!(
+        "{{\"agent_id\":{},\"body\":{},\"key_id\":{},\"kind\":{},\"outcome\":{},\"seq\":{},\"session_id\":{},\"ts\":{},\"v\":1}}",
+        json_string(&draft.agent_id),
+        body_canonical,
+        json_string(key_id),
+        json_string(&draft.kind),
+        json_string(&draft.outcome),
+        seq,
+        json_string(&draft.session_id),
+        json_string(&format_ts(draft.ts_ms)),
+    )
+}
+
 /// JCS bytes of a JSON value. Entries never hold floats, so this cannot fail on them;
 /// a float would be a programming error and is refused.
 pub fn canonical_string(value: &Value) -> Result<String, String> {
@@ -82,6 +105,22 @@ mod tests {
     fn keys_are_sorted_and_there_is_no_whitespace() {
         let s = canonical_string(&json!({"b": 1, "a": {"d": [true, null], "c": "é\n"}})).unwrap();
         assert_eq!(s, "{\"a\":{\"c\":\"é\\n\",\"d\":[true,null]},\"b\":1}");
+    }
+
+    #[test]
+    fn canonical_entry_matches_jcs() {
+        let draft = EntryDraft {
+            ts_ms: 1_763_778_600_123,
+            kind: "evaluate".into(),
+            agent_id: "a\"gent\u{1}é".into(),
+            session_id: "s/1".into(),
+            outcome: "allow".into(),
+            body: json!({"z": [1, {"b": null, "a": "x\ty"}], "m": {"\u{e000}": 1, "\u{1f600}": 2}}),
+        };
+        let body = canonical_string(&draft.body).unwrap();
+        let fast = canonical_entry(&draft, &body, 42, "h-0011223344556677");
+        let full = canonical_string(&entry_value(&draft, 42, "h-0011223344556677")).unwrap();
+        assert_eq!(fast, full);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Engine {
         let session = input.session_id.as_ref().map(|s| s.as_str());
         let in_flight_key = input.request_id.as_ref().map(|r| format!("evaluate:{r}"));
 
-        let (result, draft, ops, undo) = {
+        let (result, draft, ops, undo, response_json) = {
             let mut s = self.lock();
             if let Some(rid) = &input.request_id {
                 if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
@@ -170,16 +170,19 @@ impl Engine {
                 reserved: reservation.as_ref().map(|r| r.amounts).unwrap_or_default(),
                 replayed: false,
             };
-            if let Some(rid) = &input.request_id {
+            // Stored with audit_seq 0; a replay takes the seq from the memo.
+            let response_json = input.request_id.as_ref().map(|rid| {
+                let json = serde_json::to_string(&result).expect("result serializes");
                 ops.push(StateOp::Remember {
                     kind: "evaluate",
                     key: rid.clone(),
                     agent_id: agent.to_owned(),
                     fingerprint: fingerprint.clone(),
-                    response: serde_json::to_string(&result).expect("result serializes"),
+                    response: json.clone(),
                     created_ms: now,
                 });
-            }
+                json
+            });
             let draft = EntryDraft {
                 ts_ms: now,
                 kind: "evaluate".into(),
@@ -204,7 +207,7 @@ impl Engine {
                     "context": self.redact(&policy, &input.context),
                 }),
             };
-            (result, draft, ops, undo)
+            (result, draft, ops, undo, response_json)
         };
 
         let committed = self.batcher.append(draft, ops).await;
@@ -216,14 +219,13 @@ impl Engine {
             Ok(c) => {
                 let mut result = result;
                 result.audit_seq = c.seq;
-                if let Some(rid) = input.request_id {
+                if let (Some(rid), Some(response_json)) = (input.request_id, response_json) {
                     s.requests.insert(
                         ("evaluate".to_owned(), rid),
                         Memo {
                             agent_id: agent.to_owned(),
                             fingerprint,
-                            response_json: serde_json::to_string(&result)
-                                .expect("result serializes"),
+                            response_json,
                             audit_seq: c.seq,
                             created_ms: now,
                         },

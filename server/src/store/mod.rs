@@ -178,6 +178,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SealedEntry>, StoreError>;
     /// Policy load attempts, newest first.
     async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError>;
+    /// Periodic housekeeping off the request path (SQLite: WAL checkpoint).
+    async fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// A stored reply older than what memory keeps.
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError>;
 }

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, SqlitePool};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,6 +46,8 @@ impl SqliteStore {
                 SqliteSynchronous::Normal
             })
             .busy_timeout(Duration::from_secs(5))
+            // Checkpoints run in the background (`checkpoint`), not inside a commit.
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -60,6 +63,16 @@ impl SqliteStore {
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+
+    /// Copies committed WAL pages into the database file without blocking the writer.
+    /// Called periodically; replaces SQLite's auto-checkpoint, which would otherwise run
+    /// (and fsync) inside whichever commit crosses the threshold.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -94,6 +107,10 @@ const ENTRY_COLUMNS: &str =
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn maintain(&self) -> Result<(), StoreError> {
+        self.checkpoint().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -225,30 +242,10 @@ impl Store for SqliteStore {
     #[instrument(skip_all, fields(units = units.len()))]
     async fn commit(&self, units: &[CommitUnit]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for unit in units {
-            let e = &unit.entry;
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            )))
-            .bind(to_i64(e.seq))
-            .bind(e.ts_ms)
-            .bind(&e.kind)
-            .bind(&e.agent_id)
-            .bind(&e.session_id)
-            .bind(&e.outcome)
-            .bind(&e.key_id)
-            .bind(&e.canonical)
-            .bind(&e.mac)
-            .execute(&mut *tx)
-            .await?;
-            for op in &unit.ops {
-                apply(&mut tx, op, e.seq).await?;
-            }
-        }
+        write_batch(&mut tx, units).await?;
         tx.commit().await?;
         Ok(())
     }
-
     #[instrument(skip_all)]
     async fn audit_range(
         &self,
@@ -367,121 +364,224 @@ fn reply_from_row(r: &SqliteRow) -> Result<ReplyRow, StoreError> {
     })
 }
 
-async fn apply(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    op: &StateOp,
-    seq: u64,
-) -> Result<(), StoreError> {
-    match op {
-        StateOp::TouchAgent {
-            agent_id,
-            first_seen_ms,
-            last_seen_ms,
-            last_allowed_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms),
-                   last_allowed_ms = COALESCE(excluded.last_allowed_ms, last_allowed_ms)",
-            )
-            .bind(agent_id)
-            .bind(first_seen_ms)
-            .bind(last_seen_ms)
-            .bind(last_allowed_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::StartSession {
-            agent_id,
-            session_id,
-            started_ms,
-        } => {
-            sqlx::query("INSERT OR IGNORE INTO sessions (agent_id, session_id, started_ms) VALUES (?, ?, ?)")
-                .bind(agent_id)
-                .bind(session_id)
-                .bind(started_ms)
-                .execute(&mut **tx)
-                .await?;
-        }
-        StateOp::Reserve(r) => {
-            sqlx::query(
-                "INSERT INTO reservations (id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.id)
-            .bind(&r.decision_id)
-            .bind(&r.agent_id)
-            .bind(to_json(&r.keys))
-            .bind(to_i64(r.amounts.micro_usd))
-            .bind(to_i64(r.amounts.tokens))
-            .bind(to_i64(r.amounts.calls))
-            .bind(r.created_ms)
-            .bind(r.expires_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::SettleReservation { id } => {
-            sqlx::query("UPDATE reservations SET settled = 1 WHERE id = ?")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        StateOp::AddSpend { keys, amounts } => {
-            for k in keys {
-                sqlx::query(
-                    "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls)
-                     VALUES (?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET
-                       spent_micro_usd = spent_micro_usd + excluded.spent_micro_usd,
-                       spent_tokens = spent_tokens + excluded.spent_tokens,
-                       spent_calls = spent_calls + excluded.spent_calls",
-                )
-                .bind(&k.budget)
-                .bind(&k.scope_key)
-                .bind(k.window_start_ms)
-                .bind(to_i64(amounts.micro_usd))
-                .bind(to_i64(amounts.tokens))
-                .bind(to_i64(amounts.calls))
-                .execute(&mut **tx)
-                .await?;
+/// Rows per multi-row statement; 9 columns × 500 stays far below SQLite's bound-parameter limit.
+const CHUNK: usize = 500;
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// Writes a batch with one multi-row statement per table instead of one per row, so the
+/// group commit costs per batch, not per decision. Inserts run before updates, and the
+/// rare administrative changes run last, in their original order.
+async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreError> {
+    for chunk in units.chunks(CHUNK) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) "));
+        q.push_values(chunk, |mut b, u| {
+            let e = &u.entry;
+            b.push_bind(to_i64(e.seq))
+                .push_bind(e.ts_ms)
+                .push_bind(e.kind.clone())
+                .push_bind(e.agent_id.clone())
+                .push_bind(e.session_id.clone())
+                .push_bind(e.outcome.clone())
+                .push_bind(e.key_id.clone())
+                .push_bind(e.canonical.clone())
+                .push_bind(e.mac.clone());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+
+    let mut agents = Vec::new();
+    let mut sessions = Vec::new();
+    let mut reservations = Vec::new();
+    let mut settled = Vec::new();
+    let mut spend: BTreeMap<CounterKey, Amounts> = BTreeMap::new();
+    let mut opened = Vec::new();
+    let mut closed = Vec::new();
+    let mut replies = Vec::new();
+    let mut admin = Vec::new();
+    for unit in units {
+        for op in &unit.ops {
+            match op {
+                StateOp::TouchAgent {
+                    agent_id,
+                    first_seen_ms,
+                    last_seen_ms,
+                    last_allowed_ms,
+                } => agents.push((
+                    agent_id.clone(),
+                    *first_seen_ms,
+                    *last_seen_ms,
+                    *last_allowed_ms,
+                )),
+                StateOp::StartSession {
+                    agent_id,
+                    session_id,
+                    started_ms,
+                } => sessions.push((agent_id.clone(), session_id.clone(), *started_ms)),
+                StateOp::Reserve(r) => reservations.push(r.clone()),
+                StateOp::SettleReservation { id } => settled.push(id.clone()),
+                StateOp::AddSpend { keys, amounts } => {
+                    for k in keys {
+                        spend.entry(k.clone()).or_default().add(*amounts);
+                    }
+                }
+                StateOp::OpenDecision(d) => opened.push(d.clone()),
+                StateOp::CloseDecision { decision_id } => closed.push(decision_id.clone()),
+                StateOp::Remember {
+                    kind,
+                    key,
+                    agent_id,
+                    fingerprint,
+                    response,
+                    created_ms,
+                } => replies.push((
+                    *kind,
+                    key.clone(),
+                    agent_id.clone(),
+                    fingerprint.clone(),
+                    response.clone(),
+                    unit.entry.seq,
+                    *created_ms,
+                )),
+                _ => admin.push(op),
             }
         }
-        StateOp::OpenDecision(d) => {
-            sqlx::query("INSERT INTO decisions (decision_id, agent_id, body_json, created_ms) VALUES (?, ?, ?, ?)")
-                .bind(&d.decision_id)
-                .bind(&d.agent_id)
-                .bind(to_json(d))
-                .bind(d.created_ms)
-                .execute(&mut **tx)
-                .await?;
+    }
+
+    for chunk in agents.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms) ",
+        );
+        q.push_values(chunk, |mut b, (id, first, last, allowed)| {
+            b.push_bind(id.clone())
+                .push_bind(*first)
+                .push_bind(*last)
+                .push_bind(*allowed);
+        });
+        q.push(
+            " ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms), \
+             last_allowed_ms = COALESCE(excluded.last_allowed_ms, last_allowed_ms)",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in sessions.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO sessions (agent_id, session_id, started_ms) ",
+        );
+        q.push_values(chunk, |mut b, (agent, session, started)| {
+            b.push_bind(agent.clone())
+                .push_bind(session.clone())
+                .push_bind(*started);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in reservations.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO reservations (id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id.clone())
+                .push_bind(r.decision_id.clone())
+                .push_bind(r.agent_id.clone())
+                .push_bind(to_json(&r.keys))
+                .push_bind(to_i64(r.amounts.micro_usd))
+                .push_bind(to_i64(r.amounts.tokens))
+                .push_bind(to_i64(r.amounts.calls))
+                .push_bind(r.created_ms)
+                .push_bind(r.expires_ms);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in opened.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO decisions (decision_id, agent_id, body_json, created_ms) ",
+        );
+        q.push_values(chunk, |mut b, d| {
+            b.push_bind(d.decision_id.clone())
+                .push_bind(d.agent_id.clone())
+                .push_bind(to_json(d))
+                .push_bind(d.created_ms);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in replies.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) ",
+        );
+        q.push_values(
+            chunk,
+            |mut b, (kind, key, agent, fingerprint, response, seq, created)| {
+                b.push_bind(*kind)
+                    .push_bind(key.clone())
+                    .push_bind(agent.clone())
+                    .push_bind(fingerprint.clone())
+                    .push_bind(response.clone())
+                    .push_bind(to_i64(*seq))
+                    .push_bind(*created);
+            },
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    let spend: Vec<(CounterKey, Amounts)> = spend.into_iter().collect();
+    for chunk in spend.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls) ",
+        );
+        q.push_values(chunk, |mut b, (k, a)| {
+            b.push_bind(k.budget.clone())
+                .push_bind(k.scope_key.clone())
+                .push_bind(k.window_start_ms)
+                .push_bind(to_i64(a.micro_usd))
+                .push_bind(to_i64(a.tokens))
+                .push_bind(to_i64(a.calls));
+        });
+        q.push(
+            " ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET \
+             spent_micro_usd = spent_micro_usd + excluded.spent_micro_usd, \
+             spent_tokens = spent_tokens + excluded.spent_tokens, \
+             spent_calls = spent_calls + excluded.spent_calls",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for (table, column, ids) in [
+        ("reservations", "id", &settled),
+        ("decisions", "decision_id", &closed),
+    ] {
+        let flag = if table == "reservations" {
+            "settled"
+        } else {
+            "recorded"
+        };
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "UPDATE {table} SET {flag} = 1 WHERE {column} IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            q.push(")");
+            q.build().execute(&mut **tx).await?;
         }
-        StateOp::CloseDecision { decision_id } => {
-            sqlx::query("UPDATE decisions SET recorded = 1 WHERE decision_id = ?")
-                .bind(decision_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        StateOp::Remember {
-            kind,
-            key,
-            agent_id,
-            fingerprint,
-            response,
-            created_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(*kind)
-            .bind(key)
-            .bind(agent_id)
-            .bind(fingerprint)
-            .bind(response)
-            .bind(to_i64(seq))
-            .bind(created_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
+    }
+    for op in admin {
+        apply(tx, op).await?;
+    }
+    Ok(())
+}
+
+/// Administrative changes, one statement each, in order.
+async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
+    match op {
+        StateOp::TouchAgent { .. }
+        | StateOp::StartSession { .. }
+        | StateOp::Reserve(_)
+        | StateOp::SettleReservation { .. }
+        | StateOp::AddSpend { .. }
+        | StateOp::OpenDecision(_)
+        | StateOp::CloseDecision { .. }
+        | StateOp::Remember { .. } => unreachable!("batched by write_batch"),
         StateOp::SetTrust(a) => {
             sqlx::query(
                 "INSERT INTO trust_assignments (agent_id, scope, level, assigned_by, assigned_ms) VALUES (?, ?, ?, ?, ?)
