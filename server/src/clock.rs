@@ -2,6 +2,7 @@
 //! file holding the time, so TTL and period tests never sleep.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
@@ -20,11 +21,17 @@ impl Clock for SystemClock {
 /// tests and demos; `serve` logs loudly when it is in use.
 pub struct FileClock {
     path: PathBuf,
+    /// The last time read successfully; an unreadable file (say, mid-write) repeats it
+    /// rather than jumping to the real time.
+    last: AtomicI64,
 }
 
 impl FileClock {
     pub fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self {
+            path,
+            last: AtomicI64::new(i64::MIN),
+        }
     }
 }
 
@@ -32,13 +39,18 @@ impl Clock for FileClock {
     fn now_ms(&self) -> i64 {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let text = text.trim();
-        text.parse::<i64>()
-            .ok()
-            .or_else(|| {
-                chrono::DateTime::parse_from_rfc3339(text)
-                    .ok()
-                    .map(|t| t.timestamp_millis())
-            })
-            .unwrap_or_else(|| SystemClock.now_ms())
+        let read = text.parse::<i64>().ok().or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        });
+        match (read, self.last.load(Ordering::Relaxed)) {
+            (Some(ms), _) => {
+                self.last.store(ms, Ordering::Relaxed);
+                ms
+            }
+            (None, i64::MIN) => SystemClock.now_ms(),
+            (None, last) => last,
+        }
     }
 }

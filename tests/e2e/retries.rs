@@ -96,3 +96,37 @@ async fn a_request_id_reused_for_a_different_action_is_invalid_argument() {
         "another agent cannot replay it: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_retry_that_overtakes_its_original_gets_the_same_answer_and_one_audit_entry() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let client = server.client();
+    let start = audit_head(&client).await;
+    for round in 0..20 {
+        let rid = format!("race-{round}");
+        let send = || {
+            client
+                .evaluate("a")
+                .session("s")
+                .tool("t")
+                .cost_micro_usd(1)
+                .request_id(rid.clone())
+                .send()
+        };
+        let (x, y) = tokio::join!(send(), send());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.decision_id, y.decision_id, "round {round}");
+        assert_eq!(x.audit_seq, y.audit_seq, "round {round}");
+        assert!(
+            x.replayed != y.replayed,
+            "exactly one of the two is the replay"
+        );
+    }
+    assert_eq!(
+        audit_head(&client).await,
+        start + 20,
+        "one entry per request id"
+    );
+    let a = amount(&client, "a", "", "cap", "micro_usd").await;
+    assert_eq!(a.reserved, 20, "one reservation per request id");
+}

@@ -81,21 +81,38 @@ impl Engine {
         let session = input.session_id.as_ref().map(|s| s.as_str());
         let in_flight_key = input.request_id.as_ref().map(|r| format!("evaluate:{r}"));
 
-        let (result, draft, ops, undo, response_json) = {
-            let mut s = self.lock();
-            if let Some(rid) = &input.request_id {
-                if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
-                    return replay(memo, agent, &fingerprint);
-                }
-                if !s
-                    .in_flight
-                    .insert(in_flight_key.clone().expect("set with request_id"))
+        if let (Some(key), Some(rid)) = (&in_flight_key, &input.request_id) {
+            // Claim the request id. A retry that overtakes its original waits for the
+            // original's answer and replays it instead of failing or deciding twice.
+            loop {
+                let pending = {
+                    let mut s = self.lock();
+                    if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
+                        return replay(memo, agent, &fingerprint);
+                    }
+                    match s.in_flight.get(key) {
+                        Some(tx) => tx.subscribe(),
+                        None => {
+                            s.in_flight
+                                .insert(key.clone(), tokio::sync::watch::channel(()).0);
+                            break;
+                        }
+                    }
+                };
+                let mut pending = pending;
+                if tokio::time::timeout(std::time::Duration::from_secs(10), pending.changed())
+                    .await
+                    .is_err()
                 {
                     return Err(EngineError::Aborted(format!(
-                        "request_id {rid:?} is being evaluated right now; retry shortly"
+                        "request_id {rid:?} is still being evaluated; retry shortly"
                     )));
                 }
             }
+        }
+
+        let (result, draft, ops, undo, response_json) = {
+            let mut s = self.lock();
             s.ledger.release_expired(now);
             let req = pipeline::Request {
                 agent_id: agent,

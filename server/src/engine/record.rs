@@ -65,7 +65,10 @@ impl Engine {
             match s.open_decisions.get(&input.decision_id).cloned() {
                 None => None,
                 Some(open) => {
-                    if !s.in_flight.insert(in_flight_key.clone()) {
+                    if s.in_flight
+                        .insert(in_flight_key.clone(), tokio::sync::watch::channel(()).0)
+                        .is_some()
+                    {
                         return Err(EngineError::Aborted(format!(
                             "a Record for decision {} is being written right now; retry shortly",
                             input.decision_id

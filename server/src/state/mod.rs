@@ -61,6 +61,7 @@ pub struct RuntimeState {
     pub recorded: HashMap<String, Memo>,
     /// (kind, request id) → answer.
     pub requests: HashMap<(String, String), Memo>,
-    /// Request ids and decision ids being committed right now.
-    pub in_flight: std::collections::HashSet<String>,
+    /// Request ids and decision ids being committed right now. Dropping the sender
+    /// (when the commit finishes) wakes every retry waiting on it.
+    pub in_flight: HashMap<String, tokio::sync::watch::Sender<()>>,
 }
