@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

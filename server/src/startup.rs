@@ -56,13 +56,6 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
         let requested: SocketAddr = settings.server.listen.parse().context("server.listen")?;
-        if !requested.ip().is_loopback() {
-            bail!(
-                "refusing to serve on {requested}: this release has no caller authentication, so it only \
-                 serves on a loopback address (127.0.0.1 or ::1). Put it behind an authenticating proxy \
-                 on the same host, or listen on 127.0.0.1."
-            );
-        }
         let keys_path = settings.keys_file();
         let (keys, generated) = crate::keys::load_or_generate(&keys_path)?;
         if generated {
@@ -91,6 +84,22 @@ impl Application {
         let (batcher, batcher_task) =
             Batcher::start(store.clone(), keys.clone(), settings.audit.max_batch).await?;
         let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);
+        if engine.auth_required() {
+            tracing::info!(
+                "authentication on: every call needs an API key (`authorization: Bearer <key>`)"
+            );
+        } else if requested.ip().is_loopback() {
+            tracing::warn!(
+                "DEVELOPMENT MODE: no principals exist, so every caller on this loopback address has every role. \
+                 Create one with `arbiter principals create NAME --role admin` to switch authentication on."
+            );
+        } else {
+            bail!(
+                "refusing to serve on {requested} without authentication: no principals exist yet. Start on \
+                 127.0.0.1, create an admin with `arbiter principals create NAME --role admin`, then restart on \
+                 {requested}."
+            );
+        }
         engine
             .install_policy(policy.clone())
             .await
@@ -154,6 +163,18 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        let (refusals, mut refused) = tokio::sync::mpsc::channel(1024);
+        let auditor = self.engine.clone();
+        let refusal_task = tokio::spawn(async move {
+            while let Some(r) = refused.recv().await {
+                auditor.record_refusal(r).await;
+            }
+        });
+        let auth = crate::auth::Authenticator {
+            book: self.engine.principal_book(),
+            refusals,
+        };
+        use tonic::service::interceptor::InterceptedService as Authed;
         let monitor = spawn_health_monitor(self.engine.clone(), health);
         let max = self.settings.server.max_message_bytes;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -169,22 +190,31 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(
+            .add_service(Authed::new(
                 DecisionServiceServer::new(DecisionApi {
                     engine: engine.clone(),
                 })
                 .max_decoding_message_size(max),
-            )
-            .add_service(ControlServiceServer::new(ControlApi).max_decoding_message_size(max))
-            .add_service(
+                auth.clone(),
+            ))
+            .add_service(Authed::new(
+                ControlServiceServer::new(ControlApi {
+                    engine: engine.clone(),
+                })
+                .max_decoding_message_size(max),
+                auth.clone(),
+            ))
+            .add_service(Authed::new(
                 AdminServiceServer::new(AdminApi {
                     engine: engine.clone(),
                 })
                 .max_decoding_message_size(max),
-            )
-            .add_service(
+                auth.clone(),
+            ))
+            .add_service(Authed::new(
                 AuditServiceServer::new(AuditApi { engine }).max_decoding_message_size(max),
-            )
+                auth,
+            ))
             .serve_with_incoming_shutdown(
                 // A reply's trailers go out in a second small write; without TCP_NODELAY
                 // Nagle's algorithm holds it for the client's delayed ACK (~40 ms).
@@ -193,6 +223,7 @@ impl Application {
             )
             .await;
         monitor.abort();
+        refusal_task.abort();
         for task in self.background {
             task.abort();
         }

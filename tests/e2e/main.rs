@@ -6,6 +6,7 @@
 mod harness;
 
 mod audit;
+mod auth;
 mod budget;
 mod consent;
 mod demo;

@@ -1,8 +1,9 @@
 //! `arbiter.v1.AdminService`.
 
 use super::convert::{optional_id, plain_text, timestamp, timestamp_ms, trust_level, trust_to_pb};
-use super::status::not_yet;
-use crate::domain::{check_len, Id, ParseError};
+use super::{ADMINS, OPERATORS, READERS};
+use crate::auth::Access;
+use crate::domain::{check_len, Id, ParseError, Role};
 use crate::engine::Engine;
 use crate::state::{ConsentGrant, TrustAssignment};
 use arbiter_proto::v1 as pb;
@@ -52,7 +53,8 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::SetTrustRequest>,
     ) -> Result<Response<pb::SetTrustResponse>, Status> {
-        let who = super::principal(&req);
+        let who =
+            super::authorize(&self.engine, &req, "SetTrust", Access::Roles(OPERATORS)).await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         let level = trust_level("level", r.level)?
@@ -73,6 +75,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GetTrustRequest>,
     ) -> Result<Response<pb::GetTrustResponse>, Status> {
+        super::authorize(&self.engine, &req, "GetTrust", Access::Roles(READERS)).await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         check_len("scope", &r.scope, 0, 256)?;
@@ -88,6 +91,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListTrustRequest>,
     ) -> Result<Response<pb::ListTrustResponse>, Status> {
+        super::authorize(&self.engine, &req, "ListTrust", Access::Roles(READERS)).await?;
         let agent = optional_id("agent_id", &req.get_ref().agent_id)?;
         Ok(Response::new(pb::ListTrustResponse {
             assignments: self
@@ -103,7 +107,8 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GrantConsentRequest>,
     ) -> Result<Response<pb::GrantConsentResponse>, Status> {
-        let who = super::principal(&req);
+        let who =
+            super::authorize(&self.engine, &req, "GrantConsent", Access::Roles(OPERATORS)).await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         check_len("data_type", &r.data_type, 1, 128)?;
@@ -127,7 +132,13 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::RevokeConsentRequest>,
     ) -> Result<Response<pb::RevokeConsentResponse>, Status> {
-        let who = super::principal(&req);
+        let who = super::authorize(
+            &self.engine,
+            &req,
+            "RevokeConsent",
+            Access::Roles(OPERATORS),
+        )
+        .await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         check_len("data_type", &r.data_type, 1, 128)?;
@@ -143,6 +154,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::ListConsentsRequest>,
     ) -> Result<Response<pb::ListConsentsResponse>, Status> {
+        super::authorize(&self.engine, &req, "ListConsents", Access::Roles(READERS)).await?;
         let agent = optional_id("agent_id", &req.get_ref().agent_id)?;
         Ok(Response::new(pb::ListConsentsResponse {
             grants: self
@@ -158,6 +170,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<pb::GetBudgetsRequest>,
     ) -> Result<Response<pb::GetBudgetsResponse>, Status> {
+        super::authorize(&self.engine, &req, "GetBudgets", Access::Roles(READERS)).await?;
         let r = req.into_inner();
         let agent = optional_id("agent_id", &r.agent_id)?;
         let session = optional_id("session_id", &r.session_id)?;
@@ -206,8 +219,9 @@ impl AdminService for AdminApi {
 
     async fn list_agents(
         &self,
-        _req: Request<pb::ListAgentsRequest>,
+        req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        super::authorize(&self.engine, &req, "ListAgents", Access::Roles(READERS)).await?;
         let agents = self
             .engine
             .agents()
@@ -227,8 +241,9 @@ impl AdminService for AdminApi {
 
     async fn get_policy(
         &self,
-        _req: Request<pb::GetPolicyRequest>,
+        req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        super::authorize(&self.engine, &req, "GetPolicy", Access::Roles(READERS)).await?;
         let info = self.engine.policy_info().await?;
         let load = |row: &crate::store::PolicyLoadRow| pb::PolicyLoad {
             version: row.version.clone(),
@@ -259,22 +274,109 @@ impl AdminService for AdminApi {
 
     async fn create_principal(
         &self,
-        _r: Request<pb::CreatePrincipalRequest>,
+        r: Request<pb::CreatePrincipalRequest>,
     ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
-        Err(not_yet("CreatePrincipal"))
+        let who =
+            super::authorize(&self.engine, &r, "CreatePrincipal", Access::Roles(ADMINS)).await?;
+        let r = r.into_inner();
+        let name = Id::parse("name", &r.name)?.to_string();
+        if r.roles.is_empty() || r.roles.len() > 4 {
+            return Err(ParseError::new(
+                "roles",
+                format!("must have 1–4 entries, got {}", r.roles.len()),
+            )
+            .into());
+        }
+        let mut roles = Vec::new();
+        for (i, v) in r.roles.iter().enumerate() {
+            let role = match pb::Role::try_from(*v) {
+                Ok(pb::Role::Agent) => Role::Agent,
+                Ok(pb::Role::Operator) => Role::Operator,
+                Ok(pb::Role::Admin) => Role::Admin,
+                Ok(pb::Role::Auditor) => Role::Auditor,
+                _ => {
+                    return Err(ParseError::new(
+                        format!("roles[{i}]"),
+                        format!("unknown Role value {v}"),
+                    )
+                    .into())
+                }
+            };
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        if r.agents.len() > 64 {
+            return Err(ParseError::new(
+                "agents",
+                format!("must have at most 64 entries, got {}", r.agents.len()),
+            )
+            .into());
+        }
+        for (i, a) in r.agents.iter().enumerate() {
+            check_len(&format!("agents[{i}]"), a, 1, 128)?;
+        }
+        if roles.contains(&Role::Agent) && r.agents.is_empty() {
+            return Err(ParseError::new(
+                "agents",
+                "an agent principal must be bound to at least one agent id or glob",
+            )
+            .into());
+        }
+        let (row, key, _seq) = self
+            .engine
+            .create_principal(&who, name, roles, r.agents)
+            .await?;
+        Ok(Response::new(pb::CreatePrincipalResponse {
+            principal: Some(principal(row)),
+            api_key: key,
+        }))
     }
 
     async fn list_principals(
         &self,
-        _r: Request<pb::ListPrincipalsRequest>,
+        r: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
-        Err(not_yet("ListPrincipals"))
+        super::authorize(&self.engine, &r, "ListPrincipals", Access::Roles(ADMINS)).await?;
+        let principals = self
+            .engine
+            .list_principals()
+            .await?
+            .into_iter()
+            .map(principal)
+            .collect();
+        Ok(Response::new(pb::ListPrincipalsResponse { principals }))
     }
 
     async fn revoke_principal(
         &self,
-        _r: Request<pb::RevokePrincipalRequest>,
+        r: Request<pb::RevokePrincipalRequest>,
     ) -> Result<Response<pb::RevokePrincipalResponse>, Status> {
-        Err(not_yet("RevokePrincipal"))
+        let who =
+            super::authorize(&self.engine, &r, "RevokePrincipal", Access::Roles(ADMINS)).await?;
+        let name = Id::parse("name", &r.get_ref().name)?.to_string();
+        let (row, _seq) = self.engine.revoke_principal(&who, &name).await?;
+        Ok(Response::new(pb::RevokePrincipalResponse {
+            principal: Some(principal(row)),
+        }))
+    }
+}
+
+fn principal(p: crate::store::PrincipalRow) -> pb::Principal {
+    pb::Principal {
+        name: p.name,
+        roles: p
+            .roles
+            .iter()
+            .map(|r| match r {
+                Role::Agent => pb::Role::Agent,
+                Role::Operator => pb::Role::Operator,
+                Role::Admin => pb::Role::Admin,
+                Role::Auditor => pb::Role::Auditor,
+            } as i32)
+            .collect(),
+        agents: p.agents,
+        created_at: Some(timestamp(p.created_ms)),
+        revoked_at: p.revoked_ms.map(timestamp),
     }
 }

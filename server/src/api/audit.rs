@@ -2,8 +2,10 @@
 
 use super::convert::{optional_id, timestamp, timestamp_ms};
 use super::status::not_yet;
+use super::AUDITORS;
 use crate::audit::canonical::export_line;
 use crate::audit::SealedEntry;
+use crate::auth::Access;
 use crate::domain::{check_len, ParseError};
 use crate::engine::Engine;
 use crate::store::AuditQuery;
@@ -94,6 +96,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<pb::QueryAuditResponse>, Status> {
+        super::authorize(&self.engine, &req, "QueryAudit", Access::Roles(AUDITORS)).await?;
         let r = req.into_inner();
         let q = query(r.filter)?;
         let limit = page_size(r.page_size)?;
@@ -125,6 +128,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::TailAuditRequest>,
     ) -> Result<Response<Self::TailAuditStream>, Status> {
+        super::authorize(&self.engine, &req, "TailAudit", Access::Roles(AUDITORS)).await?;
         let r = req.into_inner();
         let q = query(r.filter)?;
         // Subscribe before reading the backlog so nothing committed in between is missed.
@@ -197,6 +201,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        super::authorize(&self.engine, &req, "VerifyAudit", Access::Roles(AUDITORS)).await?;
         let r = req.into_inner();
         if r.to_seq != 0 && r.to_seq < r.from_seq {
             return Err(ParseError::new("to_seq", "must be 0 or at least from_seq").into());
@@ -231,6 +236,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        super::authorize(&self.engine, &req, "ExportAudit", Access::Roles(AUDITORS)).await?;
         let r = req.into_inner();
         let store = self.engine.store().clone();
         let to = if r.to_seq == 0 {
@@ -267,22 +273,37 @@ impl AuditService for AuditApi {
 
     async fn get_checkpoint(
         &self,
-        _r: Request<pb::GetCheckpointRequest>,
+        r: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        super::authorize(&self.engine, &r, "GetCheckpoint", Access::Roles(AUDITORS)).await?;
         Err(not_yet("GetCheckpoint (signed Merkle checkpoints)"))
     }
 
     async fn get_inclusion_proof(
         &self,
-        _r: Request<pb::GetInclusionProofRequest>,
+        r: Request<pb::GetInclusionProofRequest>,
     ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        super::authorize(
+            &self.engine,
+            &r,
+            "GetInclusionProof",
+            Access::Roles(AUDITORS),
+        )
+        .await?;
         Err(not_yet("GetInclusionProof"))
     }
 
     async fn get_consistency_proof(
         &self,
-        _r: Request<pb::GetConsistencyProofRequest>,
+        r: Request<pb::GetConsistencyProofRequest>,
     ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        super::authorize(
+            &self.engine,
+            &r,
+            "GetConsistencyProof",
+            Access::Roles(AUDITORS),
+        )
+        .await?;
         Err(not_yet("GetConsistencyProof"))
     }
 }

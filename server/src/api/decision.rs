@@ -2,6 +2,8 @@
 
 use super::convert::{evaluate_response, record_response};
 use super::status::not_yet;
+use super::{ANYONE, OPERATORS};
+use crate::auth::Access;
 use crate::domain::{check_len, Id, ParseError};
 use crate::engine::{Engine, EvaluateInput, RecordInput};
 use arbiter_proto::v1 as pb;
@@ -21,7 +23,13 @@ impl DecisionService for DecisionApi {
         &self,
         req: Request<pb::EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
-        let _who = super::principal(&req);
+        super::authorize(
+            &self.engine,
+            &req,
+            "Evaluate",
+            Access::ActFor(&req.get_ref().agent_id),
+        )
+        .await?;
         let input = EvaluateInput::try_from(req.into_inner())?;
         let result = self.engine.evaluate(input).await?;
         tracing::debug!(
@@ -37,9 +45,16 @@ impl DecisionService for DecisionApi {
         &self,
         req: Request<pb::RecordRequest>,
     ) -> Result<Response<pb::RecordResponse>, Status> {
+        let who = super::authorize(
+            &self.engine,
+            &req,
+            "Record",
+            Access::Roles(&[crate::domain::Role::Agent]),
+        )
+        .await?;
         let input = RecordInput::try_from(req.into_inner())?;
         Ok(Response::new(record_response(
-            self.engine.record(input).await?,
+            self.engine.record(input, &who).await?,
         )))
     }
 
@@ -47,6 +62,13 @@ impl DecisionService for DecisionApi {
         &self,
         req: Request<pb::FilterToolsRequest>,
     ) -> Result<Response<pb::FilterToolsResponse>, Status> {
+        super::authorize(
+            &self.engine,
+            &req,
+            "FilterTools",
+            Access::ActForOr(&req.get_ref().agent_id, OPERATORS),
+        )
+        .await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
         if r.tools.len() > 1024 {
@@ -66,22 +88,37 @@ impl DecisionService for DecisionApi {
 
     async fn heartbeat(
         &self,
-        _req: Request<pb::HeartbeatRequest>,
+        req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        super::authorize(
+            &self.engine,
+            &req,
+            "Heartbeat",
+            Access::ActFor(&req.get_ref().agent_id),
+        )
+        .await?;
         Err(not_yet("Heartbeat"))
     }
 
     async fn delegate(
         &self,
-        _req: Request<pb::DelegateRequest>,
+        req: Request<pb::DelegateRequest>,
     ) -> Result<Response<pb::DelegateResponse>, Status> {
+        super::authorize(
+            &self.engine,
+            &req,
+            "Delegate",
+            Access::ActFor(&req.get_ref().parent_agent_id),
+        )
+        .await?;
         Err(not_yet("Delegate"))
     }
 
     async fn ping(
         &self,
-        _req: Request<pb::PingRequest>,
+        req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
+        super::authorize(&self.engine, &req, "Ping", Access::Roles(ANYONE)).await?;
         Ok(Response::new(pb::PingResponse {}))
     }
 }

@@ -9,10 +9,36 @@ mod convert;
 pub mod decision;
 pub mod status;
 
-use crate::engine::Principal;
+use crate::auth::{self as authn, Access};
+use crate::domain::{Principal, Role};
+use crate::engine::Engine;
+use tonic::{Request, Status};
 
-/// The caller. Identity comes only from the transport; until API keys and mTLS are
-/// configured every caller on the loopback interface is the anonymous developer.
-fn principal<T>(_req: &tonic::Request<T>) -> Principal {
-    Principal::anonymous()
+/// Roles that may read run-time state.
+const READERS: &[Role] = &[Role::Operator, Role::Admin, Role::Auditor];
+/// Roles that may change trust and consent, approve and halt.
+const OPERATORS: &[Role] = &[Role::Operator, Role::Admin];
+/// Roles that may read the audit log.
+const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+/// Only admins manage principals.
+const ADMINS: &[Role] = &[Role::Admin];
+/// Any authenticated caller.
+const ANYONE: &[Role] = &[Role::Agent, Role::Operator, Role::Admin, Role::Auditor];
+
+/// The caller, if it may make this call. Identity comes only from the transport (the
+/// authenticator's request extension); a refusal is audited before it is returned.
+async fn authorize<T>(
+    engine: &Engine,
+    req: &Request<T>,
+    rpc: &'static str,
+    access: Access<'_>,
+) -> Result<Principal, Status> {
+    match authn::authorize(req, rpc, access) {
+        Ok(p) => Ok(p),
+        Err(refusal) => {
+            let message = refusal.reason.clone();
+            engine.record_refusal(refusal).await;
+            Err(Status::permission_denied(message))
+        }
+    }
 }

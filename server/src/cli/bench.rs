@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Agent id used for Evaluate (must be allowed `bench_tool` by the server's policy).
     #[arg(long, default_value = "bench-agent")]
     pub agent: String,
+    /// API key of an agent principal bound to `--agent` (needed once principals exist).
+    #[arg(long, env = "ARBITER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +67,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let client = super::remote::connect(&super::Remote {
         addr: a.addr.clone(),
         timeout: 10.0,
+        api_key: a.api_key.clone(),
     })
     .await?;
     let hist = Arc::new(Mutex::new(histogram()));

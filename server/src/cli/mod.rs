@@ -56,6 +56,9 @@ pub struct Remote {
     /// Per-call timeout in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout: f64,
+    /// API key (needed once any principal exists).
+    #[arg(long, global = true, env = "ARBITER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +122,13 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: remote::AuditCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Callers and their API keys (admin role).
+    Principals {
+        #[command(subcommand)]
+        command: remote::PrincipalsCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -203,6 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => remote::budget(&remote, agent, session).await,
         Command::Agents { remote } => remote::agents(&remote).await,
         Command::Audit { command, remote } => remote::audit(&remote, command).await,
+        Command::Principals { command, remote } => remote::principals(&remote, command).await,
         Command::Keys { command } => match command {
             KeysCommand::Generate => {
                 print!("{}", crate::keys::generate());

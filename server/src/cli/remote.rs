@@ -54,6 +54,24 @@ pub enum ConsentCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum PrincipalsCommand {
+    /// Create a principal; its API key is printed once and never again.
+    Create {
+        name: String,
+        /// agent, operator, admin or auditor (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Agent ids or globs an agent principal may act for (repeatable).
+        #[arg(long = "agent")]
+        agents: Vec<String>,
+    },
+    /// List principals (never their keys).
+    List,
+    /// Revoke a principal; its key stops working at once.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Follow the log as entries commit.
     Tail {
@@ -107,8 +125,11 @@ pub enum AuditCommand {
 }
 
 pub async fn connect(r: &Remote) -> anyhow::Result<Client> {
-    Client::builder(r.addr.clone())
-        .timeout(Duration::from_secs_f64(r.timeout))
+    let mut builder = Client::builder(r.addr.clone()).timeout(Duration::from_secs_f64(r.timeout));
+    if let Some(key) = &r.api_key {
+        builder = builder.api_key(key.clone());
+    }
+    builder
         .connect()
         .await
         .map_err(|e| Exit(3, format!("cannot reach arbiter at {}: {e} (is `arbiter serve` running? set --addr or ARBITER_ADDR)", r.addr)).into())
@@ -508,6 +529,91 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
             for e in &resp.entries {
                 print_entry(e);
             }
+        }
+    }
+    Ok(())
+}
+
+fn role_names(roles: &[i32]) -> String {
+    roles
+        .iter()
+        .map(|r| {
+            pb::Role::try_from(*r)
+                .map(|r| {
+                    r.as_str_name()
+                        .trim_start_matches("ROLE_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_else(|_| r.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    match cmd {
+        PrincipalsCommand::Create {
+            name,
+            roles,
+            agents,
+        } => {
+            let mut wire = Vec::new();
+            for role in &roles {
+                let role: crate::domain::Role = role.parse().map_err(|e: String| Exit(2, e))?;
+                wire.push(match role {
+                    crate::domain::Role::Agent => pb::Role::Agent,
+                    crate::domain::Role::Operator => pb::Role::Operator,
+                    crate::domain::Role::Admin => pb::Role::Admin,
+                    crate::domain::Role::Auditor => pb::Role::Auditor,
+                } as i32);
+            }
+            let resp = c
+                .create_principal(pb::CreatePrincipalRequest {
+                    name,
+                    roles: wire,
+                    agents,
+                })
+                .await
+                .map_err(fail)?;
+            let p = resp.principal.unwrap_or_default();
+            eprintln!(
+                "created principal {} with roles {}; its API key (shown once, store it now):",
+                p.name,
+                role_names(&p.roles)
+            );
+            println!("{}", resp.api_key);
+        }
+        PrincipalsCommand::List => {
+            let resp = c
+                .list_principals(pb::ListPrincipalsRequest {})
+                .await
+                .map_err(fail)?;
+            for p in resp.principals {
+                let state = if p.revoked_at.is_some() {
+                    format!("revoked {}", ts(&p.revoked_at))
+                } else {
+                    "active".into()
+                };
+                println!(
+                    "{}\t{}\tagents [{}]\tcreated {}\t{}",
+                    p.name,
+                    role_names(&p.roles),
+                    p.agents.join(", "),
+                    ts(&p.created_at),
+                    state
+                );
+            }
+        }
+        PrincipalsCommand::Revoke { name } => {
+            let resp = c
+                .revoke_principal(pb::RevokePrincipalRequest { name })
+                .await
+                .map_err(fail)?;
+            println!(
+                "revoked {}",
+                resp.principal.map(|p| p.name).unwrap_or_default()
+            );
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ mod ids;
 mod money;
 mod pattern;
 mod period;
+mod principal;
 mod trust;
 
 pub use action::{Action, ActionDigest, ApiCall, DataAccess, Estimate};
@@ -13,6 +14,7 @@ pub use ids::{AgentId, Id, SessionId};
 pub use money::{MicroUsd, MAX_MICRO_USD, MAX_TOKENS};
 pub use pattern::{ApiPattern, GlobList};
 pub use period::Period;
+pub use principal::{Principal, Role};
 pub use trust::TrustLevel;
 
 /// A request value that failed validation, naming the field and the rule it broke.

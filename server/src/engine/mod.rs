@@ -8,6 +8,7 @@
 mod admin;
 mod audit;
 mod evaluate;
+mod principals;
 mod record;
 
 pub use admin::{BudgetView, PolicyInfo};
@@ -39,6 +40,9 @@ pub enum EngineError {
     Aborted(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// The caller may not do this (already audited).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store or the audit writer failed: the caller must fail closed.
     #[error("cannot decide: {0}")]
     Unavailable(String),
@@ -56,20 +60,7 @@ impl From<StoreError> for EngineError {
     }
 }
 
-/// Who is asking, as established by the transport.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
-}
-
-impl Principal {
-    /// The caller in development mode (no API keys configured, loopback only).
-    pub fn anonymous() -> Self {
-        Self {
-            name: "anonymous".into(),
-        }
-    }
-}
+pub use crate::domain::Principal;
 
 /// How often an agent's last-seen time is written back; presence does not need
 /// millisecond freshness in the database.
@@ -83,6 +74,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     keys: KeyRing,
     digest_key: [u8; 32],
+    principals: Arc<std::sync::RwLock<crate::auth::PrincipalBook>>,
 }
 
 impl Engine {
@@ -141,7 +133,9 @@ impl Engine {
                 _ => s.requests.insert((r.kind, r.key), memo),
             };
         }
+        let principals = crate::auth::PrincipalBook::from_rows(&store.principals().await?);
         Ok(Self {
+            principals: Arc::new(std::sync::RwLock::new(principals)),
             store,
             batcher,
             policy: ArcSwap::new(policy),

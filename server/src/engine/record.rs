@@ -52,10 +52,38 @@ pub struct RecordResult {
 impl Engine {
     /// Settles a decision's reservation with what the action really used. A second
     /// Record for the same decision returns the first answer and writes nothing.
-    pub async fn record(&self, input: RecordInput) -> Result<RecordResult, EngineError> {
+    pub async fn record(
+        &self,
+        input: RecordInput,
+        who: &crate::domain::Principal,
+    ) -> Result<RecordResult, EngineError> {
         let now = self.now_ms();
         let policy = self.policy();
         let in_flight_key = format!("record:{}", input.decision_id);
+
+        let owner = {
+            let s = self.lock();
+            s.recorded
+                .get(&input.decision_id)
+                .map(|m| m.agent_id.clone())
+                .or_else(|| {
+                    s.open_decisions
+                        .get(&input.decision_id)
+                        .map(|d| d.agent_id.clone())
+                })
+        };
+        if let Some(agent) = owner.filter(|a| !who.acts_for(a)) {
+            let reason = format!(
+                "Record for a decision of agent {agent} requires an agent principal bound to it"
+            );
+            self.record_refusal(crate::auth::Refusal {
+                principal: who.name.clone(),
+                rpc: "Record",
+                reason: reason.clone(),
+            })
+            .await;
+            return Err(EngineError::PermissionDenied(reason));
+        }
 
         let prepared = {
             let mut s = self.lock();
@@ -159,6 +187,12 @@ impl Engine {
         let Some((open, result, draft, ops, reopened)) = prepared else {
             // Not in memory: an answer older than memory keeps, or no such decision.
             return match self.store.find_reply("record", &input.decision_id).await? {
+                Some(row) if !who.acts_for(&row.agent_id) => {
+                    Err(EngineError::PermissionDenied(format!(
+                        "Record for a decision of agent {} requires an agent principal bound to it",
+                        row.agent_id
+                    )))
+                }
                 Some(row) => duplicate(&Memo {
                     agent_id: row.agent_id,
                     fingerprint: row.fingerprint,

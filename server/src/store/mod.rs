@@ -86,6 +86,11 @@ pub enum StateOp {
         accepted: bool,
         error: String,
     },
+    CreatePrincipal(PrincipalRow),
+    RevokePrincipal {
+        name: String,
+        revoked_ms: i64,
+    },
 }
 
 /// One audit entry and the state changes it records.
@@ -143,6 +148,19 @@ impl AuditQuery {
     }
 }
 
+/// A stored principal; the API key itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRow {
+    pub name: String,
+    pub roles: Vec<crate::domain::Role>,
+    pub agents: Vec<String>,
+    pub key_hash: String,
+    pub key_prefix: String,
+    pub created_by: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct PolicyLoadRow {
     pub version: String,
@@ -178,6 +196,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SealedEntry>, StoreError>;
     /// Policy load attempts, newest first.
     async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError>;
+    /// Every principal, revoked ones included.
+    async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError>;
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoint).
     async fn maintain(&self) -> Result<(), StoreError> {
         Ok(())

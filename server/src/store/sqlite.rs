@@ -1,7 +1,8 @@
 //! The embedded backend: SQLite in WAL mode. All SQL for it lives here.
 
 use super::{
-    AuditQuery, CommitUnit, PolicyLoadRow, ReplyRow, StateImage, StateOp, Store, StoreError,
+    AuditQuery, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage, StateOp, Store,
+    StoreError,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -107,6 +108,34 @@ const ENTRY_COLUMNS: &str =
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
+        sqlx::query(
+            "SELECT name, roles, agents, key_hash, key_prefix, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let roles: String = r.try_get("roles")?;
+            let agents: String = r.try_get("agents")?;
+            Ok(PrincipalRow {
+                name: r.try_get("name")?,
+                roles: roles
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(|x| x.parse().map_err(StoreError::Corrupt))
+                    .collect::<Result<_, _>>()?,
+                agents: json(&agents)?,
+                key_hash: r.try_get("key_hash")?,
+                key_prefix: r.try_get("key_prefix")?,
+                created_by: r.try_get("created_by")?,
+                created_ms: r.try_get("created_ms")?,
+                revoked_ms: r.try_get("revoked_ms")?,
+            })
+        })
+        .collect()
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         self.checkpoint().await
     }
@@ -622,6 +651,30 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .bind(agent_id)
             .bind(data_type)
             .bind(purpose.as_deref().unwrap_or(""))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::CreatePrincipal(p) => {
+            let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
+            sqlx::query(
+                "INSERT INTO principals (name, roles, agents, key_hash, key_prefix, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&p.name)
+            .bind(roles.join(","))
+            .bind(to_json(&p.agents))
+            .bind(&p.key_hash)
+            .bind(&p.key_prefix)
+            .bind(&p.created_by)
+            .bind(p.created_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::RevokePrincipal { name, revoked_ms } => {
+            sqlx::query(
+                "UPDATE principals SET revoked_ms = ? WHERE name = ? AND revoked_ms IS NULL",
+            )
+            .bind(revoked_ms)
+            .bind(name)
             .execute(&mut **tx)
             .await?;
         }

@@ -1,0 +1,135 @@
+//! Principals (API keys with roles) and the audit trail of refused calls.
+
+use super::{Engine, EngineError};
+use crate::audit::EntryDraft;
+use crate::auth::{hash_key, new_key, PrincipalBook, Refusal, KEY_PREFIX};
+use crate::domain::{ParseError, Principal, Role};
+use crate::store::{PrincipalRow, StateOp};
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+
+impl Engine {
+    /// The live principal directory the authenticator reads.
+    pub fn principal_book(&self) -> Arc<RwLock<PrincipalBook>> {
+        self.principals.clone()
+    }
+
+    /// True once any principal exists: from then on every call needs a key.
+    pub fn auth_required(&self) -> bool {
+        self.principals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .required()
+    }
+
+    /// Creates a principal and returns its API key, which is shown this once.
+    pub async fn create_principal(
+        &self,
+        who: &Principal,
+        name: String,
+        roles: Vec<Role>,
+        agents: Vec<String>,
+    ) -> Result<(PrincipalRow, String, u64), EngineError> {
+        Principal::new(name.clone(), roles.clone(), agents.clone())
+            .map_err(|e| ParseError::new("agents", e))?;
+        let existing = self.store.principals().await?;
+        if existing.iter().any(|p| p.name == name) {
+            return Err(EngineError::Invalid(ParseError::new(
+                "name",
+                format!("principal {name:?} already exists (names are never reused, even after revocation)"),
+            )));
+        }
+        let key = new_key();
+        let row = PrincipalRow {
+            name: name.clone(),
+            roles: roles.clone(),
+            agents: agents.clone(),
+            key_hash: hash_key(&key),
+            key_prefix: key[..KEY_PREFIX.len() + 6].to_owned(),
+            created_by: who.name.clone(),
+            created_ms: self.now_ms(),
+            revoked_ms: None,
+        };
+        let draft = EntryDraft {
+            ts_ms: row.created_ms,
+            kind: "principal.create".into(),
+            agent_id: String::new(),
+            session_id: String::new(),
+            outcome: String::new(),
+            body: json!({
+                "name": name,
+                "roles": roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+                "agents": agents,
+                "key_prefix": row.key_prefix,
+                "principal": who.name,
+            }),
+        };
+        let seq = self
+            .append(draft, vec![StateOp::CreatePrincipal(row.clone())])
+            .await?;
+        self.principals
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&row);
+        Ok((row, key, seq))
+    }
+
+    pub async fn revoke_principal(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<(PrincipalRow, u64), EngineError> {
+        let mut row = self
+            .store
+            .principals()
+            .await?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| EngineError::NotFound(format!("no principal named {name:?}")))?;
+        if row.revoked_ms.is_some() {
+            return Err(EngineError::NotFound(format!(
+                "principal {name:?} is already revoked"
+            )));
+        }
+        let now = self.now_ms();
+        let draft = EntryDraft {
+            ts_ms: now,
+            kind: "principal.revoke".into(),
+            agent_id: String::new(),
+            session_id: String::new(),
+            outcome: String::new(),
+            body: json!({"name": name, "principal": who.name}),
+        };
+        let op = StateOp::RevokePrincipal {
+            name: name.to_owned(),
+            revoked_ms: now,
+        };
+        let seq = self.append(draft, vec![op]).await?;
+        self.principals
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .revoke(name);
+        row.revoked_ms = Some(now);
+        Ok((row, seq))
+    }
+
+    pub async fn list_principals(&self) -> Result<Vec<PrincipalRow>, EngineError> {
+        Ok(self.store.principals().await?)
+    }
+
+    /// Audits a refused call. Refusals never change state, so a failure to write one is
+    /// logged, not returned.
+    pub async fn record_refusal(&self, r: Refusal) {
+        let draft = EntryDraft {
+            ts_ms: self.now_ms(),
+            kind: "auth.denied".into(),
+            agent_id: String::new(),
+            session_id: String::new(),
+            outcome: "denied".into(),
+            body: json!({"principal": r.principal, "rpc": r.rpc, "reason": r.reason}),
+        };
+        if let Err(e) = self.append(draft, Vec::new()).await {
+            tracing::error!(error = %e, "could not audit a refused call");
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Principals, API keys and the role table: identity comes only from the transport.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use arbiter_client::{proto as pb, Client, Error};
+use tonic::Code;
+
+use crate::harness::{arbiter, query_all, spawn_server, ServerOptions, TestServer};
+
+const POLICY: &str = r#"
+version: 1
+agents:
+  - id: "bot-*"
+    tools: {allow: ["*"]}
+"#;
+
+fn keyed(server: &TestServer, key: &str) -> Client {
+    Client::builder(server.url())
+        .timeout(Duration::from_secs(15))
+        .api_key(key.to_owned())
+        .connect_lazy()
+        .expect("valid endpoint")
+}
+
+async fn create(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
+    c.create_principal(pb::CreatePrincipalRequest {
+        name: name.into(),
+        roles: vec![role as i32],
+        agents: agents.iter().map(|a| a.to_string()).collect(),
+    })
+    .await
+    .expect("CreatePrincipal")
+    .api_key
+}
+
+/// A server with one principal per role; returns it and the keys
+/// (agent bound to `bot-*`, operator, admin, auditor).
+async fn server_with_roles() -> (TestServer, [String; 4]) {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    // Development mode: the anonymous loopback caller bootstraps the first admin.
+    let admin = create(&server.client(), "root", pb::Role::Admin, &[]).await;
+    let a = keyed(&server, &admin);
+    let agent = create(&a, "bot-runtime", pb::Role::Agent, &["bot-*"]).await;
+    let operator = create(&a, "alice", pb::Role::Operator, &[]).await;
+    let auditor = create(&a, "audrey", pb::Role::Auditor, &[]).await;
+    (server, [agent, operator, admin, auditor])
+}
+
+type Call = Box<dyn Fn(Client) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>>;
+
+fn call<F, Fut, T>(f: F) -> Call
+where
+    F: Fn(Client) -> Fut + 'static,
+    Fut: Future<Output = Result<T, Error>> + Send + 'static,
+{
+    Box::new(move |c| {
+        let fut = f(c);
+        Box::pin(async move { fut.await.map(|_| ()) })
+    })
+}
+
+/// Every arbiter.v1 RPC with the roles allowed to call it: [agent, operator, admin, auditor].
+fn table() -> Vec<(&'static str, [bool; 4], Call)> {
+    const AGENT: [bool; 4] = [true, false, false, false];
+    const OPS: [bool; 4] = [false, true, true, false];
+    const READ: [bool; 4] = [false, true, true, true];
+    const ADMIN: [bool; 4] = [false, false, true, false];
+    const AUDIT: [bool; 4] = [false, false, true, true];
+    const ALL: [bool; 4] = [true, true, true, true];
+    vec![
+        (
+            "Evaluate",
+            AGENT,
+            call(|c: Client| async move { c.evaluate("bot-1").tool("t").send().await }),
+        ),
+        (
+            "Record",
+            AGENT,
+            call(|c: Client| async move { c.record("dec_missing").send().await }),
+        ),
+        (
+            "FilterTools",
+            [true, true, true, false],
+            call(|c: Client| async move {
+                c.filter_tools(pb::FilterToolsRequest {
+                    agent_id: "bot-1".into(),
+                    tools: vec!["t".into()],
+                })
+                .await
+            }),
+        ),
+        (
+            "Heartbeat",
+            AGENT,
+            call(|c: Client| async move {
+                c.heartbeat(pb::HeartbeatRequest {
+                    agent_id: "bot-1".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        (
+            "Delegate",
+            AGENT,
+            call(|c: Client| async move {
+                c.delegate(pb::DelegateRequest {
+                    parent_agent_id: "bot-1".into(),
+                    subject_agent_id: "bot-2".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        ("Ping", ALL, call(|c: Client| async move { c.ping().await })),
+        (
+            "Approve",
+            OPS,
+            call(|c: Client| async move {
+                c.approve(pb::ApproveRequest {
+                    approval_id: "x".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        (
+            "GetApproval",
+            READ,
+            call(|c: Client| async move {
+                c.get_approval(pb::GetApprovalRequest {
+                    approval_id: "x".into(),
+                })
+                .await
+            }),
+        ),
+        (
+            "ListApprovals",
+            READ,
+            call(
+                |c: Client| async move { c.list_approvals(pb::ListApprovalsRequest::default()).await },
+            ),
+        ),
+        (
+            "WatchApproval",
+            READ,
+            call(|c: Client| async move {
+                c.watch_approval(pb::WatchApprovalRequest {
+                    approval_id: "x".into(),
+                })
+                .await
+            }),
+        ),
+        (
+            "Halt",
+            OPS,
+            call(|c: Client| async move { c.halt(pb::HaltRequest::default()).await }),
+        ),
+        (
+            "Resume",
+            OPS,
+            call(|c: Client| async move { c.resume(pb::ResumeRequest::default()).await }),
+        ),
+        (
+            "ListHalts",
+            READ,
+            call(|c: Client| async move { c.list_halts(pb::ListHaltsRequest {}).await }),
+        ),
+        (
+            "SetTrust",
+            OPS,
+            call(|c: Client| async move {
+                c.set_trust(pb::SetTrustRequest {
+                    agent_id: "bot-1".into(),
+                    level: pb::TrustLevel::L1Monitor as i32,
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        (
+            "GetTrust",
+            READ,
+            call(|c: Client| async move {
+                c.get_trust(pb::GetTrustRequest {
+                    agent_id: "bot-1".into(),
+                    scope: String::new(),
+                })
+                .await
+            }),
+        ),
+        (
+            "ListTrust",
+            READ,
+            call(|c: Client| async move { c.list_trust(pb::ListTrustRequest::default()).await }),
+        ),
+        (
+            "GrantConsent",
+            OPS,
+            call(|c: Client| async move {
+                c.grant_consent(pb::GrantConsentRequest {
+                    agent_id: "bot-1".into(),
+                    data_type: "email".into(),
+                    ..Default::default()
+                })
+                .await
+            }),
+        ),
+        (
+            "RevokeConsent",
+            OPS,
+            call(|c: Client| async move {
+                c.revoke_consent(pb::RevokeConsentRequest {
+                    agent_id: "bot-1".into(),
+                    data_type: "nothing".into(),
+                    purpose: String::new(),
+                })
+                .await
+            }),
+        ),
+        (
+            "ListConsents",
+            READ,
+            call(
+                |c: Client| async move { c.list_consents(pb::ListConsentsRequest::default()).await },
+            ),
+        ),
+        (
+            "GetBudgets",
+            READ,
+            call(|c: Client| async move { c.get_budgets(pb::GetBudgetsRequest::default()).await }),
+        ),
+        (
+            "ListAgents",
+            READ,
+            call(|c: Client| async move { c.list_agents(pb::ListAgentsRequest {}).await }),
+        ),
+        (
+            "GetPolicy",
+            READ,
+            call(|c: Client| async move { c.get_policy(pb::GetPolicyRequest {}).await }),
+        ),
+        (
+            "CreatePrincipal",
+            ADMIN,
+            call(|c: Client| async move {
+                c.create_principal(pb::CreatePrincipalRequest {
+                    name: String::new(),
+                    roles: vec![],
+                    agents: vec![],
+                })
+                .await
+            }),
+        ),
+        (
+            "ListPrincipals",
+            ADMIN,
+            call(|c: Client| async move { c.list_principals(pb::ListPrincipalsRequest {}).await }),
+        ),
+        (
+            "RevokePrincipal",
+            ADMIN,
+            call(|c: Client| async move {
+                c.revoke_principal(pb::RevokePrincipalRequest {
+                    name: "nobody".into(),
+                })
+                .await
+            }),
+        ),
+        (
+            "QueryAudit",
+            AUDIT,
+            call(|c: Client| async move { c.query_audit(pb::QueryAuditRequest::default()).await }),
+        ),
+        (
+            "TailAudit",
+            AUDIT,
+            call(|c: Client| async move { c.tail_audit(pb::TailAuditRequest::default()).await }),
+        ),
+        (
+            "VerifyAudit",
+            AUDIT,
+            call(
+                |c: Client| async move { c.verify_audit(pb::VerifyAuditRequest::default()).await },
+            ),
+        ),
+        (
+            "ExportAudit",
+            AUDIT,
+            call(
+                |c: Client| async move { c.export_audit(pb::ExportAuditRequest::default()).await },
+            ),
+        ),
+        (
+            "GetCheckpoint",
+            AUDIT,
+            call(|c: Client| async move { c.get_checkpoint(pb::GetCheckpointRequest {}).await }),
+        ),
+        (
+            "GetInclusionProof",
+            AUDIT,
+            call(|c: Client| async move {
+                c.get_inclusion_proof(pb::GetInclusionProofRequest::default())
+                    .await
+            }),
+        ),
+        (
+            "GetConsistencyProof",
+            AUDIT,
+            call(|c: Client| async move {
+                c.get_consistency_proof(pb::GetConsistencyProofRequest::default())
+                    .await
+            }),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_rpc_admits_exactly_the_roles_in_the_table_and_audits_each_refusal() {
+    let (server, keys) = server_with_roles().await;
+    let roles = ["agent", "operator", "admin", "auditor"];
+    let admin = keyed(&server, &keys[2]);
+    let denied_before = query_all(
+        &admin,
+        pb::AuditFilter {
+            kinds: vec!["auth.denied".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .len();
+    let mut refusals = 0;
+    let mut wrong = Vec::new();
+    for (rpc, allowed, f) in table() {
+        for (i, key) in keys.iter().enumerate() {
+            let got = f(keyed(&server, key)).await;
+            let refused = matches!(&got, Err(e) if e.code() == Code::PermissionDenied);
+            if matches!(&got, Err(e) if e.code() == Code::Unauthenticated) {
+                wrong.push(format!("{rpc} as {}: unauthenticated", roles[i]));
+            }
+            if refused == allowed[i] {
+                wrong.push(format!(
+                    "{rpc} as {}: expected {}, got {got:?}",
+                    roles[i],
+                    if allowed[i] { "allowed" } else { "refused" }
+                ));
+            }
+            refusals += usize::from(refused);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "role table violations:\n{}",
+        wrong.join("\n")
+    );
+    let denied = query_all(
+        &admin,
+        pb::AuditFilter {
+            kinds: vec!["auth.denied".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        denied.len() - denied_before,
+        refusals,
+        "one auth.denied entry per refusal"
+    );
+    assert!(
+        denied
+            .last()
+            .unwrap()
+            .canonical
+            .contains("\"principal\":\""),
+        "the refused principal is inside the hashed entry"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_key_acts_only_for_its_own_agents() {
+    let (server, keys) = server_with_roles().await;
+    let bot = keyed(&server, &keys[0]);
+    let mine = bot.evaluate("bot-1").tool("t").send().await.unwrap();
+    assert!(mine.allowed());
+    let err = bot
+        .evaluate("other-agent")
+        .tool("t")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Another agent principal cannot record (settle) bot-1's decision.
+    let admin = keyed(&server, &keys[2]);
+    let other = keyed(
+        &server,
+        &create(&admin, "other-runtime", pb::Role::Agent, &["other-*"]).await,
+    );
+    let err = other.record(&mine.decision_id).send().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        !bot.record(&mine.decision_id)
+            .send()
+            .await
+            .unwrap()
+            .duplicate,
+        "the owner still records it first"
+    );
+}
+
+#[tokio::test]
+async fn once_a_principal_exists_calls_without_a_valid_key_are_refused_and_revocation_is_immediate()
+{
+    let (server, keys) = server_with_roles().await;
+    let anonymous = server.client();
+    assert_eq!(
+        anonymous.ping().await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let forged = keyed(&server, "arb_not-a-real-key");
+    assert_eq!(
+        forged.ping().await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+
+    let admin = keyed(&server, &keys[2]);
+    let operator = keyed(&server, &keys[1]);
+    operator.ping().await.unwrap();
+    admin
+        .revoke_principal(pb::RevokePrincipalRequest {
+            name: "alice".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        operator.ping().await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let listed = admin
+        .list_principals(pb::ListPrincipalsRequest {})
+        .await
+        .unwrap()
+        .principals;
+    assert!(listed
+        .iter()
+        .any(|p| p.name == "alice" && p.revoked_at.is_some()));
+
+    // Health stays open to probes.
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
+async fn keys_survive_a_restart_and_are_stored_only_as_hashes() {
+    let (mut server, keys) = server_with_roles().await;
+    server.restart().await;
+    keyed(&server, &keys[2]).ping().await.unwrap();
+    assert_eq!(
+        server.client().ping().await.unwrap_err().code(),
+        Code::Unauthenticated,
+        "still authenticated mode"
+    );
+    let db = std::fs::read(server.db_path()).unwrap();
+    let wal = std::fs::read(server.db_path().with_extension("db-wal")).unwrap_or_default();
+    for key in &keys {
+        let needle = key.as_bytes();
+        assert!(
+            !db.windows(needle.len()).any(|w| w == needle)
+                && !wal.windows(needle.len()).any(|w| w == needle),
+            "a raw API key is on disk"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_is_refused_until_authentication_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = arbiter(&[
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(1), "{}", out.text());
+    assert!(
+        out.text().contains("without authentication"),
+        "{}",
+        out.text()
+    );
+}
+
+#[tokio::test]
+async fn the_cli_creates_lists_and_revokes_principals() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let url = server.url();
+    let out = arbiter(&[
+        "principals",
+        "create",
+        "root",
+        "--role",
+        "admin",
+        "--addr",
+        &url,
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let key = out.stdout.trim().to_owned();
+    assert!(
+        key.starts_with("arb_"),
+        "the key alone is printed on stdout: {key:?}"
+    );
+    let out = arbiter(&["principals", "list", "--addr", &url]).await;
+    assert_eq!(out.code(), Some(1), "no key: refused\n{}", out.text());
+    let out = arbiter(&["principals", "list", "--addr", &url, "--api-key", &key]).await;
+    assert!(
+        out.code() == Some(0) && out.stdout.contains("root\tadmin"),
+        "{}",
+        out.text()
+    );
+    let out = arbiter(&[
+        "principals",
+        "revoke",
+        "root",
+        "--addr",
+        &url,
+        "--api-key",
+        &key,
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+}
