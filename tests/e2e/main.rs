@@ -10,6 +10,7 @@ mod auth;
 mod budget;
 mod consent;
 mod demo;
+mod halt;
 mod pipeline;
 mod policy;
 mod record;

@@ -227,13 +227,13 @@ impl AdminService for AdminApi {
             .agents()
             .into_iter()
             .map(|(id, info, level)| pb::Agent {
+                halted: self.engine.is_halted(&id),
                 agent_id: id,
                 trust_level: trust_to_pb(level) as i32,
                 first_seen: Some(timestamp(info.first_seen_ms)),
                 last_seen: Some(timestamp(info.last_seen_ms)),
                 presence: pb::PresenceStatus::Unspecified as i32,
                 operator: String::new(),
-                halted: false,
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))

@@ -125,6 +125,33 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Engage the kill switch: for every agent (default), one agent, or one session.
+    Halt {
+        #[command(flatten)]
+        target: remote::TargetArgs,
+        /// halt_noncritical, halt_all or emergency.
+        #[arg(long, default_value = "halt_all")]
+        mode: String,
+        /// Why; shown to every denied agent and recorded in the audit log.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Lift a halt.
+    Resume {
+        #[command(flatten)]
+        target: remote::TargetArgs,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List engaged halts.
+    Halts {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Callers and their API keys (admin role).
     Principals {
         #[command(subcommand)]
@@ -213,6 +240,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => remote::budget(&remote, agent, session).await,
         Command::Agents { remote } => remote::agents(&remote).await,
         Command::Audit { command, remote } => remote::audit(&remote, command).await,
+        Command::Halt {
+            target,
+            mode,
+            reason,
+            remote,
+        } => remote::halt(&remote, target, &mode, reason).await,
+        Command::Resume {
+            target,
+            reason,
+            remote,
+        } => remote::resume(&remote, target, reason).await,
+        Command::Halts { remote } => remote::halts(&remote).await,
         Command::Principals { command, remote } => remote::principals(&remote, command).await,
         Command::Keys { command } => match command {
             KeysCommand::Generate => {

@@ -618,3 +618,107 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// Which halt: no flags = every agent; --agent = one agent; --agent and --session = one session.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long, requires = "agent")]
+    pub session: Option<String>,
+}
+
+impl TargetArgs {
+    fn to_pb(&self) -> pb::HaltTarget {
+        let scope = match (&self.agent, &self.session) {
+            (None, _) => pb::HaltScope::Global,
+            (Some(_), None) => pb::HaltScope::Agent,
+            (Some(_), Some(_)) => pb::HaltScope::Session,
+        };
+        pb::HaltTarget {
+            scope: scope as i32,
+            agent_id: self.agent.clone().unwrap_or_default(),
+            session_id: self.session.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn show_halt(h: &pb::Halt) -> String {
+    let t = h.target.clone().unwrap_or_default();
+    let target = match pb::HaltScope::try_from(t.scope) {
+        Ok(pb::HaltScope::Agent) => format!("agent {}", t.agent_id),
+        Ok(pb::HaltScope::Session) => format!("session {} of agent {}", t.session_id, t.agent_id),
+        _ => "every agent".to_owned(),
+    };
+    let mode = pb::HaltMode::try_from(h.mode)
+        .map(|m| m.as_str_name().trim_start_matches("HALT_MODE_").to_owned())
+        .unwrap_or_default();
+    format!(
+        "{mode} on {target} by {} at {}: {}",
+        h.engaged_by,
+        ts(&h.engaged_at),
+        h.reason
+    )
+}
+
+pub async fn halt(
+    r: &Remote,
+    target: TargetArgs,
+    mode: &str,
+    reason: String,
+) -> anyhow::Result<()> {
+    let mode = match mode.to_ascii_lowercase().as_str() {
+        "halt_noncritical" | "noncritical" => pb::HaltMode::HaltNoncritical,
+        "halt_all" | "all" => pb::HaltMode::HaltAll,
+        "emergency" => pb::HaltMode::Emergency,
+        other => {
+            return Err(Exit(
+                2,
+                format!("--mode {other:?}: use halt_noncritical, halt_all or emergency"),
+            )
+            .into())
+        }
+    };
+    let c = connect(r).await?;
+    let resp = c
+        .halt(pb::HaltRequest {
+            target: Some(target.to_pb()),
+            mode: mode as i32,
+            reason,
+        })
+        .await
+        .map_err(fail)?;
+    println!(
+        "engaged: {}",
+        resp.halt.as_ref().map(show_halt).unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn resume(r: &Remote, target: TargetArgs, reason: String) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    let resp = c
+        .resume(pb::ResumeRequest {
+            target: Some(target.to_pb()),
+            reason,
+        })
+        .await
+        .map_err(fail)?;
+    println!(
+        "released: {}",
+        resp.halt.as_ref().map(show_halt).unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn halts(r: &Remote) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    let resp = c.list_halts(pb::ListHaltsRequest {}).await.map_err(fail)?;
+    if resp.halts.is_empty() {
+        println!("no halt is engaged");
+    }
+    for h in &resp.halts {
+        println!("{}", show_halt(h));
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 mod admin;
 mod audit;
 mod evaluate;
+mod halt;
 mod principals;
 mod record;
 
@@ -119,6 +120,9 @@ impl Engine {
         }
         for (agent, session, started) in img.sessions {
             s.sessions.insert((agent, session), started);
+        }
+        for h in img.halts {
+            s.halts.engage(h);
         }
         for r in img.replies {
             let memo = Memo {

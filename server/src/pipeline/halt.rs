@@ -1,8 +1,45 @@
-//! Stage 1: the kill switch. Owns the `halt.*` codes. Halts are engaged through the
-//! control API (a later release); until one is engaged this stage passes.
+//! Stage 1: the kill switch, checked before anything else, even for agents with no
+//! policy. Owns `halt.engaged`.
 
 use super::{Reason, Request, Snapshot};
 
-pub fn check(_req: &Request<'_>, _snap: &Snapshot<'_>) -> Reason {
-    Reason::pass("halt", "ok", "no halt applies")
+pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
+    let agent_critical = snap
+        .policy
+        .agent_rule(req.agent_id)
+        .is_some_and(|r| r.critical);
+    let action_critical = snap.policy.action_rules(req.action).any(|r| r.critical);
+    let mut exempt = Vec::new();
+    for h in snap.state.halts.applicable(req.agent_id, req.session_id) {
+        if h.mode.lets_through(agent_critical, action_critical) {
+            exempt.push(h.mode.name());
+            continue;
+        }
+        let when = chrono::DateTime::from_timestamp_millis(h.engaged_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        return Reason::fail(
+            "halt",
+            "halt.engaged",
+            format!(
+                "{} halt on {} engaged by {} at {when}: {}",
+                h.mode.name(),
+                h.target.describe(),
+                h.engaged_by,
+                h.reason
+            ),
+        );
+    }
+    if exempt.is_empty() {
+        Reason::pass("halt", "ok", "no halt applies")
+    } else {
+        Reason::pass(
+            "halt",
+            "ok",
+            format!(
+                "critical work passes the engaged {} halt",
+                exempt.join(", ")
+            ),
+        )
+    }
 }

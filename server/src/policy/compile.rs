@@ -327,6 +327,7 @@ fn compile_agents(file: &PolicyFile, p: &mut Problems) -> Vec<AgentRule> {
             },
             models: globs(p, &format!("{path}.models"), &rule.models, false),
             loop_guard,
+            critical: rule.critical,
         });
     }
     out

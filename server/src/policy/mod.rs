@@ -98,6 +98,8 @@ pub struct AgentRule {
     /// Allowed models; `None` when the rule lists none (then no model is allowed).
     pub models: GlobList,
     pub loop_guard: Option<LoopGuard>,
+    /// Keeps working under HALT_NONCRITICAL.
+    pub critical: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

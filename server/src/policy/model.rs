@@ -105,6 +105,9 @@ pub struct AgentRuleFile {
     #[serde(default)]
     pub models: Vec<String>,
     pub loop_guard: Option<LoopGuardFile>,
+    /// Keeps working under HALT_NONCRITICAL.
+    #[serde(default)]
+    pub critical: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 //! change reaches it only together with an audit entry.
 
 pub mod consent;
+pub mod halts;
 pub mod ledger;
 pub mod loops;
 pub mod trust;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 pub use consent::{ConsentBook, ConsentCheck, ConsentGrant};
+pub use halts::{Halt, HaltBoard, HaltMode, HaltTarget};
 pub use ledger::{Amounts, Counter, CounterKey, Ledger, Reservation};
 pub use loops::{LoopKey, LoopWindows};
 pub use trust::{EffectiveTrust, TrustAssignment, TrustBook};
@@ -53,6 +55,7 @@ pub struct RuntimeState {
     pub trust: TrustBook,
     pub consent: ConsentBook,
     pub ledger: Ledger,
+    pub halts: HaltBoard,
     pub loops: LoopWindows,
     pub agents: BTreeMap<String, AgentInfo>,
     pub sessions: HashMap<(String, String), i64>,

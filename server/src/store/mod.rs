@@ -86,6 +86,10 @@ pub enum StateOp {
         accepted: bool,
         error: String,
     },
+    EngageHalt(crate::state::Halt),
+    LiftHalt {
+        target: crate::state::HaltTarget,
+    },
     CreatePrincipal(PrincipalRow),
     RevokePrincipal {
         name: String,
@@ -124,6 +128,7 @@ pub struct StateImage {
     pub agents: Vec<(String, i64, i64, Option<i64>)>,
     pub sessions: Vec<(String, String, i64)>,
     pub replies: Vec<ReplyRow>,
+    pub halts: Vec<crate::state::Halt>,
 }
 
 /// Filter for audit queries; `None` fields do not filter.

@@ -7,6 +7,7 @@ use super::{
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
 use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
+use crate::state::{Halt, HaltMode, HaltTarget};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -264,6 +265,30 @@ impl Store for SqliteStore {
         .await?
         {
             img.replies.push(reply_from_row(&r)?);
+        }
+        for r in sqlx::query(
+            "SELECT scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms FROM halts",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let scope: String = r.try_get("scope")?;
+            let agent: String = r.try_get("agent_id")?;
+            let session: String = r.try_get("session_id")?;
+            let mode: String = r.try_get("mode")?;
+            img.halts.push(Halt {
+                target: match scope.as_str() {
+                    "global" => HaltTarget::Global,
+                    "agent" => HaltTarget::Agent(agent),
+                    "session" => HaltTarget::Session(agent, session),
+                    other => return Err(StoreError::Corrupt(format!("halt scope {other:?}"))),
+                },
+                mode: HaltMode::parse(&mode)
+                    .ok_or_else(|| StoreError::Corrupt(format!("halt mode {mode:?}")))?,
+                reason: r.try_get("reason")?,
+                engaged_by: r.try_get("engaged_by")?,
+                engaged_ms: r.try_get("engaged_ms")?,
+            });
         }
         Ok(img)
     }
@@ -653,6 +678,35 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .bind(purpose.as_deref().unwrap_or(""))
             .execute(&mut **tx)
             .await?;
+        }
+        StateOp::EngageHalt(h) => {
+            let (scope, agent, session) = match &h.target {
+                HaltTarget::Global => ("global", "", ""),
+                HaltTarget::Agent(a) => ("agent", a.as_str(), ""),
+                HaltTarget::Session(a, s) => ("session", a.as_str(), s.as_str()),
+            };
+            sqlx::query(
+                "INSERT INTO halts (target, scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (target) DO UPDATE SET mode = excluded.mode, reason = excluded.reason,
+                   engaged_by = excluded.engaged_by, engaged_ms = excluded.engaged_ms",
+            )
+            .bind(h.target.key())
+            .bind(scope)
+            .bind(agent)
+            .bind(session)
+            .bind(h.mode.name())
+            .bind(&h.reason)
+            .bind(&h.engaged_by)
+            .bind(h.engaged_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::LiftHalt { target } => {
+            sqlx::query("DELETE FROM halts WHERE target = ?")
+                .bind(target.key())
+                .execute(&mut **tx)
+                .await?;
         }
         StateOp::CreatePrincipal(p) => {
             let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();

@@ -1,0 +1,91 @@
+//! Engaging and lifting halts. Only operators and admins reach these (api/control.rs);
+//! no agent-facing call (Evaluate, Record, Heartbeat) ever changes halt state.
+
+use super::{Engine, EngineError};
+use crate::audit::EntryDraft;
+use crate::domain::Principal;
+use crate::state::{Halt, HaltMode, HaltTarget};
+use crate::store::StateOp;
+use serde_json::json;
+
+fn ids(t: &HaltTarget) -> (String, String) {
+    match t {
+        HaltTarget::Global => (String::new(), String::new()),
+        HaltTarget::Agent(a) => (a.clone(), String::new()),
+        HaltTarget::Session(a, s) => (a.clone(), s.clone()),
+    }
+}
+
+impl Engine {
+    /// Engages (or changes) the halt on a target.
+    pub async fn halt(
+        &self,
+        who: &Principal,
+        target: HaltTarget,
+        mode: HaltMode,
+        reason: String,
+    ) -> Result<Halt, EngineError> {
+        let h = Halt {
+            target: target.clone(),
+            mode,
+            reason: reason.clone(),
+            engaged_by: who.name.clone(),
+            engaged_ms: self.now_ms(),
+        };
+        let (agent, session) = ids(&target);
+        let draft = EntryDraft {
+            ts_ms: h.engaged_ms,
+            kind: "halt.engage".into(),
+            agent_id: agent,
+            session_id: session,
+            outcome: "engaged".into(),
+            body: json!({"target": target.key(), "mode": mode.name(), "reason": reason, "principal": who.name}),
+        };
+        self.append(draft, vec![StateOp::EngageHalt(h.clone())])
+            .await?;
+        self.lock().halts.engage(h.clone());
+        Ok(h)
+    }
+
+    /// Lifts the halt on exactly this target; NOT_FOUND when none is engaged.
+    pub async fn resume(
+        &self,
+        who: &Principal,
+        target: HaltTarget,
+        reason: String,
+    ) -> Result<Halt, EngineError> {
+        let Some(h) = self.lock().halts.get(&target).cloned() else {
+            return Err(EngineError::NotFound(format!(
+                "no halt is engaged on {}",
+                target.describe()
+            )));
+        };
+        let (agent, session) = ids(&target);
+        let draft = EntryDraft {
+            ts_ms: self.now_ms(),
+            kind: "halt.release".into(),
+            agent_id: agent,
+            session_id: session,
+            outcome: "released".into(),
+            body: json!({"target": target.key(), "mode": h.mode.name(), "reason": reason, "principal": who.name}),
+        };
+        self.append(
+            draft,
+            vec![StateOp::LiftHalt {
+                target: target.clone(),
+            }],
+        )
+        .await?;
+        self.lock().halts.lift(&target);
+        Ok(h)
+    }
+
+    pub fn halts(&self) -> Vec<Halt> {
+        self.lock().halts.all()
+    }
+
+    /// Whether any halt applies to this agent (for ListAgents).
+    pub fn is_halted(&self, agent: &str) -> bool {
+        self.lock().halts.applicable(agent, None).next().is_some()
+    }
+}
