@@ -128,7 +128,7 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
         ),
         (
             "GetApproval",
-            READ,
+            ALL,
             call(|c: Client| async move {
                 c.get_approval(pb::GetApprovalRequest {
                     approval_id: "x".into(),
@@ -145,7 +145,7 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
         ),
         (
             "WatchApproval",
-            READ,
+            ALL,
             call(|c: Client| async move {
                 c.watch_approval(pb::WatchApprovalRequest {
                     approval_id: "x".into(),

@@ -5,9 +5,11 @@
 
 mod harness;
 
+mod approval;
 mod audit;
 mod auth;
 mod budget;
+mod cases;
 mod consent;
 mod demo;
 mod halt;

@@ -59,12 +59,13 @@ async fn an_agent_at_exactly_the_required_level_is_allowed_and_one_level_below_i
 async fn a_request_can_raise_the_required_level_but_never_lower_it() {
     let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
     let client = server.client();
-    set_trust(&client, "agent", TrustLevel::L3ActApprove, "").await;
+    // L2, not L3: an L3 agent would escalate to a human instead (see approval.rs).
+    set_trust(&client, "agent", TrustLevel::L2Suggest, "").await;
 
     let raised = client
         .evaluate("agent")
         .tool("suggest")
-        .min_trust(TrustLevel::L4ActReport)
+        .min_trust(TrustLevel::L3ActApprove)
         .send()
         .await
         .unwrap();

@@ -1,12 +1,11 @@
-//! `arbiter.v1.ControlService`: halts (the kill switch) and approvals. Approvals are
-//! part of the contract but not implemented yet; they answer UNIMPLEMENTED.
+//! `arbiter.v1.ControlService`: human approvals and halts (the kill switch).
 
 use super::convert::timestamp;
-use super::status::not_yet;
-use super::{OPERATORS, READERS};
+use super::{ANYONE, OPERATORS, READERS};
 use crate::auth::Access;
+use crate::auth::Refusal;
 use crate::domain::{check_len, Id, ParseError};
-use crate::state::{Halt, HaltMode, HaltTarget};
+use crate::state::{Approval, ApprovalState, Halt, HaltMode, HaltTarget};
 use arbiter_proto::v1 as pb;
 use pb::control_service_server::ControlService;
 use tonic::{Request, Response, Status};
@@ -19,37 +18,205 @@ type WatchStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<pb::WatchApprovalResponse, Status>> + Send>,
 >;
 
+impl ControlApi {
+    /// The approval, if the caller may see it: readers see all, an agent principal its own.
+    async fn visible(
+        &self,
+        who: &crate::domain::Principal,
+        id: &str,
+        rpc: &'static str,
+    ) -> Result<Approval, Status> {
+        check_len("approval_id", id, 1, 64)?;
+        let a = self
+            .engine
+            .approval(id)
+            .ok_or_else(|| Status::not_found(format!("approval {id} does not exist")))?;
+        if READERS.iter().any(|role| who.has(*role)) || who.acts_for(&a.agent_id) {
+            return Ok(a);
+        }
+        let reason = format!(
+            "{rpc}: approval {id} belongs to agent {}, which {} does not act for",
+            a.agent_id, who.name
+        );
+        self.engine
+            .record_refusal(Refusal {
+                principal: who.name.clone(),
+                rpc,
+                reason: reason.clone(),
+            })
+            .await;
+        Err(Status::permission_denied(reason))
+    }
+}
+
 #[tonic::async_trait]
 impl ControlService for ControlApi {
     async fn approve(
         &self,
         r: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
-        super::authorize(&self.engine, &r, "Approve", Access::Roles(OPERATORS)).await?;
-        Err(not_yet("Approve"))
+        let who = super::authorize(&self.engine, &r, "Approve", Access::Roles(OPERATORS)).await?;
+        let r = r.into_inner();
+        check_len("approval_id", &r.approval_id, 1, 64)?;
+        check_len("reason", &r.reason, 0, 1024)?;
+        let a = self
+            .engine
+            .approve(&who, &r.approval_id, r.grant, r.reason)
+            .await?;
+        Ok(Response::new(pb::ApproveResponse {
+            approval: Some(approval_pb(a)),
+        }))
     }
+
     async fn get_approval(
         &self,
         r: Request<pb::GetApprovalRequest>,
     ) -> Result<Response<pb::GetApprovalResponse>, Status> {
-        super::authorize(&self.engine, &r, "GetApproval", Access::Roles(READERS)).await?;
-        Err(not_yet("GetApproval"))
+        let who = super::authorize(&self.engine, &r, "GetApproval", Access::Roles(ANYONE)).await?;
+        let a = self
+            .visible(&who, &r.get_ref().approval_id, "GetApproval")
+            .await?;
+        Ok(Response::new(pb::GetApprovalResponse {
+            approval: Some(approval_pb(a)),
+        }))
     }
+
     async fn list_approvals(
         &self,
         r: Request<pb::ListApprovalsRequest>,
     ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
-        super::authorize(&self.engine, &r, "ListApprovals", Access::Roles(READERS)).await?;
-        Err(not_yet("ListApprovals"))
+        let who =
+            super::authorize(&self.engine, &r, "ListApprovals", Access::Roles(ANYONE)).await?;
+        let r = r.into_inner();
+        let agent = super::convert::optional_id("agent_id", &r.agent_id)?;
+        // An agent principal lists only its own agents' approvals.
+        if !READERS.iter().any(|role| who.has(*role))
+            && !agent.as_deref().is_some_and(|a| who.acts_for(a))
+        {
+            let reason =
+                "ListApprovals for an agent principal must name one of its own agents in agent_id"
+                    .to_owned();
+            self.engine
+                .record_refusal(Refusal {
+                    principal: who.name.clone(),
+                    rpc: "ListApprovals",
+                    reason: reason.clone(),
+                })
+                .await;
+            return Err(Status::permission_denied(reason));
+        }
+        let state = match pb::ApprovalState::try_from(r.state) {
+            Ok(pb::ApprovalState::Unspecified) => None,
+            Ok(pb::ApprovalState::Pending) => Some(ApprovalState::Pending),
+            Ok(pb::ApprovalState::Granted) => Some(ApprovalState::Granted),
+            Ok(pb::ApprovalState::Denied) => Some(ApprovalState::Denied),
+            Ok(pb::ApprovalState::Expired) => Some(ApprovalState::Expired),
+            Ok(pb::ApprovalState::Consumed) => Some(ApprovalState::Consumed),
+            Err(_) => {
+                return Err(ParseError::new(
+                    "state",
+                    format!("unknown ApprovalState value {}", r.state),
+                )
+                .into())
+            }
+        };
+        let size = match r.page_size {
+            0 => 100,
+            1..=1000 => r.page_size as usize,
+            n => {
+                return Err(ParseError::new("page_size", format!("must be 0–1000, got {n}")).into())
+            }
+        };
+        let skip = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token.parse::<usize>().map_err(|_| {
+                ParseError::new("page_token", "is not a token returned by ListApprovals")
+            })?
+        };
+        let all = self.engine.approvals(agent.as_deref(), state);
+        let next = if all.len() > skip + size {
+            (skip + size).to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListApprovalsResponse {
+            approvals: all
+                .into_iter()
+                .skip(skip)
+                .take(size)
+                .map(approval_pb)
+                .collect(),
+            next_page_token: next,
+        }))
     }
+
     type WatchApprovalStream = WatchStream;
+
     async fn watch_approval(
         &self,
         r: Request<pb::WatchApprovalRequest>,
     ) -> Result<Response<Self::WatchApprovalStream>, Status> {
-        super::authorize(&self.engine, &r, "WatchApproval", Access::Roles(READERS)).await?;
-        Err(not_yet("WatchApproval"))
+        let who =
+            super::authorize(&self.engine, &r, "WatchApproval", Access::Roles(ANYONE)).await?;
+        // Subscribe before reading the current state so no change falls in between.
+        let mut changes = self.engine.approval_changes();
+        let current = self
+            .visible(&who, &r.get_ref().approval_id, "WatchApproval")
+            .await?;
+        let id = current.id.clone();
+        let engine = self.engine.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut last = current.state;
+            if tx
+                .send(Ok(pb::WatchApprovalResponse {
+                    approval: Some(approval_pb(current)),
+                }))
+                .await
+                .is_err()
+                || last.is_final()
+            {
+                return;
+            }
+            loop {
+                // Expiry is time-driven: re-check once a second as well as on every change.
+                let next =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), changes.recv()).await;
+                let changed = match next {
+                    Ok(Ok(a)) if a.id == id => true,
+                    Ok(Ok(_)) => false,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => true,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                };
+                if !changed {
+                    continue;
+                }
+                let Some(now) = engine.approval(&id) else {
+                    return;
+                };
+                if now.state != last {
+                    last = now.state;
+                    if tx
+                        .send(Ok(pb::WatchApprovalResponse {
+                            approval: Some(approval_pb(now)),
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if last.is_final() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
+
     async fn halt(
         &self,
         r: Request<pb::HaltRequest>,
@@ -175,5 +342,29 @@ fn halt_pb(h: Halt) -> pb::Halt {
         reason: h.reason,
         engaged_by: h.engaged_by,
         engaged_at: Some(timestamp(h.engaged_ms)),
+    }
+}
+
+fn approval_pb(a: Approval) -> pb::Approval {
+    pb::Approval {
+        approval_id: a.id,
+        agent_id: a.agent_id,
+        session_id: a.session_id,
+        action_digest: a.action_digest,
+        policy_version: a.policy_version,
+        state: match a.state {
+            ApprovalState::Pending => pb::ApprovalState::Pending,
+            ApprovalState::Granted => pb::ApprovalState::Granted,
+            ApprovalState::Denied => pb::ApprovalState::Denied,
+            ApprovalState::Expired => pb::ApprovalState::Expired,
+            ApprovalState::Consumed => pb::ApprovalState::Consumed,
+        } as i32,
+        reason: a.reason,
+        action_summary: a.action_summary,
+        requested_at: Some(timestamp(a.requested_ms)),
+        expires_at: Some(timestamp(a.expires_ms)),
+        decided_by: a.decided_by,
+        decision_reason: a.decision_reason,
+        decided_at: a.decided_ms.map(timestamp),
     }
 }

@@ -237,7 +237,7 @@ pub fn evaluate_response(r: EvaluateResult) -> pb::EvaluateResponse {
         } as i32,
         reasons: r.reasons.into_iter().map(reason).collect(),
         decision_id: r.decision_id,
-        approval_id: String::new(),
+        approval_id: r.approval_id.unwrap_or_default(),
         audit_seq: r.audit_seq,
         policy_version: r.policy_version,
         action_digest: r.action_digest,

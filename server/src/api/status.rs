@@ -29,6 +29,7 @@ impl From<EngineError> for Status {
             EngineError::Aborted(m) => Status::aborted(m),
             EngineError::Unimplemented(m) => Status::unimplemented(m),
             EngineError::PermissionDenied(m) => Status::permission_denied(m),
+            EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
             EngineError::Unavailable(m) => {
                 tracing::error!(error = %m, "request failed closed");
                 Status::unavailable("arbiter cannot decide right now (storage unavailable); treat as denied and retry")

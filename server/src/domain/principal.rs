@@ -84,6 +84,11 @@ impl Principal {
         Self::new("anonymous".into(), Role::ALL.to_vec(), vec!["*".into()]).expect("valid glob")
     }
 
+    /// The development-mode caller (the name is reserved: no principal can take it).
+    pub fn is_anonymous(&self) -> bool {
+        self.name == "anonymous"
+    }
+
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }

@@ -1,8 +1,8 @@
 use super::{new_id, Engine, EngineError};
 use crate::audit::EntryDraft;
 use crate::domain::{Action, AgentId, ParseError, SessionId, TrustLevel};
-use crate::pipeline::{self, Reason, Snapshot, Verdict};
-use crate::state::{Amounts, Memo, OpenDecision, Reservation};
+use crate::pipeline::{self, ApprovalIntent, Reason, Snapshot, Verdict};
+use crate::state::{Amounts, Approval, ApprovalState, Memo, OpenDecision, Reservation};
 use crate::store::StateOp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -36,6 +36,8 @@ pub struct EvaluateResult {
     pub reservation_id: Option<String>,
     pub reservation_expires_ms: Option<i64>,
     pub reserved: Amounts,
+    #[serde(default)]
+    pub approval_id: Option<String>,
     #[serde(skip)]
     pub replayed: bool,
 }
@@ -58,11 +60,6 @@ impl EvaluateInput {
 impl Engine {
     /// Decides, reserves and audits one action. See the module docs for the commit rule.
     pub async fn evaluate(&self, input: EvaluateInput) -> Result<EvaluateResult, EngineError> {
-        if input.approval_id.is_some() {
-            return Err(EngineError::Unimplemented(
-                "approval_id: approvals are not available in this release".into(),
-            ));
-        }
         if input.delegation_token.is_some() {
             return Err(EngineError::Unimplemented(
                 "delegation_token: delegation is not available in this release".into(),
@@ -114,12 +111,29 @@ impl Engine {
         let (result, draft, ops, undo, response_json) = {
             let mut s = self.lock();
             s.ledger.release_expired(now);
+            // A granted approval for this very action holds budget already; release it
+            // for the check so the action is not counted twice (restored unless allowed).
+            let held = input
+                .approval_id
+                .as_deref()
+                .and_then(|id| s.approvals.get(id))
+                .filter(|a| {
+                    a.state_at(now) == ApprovalState::Granted
+                        && a.agent_id == agent
+                        && a.action_digest == digest.0
+                })
+                .and_then(|a| a.reservation.clone())
+                .filter(|r| s.ledger.is_open(&r.id));
+            if let Some(r) = &held {
+                s.ledger.release(&r.id);
+            }
             let req = pipeline::Request {
                 agent_id: agent,
                 session_id: session,
                 action: &input.action,
                 min_trust: input.min_trust,
                 explain: input.explain,
+                approval_id: input.approval_id.as_deref(),
             };
             let decision = pipeline::run(
                 &req,
@@ -143,15 +157,76 @@ impl Engine {
                 &mut ops,
             );
 
-            let reservation = decision.intents.reservation.map(|plan| Reservation {
+            let approval_ttl = policy.defaults.approval_ttl.as_millis() as i64;
+            let hold_ms = match &decision.intents.approval {
+                // Held while a human decides, then for the usual TTL after a grant.
+                ApprovalIntent::Request(_) => {
+                    approval_ttl + policy.defaults.reservation_ttl.as_millis() as i64
+                }
+                _ => policy.defaults.reservation_ttl.as_millis() as i64,
+            };
+            let plan = match &decision.intents.approval {
+                // The pending approval already holds this action's budget.
+                ApprovalIntent::StillPending(_) => None,
+                _ => decision.intents.reservation.clone(),
+            };
+            let reservation = plan.map(|plan| Reservation {
                 id: new_id("res"),
                 decision_id: decision_id.clone(),
                 agent_id: agent.to_owned(),
                 keys: plan.keys,
                 amounts: plan.amounts,
                 created_ms: now,
-                expires_ms: now + policy.defaults.reservation_ttl.as_millis() as i64,
+                expires_ms: now + hold_ms,
             });
+            match (&held, decision.verdict) {
+                (Some(r), Verdict::Allow) => {
+                    ops.push(StateOp::SettleReservation { id: r.id.clone() });
+                    undo.held = Some(r.clone());
+                }
+                (Some(r), _) => s.ledger.reserve(r.clone()),
+                (None, _) => {}
+            }
+            let mut approval_id = None;
+            match &decision.intents.approval {
+                ApprovalIntent::Request(why) => {
+                    let a = Approval {
+                        id: new_id("apr"),
+                        agent_id: agent.to_owned(),
+                        session_id: session.unwrap_or("").to_owned(),
+                        action_digest: digest.0.clone(),
+                        action_summary: input.action.summary(),
+                        policy_version: policy.version.clone(),
+                        reason: why.clone(),
+                        state: ApprovalState::Pending,
+                        requested_ms: now,
+                        expires_ms: now + approval_ttl,
+                        decided_by: String::new(),
+                        decision_reason: String::new(),
+                        decided_ms: None,
+                        reservation: reservation.clone(),
+                        decision_id: decision_id.clone(),
+                    };
+                    approval_id = Some(a.id.clone());
+                    s.approvals.put(a.clone());
+                    ops.push(StateOp::PutApproval(a.clone()));
+                    undo.approval = Some((a.id.clone(), None));
+                    undo.event = Some(a);
+                }
+                ApprovalIntent::Consume(id) => {
+                    if let Some(before) = s.approvals.get(id).cloned() {
+                        let mut a = before.clone();
+                        a.state = ApprovalState::Consumed;
+                        s.approvals.put(a.clone());
+                        ops.push(StateOp::PutApproval(a.clone()));
+                        undo.approval = Some((id.clone(), Some(before)));
+                        undo.event = Some(a);
+                    }
+                    approval_id = Some(id.clone());
+                }
+                ApprovalIntent::StillPending(id) => approval_id = Some(id.clone()),
+                ApprovalIntent::None => {}
+            }
             if let Some(r) = &reservation {
                 s.ledger.reserve(r.clone());
                 ops.push(StateOp::Reserve(r.clone()));
@@ -185,6 +260,7 @@ impl Engine {
                 reservation_id: reservation.as_ref().map(|r| r.id.clone()),
                 reservation_expires_ms: reservation.as_ref().map(|r| r.expires_ms),
                 reserved: reservation.as_ref().map(|r| r.amounts).unwrap_or_default(),
+                approval_id: approval_id.clone(),
                 replayed: false,
             };
             // Stored with audit_seq 0; a replay takes the seq from the memo.
@@ -213,6 +289,7 @@ impl Engine {
                     "action_digest": digest.0,
                     "policy_version": policy.version,
                     "reasons": result.reasons,
+                    "approval_id": approval_id,
                     "explain": input.explain,
                     "min_trust": input.min_trust.map(|l| l.name()),
                     "reservation": reservation.as_ref().map(|r| json!({
@@ -234,6 +311,9 @@ impl Engine {
         }
         match committed {
             Ok(c) => {
+                if let Some(a) = undo.event {
+                    let _ = self.approval_events.send(a);
+                }
                 let mut result = result;
                 result.audit_seq = c.seq;
                 if let (Some(rid), Some(response_json)) = (input.request_id, response_json) {
@@ -254,6 +334,14 @@ impl Engine {
                 if let Some(id) = undo.reservation {
                     s.ledger.release(&id);
                 }
+                if let Some(r) = undo.held {
+                    s.ledger.reserve(r);
+                }
+                match undo.approval {
+                    Some((_, Some(before))) => s.approvals.put(before),
+                    Some((id, None)) => s.approvals.remove(&id),
+                    None => {}
+                }
                 if let Some(key) = undo.loop_call {
                     s.loops.forget(&key, now);
                 }
@@ -269,6 +357,12 @@ impl Engine {
 /// Memory changes to take back when the commit fails.
 #[derive(Default)]
 struct Undo {
+    /// A granted approval's held reservation that this decision settles.
+    held: Option<Reservation>,
+    /// Approval id and its state before (None: it was created here).
+    approval: Option<(String, Option<Approval>)>,
+    /// The approval change to announce once durable.
+    event: Option<Approval>,
     reservation: Option<String>,
     loop_call: Option<crate::state::LoopKey>,
     open_decision: Option<String>,

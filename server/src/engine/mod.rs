@@ -6,6 +6,7 @@
 //! the log.
 
 mod admin;
+mod approval;
 mod audit;
 mod evaluate;
 mod halt;
@@ -41,6 +42,8 @@ pub enum EngineError {
     Aborted(String),
     #[error("{0}")]
     Unimplemented(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The caller may not do this (already audited).
     #[error("{0}")]
     PermissionDenied(String),
@@ -76,6 +79,8 @@ pub struct Engine {
     keys: KeyRing,
     digest_key: [u8; 32],
     principals: Arc<std::sync::RwLock<crate::auth::PrincipalBook>>,
+    /// Every change to an approval, for WatchApproval.
+    approval_events: tokio::sync::broadcast::Sender<crate::state::Approval>,
 }
 
 impl Engine {
@@ -121,6 +126,9 @@ impl Engine {
         for (agent, session, started) in img.sessions {
             s.sessions.insert((agent, session), started);
         }
+        for a in img.approvals {
+            s.approvals.put(a);
+        }
         for h in img.halts {
             s.halts.engage(h);
         }
@@ -139,6 +147,7 @@ impl Engine {
         }
         let principals = crate::auth::PrincipalBook::from_rows(&store.principals().await?);
         Ok(Self {
+            approval_events: tokio::sync::broadcast::channel(1024).0,
             principals: Arc::new(std::sync::RwLock::new(principals)),
             store,
             batcher,

@@ -32,6 +32,12 @@ impl Engine {
     ) -> Result<(PrincipalRow, String, u64), EngineError> {
         Principal::new(name.clone(), roles.clone(), agents.clone())
             .map_err(|e| ParseError::new("agents", e))?;
+        if name == "anonymous" {
+            return Err(EngineError::Invalid(ParseError::new(
+                "name",
+                "\"anonymous\" is reserved for development mode",
+            )));
+        }
         let existing = self.store.principals().await?;
         if existing.iter().any(|p| p.name == name) {
             return Err(EngineError::Invalid(ParseError::new(

@@ -17,7 +17,7 @@ pub use scope::tool_visible;
 
 use crate::domain::{Action, TrustLevel};
 use crate::policy::CompiledPolicy;
-use crate::state::{Amounts, CounterKey, LoopKey, RuntimeState};
+use crate::state::{Amounts, ApprovalState, CounterKey, LoopKey, RuntimeState};
 use serde::{Deserialize, Serialize};
 
 /// A validated Evaluate request.
@@ -28,6 +28,8 @@ pub struct Request<'a> {
     pub action: &'a Action,
     pub min_trust: Option<TrustLevel>,
     pub explain: bool,
+    /// The approval id the request presents, if any.
+    pub approval_id: Option<&'a str>,
 }
 
 /// What a stage reads: one consistent snapshot taken under the engine lock.
@@ -97,6 +99,20 @@ pub struct ReservationPlan {
 pub struct Intents {
     pub reservation: Option<ReservationPlan>,
     pub loop_call: Option<(LoopKey, i64)>,
+    pub approval: ApprovalIntent,
+}
+
+/// What the approval stage asks the engine to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ApprovalIntent {
+    #[default]
+    None,
+    /// Open a new approval (the decision is PENDING_APPROVAL); the text says why.
+    Request(String),
+    /// Mark this granted approval consumed.
+    Consume(String),
+    /// The presented approval is still pending: answer PENDING_APPROVAL with it again.
+    StillPending(String),
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +139,8 @@ pub fn run(req: &Request<'_>, snap: &Snapshot<'_>) -> Decision {
     if stop(&reasons) {
         return deny(reasons);
     }
-    reasons.push(trust::check(req, snap));
+    let (reason, escalated) = trust::check(req, snap);
+    reasons.push(reason);
     if stop(&reasons) {
         return deny(reasons);
     }
@@ -141,19 +158,39 @@ pub fn run(req: &Request<'_>, snap: &Snapshot<'_>) -> Decision {
     if stop(&reasons) {
         return deny(reasons);
     }
-    reasons.push(approval::check(req, snap));
+    let (reason, approval) = approval::check(req, snap, escalated);
+    let asks_human = matches!(
+        approval,
+        ApprovalIntent::Request(_) | ApprovalIntent::StillPending(_)
+    );
+    reasons.push(reason);
 
-    if reasons.iter().any(|r| !r.passed) {
+    let failed = reasons.iter().filter(|r| !r.passed).count();
+    if failed > 1 || (failed == 1 && !asks_human) {
         return deny(reasons);
     }
     Decision {
-        verdict: Verdict::Allow,
+        verdict: if asks_human {
+            Verdict::PendingApproval
+        } else {
+            Verdict::Allow
+        },
         reasons,
         intents: Intents {
             reservation,
-            loop_call,
+            // A pending action has not run; the loop guard counts it when it is allowed.
+            loop_call: if asks_human { None } else { loop_call },
+            approval,
         },
     }
+}
+
+/// Reads an approval's state at the snapshot's time.
+fn approval_state(snap: &Snapshot<'_>, id: &str) -> Option<ApprovalState> {
+    snap.state
+        .approvals
+        .get(id)
+        .map(|a| a.state_at(snap.now_ms))
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ fn decide(state: &RuntimeState, agent: &str, action: &Action, explain: bool) -> 
         action,
         min_trust: None,
         explain,
+        approval_id: None,
     };
     run(
         &req,
@@ -205,6 +206,7 @@ fn budgets_fail_closed_when_the_store_is_unavailable() {
         action: &a,
         min_trust: None,
         explain: false,
+        approval_id: None,
     };
     let state = RuntimeState::default();
     let d = run(

@@ -1,7 +1,10 @@
-//! Stage 2: trust. Owns `trust.insufficient`.
+//! Stage 2: trust. Owns `trust.insufficient`. An agent at L3_ACT_APPROVE facing an
+//! action that needs L4 or more passes to the approval stage instead (escalation),
+//! unless a matching action rule says `approval: never`.
 
 use super::{Reason, Request, Snapshot};
 use crate::domain::TrustLevel;
+use crate::policy::ApprovalMode;
 
 /// The level an action needs: the policy default, raised by every matching action
 /// rule, raised again by the request's `min_trust` (a request can never lower it).
@@ -14,7 +17,7 @@ pub fn required_level(req: &Request<'_>, snap: &Snapshot<'_>) -> TrustLevel {
         .fold(policy.defaults.required_trust, TrustLevel::max)
 }
 
-pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
+pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, bool) {
     let required = required_level(req, snap);
     let scopes: Vec<&str> = req
         .action
@@ -37,21 +40,29 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
         snap.now_ms,
     );
     if eff.level >= required {
-        return Reason::pass(
-            "trust",
-            "ok",
-            format!(
-                "agent level {} ({}) meets required {}",
-                eff.level, eff.source, required
-            ),
+        let msg = format!(
+            "agent level {} ({}) meets required {}",
+            eff.level, eff.source, required
         );
+        return (Reason::pass("trust", "ok", msg), false);
     }
-    Reason::fail(
-        "trust",
-        "trust.insufficient",
-        format!(
-            "agent {} has trust {} ({}), the action requires {}",
-            req.agent_id, eff.level, eff.source, required
-        ),
-    )
+    let no_escalation = snap
+        .policy
+        .action_rules(req.action)
+        .any(|r| r.approval == ApprovalMode::Never);
+    if eff.level == TrustLevel::L3ActApprove
+        && required >= TrustLevel::L4ActReport
+        && !no_escalation
+    {
+        let msg = format!(
+            "agent level {} ({}) is below required {}; escalating to human approval",
+            eff.level, eff.source, required
+        );
+        return (Reason::pass("trust", "trust.escalated", msg), true);
+    }
+    let msg = format!(
+        "agent {} has trust {} ({}), the action requires {}",
+        req.agent_id, eff.level, eff.source, required
+    );
+    (Reason::fail("trust", "trust.insufficient", msg), false)
 }

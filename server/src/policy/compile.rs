@@ -137,6 +137,23 @@ fn compile_defaults(file: &PolicyFile, p: &mut Problems) -> Defaults {
             d.request_id_retention.as_ref(),
             Duration::from_secs(24 * 3600),
         ),
+        approval_ttl: duration(
+            p,
+            "defaults.approval_ttl",
+            d.approval_ttl.as_ref(),
+            Duration::from_secs(3600),
+        ),
+        approval_without_operator: match d.approval_without_operator.as_deref() {
+            None | Some("any_operator") => true,
+            Some("nobody") => false,
+            Some(other) => {
+                p.push(
+                    "defaults.approval_without_operator",
+                    format!("must be \"any_operator\" or \"nobody\", got {other:?}"),
+                );
+                true
+            }
+        },
     }
 }
 

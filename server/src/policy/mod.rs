@@ -23,6 +23,9 @@ pub struct Defaults {
     pub reservation_ttl: Duration,
     pub trust_decay_days: u32,
     pub request_id_retention: Duration,
+    pub approval_ttl: Duration,
+    /// Whether any operator may approve for an agent that has no registered operator.
+    pub approval_without_operator: bool,
 }
 
 /// How an action rule asks for a human.

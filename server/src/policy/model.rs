@@ -34,6 +34,9 @@ pub struct DefaultsFile {
     pub reservation_ttl: Option<String>,
     pub trust_decay_days: Option<u32>,
     pub request_id_retention: Option<String>,
+    pub approval_ttl: Option<String>,
+    /// Who may approve for an agent with no registered operator: "any_operator" or "nobody".
+    pub approval_without_operator: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

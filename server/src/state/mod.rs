@@ -2,6 +2,7 @@
 //! truth; this copy is rebuilt from it at start (and after a failed commit), and every
 //! change reaches it only together with an audit entry.
 
+pub mod approvals;
 pub mod consent;
 pub mod halts;
 pub mod ledger;
@@ -11,6 +12,7 @@ pub mod trust;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
+pub use approvals::{Approval, ApprovalBook, ApprovalState};
 pub use consent::{ConsentBook, ConsentCheck, ConsentGrant};
 pub use halts::{Halt, HaltBoard, HaltMode, HaltTarget};
 pub use ledger::{Amounts, Counter, CounterKey, Ledger, Reservation};
@@ -56,6 +58,9 @@ pub struct RuntimeState {
     pub consent: ConsentBook,
     pub ledger: Ledger,
     pub halts: HaltBoard,
+    pub approvals: ApprovalBook,
+    /// Agent → principal name of its registered operator (from Heartbeat).
+    pub operators: HashMap<String, String>,
     pub loops: LoopWindows,
     pub agents: BTreeMap<String, AgentInfo>,
     pub sessions: HashMap<(String, String), i64>,

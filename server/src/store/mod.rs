@@ -86,6 +86,7 @@ pub enum StateOp {
         accepted: bool,
         error: String,
     },
+    PutApproval(crate::state::Approval),
     EngageHalt(crate::state::Halt),
     LiftHalt {
         target: crate::state::HaltTarget,
@@ -129,6 +130,7 @@ pub struct StateImage {
     pub sessions: Vec<(String, String, i64)>,
     pub replies: Vec<ReplyRow>,
     pub halts: Vec<crate::state::Halt>,
+    pub approvals: Vec<crate::state::Approval>,
 }
 
 /// Filter for audit queries; `None` fields do not filter.

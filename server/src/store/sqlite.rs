@@ -266,6 +266,13 @@ impl Store for SqliteStore {
         {
             img.replies.push(reply_from_row(&r)?);
         }
+        for r in sqlx::query("SELECT body_json FROM approvals")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let body: String = r.try_get("body_json")?;
+            img.approvals.push(json(&body)?);
+        }
         for r in sqlx::query(
             "SELECT scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms FROM halts",
         )
@@ -676,6 +683,19 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .bind(agent_id)
             .bind(data_type)
             .bind(purpose.as_deref().unwrap_or(""))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::PutApproval(a) => {
+            sqlx::query(
+                "INSERT INTO approvals (id, agent_id, state, requested_ms, body_json) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, body_json = excluded.body_json",
+            )
+            .bind(&a.id)
+            .bind(&a.agent_id)
+            .bind(a.state.name())
+            .bind(a.requested_ms)
+            .bind(to_json(a))
             .execute(&mut **tx)
             .await?;
         }
