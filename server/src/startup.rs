@@ -125,6 +125,14 @@ impl Application {
                 }
             }
         }));
+        let watchdog = engine.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                watchdog.watchdog().await;
+            }
+        }));
         let expirer = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));

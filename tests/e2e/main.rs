@@ -15,6 +15,7 @@ mod demo;
 mod halt;
 mod pipeline;
 mod policy;
+mod presence;
 mod record;
 mod restart;
 mod retries;

@@ -226,14 +226,22 @@ impl AdminService for AdminApi {
             .engine
             .agents()
             .into_iter()
-            .map(|(id, info, level)| pb::Agent {
+            .map(|(id, info, level)| (self.engine.presence(&id), id, info, level))
+            .map(|(presence, id, info, level)| pb::Agent {
                 halted: self.engine.is_halted(&id),
                 agent_id: id,
                 trust_level: trust_to_pb(level) as i32,
                 first_seen: Some(timestamp(info.first_seen_ms)),
                 last_seen: Some(timestamp(info.last_seen_ms)),
-                presence: pb::PresenceStatus::Unspecified as i32,
-                operator: String::new(),
+                presence: match presence.0 {
+                    None => pb::PresenceStatus::Unspecified,
+                    Some(crate::state::PresenceStatus::Live) => pb::PresenceStatus::Live,
+                    Some(crate::state::PresenceStatus::Idle) => pb::PresenceStatus::Idle,
+                    Some(crate::state::PresenceStatus::Unresponsive) => {
+                        pb::PresenceStatus::Unresponsive
+                    }
+                } as i32,
+                operator: presence.1.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))

@@ -322,7 +322,7 @@ fn reason(r: String) -> Result<String, ParseError> {
     Ok(r)
 }
 
-fn halt_pb(h: Halt) -> pb::Halt {
+pub(super) fn halt_pb(h: Halt) -> pb::Halt {
     let (scope, agent_id, session_id) = match h.target {
         HaltTarget::Global => (pb::HaltScope::Global, String::new(), String::new()),
         HaltTarget::Agent(a) => (pb::HaltScope::Agent, a, String::new()),

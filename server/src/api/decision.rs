@@ -6,6 +6,7 @@ use super::{ANYONE, OPERATORS};
 use crate::auth::Access;
 use crate::domain::{check_len, Id, ParseError};
 use crate::engine::{Engine, EvaluateInput, RecordInput};
+use crate::state::PresenceStatus;
 use arbiter_proto::v1 as pb;
 use pb::decision_service_server::DecisionService;
 use std::sync::Arc;
@@ -90,14 +91,46 @@ impl DecisionService for DecisionApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        super::authorize(
+        let who = super::authorize(
             &self.engine,
             &req,
             "Heartbeat",
             Access::ActFor(&req.get_ref().agent_id),
         )
         .await?;
-        Err(not_yet("Heartbeat"))
+        let r = req.into_inner();
+        let agent = Id::parse("agent_id", &r.agent_id)?;
+        let session = Id::parse_optional("session_id", &r.session_id)?;
+        crate::domain::check_map("metadata", r.metadata.iter(), 32)?;
+        let operator = super::convert::optional_id("operator", &r.operator)?;
+        let status = match pb::PresenceStatus::try_from(r.status) {
+            Ok(pb::PresenceStatus::Unspecified) | Ok(pb::PresenceStatus::Live) => {
+                PresenceStatus::Live
+            }
+            Ok(pb::PresenceStatus::Idle) => PresenceStatus::Idle,
+            Ok(pb::PresenceStatus::Unresponsive) => PresenceStatus::Unresponsive,
+            Err(_) => {
+                return Err(ParseError::new(
+                    "status",
+                    format!("unknown PresenceStatus value {}", r.status),
+                )
+                .into())
+            }
+        };
+        let halt = self
+            .engine
+            .heartbeat(
+                &who,
+                agent.as_str(),
+                session.as_ref().map(|s| s.as_str()),
+                status,
+                operator,
+            )
+            .await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            halted: halt.is_some(),
+            halt: halt.map(super::control::halt_pb),
+        }))
     }
 
     async fn delegate(

@@ -145,6 +145,9 @@ impl Engine {
                 },
             );
 
+            if decision.reasons.iter().any(|r| r.code == "loop.detected") {
+                s.loop_trips.insert(agent.to_owned());
+            }
             let decision_id = new_id("dec");
             let mut ops = Vec::new();
             let mut undo = Undo::default();

@@ -10,6 +10,7 @@ mod approval;
 mod audit;
 mod evaluate;
 mod halt;
+mod presence;
 mod principals;
 mod record;
 
@@ -125,6 +126,9 @@ impl Engine {
         }
         for (agent, session, started) in img.sessions {
             s.sessions.insert((agent, session), started);
+        }
+        for (agent, operator) in img.operators {
+            s.operators.insert(agent, operator);
         }
         for a in img.approvals {
             s.approvals.put(a);

@@ -61,6 +61,25 @@ pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError
         }
     }
 
+    let w = &file.watchdog;
+    let watchdog = super::Watchdog {
+        unresponsive_after: duration(
+            &mut p,
+            "watchdog.unresponsive_after",
+            w.unresponsive_after.as_ref(),
+            Duration::from_secs(300),
+        ),
+        halt_silent_after: w.halt_silent_after.as_ref().map(|d| {
+            duration(
+                &mut p,
+                "watchdog.halt_silent_after",
+                Some(d),
+                Duration::from_secs(1800),
+            )
+        }),
+        halt_over_budget: w.halt_over_budget,
+        halt_looping: w.halt_looping,
+    };
     if !p.0.is_empty() {
         return Err(fail(p.0));
     }
@@ -74,6 +93,7 @@ pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError
         agents,
         budgets,
         sensitive_keys,
+        watchdog,
     })
 }
 

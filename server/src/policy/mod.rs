@@ -165,6 +165,16 @@ pub struct CompiledPolicy {
     pub agents: Vec<AgentRule>,
     pub budgets: Vec<Budget>,
     pub sensitive_keys: BTreeMap<String, Redaction>,
+    pub watchdog: Watchdog,
+}
+
+/// What the watchdog does without the agent's cooperation.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    pub unresponsive_after: Duration,
+    pub halt_silent_after: Option<Duration>,
+    pub halt_over_budget: bool,
+    pub halt_looping: bool,
 }
 
 impl CompiledPolicy {

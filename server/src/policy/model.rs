@@ -23,6 +23,23 @@ pub struct PolicyFile {
     pub budgets: Vec<BudgetFile>,
     #[serde(default)]
     pub audit: AuditFile,
+    #[serde(default)]
+    pub watchdog: WatchdogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogFile {
+    /// Silence after the last heartbeat that marks an agent unresponsive (default 5m).
+    pub unresponsive_after: Option<String>,
+    /// Silence that halts an agent that has sent heartbeats (off when absent).
+    pub halt_silent_after: Option<String>,
+    /// Halt an agent whose recorded spend went over a budget cap.
+    #[serde(default)]
+    pub halt_over_budget: bool,
+    /// Halt an agent when its loop guard trips.
+    #[serde(default)]
+    pub halt_looping: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

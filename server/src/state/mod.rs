@@ -29,6 +29,19 @@ pub struct AgentInfo {
     pub persisted_ms: i64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceStatus {
+    Live,
+    Idle,
+    Unresponsive,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub status: PresenceStatus,
+    pub last_heartbeat_ms: i64,
+}
+
 /// An allowed decision that Record has not settled yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenDecision {
@@ -61,6 +74,13 @@ pub struct RuntimeState {
     pub approvals: ApprovalBook,
     /// Agent → principal name of its registered operator (from Heartbeat).
     pub operators: HashMap<String, String>,
+    /// Agent → presence from heartbeats (kept in memory; unknown after a restart
+    /// until the next heartbeat).
+    pub presence: HashMap<String, Presence>,
+    /// Agents whose loop guard tripped since the watchdog last looked.
+    pub loop_trips: std::collections::BTreeSet<String>,
+    /// Conditions the watchdog already acted on, so it acts once per condition.
+    pub watchdog_done: std::collections::HashSet<String>,
     pub loops: LoopWindows,
     pub agents: BTreeMap<String, AgentInfo>,
     pub sessions: HashMap<(String, String), i64>,

@@ -87,6 +87,12 @@ pub enum StateOp {
         error: String,
     },
     PutApproval(crate::state::Approval),
+    SetOperator {
+        agent_id: String,
+        operator: String,
+        set_by: String,
+        set_ms: i64,
+    },
     EngageHalt(crate::state::Halt),
     LiftHalt {
         target: crate::state::HaltTarget,
@@ -131,6 +137,8 @@ pub struct StateImage {
     pub replies: Vec<ReplyRow>,
     pub halts: Vec<crate::state::Halt>,
     pub approvals: Vec<crate::state::Approval>,
+    /// (agent id, operator principal name)
+    pub operators: Vec<(String, String)>,
 }
 
 /// Filter for audit queries; `None` fields do not filter.

@@ -266,6 +266,13 @@ impl Store for SqliteStore {
         {
             img.replies.push(reply_from_row(&r)?);
         }
+        for r in sqlx::query("SELECT agent_id, operator FROM agent_operators")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.operators
+                .push((r.try_get("agent_id")?, r.try_get("operator")?));
+        }
         for r in sqlx::query("SELECT body_json FROM approvals")
             .fetch_all(&self.pool)
             .await?
@@ -683,6 +690,23 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .bind(agent_id)
             .bind(data_type)
             .bind(purpose.as_deref().unwrap_or(""))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::SetOperator {
+            agent_id,
+            operator,
+            set_by,
+            set_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO agent_operators (agent_id, operator, set_by, set_ms) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (agent_id) DO UPDATE SET operator = excluded.operator, set_by = excluded.set_by, set_ms = excluded.set_ms",
+            )
+            .bind(agent_id)
+            .bind(operator)
+            .bind(set_by)
+            .bind(set_ms)
             .execute(&mut **tx)
             .await?;
         }

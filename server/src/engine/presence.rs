@@ -1,0 +1,157 @@
+//! Heartbeats, presence and the watchdog. The watchdog acts without the agent's
+//! cooperation: it marks silent agents unresponsive and, when the policy says so, halts
+//! agents that are silent, over budget or looping — once per condition.
+
+use super::{Engine, EngineError};
+use crate::audit::EntryDraft;
+use crate::domain::{Principal, Role};
+use crate::state::{Halt, HaltMode, HaltTarget, Presence, PresenceStatus};
+use crate::store::StateOp;
+use serde_json::json;
+use std::time::Duration;
+
+impl Engine {
+    /// Records that an agent is alive. A heartbeat never changes halt state; it reports
+    /// the halt that applies, if any.
+    pub async fn heartbeat(
+        &self,
+        who: &Principal,
+        agent: &str,
+        session: Option<&str>,
+        status: PresenceStatus,
+        operator: Option<String>,
+    ) -> Result<Option<Halt>, EngineError> {
+        let now = self.now_ms();
+        let (changed_operator, halt) = {
+            let mut s = self.lock();
+            s.presence.insert(
+                agent.to_owned(),
+                Presence {
+                    status,
+                    last_heartbeat_ms: now,
+                },
+            );
+            if let Some(info) = s.agents.get_mut(agent) {
+                info.last_seen_ms = info.last_seen_ms.max(now);
+            }
+            let changed = operator.filter(|op| s.operators.get(agent) != Some(op));
+            let halt = s.halts.applicable(agent, session).next().cloned();
+            (changed, halt)
+        };
+        if let Some(op) = changed_operator {
+            let draft = EntryDraft {
+                ts_ms: now,
+                kind: "agent.operator".into(),
+                agent_id: agent.to_owned(),
+                session_id: session.unwrap_or("").to_owned(),
+                outcome: String::new(),
+                body: json!({"operator": op, "principal": who.name}),
+            };
+            let ops = vec![StateOp::SetOperator {
+                agent_id: agent.to_owned(),
+                operator: op.clone(),
+                set_by: who.name.clone(),
+                set_ms: now,
+            }];
+            self.append(draft, ops).await?;
+            self.lock().operators.insert(agent.to_owned(), op);
+        }
+        Ok(halt)
+    }
+
+    /// Presence and registered operator of an agent (for ListAgents).
+    pub fn presence(&self, agent: &str) -> (Option<PresenceStatus>, Option<String>) {
+        let s = self.lock();
+        (
+            s.presence.get(agent).map(|p| p.status),
+            s.operators.get(agent).cloned(),
+        )
+    }
+
+    /// One watchdog pass; run periodically.
+    pub async fn watchdog(&self) {
+        let policy = self.policy();
+        let w = &policy.watchdog;
+        let now = self.now_ms();
+        let mut actions: Vec<(String, String, String)> = Vec::new(); // (agent, condition key, why)
+        {
+            let mut s = self.lock();
+            let unresponsive_ms = w.unresponsive_after.as_millis() as i64;
+            let mut silent = Vec::new();
+            for (agent, p) in s.presence.iter_mut() {
+                let quiet = now - p.last_heartbeat_ms;
+                if quiet >= unresponsive_ms {
+                    p.status = PresenceStatus::Unresponsive;
+                }
+                if let Some(limit) = w.halt_silent_after {
+                    if quiet >= limit.as_millis() as i64 {
+                        silent.push((
+                            agent.clone(),
+                            format!("silent:{agent}:{}", p.last_heartbeat_ms),
+                            format!(
+                                "no heartbeat for {}",
+                                humantime::format_duration(Duration::from_secs(
+                                    (quiet / 1000) as u64
+                                ))
+                            ),
+                        ));
+                    }
+                }
+            }
+            actions.extend(silent);
+            let trips = std::mem::take(&mut s.loop_trips);
+            if w.halt_looping {
+                for agent in trips {
+                    let key = format!("loop:{agent}:{}", now / 60_000);
+                    actions.push((agent, key, "its loop guard tripped".to_owned()));
+                }
+            }
+            if w.halt_over_budget {
+                let agents: Vec<String> = s.agents.keys().cloned().collect();
+                for agent in agents {
+                    for b in crate::pipeline::budget_view(&policy, &s, Some(&agent), None, now) {
+                        let c = b.counter.spent;
+                        let over = b.caps.micro_usd.is_some_and(|cap| c.micro_usd > cap.0)
+                            || b.caps.tokens.is_some_and(|cap| c.tokens > cap)
+                            || b.caps.calls.is_some_and(|cap| c.calls > cap);
+                        if over {
+                            actions.push((
+                                agent.clone(),
+                                format!(
+                                    "budget:{agent}:{}:{}:{}",
+                                    b.name, b.scope_key, b.window_start_ms
+                                ),
+                                format!("recorded spend is over budget {:?}", b.name),
+                            ));
+                        }
+                    }
+                }
+            }
+            actions.retain(|(agent, key, _)| {
+                !s.watchdog_done.contains(key)
+                    && s.halts.get(&HaltTarget::Agent(agent.clone())).is_none()
+            });
+            for (_, key, _) in &actions {
+                s.watchdog_done.insert(key.clone());
+            }
+        }
+        let watchdog =
+            Principal::new("watchdog".into(), vec![Role::Operator], vec![]).expect("no patterns");
+        for (agent, key, why) in actions {
+            if let Err(e) = self
+                .halt(
+                    &watchdog,
+                    HaltTarget::Agent(agent.clone()),
+                    HaltMode::HaltAll,
+                    format!("watchdog: {why}"),
+                )
+                .await
+            {
+                tracing::error!(error = %e, %agent, "watchdog could not halt; will retry");
+                self.lock().watchdog_done.remove(&key);
+            } else {
+                tracing::warn!(%agent, reason = %why, "watchdog halted an agent");
+            }
+        }
+    }
+}
