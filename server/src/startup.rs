@@ -262,7 +262,7 @@ fn spawn_policy_reload(
             match change {
                 loader::Reload::Valid(policy) => {
                     let version = policy.version.clone();
-                    match engine.install_policy(Arc::new(policy)).await {
+                    match engine.install_policy(Arc::from(policy)).await {
                         Ok(seq) => tracing::info!(%version, audit_seq = seq, "policy reloaded"),
                         Err(e) => {
                             tracing::error!(error = %e, "policy reload could not be recorded; the old policy keeps serving")

@@ -20,7 +20,7 @@ pub fn load_file(path: &Path) -> Result<CompiledPolicy, PolicyError> {
 
 /// A change seen on disk.
 pub enum Reload {
-    Valid(CompiledPolicy),
+    Valid(Box<CompiledPolicy>),
     /// Version hash of the rejected bytes, and why.
     Invalid {
         version: String,
@@ -71,7 +71,7 @@ pub fn watch(path: PathBuf, current_version: String, poll: Duration) -> mpsc::Re
             }
             last = version.clone();
             let msg = match compile(&bytes, &path.display().to_string()) {
-                Ok(p) => Reload::Valid(p),
+                Ok(p) => Reload::Valid(Box::new(p)),
                 Err(error) => Reload::Invalid { version, error },
             };
             if tx.send(msg).await.is_err() {
