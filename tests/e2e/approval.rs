@@ -535,3 +535,77 @@ async fn an_agent_principal_sees_only_its_own_agents_approvals() {
         Code::PermissionDenied
     );
 }
+
+#[tokio::test]
+async fn the_cli_lists_shows_approves_and_watches_approvals() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let c = server.client();
+    let url = server.url();
+    let id = c
+        .evaluate("bot-1")
+        .tool("refund_order")
+        .send()
+        .await
+        .unwrap()
+        .approval_id
+        .unwrap();
+    let out =
+        crate::harness::arbiter(&["approvals", "list", "--state", "pending", "--addr", &url]).await;
+    assert!(
+        out.code() == Some(0) && out.stdout.contains(&id) && out.stdout.contains("pending"),
+        "{}",
+        out.text()
+    );
+    let out = crate::harness::arbiter(&[
+        "approvals",
+        "approve",
+        &id,
+        "--reason",
+        "checked",
+        "--addr",
+        &url,
+    ])
+    .await;
+    assert!(
+        out.code() == Some(0) && out.stdout.contains("granted by anonymous (checked)"),
+        "{}",
+        out.text()
+    );
+    let out = crate::harness::arbiter(&["approvals", "show", &id, "--addr", &url]).await;
+    assert!(
+        out.stdout.contains("granted") && out.stdout.contains("sha256:"),
+        "{}",
+        out.text()
+    );
+    let out = crate::harness::arbiter(&["approvals", "deny", &id, "--addr", &url]).await;
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "a decided approval cannot be decided again: {}",
+        out.text()
+    );
+    // A granted approval is not final yet; watch prints its state and ends when it is used.
+    let watch = tokio::spawn({
+        let url = url.clone();
+        let id = id.clone();
+        async move { crate::harness::arbiter(&["approvals", "watch", &id, "--addr", &url]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c
+        .evaluate("bot-1")
+        .tool("refund_order")
+        .approval_id(&id)
+        .send()
+        .await
+        .unwrap()
+        .allowed());
+    let out = tokio::time::timeout(Duration::from_secs(10), watch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.stdout.contains("granted") && out.stdout.contains("consumed"),
+        "{}",
+        out.text()
+    );
+}

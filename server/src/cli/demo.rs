@@ -14,10 +14,14 @@ defaults:
 actions:
   - match: {tool: "refund_*"}
     trust: L4_ACT_REPORT
+  - match: {tool: "wire_transfer"}
+    approval: always
+  - match: {tool: "page_oncall"}
+    critical: true
 agents:
   - id: billing-agent
     tools:
-      allow: ["read_invoice", "send_email", "refund_*", "summarize"]
+      allow: ["read_invoice", "send_email", "refund_*", "summarize", "wire_transfer", "page_oncall"]
       deny: ["admin_*"]
     models: ["gpt-4o-mini*"]
     loop_guard: {max_calls: 3, window: 60s}
@@ -62,7 +66,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "Arbiter demo: an embedded server is running on {addr} with a temporary data directory."
     );
-    println!("The policy lets billing-agent read invoices, send email and issue refunds, within $1.00 a day.");
+    println!("The policy lets billing-agent read invoices, send email and issue refunds and wire money (with a human's approval), within $1.00 a day.");
 
     let c = Client::connect(format!("http://{addr}")).await?;
     let agent = "billing-agent";
@@ -215,6 +219,92 @@ pub async fn run() -> anyhow::Result<()> {
             );
         }
     }
+
+    let d = c
+        .evaluate(agent)
+        .session("s-4")
+        .tool("wire_transfer")
+        .cost_micro_usd(10_000)
+        .send()
+        .await?;
+    let approval = d.approval_id.clone().unwrap_or_default();
+    println!("\n▶ billing-agent wants to wire money, which the policy says a human must approve");
+    println!(
+        "  PENDING_APPROVAL: approval {approval} ({})",
+        d.reason().map(|r| r.message.as_str()).unwrap_or("")
+    );
+    c.approve(pb::ApproveRequest {
+        approval_id: approval.clone(),
+        grant: true,
+        reason: "checked the invoice".into(),
+    })
+    .await?;
+    println!("  an operator grants it (`arbiter approvals approve {approval}`)");
+    let d = c
+        .evaluate(agent)
+        .session("s-4")
+        .tool("wire_transfer")
+        .cost_micro_usd(10_000)
+        .approval_id(&approval)
+        .send()
+        .await?;
+    show("billing-agent asks again, presenting the approval", &d);
+    let d = c
+        .evaluate(agent)
+        .session("s-4")
+        .tool("wire_transfer")
+        .cost_micro_usd(10_000)
+        .approval_id(&approval)
+        .send()
+        .await?;
+    show(
+        "...and tries to use it a second time: approvals are single-use",
+        &d,
+    );
+
+    let whole_agent = || {
+        Some(pb::HaltTarget {
+            scope: pb::HaltScope::Agent as i32,
+            agent_id: agent.into(),
+            session_id: String::new(),
+        })
+    };
+    c.halt(pb::HaltRequest {
+        target: whole_agent(),
+        mode: pb::HaltMode::HaltAll as i32,
+        reason: "demo: suspicious activity".into(),
+    })
+    .await?;
+    println!("\n▶ an operator halts billing-agent (`arbiter halt --agent billing-agent --mode halt_all`)");
+    let d = c
+        .evaluate(agent)
+        .session("s-5")
+        .tool("read_invoice")
+        .send()
+        .await?;
+    show("billing-agent reads an invoice while halted", &d);
+    let d = c
+        .evaluate(agent)
+        .session("s-5")
+        .tool("page_oncall")
+        .send()
+        .await?;
+    show(
+        "billing-agent pages the on-call engineer, an action the policy marks critical",
+        &d,
+    );
+    c.resume(pb::ResumeRequest {
+        target: whole_agent(),
+        reason: "demo: all clear".into(),
+    })
+    .await?;
+    let d = c
+        .evaluate(agent)
+        .session("s-5")
+        .tool("read_invoice")
+        .send()
+        .await?;
+    show("the halt is lifted and the invoice is read", &d);
 
     let v = c
         .verify_audit(pb::VerifyAuditRequest {

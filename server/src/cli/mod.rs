@@ -125,6 +125,13 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Human approvals: list, show, approve, deny, watch.
+    Approvals {
+        #[command(subcommand)]
+        command: remote::ApprovalsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Engage the kill switch: for every agent (default), one agent, or one session.
     Halt {
         #[command(flatten)]
@@ -240,6 +247,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => remote::budget(&remote, agent, session).await,
         Command::Agents { remote } => remote::agents(&remote).await,
         Command::Audit { command, remote } => remote::audit(&remote, command).await,
+        Command::Approvals { command, remote } => remote::approvals(&remote, command).await,
         Command::Halt {
             target,
             mode,

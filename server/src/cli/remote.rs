@@ -722,3 +722,136 @@ pub async fn halts(r: &Remote) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalsCommand {
+    /// List approvals, newest first.
+    List {
+        #[arg(long, default_value = "")]
+        agent: String,
+        /// pending, granted, denied, expired or consumed.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one approval.
+    Show { id: String },
+    /// Grant a pending approval.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny a pending approval.
+    Deny {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Print each state change until the approval is final.
+    Watch { id: String },
+}
+
+fn approval_state_name(v: i32) -> String {
+    pb::ApprovalState::try_from(v)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("APPROVAL_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| v.to_string())
+}
+
+fn show_approval(a: &pb::Approval) -> String {
+    let decided = if a.decided_by.is_empty() {
+        String::new()
+    } else {
+        format!(" by {} ({})", a.decided_by, a.decision_reason)
+    };
+    format!(
+        "{}\t{}{}\tagent {}\t{}\t{}\texpires {}",
+        a.approval_id,
+        approval_state_name(a.state),
+        decided,
+        a.agent_id,
+        a.action_summary,
+        a.reason,
+        ts(&a.expires_at)
+    )
+}
+
+pub async fn approvals(r: &Remote, cmd: ApprovalsCommand) -> anyhow::Result<()> {
+    let c = connect(r).await?;
+    match cmd {
+        ApprovalsCommand::List { agent, state } => {
+            let state =
+                match state.as_deref() {
+                    None => pb::ApprovalState::Unspecified,
+                    Some("pending") => pb::ApprovalState::Pending,
+                    Some("granted") => pb::ApprovalState::Granted,
+                    Some("denied") => pb::ApprovalState::Denied,
+                    Some("expired") => pb::ApprovalState::Expired,
+                    Some("consumed") => pb::ApprovalState::Consumed,
+                    Some(other) => return Err(Exit(
+                        2,
+                        format!(
+                            "--state {other:?}: use pending, granted, denied, expired or consumed"
+                        ),
+                    )
+                    .into()),
+                };
+            let resp = c
+                .list_approvals(pb::ListApprovalsRequest {
+                    agent_id: agent,
+                    state: state as i32,
+                    page_size: 1000,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(fail)?;
+            if resp.approvals.is_empty() {
+                println!("no approvals");
+            }
+            for a in &resp.approvals {
+                println!("{}", show_approval(a));
+            }
+        }
+        ApprovalsCommand::Show { id } => {
+            let a = c
+                .get_approval(pb::GetApprovalRequest { approval_id: id })
+                .await
+                .map_err(fail)?;
+            let a = a.approval.unwrap_or_default();
+            println!(
+                "{}\n  action digest {}\n  policy {}",
+                show_approval(&a),
+                a.action_digest,
+                a.policy_version
+            );
+        }
+        ApprovalsCommand::Approve { id, reason } => decide(&c, id, true, reason).await?,
+        ApprovalsCommand::Deny { id, reason } => decide(&c, id, false, reason).await?,
+        ApprovalsCommand::Watch { id } => {
+            let mut stream = c
+                .watch_approval(pb::WatchApprovalRequest { approval_id: id })
+                .await
+                .map_err(fail)?;
+            while let Some(a) = stream.next().await {
+                println!("{}", show_approval(&a.map_err(fail)?));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::Result<()> {
+    let resp = c
+        .approve(pb::ApproveRequest {
+            approval_id: id,
+            grant,
+            reason,
+        })
+        .await
+        .map_err(fail)?;
+    println!("{}", show_approval(&resp.approval.unwrap_or_default()));
+    Ok(())
+}
