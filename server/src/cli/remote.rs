@@ -783,22 +783,23 @@ pub async fn approvals(r: &Remote, cmd: ApprovalsCommand) -> anyhow::Result<()> 
     let c = connect(r).await?;
     match cmd {
         ApprovalsCommand::List { agent, state } => {
-            let state =
-                match state.as_deref() {
-                    None => pb::ApprovalState::Unspecified,
-                    Some("pending") => pb::ApprovalState::Pending,
-                    Some("granted") => pb::ApprovalState::Granted,
-                    Some("denied") => pb::ApprovalState::Denied,
-                    Some("expired") => pb::ApprovalState::Expired,
-                    Some("consumed") => pb::ApprovalState::Consumed,
-                    Some(other) => return Err(Exit(
+            let state = match state.as_deref() {
+                None => pb::ApprovalState::Unspecified,
+                Some("pending") => pb::ApprovalState::Pending,
+                Some("granted") => pb::ApprovalState::Granted,
+                Some("denied") => pb::ApprovalState::Denied,
+                Some("expired") => pb::ApprovalState::Expired,
+                Some("consumed") => pb::ApprovalState::Consumed,
+                Some(other) => {
+                    return Err(Exit(
                         2,
                         format!(
                             "--state {other:?}: use pending, granted, denied, expired or consumed"
                         ),
                     )
-                    .into()),
-                };
+                    .into())
+                }
+            };
             let resp = c
                 .list_approvals(pb::ListApprovalsRequest {
                     agent_id: agent,
