@@ -28,7 +28,7 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(50);
 ///
 /// let client = arbiter_client::Client::builder("127.0.0.1:50051")
 ///     .timeout(Duration::from_millis(500))
-///     .api_key("ak_live_...")
+///     .api_key("arb_...")
 ///     .connect()
 ///     .await?;
 /// # Ok(()) }

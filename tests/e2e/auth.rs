@@ -548,3 +548,114 @@ async fn the_cli_creates_lists_and_revokes_principals() {
     .await;
     assert_eq!(out.code(), Some(0), "{}", out.text());
 }
+
+#[tokio::test]
+async fn a_key_that_acts_for_an_agent_cannot_govern_it_even_with_the_operator_role() {
+    let (server, keys) = server_with_roles().await;
+    let admin = keyed(&server, &keys[2]);
+    let op = keyed(&server, &keys[1]);
+    let both = keyed(
+        &server,
+        &create_roles(
+            &admin,
+            "bot-and-op",
+            &[pb::Role::Agent, pb::Role::Operator],
+            &["bot-1"],
+        )
+        .await,
+    );
+    let agent_target = || {
+        Some(pb::HaltTarget {
+            scope: pb::HaltScope::Agent as i32,
+            agent_id: "bot-1".into(),
+            session_id: String::new(),
+        })
+    };
+    op.halt(pb::HaltRequest {
+        target: agent_target(),
+        mode: pb::HaltMode::HaltAll as i32,
+        reason: "stop".into(),
+    })
+    .await
+    .unwrap();
+
+    let denied = |r: Result<(), arbiter_client::Error>| {
+        assert_eq!(r.unwrap_err().code(), Code::PermissionDenied)
+    };
+    denied(
+        both.resume(pb::ResumeRequest {
+            target: agent_target(),
+            reason: "me".into(),
+        })
+        .await
+        .map(|_| ()),
+    );
+    denied(
+        both.halt(pb::HaltRequest {
+            target: agent_target(),
+            mode: pb::HaltMode::Disengaged as i32,
+            reason: "me".into(),
+        })
+        .await
+        .map(|_| ()),
+    );
+    denied(
+        both.set_trust(pb::SetTrustRequest {
+            agent_id: "bot-1".into(),
+            level: pb::TrustLevel::L5Autonomous as i32,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+    );
+    denied(
+        both.grant_consent(pb::GrantConsentRequest {
+            agent_id: "bot-1".into(),
+            data_type: "ssn".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(
+        op.list_halts(pb::ListHaltsRequest {})
+            .await
+            .unwrap()
+            .halts
+            .len(),
+        1,
+        "the halt stands"
+    );
+    // Naming itself (or a non-operator) as its accountable operator is refused too.
+    let err = both
+        .heartbeat(pb::HeartbeatRequest {
+            agent_id: "bot-1".into(),
+            operator: "bot-and-op".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.field()),
+        (Code::InvalidArgument, Some("operator"))
+    );
+    // The same key may still govern agents it does not act for.
+    both.set_trust(pb::SetTrustRequest {
+        agent_id: "bot-2".into(),
+        level: pb::TrustLevel::L1Monitor as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn create_roles(c: &Client, name: &str, roles: &[pb::Role], agents: &[&str]) -> String {
+    c.create_principal(pb::CreatePrincipalRequest {
+        name: name.into(),
+        roles: roles.iter().map(|r| *r as i32).collect(),
+        agents: agents.iter().map(|a| a.to_string()).collect(),
+    })
+    .await
+    .expect("CreatePrincipal")
+    .api_key
+}

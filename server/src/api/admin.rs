@@ -57,6 +57,7 @@ impl AdminService for AdminApi {
             super::authorize(&self.engine, &req, "SetTrust", Access::Roles(OPERATORS)).await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
+        super::refuse_self_governance(&self.engine, &who, Some(agent.as_str()), "SetTrust").await?;
         let level = trust_level("level", r.level)?
             .ok_or_else(|| ParseError::new("level", "is required"))?;
         let scope = plain_text("scope", r.scope, 256)?.unwrap_or_default();
@@ -111,6 +112,8 @@ impl AdminService for AdminApi {
             super::authorize(&self.engine, &req, "GrantConsent", Access::Roles(OPERATORS)).await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
+        super::refuse_self_governance(&self.engine, &who, Some(agent.as_str()), "GrantConsent")
+            .await?;
         check_len("data_type", &r.data_type, 1, 128)?;
         let purpose = plain_text("purpose", r.purpose, 128)?;
         let expires = r
@@ -141,6 +144,8 @@ impl AdminService for AdminApi {
         .await?;
         let r = req.into_inner();
         let agent = Id::parse("agent_id", &r.agent_id)?;
+        super::refuse_self_governance(&self.engine, &who, Some(agent.as_str()), "RevokeConsent")
+            .await?;
         check_len("data_type", &r.data_type, 1, 128)?;
         let purpose = plain_text("purpose", r.purpose, 128)?;
         let seq = self

@@ -241,7 +241,10 @@ impl ControlService for ControlApi {
                     .halt(&who, target, HaltMode::Emergency, reason)
                     .await?
             }
-            Ok(pb::HaltMode::Disengaged) => self.engine.resume(&who, target, reason).await?,
+            Ok(pb::HaltMode::Disengaged) => {
+                super::refuse_self_governance(&self.engine, &who, target.agent(), "Halt").await?;
+                self.engine.resume(&who, target, reason).await?
+            }
             _ => {
                 return Err(ParseError::new(
                     "mode",
@@ -265,6 +268,7 @@ impl ControlService for ControlApi {
         let who = super::authorize(&self.engine, &r, "Resume", Access::Roles(OPERATORS)).await?;
         let r = r.into_inner();
         let target = target(r.target)?;
+        super::refuse_self_governance(&self.engine, &who, target.agent(), "Resume").await?;
         let reason = reason(r.reason)?;
         let halt = self.engine.resume(&who, target, reason).await?;
         Ok(Response::new(pb::ResumeResponse {

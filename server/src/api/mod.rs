@@ -42,3 +42,35 @@ async fn authorize<T>(
         }
     }
 }
+
+/// A principal that also acts for an agent must not govern that agent: it cannot raise
+/// its trust, grant it consent, or lift a halt on it (or a global one). SPEC §5: "an
+/// agent can never clear its own halt". `agent` is None for global targets.
+async fn refuse_self_governance(
+    engine: &Engine,
+    who: &Principal,
+    agent: Option<&str>,
+    rpc: &'static str,
+) -> Result<(), Status> {
+    if who.is_anonymous() || !who.has(Role::Agent) || agent.is_some_and(|a| !who.acts_for(a)) {
+        return Ok(());
+    }
+    let reason = match agent {
+        Some(a) => format!(
+            "{rpc}: {} acts for agent {a} and cannot govern it",
+            who.name
+        ),
+        None => format!(
+            "{rpc}: {} holds the agent role and cannot lift a global halt",
+            who.name
+        ),
+    };
+    engine
+        .record_refusal(authn::Refusal {
+            principal: who.name.clone(),
+            rpc,
+            reason: reason.clone(),
+        })
+        .await;
+    Err(Status::permission_denied(reason))
+}

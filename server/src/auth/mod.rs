@@ -53,6 +53,11 @@ impl PrincipalBook {
         self.by_hash.retain(|_, p| p.name != name);
     }
 
+    /// An active principal by name.
+    pub fn by_name(&self, name: &str) -> Option<&Principal> {
+        self.by_hash.values().find(|p| p.name == name)
+    }
+
     pub fn required(&self) -> bool {
         self.required
     }

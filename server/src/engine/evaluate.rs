@@ -111,15 +111,19 @@ impl Engine {
         let (result, draft, ops, undo, response_json) = {
             let mut s = self.lock();
             s.ledger.release_expired(now);
-            // A granted approval for this very action holds budget already; release it
+            // An approval for this very action holds budget already; release it
             // for the check so the action is not counted twice (restored unless allowed).
             let held = input
                 .approval_id
                 .as_deref()
                 .and_then(|id| s.approvals.get(id))
                 .filter(|a| {
-                    a.state_at(now) == ApprovalState::Granted
-                        && a.agent_id == agent
+                    // Pending too: re-sending a still-pending request must not count the
+                    // held budget twice.
+                    matches!(
+                        a.state_at(now),
+                        ApprovalState::Granted | ApprovalState::Pending
+                    ) && a.agent_id == agent
                         && a.action_digest == digest.0
                 })
                 .and_then(|a| a.reservation.clone())

@@ -21,6 +21,18 @@ impl Engine {
         status: PresenceStatus,
         operator: Option<String>,
     ) -> Result<Option<Halt>, EngineError> {
+        if let Some(op) = operator.as_deref() {
+            // The accountable human must be a real operator, and not the caller itself.
+            let book = self.principals.read().unwrap_or_else(|p| p.into_inner());
+            if book.required()
+                && (op == who.name || !book.by_name(op).is_some_and(|p| p.has(Role::Operator)))
+            {
+                return Err(EngineError::Invalid(crate::domain::ParseError::new(
+                    "operator",
+                    format!("{op:?} is not an active operator principal other than the caller"),
+                )));
+            }
+        }
         let now = self.now_ms();
         let (changed_operator, halt) = {
             let mut s = self.lock();

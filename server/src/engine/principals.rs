@@ -32,10 +32,10 @@ impl Engine {
     ) -> Result<(PrincipalRow, String, u64), EngineError> {
         Principal::new(name.clone(), roles.clone(), agents.clone())
             .map_err(|e| ParseError::new("agents", e))?;
-        if name == "anonymous" {
+        if name == "anonymous" || name == "watchdog" {
             return Err(EngineError::Invalid(ParseError::new(
                 "name",
-                "\"anonymous\" is reserved for development mode",
+                format!("{name:?} is reserved (development mode and the watchdog use it)"),
             )));
         }
         let existing = self.store.principals().await?;

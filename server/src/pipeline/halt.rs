@@ -1,7 +1,9 @@
 //! Stage 1: the kill switch, checked before anything else, even for agents with no
-//! policy. Owns `halt.engaged`.
+//! policy. Owns `halt.engaged`. Global halts follow their mode; agent and session halts
+//! stop everything for their target.
 
 use super::{Reason, Request, Snapshot};
+use crate::state::HaltTarget;
 
 pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
     let agent_critical = snap
@@ -11,7 +13,10 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
     let action_critical = snap.policy.action_rules(req.action).any(|r| r.critical);
     let mut exempt = Vec::new();
     for h in snap.state.halts.applicable(req.agent_id, req.session_id) {
-        if h.mode.lets_through(agent_critical, action_critical) {
+        // SPEC §5: an agent or session halt blocks everything for its target; the
+        // critical exemptions apply to global halts only.
+        let global = matches!(h.target, HaltTarget::Global);
+        if global && h.mode.lets_through(agent_critical, action_critical) {
             exempt.push(h.mode.name());
             continue;
         }

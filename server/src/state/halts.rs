@@ -60,6 +60,14 @@ impl HaltTarget {
         }
     }
 
+    /// The agent a target names, if any.
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            Self::Global => None,
+            Self::Agent(a) | Self::Session(a, _) => Some(a),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Self::Global => "every agent".into(),
