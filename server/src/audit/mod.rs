@@ -4,6 +4,7 @@
 pub mod batcher;
 pub mod canonical;
 pub mod chain;
+pub mod merkle;
 pub mod offline;
 pub mod verify;
 

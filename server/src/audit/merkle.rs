@@ -1,0 +1,363 @@
+//! RFC 6962 Merkle tree over audit entries: leaf `SHA-256(0x00 ‖ canonical)`, node
+//! `SHA-256(0x01 ‖ left ‖ right)`, split at the largest power of two below n.
+//!
+//! The tree is extended, never recomputed: appending leaf i completes the perfect
+//! subtrees that end at i, and only those nodes are stored. Any subtree hash the RFC's
+//! proofs need is a perfect node or a fold of O(log n) perfect nodes on the right edge,
+//! so proofs cost O(log n) node reads whatever the log size.
+
+use sha2::{Digest, Sha256};
+
+pub type Hash = [u8; 32];
+
+pub fn leaf_hash(entry: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(entry);
+    h.finalize().into()
+}
+
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// Root of the empty tree: SHA-256 of nothing.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// A stored perfect subtree: level 0 are leaves; node (level, index) covers leaves
+/// `[index·2^level, (index+1)·2^level)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    pub level: u32,
+    pub index: u64,
+    pub hash: Hash,
+}
+
+/// The right edge of the tree: one perfect subtree per set bit of the size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    pub size: u64,
+    /// Largest subtree first.
+    pub nodes: Vec<Node>,
+}
+
+impl Frontier {
+    /// Appends a leaf and returns every node it completes (the leaf included).
+    pub fn push(&mut self, leaf: Hash) -> Vec<Node> {
+        let mut created = vec![Node {
+            level: 0,
+            index: self.size,
+            hash: leaf,
+        }];
+        let mut current = created[0];
+        while let Some(last) = self.nodes.last().copied() {
+            if last.level != current.level {
+                break;
+            }
+            self.nodes.pop();
+            current = Node {
+                level: current.level + 1,
+                index: last.index / 2,
+                hash: node_hash(&last.hash, &current.hash),
+            };
+            created.push(current);
+        }
+        self.nodes.push(current);
+        self.size += 1;
+        created
+    }
+
+    /// The tree head: the frontier folded from the smallest subtree up.
+    pub fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        let Some(first) = it.next() else {
+            return empty_root();
+        };
+        it.fold(first.hash, |acc, n| node_hash(&n.hash, &acc))
+    }
+
+    /// Rebuilds the frontier of a tree of `size` leaves from stored perfect nodes.
+    pub fn at(size: u64, node: &mut impl FnMut(u32, u64) -> Option<Hash>) -> Option<Self> {
+        let mut nodes = Vec::new();
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if size & (1u64 << level) != 0 {
+                let index = start >> level;
+                nodes.push(Node {
+                    level,
+                    index,
+                    hash: node(level, index)?,
+                });
+                start += 1u64 << level;
+            }
+        }
+        Some(Self { size, nodes })
+    }
+}
+
+fn largest_power_of_two_below(n: u64) -> u64 {
+    debug_assert!(n > 1);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// MTH of leaves `[start, start+size)`, from stored perfect nodes.
+fn subtree(start: u64, size: u64, node: &mut impl FnMut(u32, u64) -> Option<Hash>) -> Option<Hash> {
+    if size.is_power_of_two() && start % size == 0 {
+        let level = size.trailing_zeros();
+        return node(level, start >> level);
+    }
+    let k = largest_power_of_two_below(size);
+    let left = subtree(start, k, node)?;
+    let right = subtree(start + k, size - k, node)?;
+    Some(node_hash(&left, &right))
+}
+
+/// RFC 6962 §2.1.1 PATH(m, D[start:start+n]).
+fn path(
+    m: u64,
+    start: u64,
+    n: u64,
+    node: &mut impl FnMut(u32, u64) -> Option<Hash>,
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    if n <= 1 {
+        return Some(());
+    }
+    let k = largest_power_of_two_below(n);
+    if m < k {
+        path(m, start, k, node, out)?;
+        out.push(subtree(start + k, n - k, node)?);
+    } else {
+        path(m - k, start + k, n - k, node, out)?;
+        out.push(subtree(start, k, node)?);
+    }
+    Some(())
+}
+
+/// Inclusion proof of leaf `index` in the tree of `size` leaves (sibling hashes from
+/// the leaf up).
+pub fn inclusion_proof(
+    index: u64,
+    size: u64,
+    mut node: impl FnMut(u32, u64) -> Option<Hash>,
+) -> Option<Vec<Hash>> {
+    if index >= size {
+        return None;
+    }
+    let mut out = Vec::new();
+    path(index, 0, size, &mut node, &mut out)?;
+    Some(out)
+}
+
+/// RFC 6962 §2.1.2 SUBPROOF(m, D[start:start+n], b).
+fn subproof(
+    m: u64,
+    start: u64,
+    n: u64,
+    complete: bool,
+    node: &mut impl FnMut(u32, u64) -> Option<Hash>,
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    if m == n {
+        if !complete {
+            out.push(subtree(start, n, node)?);
+        }
+        return Some(());
+    }
+    let k = largest_power_of_two_below(n);
+    if m <= k {
+        subproof(m, start, k, complete, node, out)?;
+        out.push(subtree(start + k, n - k, node)?);
+    } else {
+        subproof(m - k, start + k, n - k, false, node, out)?;
+        out.push(subtree(start, k, node)?);
+    }
+    Some(())
+}
+
+/// Consistency proof that the tree of `old` leaves is a prefix of the tree of `new`.
+pub fn consistency_proof(
+    old: u64,
+    new: u64,
+    mut node: impl FnMut(u32, u64) -> Option<Hash>,
+) -> Option<Vec<Hash>> {
+    if old == 0 || old > new {
+        return None;
+    }
+    let mut out = Vec::new();
+    if old < new {
+        subproof(old, 0, new, true, &mut node, &mut out)?;
+    }
+    Some(out)
+}
+
+/// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let (mut f_n, mut s_n) = (index, size - 1);
+    let mut r = *leaf;
+    for p in proof {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n & 1 == 1 || f_n == s_n {
+            r = node_hash(p, &r);
+            if f_n & 1 == 0 {
+                while f_n & 1 == 0 && f_n != 0 {
+                    f_n >>= 1;
+                    s_n >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    s_n == 0 && r == *root
+}
+
+/// Verifies a consistency proof (RFC 9162 §2.1.4.2).
+pub fn verify_consistency(
+    old: u64,
+    new: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    if old == 0 || old > new {
+        return false;
+    }
+    if old == new {
+        return proof.is_empty() && old_root == new_root;
+    }
+    let mut path: Vec<Hash> = proof.to_vec();
+    if old.is_power_of_two() {
+        path.insert(0, *old_root);
+    }
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let (mut f_n, mut s_n) = (old - 1, new - 1);
+    while f_n & 1 == 1 {
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    let (mut fr, mut sr) = (*first, *first);
+    for c in rest {
+        if s_n == 0 {
+            return false;
+        }
+        if f_n & 1 == 1 || f_n == s_n {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if f_n & 1 == 0 {
+                while f_n & 1 == 0 && f_n != 0 {
+                    f_n >>= 1;
+                    s_n >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f_n >>= 1;
+        s_n >>= 1;
+    }
+    s_n == 0 && fr == *old_root && sr == *new_root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The RFC's recursive definition, over all leaves: the reference.
+    fn mth(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = largest_power_of_two_below(n as u64) as usize;
+                node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+            }
+        }
+    }
+
+    fn build(n: u64) -> (Vec<Hash>, Frontier, HashMap<(u32, u64), Hash>) {
+        let mut f = Frontier::default();
+        let mut store = HashMap::new();
+        let mut leaves = Vec::new();
+        for i in 0..n {
+            let leaf = leaf_hash(format!("entry {i}").as_bytes());
+            leaves.push(leaf);
+            for node in f.push(leaf) {
+                store.insert((node.level, node.index), node.hash);
+            }
+        }
+        (leaves, f, store)
+    }
+
+    #[test]
+    fn the_empty_tree_and_leaf_hashing_match_rfc_6962() {
+        assert_eq!(
+            hex::encode(empty_root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        // RFC 6962 test vector: the leaf hash of the empty entry.
+        assert_eq!(
+            hex::encode(leaf_hash(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+    }
+
+    #[test]
+    fn incremental_roots_equal_the_recursive_definition() {
+        for n in 0..70u64 {
+            let (leaves, f, store) = build(n);
+            assert_eq!(f.root(), mth(&leaves), "n = {n}");
+            let rebuilt = Frontier::at(n, &mut |l, i| store.get(&(l, i)).copied()).unwrap();
+            assert_eq!(rebuilt, f);
+        }
+    }
+
+    #[test]
+    fn every_inclusion_and_consistency_proof_verifies_and_tampering_fails() {
+        let (leaves, _f, store) = build(40);
+        let node = |l: u32, i: u64| store.get(&(l, i)).copied();
+        for size in 1..=40u64 {
+            let root = mth(&leaves[..size as usize]);
+            for index in 0..size {
+                let proof = inclusion_proof(index, size, node).unwrap();
+                assert!(
+                    verify_inclusion(index, size, &leaves[index as usize], &proof, &root),
+                    "{index}/{size}"
+                );
+                let wrong = leaf_hash(b"forged");
+                assert!(!verify_inclusion(index, size, &wrong, &proof, &root));
+            }
+            for old in 1..=size {
+                let old_root = mth(&leaves[..old as usize]);
+                let proof = consistency_proof(old, size, node).unwrap();
+                assert!(
+                    verify_consistency(old, size, &old_root, &root, &proof),
+                    "{old}->{size}"
+                );
+                if old < size {
+                    let other = mth(&leaves[1..old as usize + 1]);
+                    assert!(
+                        !verify_consistency(old, size, &other, &root, &proof),
+                        "rewrite {old}->{size}"
+                    );
+                }
+            }
+        }
+    }
+}
