@@ -69,6 +69,8 @@ pub struct AuditSettings {
     pub max_batch: usize,
     /// HMAC key ring; defaults to `<data_dir>/keys/hmac.json`.
     pub keys_file: Option<PathBuf>,
+    /// Checkpoint origin line (the log's name); fixed when the signing key is created.
+    pub origin: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -76,6 +78,7 @@ impl Default for AuditSettings {
         Self {
             max_batch: 512,
             keys_file: None,
+            origin: None,
         }
     }
 }

@@ -118,3 +118,70 @@ fn check_permissions(path: &Path) -> anyhow::Result<()> {
 fn check_permissions(_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SigningFile {
+    origin: String,
+    /// 32-byte Ed25519 seed, hex.
+    secret: String,
+    public: String,
+    created_at: String,
+}
+
+/// Loads the checkpoint signing key (`<data dir>/keys/signing.json`, 0600), generating
+/// one on first start, and writes the public key next to it as `signing.pub` (hex) for
+/// verifiers. Returns the signer and whether it was generated.
+pub fn load_or_generate_signer(
+    path: &Path,
+    origin: Option<&str>,
+) -> anyhow::Result<(crate::audit::TreeSigner, bool)> {
+    if path.exists() {
+        check_permissions(path)?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let f: SigningFile =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        let seed: [u8; 32] = hex::decode(&f.secret)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .with_context(|| format!("{}: secret must be 32 bytes of hex", path.display()))?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        if let Some(o) = origin.filter(|o| *o != f.origin) {
+            bail!("{}: the log origin is {:?}, but the settings say {o:?}; the origin of a log never changes", path.display(), f.origin);
+        }
+        return Ok((
+            crate::audit::TreeSigner {
+                origin: f.origin,
+                key,
+            },
+            false,
+        ));
+    }
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let public = hex::encode(key.verifying_key().as_bytes());
+    let origin = origin
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("arbiter/{}", &public[..16]));
+    let file = SigningFile {
+        origin: origin.clone(),
+        secret: hex::encode(key.to_bytes()),
+        public: public.clone(),
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let dir = path.parent().context("key file has no parent directory")?;
+    std::fs::create_dir_all(dir)?;
+    restrict(dir, 0o700)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    restrict(path, 0o600)?;
+    f.write_all(serde_json::to_string_pretty(&file)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::write(
+        path.with_file_name("signing.pub"),
+        format!("{origin}\n{public}\n"),
+    )?;
+    Ok((crate::audit::TreeSigner { origin, key }, true))
+}

@@ -65,6 +65,16 @@ impl Application {
                  without it the audit log cannot be verified."
             );
         }
+        let signing_path = settings.storage.data_dir.join("keys").join("signing.json");
+        let (signer, generated) =
+            crate::keys::load_or_generate_signer(&signing_path, settings.audit.origin.as_deref())?;
+        if generated {
+            tracing::warn!(
+                path = %signing_path.display(),
+                origin = %signer.origin,
+                "DEVELOPMENT KEYS GENERATED: a new checkpoint signing key; its public key is in signing.pub"
+            );
+        }
         let store: Arc<dyn Store> = Arc::new(open_store(&settings).await?);
 
         let policy = match &settings.policy.path {
@@ -81,8 +91,13 @@ impl Application {
             }
             None => Arc::new(SystemClock),
         };
-        let (batcher, batcher_task) =
-            Batcher::start(store.clone(), keys.clone(), settings.audit.max_batch).await?;
+        let (batcher, batcher_task) = Batcher::start(
+            store.clone(),
+            keys.clone(),
+            signer,
+            settings.audit.max_batch,
+        )
+        .await?;
         let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);
         if engine.auth_required() {
             tracing::info!(

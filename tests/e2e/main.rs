@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod budget;
 mod cases;
+mod checkpoint;
 mod consent;
 mod demo;
 mod halt;

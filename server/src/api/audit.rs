@@ -1,9 +1,9 @@
 //! `arbiter.v1.AuditService`.
 
 use super::convert::{optional_id, timestamp, timestamp_ms};
-use super::status::not_yet;
 use super::AUDITORS;
 use crate::audit::canonical::export_line;
+use crate::audit::merkle;
 use crate::audit::SealedEntry;
 use crate::auth::Access;
 use crate::domain::{check_len, ParseError};
@@ -88,6 +88,49 @@ fn fault(f: crate::audit::verify::Fault) -> pb::AuditFault {
         UnknownKey | RevokedKey => pb::AuditFault::UnknownKey,
         ColumnMismatch => pb::AuditFault::ColumnMismatch,
     }
+}
+
+impl AuditApi {
+    /// 0 means the latest checkpoint's size; larger than the stored tree is refused.
+    async fn tree_size(&self, requested: u64) -> Result<u64, Status> {
+        let latest = self
+            .engine
+            .store()
+            .checkpoint(None)
+            .await?
+            .map_or(0, |c| c.size);
+        match requested {
+            0 if latest == 0 => Err(Status::not_found("the log is empty: no checkpoint yet")),
+            0 => Ok(latest),
+            n if n > latest => Err(ParseError::new(
+                "tree_size",
+                format!("must be at most {latest} (the latest checkpoint)"),
+            )
+            .into()),
+            n => Ok(n),
+        }
+    }
+}
+
+/// Runs a proof function twice: once to learn which stored nodes it reads, then with
+/// those nodes fetched from the store. The nodes a proof needs depend only on the sizes.
+async fn proof_nodes(
+    store: &dyn crate::store::Store,
+    proof: impl Fn(&mut dyn FnMut(u32, u64) -> Option<merkle::Hash>) -> Option<Vec<merkle::Hash>>,
+) -> Result<Vec<merkle::Hash>, Status> {
+    let mut wanted = Vec::new();
+    proof(&mut |level, index| {
+        wanted.push((level, index));
+        Some([0u8; 32])
+    });
+    let mut found = std::collections::HashMap::new();
+    for (level, index) in wanted {
+        if let Some(h) = store.node(level, index).await? {
+            found.insert((level, index), h);
+        }
+    }
+    proof(&mut |level, index| found.get(&(level, index)).copied())
+        .ok_or_else(|| Status::data_loss("a Merkle node is missing; run `arbiter audit verify`"))
 }
 
 #[tonic::async_trait]
@@ -276,7 +319,17 @@ impl AuditService for AuditApi {
         r: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         super::authorize(&self.engine, &r, "GetCheckpoint", Access::Roles(AUDITORS)).await?;
-        Err(not_yet("GetCheckpoint (signed Merkle checkpoints)"))
+        let c = self
+            .engine
+            .store()
+            .checkpoint(None)
+            .await?
+            .ok_or_else(|| Status::not_found("the log is empty: no checkpoint yet"))?;
+        Ok(Response::new(pb::GetCheckpointResponse {
+            checkpoint: c.note,
+            tree_size: c.size,
+            root_hash: c.root_hex,
+        }))
     }
 
     async fn get_inclusion_proof(
@@ -290,7 +343,25 @@ impl AuditService for AuditApi {
             Access::Roles(AUDITORS),
         )
         .await?;
-        Err(not_yet("GetInclusionProof"))
+        let r = r.into_inner();
+        let size = self.tree_size(r.tree_size).await?;
+        if r.seq == 0 || r.seq > size {
+            return Err(ParseError::new(
+                "seq",
+                format!("must be 1–{size} (the tree size), got {}", r.seq),
+            )
+            .into());
+        }
+        let store = self.engine.store();
+        let hashes = proof_nodes(store.as_ref(), |node| {
+            merkle::inclusion_proof(r.seq - 1, size, node)
+        })
+        .await?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            leaf_index: r.seq - 1,
+            tree_size: size,
+            hashes: hashes.iter().map(hex::encode).collect(),
+        }))
     }
 
     async fn get_consistency_proof(
@@ -304,6 +375,24 @@ impl AuditService for AuditApi {
             Access::Roles(AUDITORS),
         )
         .await?;
-        Err(not_yet("GetConsistencyProof"))
+        let r = r.into_inner();
+        let to = self.tree_size(r.to_size).await?;
+        if r.from_size == 0 || r.from_size > to {
+            return Err(ParseError::new(
+                "from_size",
+                format!("must be 1–{to}, got {}", r.from_size),
+            )
+            .into());
+        }
+        let store = self.engine.store();
+        let hashes = proof_nodes(store.as_ref(), |node| {
+            merkle::consistency_proof(r.from_size, to, node)
+        })
+        .await?;
+        Ok(Response::new(pb::GetConsistencyProofResponse {
+            from_size: r.from_size,
+            to_size: to,
+            hashes: hashes.iter().map(hex::encode).collect(),
+        }))
     }
 }

@@ -6,7 +6,9 @@
 
 use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntry};
 use super::chain::{KeyRing, GENESIS};
-use crate::store::{CommitUnit, StateOp, Store, StoreError};
+use super::checkpoint;
+use super::merkle::{self, Frontier};
+use crate::store::{CheckpointRow, CommitUnit, StateOp, Store, StoreError, TreeUpdate};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -93,7 +95,74 @@ impl BatcherHandle {
     }
 }
 
+/// Signs checkpoints: the Ed25519 key and the log's origin line.
+#[derive(Clone)]
+pub struct TreeSigner {
+    pub origin: String,
+    pub key: ed25519_dalek::SigningKey,
+}
+
+impl TreeSigner {
+    fn checkpoint(&self, frontier: &Frontier, ts_ms: i64) -> CheckpointRow {
+        let root = frontier.root();
+        CheckpointRow {
+            size: frontier.size,
+            root_hex: hex::encode(root),
+            note: checkpoint::sign(&self.origin, frontier.size, &root, &self.key),
+            ts_ms,
+        }
+    }
+}
+
+/// Rebuilds the right edge of the stored tree, first adding leaves for entries written
+/// before the tree existed (a log from an older release).
+async fn catch_up_tree(
+    store: &dyn Store,
+    signer: &TreeSigner,
+    head_seq: u64,
+) -> Result<Frontier, StoreError> {
+    let stored = store.tree_size().await?;
+    let mut frontier = load_frontier(store, stored).await?;
+    if stored < head_seq {
+        let mut nodes = Vec::new();
+        let mut next = stored + 1;
+        while next <= head_seq {
+            let page = store.audit_range(next, head_seq, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            next = last.seq + 1;
+            for e in &page {
+                nodes.extend(frontier.push(merkle::leaf_hash(e.canonical.as_bytes())));
+            }
+        }
+        let checkpoint = Some(signer.checkpoint(&frontier, chrono::Utc::now().timestamp_millis()));
+        store.put_tree(&TreeUpdate { nodes, checkpoint }).await?;
+        tracing::info!(
+            leaves = frontier.size - stored,
+            "built the Merkle tree for existing audit entries"
+        );
+    }
+    Ok(frontier)
+}
+
+async fn load_frontier(store: &dyn Store, size: u64) -> Result<Frontier, StoreError> {
+    let mut nodes = Vec::new();
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        if size & (1u64 << level) != 0 {
+            let index = start >> level;
+            let hash = store.node(level, index).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("merkle node {level}/{index} is missing"))
+            })?;
+            nodes.push(merkle::Node { level, index, hash });
+            start += 1u64 << level;
+        }
+    }
+    Ok(Frontier { size, nodes })
+}
+
 pub struct Batcher {
+    frontier: Frontier,
+    signer: TreeSigner,
     store: Arc<dyn Store>,
     keys: KeyRing,
     head_seq: u64,
@@ -123,9 +192,11 @@ impl Batcher {
     pub async fn start(
         store: Arc<dyn Store>,
         keys: KeyRing,
+        signer: TreeSigner,
         max_batch: usize,
     ) -> Result<(BatcherHandle, tokio::task::JoinHandle<()>), StoreError> {
         let (head_seq, head_mac) = read_head(store.as_ref()).await?;
+        let frontier = catch_up_tree(store.as_ref(), &signer, head_seq).await?;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
         let (health_tx, healthy) = watch::channel(true);
@@ -144,6 +215,8 @@ impl Batcher {
             head_seq,
             head_mac,
             max_batch,
+            frontier,
+            signer,
         };
         let task = tokio::spawn(batcher.run(rx, committed, health_tx, head, stats));
         Ok((handle, task))
@@ -188,8 +261,19 @@ impl Batcher {
             if units.is_empty() {
                 continue;
             }
+            // Extend the tree on a copy: it becomes the tree only if the batch commits.
+            let mut frontier = self.frontier.clone();
+            let mut nodes = Vec::with_capacity(units.len() * 2);
+            for u in &units {
+                nodes.extend(frontier.push(merkle::leaf_hash(u.entry.canonical.as_bytes())));
+            }
+            let checkpoint = Some(
+                self.signer
+                    .checkpoint(&frontier, units.last().map_or(0, |u| u.entry.ts_ms)),
+            );
+            let tree = TreeUpdate { nodes, checkpoint };
             let started = std::time::Instant::now();
-            let outcome = self.store.commit(&units).await;
+            let outcome = self.store.commit(&units, &tree).await;
             tracing::debug!(
                 entries = units.len(),
                 commit_us = started.elapsed().as_micros() as u64,
@@ -197,6 +281,7 @@ impl Batcher {
             );
             match outcome {
                 Ok(()) => {
+                    self.frontier = frontier;
                     self.head_seq = seq;
                     self.head_mac = prev;
                     head.store(seq, Ordering::Release);
@@ -223,6 +308,12 @@ impl Batcher {
                     // Whether the failed transaction landed is unknown; re-read the head.
                     match read_head(self.store.as_ref()).await {
                         Ok((s, m)) => {
+                            match load_frontier(self.store.as_ref(), s).await {
+                                Ok(f) => self.frontier = f,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot re-read the Merkle tree")
+                                }
+                            }
                             self.head_seq = s;
                             self.head_mac = m;
                             head.store(s, Ordering::Release);

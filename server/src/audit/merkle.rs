@@ -108,7 +108,7 @@ fn largest_power_of_two_below(n: u64) -> u64 {
 
 /// MTH of leaves `[start, start+size)`, from stored perfect nodes.
 fn subtree(start: u64, size: u64, node: &mut impl FnMut(u32, u64) -> Option<Hash>) -> Option<Hash> {
-    if size.is_power_of_two() && start % size == 0 {
+    if size.is_power_of_two() && start.is_multiple_of(size) {
         let level = size.trailing_zeros();
         return node(level, start >> level);
     }

@@ -4,10 +4,11 @@
 pub mod batcher;
 pub mod canonical;
 pub mod chain;
+pub mod checkpoint;
 pub mod merkle;
 pub mod offline;
 pub mod verify;
 
-pub use batcher::{Batcher, BatcherHandle, Committed};
+pub use batcher::{Batcher, BatcherHandle, Committed, TreeSigner};
 pub use canonical::{EntryDraft, SealedEntry};
 pub use chain::{HmacKey, KeyRing, KeyStatus, GENESIS};

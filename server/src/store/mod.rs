@@ -104,6 +104,21 @@ pub enum StateOp {
     },
 }
 
+/// Merkle nodes completed by a batch and the checkpoint signed for it.
+#[derive(Debug, Clone, Default)]
+pub struct TreeUpdate {
+    pub nodes: Vec<crate::audit::merkle::Node>,
+    pub checkpoint: Option<CheckpointRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub size: u64,
+    pub root_hex: String,
+    pub note: String,
+    pub ts_ms: i64,
+}
+
 /// One audit entry and the state changes it records.
 #[derive(Debug, Clone)]
 pub struct CommitUnit {
@@ -193,8 +208,16 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
     /// State to rebuild memory from; replies newer than `replies_since_ms` only.
     async fn load(&self, now_ms: i64, replies_since_ms: i64) -> Result<StateImage, StoreError>;
-    /// Writes a batch of units in one transaction: all or nothing.
-    async fn commit(&self, units: &[CommitUnit]) -> Result<(), StoreError>;
+    /// Writes a batch of units and the tree nodes they complete in one transaction.
+    async fn commit(&self, units: &[CommitUnit], tree: &TreeUpdate) -> Result<(), StoreError>;
+    /// Writes tree nodes alone (rebuilding the tree of an older log at start).
+    async fn put_tree(&self, tree: &TreeUpdate) -> Result<(), StoreError>;
+    /// Leaves in the stored tree.
+    async fn tree_size(&self) -> Result<u64, StoreError>;
+    /// A stored perfect subtree hash.
+    async fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    /// The newest checkpoint, or the one for exactly `size` leaves.
+    async fn checkpoint(&self, size: Option<u64>) -> Result<Option<CheckpointRow>, StoreError>;
     /// Entries with `from_seq <= seq <= to_seq`, at most `limit`, in order.
     async fn audit_range(
         &self,

@@ -1,8 +1,8 @@
 //! The embedded backend: SQLite in WAL mode. All SQL for it lives here.
 
 use super::{
-    AuditQuery, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage, StateOp, Store,
-    StoreError,
+    AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage,
+    StateOp, Store, StoreError, TreeUpdate,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -308,11 +308,70 @@ impl Store for SqliteStore {
     }
 
     #[instrument(skip_all, fields(units = units.len()))]
-    async fn commit(&self, units: &[CommitUnit]) -> Result<(), StoreError> {
+    async fn commit(&self, units: &[CommitUnit], tree: &TreeUpdate) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         write_batch(&mut tx, units).await?;
+        write_tree(&mut tx, tree).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn put_tree(&self, tree: &TreeUpdate) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_tree(&mut tx, tree).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tree_size(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merkle_nodes WHERE level = 0")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
+    }
+
+    async fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let h: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?")
+                .bind(i64::from(level))
+                .bind(to_i64(index))
+                .fetch_optional(&self.pool)
+                .await?;
+        h.map(|h| {
+            hex::decode(&h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes"))
+                })
+        })
+        .transpose()
+    }
+
+    async fn checkpoint(&self, size: Option<u64>) -> Result<Option<CheckpointRow>, StoreError> {
+        let row =
+            match size {
+                Some(n) => {
+                    sqlx::query("SELECT size, root, note, ts_ms FROM checkpoints WHERE size = ?")
+                        .bind(to_i64(n))
+                        .fetch_optional(&self.pool)
+                        .await?
+                }
+                None => sqlx::query(
+                    "SELECT size, root, note, ts_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?,
+            };
+        row.map(|r| {
+            Ok(CheckpointRow {
+                size: to_u64(r.try_get("size")?),
+                root_hex: r.try_get("root")?,
+                note: r.try_get("note")?,
+                ts_ms: r.try_get("ts_ms")?,
+            })
+        })
+        .transpose()
     }
     #[instrument(skip_all)]
     async fn audit_range(
@@ -635,6 +694,30 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
     }
     for op in admin {
         apply(tx, op).await?;
+    }
+    Ok(())
+}
+
+async fn write_tree(tx: &mut Tx<'_>, tree: &TreeUpdate) -> Result<(), StoreError> {
+    for chunk in tree.nodes.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO merkle_nodes (level, idx, hash) ");
+        q.push_values(chunk, |mut b, n| {
+            b.push_bind(i64::from(n.level))
+                .push_bind(to_i64(n.index))
+                .push_bind(hex::encode(n.hash));
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    if let Some(c) = &tree.checkpoint {
+        sqlx::query(
+            "INSERT OR IGNORE INTO checkpoints (size, root, note, ts_ms) VALUES (?, ?, ?, ?)",
+        )
+        .bind(to_i64(c.size))
+        .bind(&c.root_hex)
+        .bind(&c.note)
+        .bind(c.ts_ms)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

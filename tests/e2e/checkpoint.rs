@@ -1,0 +1,134 @@
+//! The Merkle tree and signed checkpoints: any verifier with the public key can check
+//! one decision (inclusion) and that the log only grew (consistency).
+
+use arbiter_client::{proto as pb, Client};
+use arbiter_server::audit::merkle;
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{query_all, spawn_server, ServerOptions, TestServer};
+
+const POLICY: &str = "version: 1\nagents:\n  - id: \"*\"\n    tools: {allow: [\"*\"]}\n";
+
+fn unhex(s: &str) -> [u8; 32] {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+/// Checks the C2SP signed note with the public key from `signing.pub`, independently of
+/// the server's code, and returns (size, root).
+fn verify_note(server: &TestServer, note: &str) -> (u64, [u8; 32]) {
+    let pubfile =
+        std::fs::read_to_string(server.data_dir.join("keys").join("signing.pub")).unwrap();
+    let mut lines = pubfile.lines();
+    let (origin, public) = (lines.next().unwrap(), lines.next().unwrap());
+    let key = VerifyingKey::from_bytes(&unhex(public)).unwrap();
+    let (body, sig_line) = note.split_once("\n\n").unwrap();
+    let body = format!("{body}\n");
+    let mut parts = body.lines();
+    assert_eq!(parts.next(), Some(origin));
+    let size: u64 = parts.next().unwrap().parse().unwrap();
+    let root: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(parts.next().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sig_line = sig_line.trim_end().strip_prefix("\u{2014} ").unwrap();
+    let (name, blob) = sig_line.split_once(' ').unwrap();
+    assert_eq!(name, origin);
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .unwrap();
+    let mut h = Sha256::new();
+    h.update(origin.as_bytes());
+    h.update([0x0A, 0x01]);
+    h.update(key.as_bytes());
+    assert_eq!(&blob[..4], &h.finalize()[..4], "key id");
+    key.verify(body.as_bytes(), &Signature::from_slice(&blob[4..]).unwrap())
+        .expect("signature verifies");
+    (size, root)
+}
+
+async fn checkpoint(c: &Client) -> pb::GetCheckpointResponse {
+    c.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_entry_is_provably_in_the_signed_tree_and_the_tree_only_grows() {
+    let mut server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let c = server.client();
+    for i in 0..12 {
+        c.evaluate(format!("agent-{}", i % 3))
+            .tool("t")
+            .send()
+            .await
+            .unwrap();
+    }
+    let first = checkpoint(&c).await;
+    let (size, root) = verify_note(&server, &first.checkpoint);
+    assert_eq!(
+        (size, hex::encode(root)),
+        (first.tree_size, first.root_hash.clone())
+    );
+
+    let entries = query_all(&c, pb::AuditFilter::default()).await;
+    assert_eq!(entries.len() as u64, size, "one leaf per entry");
+    for e in &entries {
+        let proof = c
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                seq: e.seq,
+                tree_size: size,
+            })
+            .await
+            .unwrap();
+        let hashes: Vec<[u8; 32]> = proof.hashes.iter().map(|h| unhex(h)).collect();
+        let leaf = merkle::leaf_hash(e.canonical.as_bytes());
+        assert!(
+            merkle::verify_inclusion(e.seq - 1, size, &leaf, &hashes, &root),
+            "entry {}",
+            e.seq
+        );
+        let forged = merkle::leaf_hash(format!("{} ", e.canonical).as_bytes());
+        assert!(!merkle::verify_inclusion(
+            e.seq - 1,
+            size,
+            &forged,
+            &hashes,
+            &root
+        ));
+    }
+
+    // More traffic and a restart: the new tree extends the old one.
+    server.restart().await;
+    let c = server.client();
+    for _ in 0..7 {
+        c.evaluate("agent-9").tool("t").send().await.unwrap();
+    }
+    let later = checkpoint(&c).await;
+    let (new_size, new_root) = verify_note(&server, &later.checkpoint);
+    assert!(new_size > size);
+    let proof = c
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            from_size: size,
+            to_size: new_size,
+        })
+        .await
+        .unwrap();
+    let hashes: Vec<[u8; 32]> = proof.hashes.iter().map(|h| unhex(h)).collect();
+    assert!(merkle::verify_consistency(
+        size, new_size, &root, &new_root, &hashes
+    ));
+    assert!(
+        !merkle::verify_consistency(size, new_size, &new_root, &new_root, &hashes),
+        "a different old root is refused"
+    );
+
+    let bad = c
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            seq: new_size + 1,
+            tree_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.field(), Some("seq"));
+}
