@@ -132,3 +132,136 @@ async fn every_entry_is_provably_in_the_signed_tree_and_the_tree_only_grows() {
         .unwrap_err();
     assert_eq!(bad.field(), Some("seq"));
 }
+
+#[tokio::test]
+async fn a_receipt_verifies_offline_with_the_public_key_and_an_edited_one_does_not() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let c = server.client();
+    let d = c
+        .evaluate("agent-1")
+        .tool("send_email")
+        .receipt(true)
+        .send()
+        .await
+        .unwrap();
+    let r = d.receipt().expect("a receipt").clone();
+    assert!(
+        r.entry.contains(&d.decision_id),
+        "the receipt is for this decision"
+    );
+    let file = server.scratch("receipt.json");
+    let json = serde_json::json!({"entry": r.entry, "mac": r.mac, "inclusion_proof": r.inclusion_proof, "checkpoint": r.checkpoint});
+    std::fs::write(&file, json.to_string()).unwrap();
+    let public = server.data_dir.join("keys").join("signing.pub");
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+
+    let edited = json.to_string().replace("send_email", "send_money");
+    std::fs::write(&file, edited).unwrap();
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(1), "{}", out.text());
+
+    // The CLI builds the same receipt for any entry.
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "proof",
+        &d.audit_seq.to_string(),
+        "--out",
+        file.to_str().unwrap(),
+        "--addr",
+        &server.url(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "verify-receipt",
+        file.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+}
+
+#[tokio::test]
+async fn a_saved_checkpoint_exposes_truncation_of_the_log() {
+    let mut server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let c = server.client();
+    for _ in 0..5 {
+        c.evaluate("agent-1").tool("t").send().await.unwrap();
+    }
+    let saved = server.scratch("saved.checkpoint");
+    let public = server.data_dir.join("keys").join("signing.pub");
+    let (url, saved_s, public_s) = (
+        server.url(),
+        saved.to_str().unwrap().to_owned(),
+        public.to_str().unwrap().to_owned(),
+    );
+    let out =
+        crate::harness::arbiter(&["audit", "checkpoint", "--out", &saved_s, "--addr", &url]).await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    for _ in 0..3 {
+        c.evaluate("agent-1").tool("t").send().await.unwrap();
+    }
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "extends",
+        &saved_s,
+        "--public-key",
+        &public_s,
+        "--addr",
+        &url,
+    ])
+    .await;
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "an honest log extends its old checkpoint: {}",
+        out.text()
+    );
+
+    // Someone with database access cuts the log back to 3 entries (and its tree).
+    server.stop().await;
+    let script = format!(
+        "import sqlite3; db = sqlite3.connect({:?}); \
+         [db.execute('DROP TRIGGER ' + t) for t in ['audit_entries_no_delete', 'merkle_nodes_no_delete', 'checkpoints_no_delete']]; \
+         db.execute('DELETE FROM audit_entries WHERE seq > 3'); \
+         db.execute('DELETE FROM merkle_nodes WHERE (idx + 1) * (1 << level) > 3'); \
+         db.execute('DELETE FROM checkpoints WHERE size > 3'); db.commit()",
+        server.db_path().to_str().unwrap()
+    );
+    let out = crate::harness::python(&["-c", &script]).await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    server.start().await;
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "extends",
+        &saved_s,
+        "--public-key",
+        &public_s,
+        "--addr",
+        &server.url(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(1), "{}", out.text());
+    assert!(
+        out.text().contains("truncated") || out.text().contains("not an extension"),
+        "{}",
+        out.text()
+    );
+}

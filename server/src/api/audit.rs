@@ -112,6 +112,32 @@ impl AuditApi {
     }
 }
 
+/// A receipt for one entry: its canonical bytes and MAC, an inclusion proof and the
+/// latest signed checkpoint (which covers it: every batch is checkpointed on commit).
+pub(super) async fn receipt(engine: &Engine, seq: u64) -> Result<pb::Receipt, Status> {
+    let store = engine.store();
+    let entry = store
+        .audit_range(seq, seq, 1)
+        .await?
+        .pop()
+        .ok_or_else(|| Status::internal("the decision's audit entry is missing"))?;
+    let cp = store
+        .checkpoint(None)
+        .await?
+        .filter(|c| c.size >= seq)
+        .ok_or_else(|| Status::internal("no checkpoint covers the decision yet"))?;
+    let hashes = proof_nodes(store.as_ref(), |node| {
+        merkle::inclusion_proof(seq - 1, cp.size, node)
+    })
+    .await?;
+    Ok(pb::Receipt {
+        entry: entry.canonical,
+        mac: entry.mac,
+        inclusion_proof: hashes.iter().map(hex::encode).collect(),
+        checkpoint: cp.note,
+    })
+}
+
 /// Runs a proof function twice: once to learn which stored nodes it reads, then with
 /// those nodes fetched from the store. The nodes a proof needs depend only on the sizes.
 async fn proof_nodes(

@@ -32,13 +32,21 @@ impl DecisionService for DecisionApi {
         )
         .await?;
         let input = EvaluateInput::try_from(req.into_inner())?;
+        let wants_receipt = input.receipt;
         let result = self.engine.evaluate(input).await?;
+        let receipt = if wants_receipt {
+            Some(super::audit::receipt(&self.engine, result.audit_seq).await?)
+        } else {
+            None
+        };
         tracing::debug!(
             arbiter.decision = result.verdict.name(),
             seq = result.audit_seq,
             "decided"
         );
-        Ok(Response::new(evaluate_response(result)))
+        let mut resp = evaluate_response(result);
+        resp.receipt = receipt;
+        Ok(Response::new(resp))
     }
 
     #[instrument(name = "Record", skip_all)]

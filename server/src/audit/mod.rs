@@ -7,6 +7,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod merkle;
 pub mod offline;
+pub mod receipt;
 pub mod verify;
 
 pub use batcher::{Batcher, BatcherHandle, Committed, TreeSigner};

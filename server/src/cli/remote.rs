@@ -1,6 +1,7 @@
 //! Commands that talk to a running server through `arbiter-client`.
 
 use super::{Exit, Remote};
+use anyhow::Context;
 use arbiter_client::{proto as pb, Client, Error};
 use clap::Subcommand;
 use futures::StreamExt;
@@ -98,6 +99,30 @@ pub enum AuditCommand {
         /// Key ring file for offline verification (`<data dir>/keys/hmac.json`).
         #[arg(long)]
         keys: Option<PathBuf>,
+    },
+    /// Print the latest signed checkpoint (C2SP signed note).
+    Checkpoint {
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Print a receipt for one entry: the entry, its inclusion proof and a checkpoint (JSON).
+    Proof {
+        seq: u64,
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a receipt offline with only the public key (`<data dir>/keys/signing.pub`).
+    VerifyReceipt {
+        file: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Prove the server's log extends a checkpoint saved earlier (detects truncation and rewrites).
+    Extends {
+        /// A checkpoint saved with `arbiter audit checkpoint --out FILE`.
+        checkpoint: PathBuf,
+        #[arg(long)]
+        public_key: PathBuf,
     },
     /// Write the log as JSONL (one `{"entry":…,"mac":…}` per line).
     Export {
@@ -434,8 +459,107 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
         let keys = keys.as_ref().expect("clap requires --keys with --export");
         return crate::audit::offline::verify_file(file, keys, *from);
     }
+    if let AuditCommand::VerifyReceipt { file, public_key } = &cmd {
+        let (origin, key) = read_key(public_key)?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let receipt: crate::audit::receipt::ReceiptFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a receipt", file.display()))?;
+        return match crate::audit::receipt::verify_receipt(&receipt, &origin, &key) {
+            Ok((seq, head)) => {
+                println!("OK: entry {seq} is in the log {origin} of size {} (signed checkpoint verified)", head.size);
+                Ok(())
+            }
+            Err(e) => Err(Exit(1, format!("FAIL: {e}")).into()),
+        };
+    }
     let c = connect(r).await?;
     match cmd {
+        AuditCommand::VerifyReceipt { .. } => unreachable!("handled offline above"),
+        AuditCommand::Checkpoint { out } => {
+            let cp = c
+                .get_checkpoint(pb::GetCheckpointRequest {})
+                .await
+                .map_err(fail)?;
+            write_out(out.as_ref(), &cp.checkpoint)?;
+        }
+        AuditCommand::Proof { seq, out } => {
+            let cp = c
+                .get_checkpoint(pb::GetCheckpointRequest {})
+                .await
+                .map_err(fail)?;
+            let proof = c
+                .get_inclusion_proof(pb::GetInclusionProofRequest {
+                    seq,
+                    tree_size: cp.tree_size,
+                })
+                .await
+                .map_err(fail)?;
+            let mut lines = c
+                .export_audit(pb::ExportAuditRequest {
+                    from_seq: seq,
+                    to_seq: seq,
+                })
+                .await
+                .map_err(fail)?;
+            let line = lines
+                .next()
+                .await
+                .ok_or_else(|| Exit(1, format!("entry {seq} not found")))?
+                .map_err(fail)?;
+            let parsed: serde_json::Value = serde_json::from_str(&line)?;
+            let receipt = crate::audit::receipt::ReceiptFile {
+                entry: serde_jcs::to_string(&parsed["entry"])?,
+                mac: parsed["mac"].as_str().unwrap_or_default().to_owned(),
+                inclusion_proof: proof.hashes,
+                checkpoint: cp.checkpoint,
+            };
+            write_out(
+                out.as_ref(),
+                &(serde_json::to_string_pretty(&receipt)? + "\n"),
+            )?;
+        }
+        AuditCommand::Extends {
+            checkpoint,
+            public_key,
+        } => {
+            let (origin, key) = read_key(&public_key)?;
+            let saved = std::fs::read_to_string(&checkpoint)
+                .with_context(|| format!("reading {}", checkpoint.display()))?;
+            let old = crate::audit::checkpoint::verify(&saved, &origin, &key)
+                .map_err(|e| Exit(1, format!("FAIL: saved checkpoint: {e}")))?;
+            let now = c
+                .get_checkpoint(pb::GetCheckpointRequest {})
+                .await
+                .map_err(fail)?;
+            let new = crate::audit::checkpoint::verify(&now.checkpoint, &origin, &key)
+                .map_err(|e| Exit(1, format!("FAIL: server checkpoint: {e}")))?;
+            if new.size < old.size {
+                return Err(Exit(
+                    1,
+                    format!(
+                        "FAIL: seq {}: truncated: the log has {} entries, the saved checkpoint {}",
+                        new.size + 1,
+                        new.size,
+                        old.size
+                    ),
+                )
+                .into());
+            }
+            let proof = c
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    from_size: old.size,
+                    to_size: new.size,
+                })
+                .await
+                .map_err(fail)?;
+            crate::audit::receipt::verify_extension(&old, &new, &proof.hashes)
+                .map_err(|e| Exit(1, format!("FAIL: {e}")))?;
+            println!(
+                "OK: the log (size {}) extends the saved checkpoint (size {})",
+                new.size, old.size
+            );
+        }
         AuditCommand::Tail {
             from,
             agent,
@@ -855,4 +979,21 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
         .map_err(fail)?;
     println!("{}", show_approval(&resp.approval.unwrap_or_default()));
     Ok(())
+}
+
+fn read_key(path: &std::path::Path) -> anyhow::Result<(String, ed25519_dalek::VerifyingKey)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::audit::receipt::read_public_key(&text)
+        .map_err(|e| Exit(2, format!("{}: {e}", path.display())).into())
+}
+
+fn write_out(out: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }

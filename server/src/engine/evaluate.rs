@@ -65,11 +65,6 @@ impl Engine {
                 "delegation_token: delegation is not available in this release".into(),
             ));
         }
-        if input.receipt {
-            return Err(EngineError::Unimplemented(
-                "receipt: receipts are not available in this release".into(),
-            ));
-        }
         let now = self.now_ms();
         let policy = self.policy();
         let digest = input.action.digest();
