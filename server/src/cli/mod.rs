@@ -5,6 +5,7 @@
 //! reached.
 
 mod bench;
+mod bench_audit;
 mod demo;
 mod remote;
 
@@ -173,6 +174,8 @@ pub enum Command {
     },
     /// Load generator for docs/benchmarks.md.
     Bench(bench::BenchArgs),
+    /// Audit verification and proof benchmark over a synthetic log (docs/benchmarks.md).
+    BenchAudit(bench_audit::BenchAuditArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchAudit(args) => bench_audit::run(args).await,
     }
 }
 

@@ -70,7 +70,7 @@ impl SqliteStore {
     /// Copies committed WAL pages into the database file without blocking the writer.
     /// Called periodically; replaces SQLite's auto-checkpoint, which would otherwise run
     /// (and fsync) inside whichever commit crosses the threshold.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+    pub async fn wal_checkpoint(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&self.pool)
             .await?;
@@ -138,7 +138,7 @@ impl Store for SqliteStore {
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {
-        self.checkpoint().await
+        self.wal_checkpoint().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
