@@ -8,24 +8,35 @@ Usage::
 
     python3 scripts/verify_audit.py EXPORT.jsonl --keys KEYS.json [--prev-mac HEX]
                                     [--from-seq N] [--quiet]
+                                    [--checkpoint FILE [--public-key signing.pub]
+                                     [--require-signature]]
 
 Exit status: 0 when every entry verifies, 1 when a fault is found (the first one is
-reported), 2 for usage errors (missing file, unreadable or invalid key file, bad flag).
+reported), 2 for usage errors (missing file, unreadable or invalid key file, bad flag,
+or --require-signature without the 'cryptography' package).
+
+The chain and the Merkle tree need only the standard library. Checking a checkpoint's
+Ed25519 signature needs the 'cryptography' package; without it the signature is
+reported as not checked.
 
 The functions are importable: ``canonical_bytes``, ``chain_mac``, ``key_id_for``,
 ``load_keys``, ``parse_keyring``, ``validate_entry``, ``export_line`` and
-``verify_lines`` (which returns a ``VerifyResult``).
+``verify_lines`` (which returns a ``VerifyResult``); for the tree and checkpoints
+``leaf_hash``, ``node_hash``, ``MerkleTree``, ``merkle_root``, ``verify_inclusion``,
+``verify_consistency``, ``parse_checkpoint``, ``parse_public_key``, ``note_key_id``
+and ``check_signature``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import hmac
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,6 +76,12 @@ FAULTS = (
     REVOKED_KEY,
     PARSE_ERROR,
 )
+
+# Faults found by checking an export against a signed checkpoint (--checkpoint).
+TRUNCATED = "truncated"
+TREE_MISMATCH = "tree_mismatch"
+BAD_SIGNATURE = "bad_signature"
+CHECKPOINT_FAULTS = (TRUNCATED, TREE_MISMATCH, BAD_SIGNATURE)
 
 ENTRY_KEYS = (
     "v",
@@ -539,6 +556,7 @@ def verify_lines(
     keys: Mapping[str, Key],
     prev_mac: bytes | str | None = None,
     from_seq: int | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> VerifyResult:
     """Verify JSONL export lines in order and return the first fault, if any.
 
@@ -554,7 +572,76 @@ def verify_lines(
     being byte-for-byte canonical (``not_canonical``), the sequence number (``gap`` or
     ``seq_mismatch``), the key (``unknown_key``, ``revoked_key``) and the MAC
     (``mac_mismatch``).
+
+    With ``checkpoint`` (a parsed ``Checkpoint``; its signature is checked separately,
+    by ``check_signature``) the export must start at seq 1, and after the chain the
+    Merkle root of its first ``checkpoint.size`` entries must equal the checkpoint's
+    root: an export with fewer entries is ``truncated``, a different root is
+    ``tree_mismatch``, both reported at seq ``checkpoint.size``. A chain fault inside
+    the checkpointed range is reported first; one after it only if the root matches.
     """
+    tree: MerkleTree | None = None
+    on_entry: Callable[[bytes], None] | None = None
+    if checkpoint is not None:
+        if prev_mac is not None or from_seq not in (None, 1):
+            raise ValueError(
+                "a checkpoint covers the log from seq 1: the export must start at seq 1"
+            )
+        tree = MerkleTree()
+        limit = checkpoint.size
+
+        def on_entry(canonical: bytes) -> None:
+            if tree.size < limit:
+                tree.append(canonical)
+
+    result = _verify_chain(lines, keys, prev_mac, from_seq, on_entry)
+    if checkpoint is None or tree is None:
+        return result
+    return _check_tree(result, tree, checkpoint)
+
+
+def _check_tree(
+    result: VerifyResult, tree: MerkleTree, checkpoint: Checkpoint
+) -> VerifyResult:
+    """Compare the tree over the verified entries with the checkpoint (see verify_lines)."""
+    size = checkpoint.size
+    at = size if size >= 1 else None
+    if tree.size < size:
+        if not result.ok:
+            return result  # the chain broke inside the checkpointed range: that comes first
+        have = (
+            "the export is empty"
+            if result.count == 0
+            else f"the export ends at seq {result.last_seq}"
+        )
+        result.ok = False
+        result.fault, result.fault_seq = TRUNCATED, at
+        result.explanation = (
+            f"the checkpoint covers seq 1..{size}, but {have}"
+            f" ({size - result.count} entries missing)"
+        )
+        return result
+    root = tree.root()
+    if not hmac.compare_digest(root, checkpoint.root):
+        covered = f"seq 1..{size}" if size else "the empty log"
+        result.ok = False
+        result.fault, result.fault_seq = TREE_MISMATCH, at
+        result.explanation = (
+            f"the Merkle root of {covered} is {root.hex()}, but the checkpoint"
+            f" commits to {checkpoint.root.hex()} (entries were rewritten, or the"
+            " checkpoint is of another log)"
+        )
+    return result
+
+
+def _verify_chain(
+    lines: Iterable[str | bytes],
+    keys: Mapping[str, Key],
+    prev_mac: bytes | str | None,
+    from_seq: int | None,
+    on_entry: Callable[[bytes], None] | None,
+) -> VerifyResult:
+    """The chain checks of ``verify_lines``; ``on_entry`` sees each verified entry."""
     prev = _as_mac(prev_mac)
     explicit_prev = prev is not None
     if prev is None:
@@ -678,6 +765,8 @@ def verify_lines(
                 why += f" (the entry was altered, or --prev-mac is not the MAC of seq {seq - 1})"
             return fail(MAC_MISMATCH, seq, why)
 
+        if on_entry is not None:
+            on_entry(canonical)
         if first_line:
             result.first_seq = seq
         result.count += 1
@@ -686,6 +775,394 @@ def verify_lines(
         prev = mac
         expected = seq + 1
     return result
+
+
+# --------------------------------------------------------------------------------------
+# Merkle tree (RFC 6962 / RFC 9162) and signed checkpoints (C2SP signed note, Ed25519)
+# --------------------------------------------------------------------------------------
+
+LEAF_PREFIX = b"\x00"
+"""Prefix of a leaf hash input: leaf = SHA-256(0x00 || canonical entry bytes)."""
+
+NODE_PREFIX = b"\x01"
+"""Prefix of an interior node hash input: node = SHA-256(0x01 || left || right)."""
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+"""Root of the tree with no leaves: SHA-256 of the empty string."""
+
+ED25519_SIGNATURE_TYPE = b"\x01"
+"""signed-note signature type byte of Ed25519, hashed into the key id."""
+
+EM_DASH = "\u2014"
+
+
+def leaf_hash(canonical: bytes) -> bytes:
+    """Return the RFC 6962 leaf hash of one entry's canonical bytes."""
+    return hashlib.sha256(LEAF_PREFIX + canonical).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Return the RFC 6962 hash of an interior node."""
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+class MerkleTree:
+    """An RFC 6962 Merkle tree built leaf by leaf in O(log n) memory.
+
+    It keeps the right edge of the tree: one perfect subtree per set bit of ``size``,
+    largest first. ``root()`` folds them from the smallest up, which is exactly the
+    RFC's recursive split at the largest power of two smaller than the size.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._edge: list[tuple[int, bytes]] = []  # (height, hash), largest first
+
+    def append(self, canonical: bytes) -> None:
+        """Add the entry with these canonical bytes as the next leaf."""
+        self.append_leaf_hash(leaf_hash(canonical))
+
+    def append_leaf_hash(self, leaf: bytes) -> None:
+        """Add an already hashed leaf."""
+        height, digest = 0, leaf
+        while self._edge and self._edge[-1][0] == height:
+            _, left = self._edge.pop()
+            digest = node_hash(left, digest)
+            height += 1
+        self._edge.append((height, digest))
+        self.size += 1
+
+    def root(self) -> bytes:
+        """Return the root hash (Merkle Tree Hash) of the leaves added so far."""
+        if not self._edge:
+            return EMPTY_ROOT
+        digest = self._edge[-1][1]
+        for _, left in reversed(self._edge[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+
+def merkle_root(entries: Iterable[bytes]) -> bytes:
+    """Return the Merkle root over canonical entry bytes given in seq order."""
+    tree = MerkleTree()
+    for canonical in entries:
+        tree.append(canonical)
+    return tree.root()
+
+
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: list[bytes], root: bytes
+) -> bool:
+    """Check an inclusion proof (RFC 9162 section 2.1.3.2).
+
+    ``index`` is the leaf index (seq − 1), ``leaf`` the leaf hash, ``proof`` the sibling
+    hashes from the leaf up (as returned by GetInclusionProof, decoded from hex).
+    """
+    if index < 0 or index >= size:
+        return False
+    fn, sn = index, size - 1
+    r = leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn != 0 and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and hmac.compare_digest(r, root)
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: list[bytes]
+) -> bool:
+    """Check a consistency proof (RFC 9162 section 2.1.4.2).
+
+    True when the tree of ``old_size`` leaves with ``old_root`` is a prefix of the tree
+    of ``new_size`` leaves with ``new_root``. ``proof`` is GetConsistencyProof's list.
+    A tree of size 0 is a prefix of every tree and needs no proof.
+    """
+    if old_size < 0 or old_size > new_size:
+        return False
+    if old_size == 0:
+        return not proof and hmac.compare_digest(old_root, EMPTY_ROOT)
+    if old_size == new_size:
+        return not proof and hmac.compare_digest(old_root, new_root)
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is a node
+        path.insert(0, old_root)
+    if not path:
+        return False
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn != 0 and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return (
+        sn == 0
+        and hmac.compare_digest(fr, old_root)
+        and hmac.compare_digest(sr, new_root)
+    )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint note or a public key file is malformed."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A parsed (not yet verified) checkpoint note.
+
+    ``text`` is the signed note text (the body lines with their newlines, as bytes);
+    ``signatures`` holds (key name, decoded signature blob) per signature line.
+    """
+
+    origin: str
+    size: int
+    root: bytes
+    text: bytes = field(repr=False)
+    extensions: tuple[str, ...] = ()
+    signatures: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A log's checkpoint key, as written to ``keys/signing.pub``."""
+
+    origin: str
+    key: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return note_key_id(self.origin, self.key)
+
+
+_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
+_B64_HASH_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
+_B64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_NAME_BAD_RE = re.compile(r"[\s+]")
+_CONTROL_RE = re.compile("[\x00-\x09\x0b-\x1f]")
+
+
+def note_key_id(name: str, public_key: bytes) -> bytes:
+    """Return the 4-byte signed-note key id of an Ed25519 key.
+
+    key id = SHA-256(name || 0x0A || 0x01 || 32-byte public key)[:4]
+    """
+    return hashlib.sha256(
+        name.encode("utf-8") + b"\n" + ED25519_SIGNATURE_TYPE + public_key
+    ).digest()[:4]
+
+
+def _b64decode(text: str) -> bytes | None:
+    if not _B64_RE.fullmatch(text):
+        return None
+    raw = base64.b64decode(text, validate=True)
+    # Non-zero padding bits would give a second spelling of the same bytes.
+    return raw if base64.b64encode(raw).decode("ascii") == text else None
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name:
+        raise CheckpointError(f"{what} is empty")
+    if _NAME_BAD_RE.search(name):
+        raise CheckpointError(f"{what} {name!r} contains a space or '+'")
+
+
+def parse_checkpoint(note: bytes | str) -> Checkpoint:
+    """Parse a checkpoint in the C2SP signed-note / tlog-checkpoint format.
+
+    The note is ``<origin>\\n<size>\\n<base64 root>\\n`` (optionally followed by
+    extension lines), a blank line, and one or more lines
+    ``— <key name> <base64(key id || signature)>\\n``. Raises ``CheckpointError``.
+    The signature is not checked here: see ``check_signature``.
+    """
+    if isinstance(note, bytes):
+        try:
+            text = note.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise CheckpointError(f"not valid UTF-8 (byte {err.start})") from None
+    else:
+        text = note
+    if _SURROGATE_RE.search(text):
+        raise CheckpointError("not valid Unicode")
+    bad = _CONTROL_RE.search(text)
+    if bad:
+        raise CheckpointError(
+            f"contains the control character U+{ord(bad.group()):04X}"
+            " (only line feeds are allowed)"
+        )
+    if not text.endswith("\n"):
+        raise CheckpointError("does not end with a line feed")
+    split = text.rfind("\n\n")
+    if split < 0:
+        raise CheckpointError("no blank line between the checkpoint and its signatures")
+    body, signature_block = text[: split + 1], text[split + 2 :]
+    lines = body[:-1].split("\n")
+    if len(lines) < 3 or not all(lines):
+        raise CheckpointError(
+            "the checkpoint must be at least three non-empty lines: origin, size, root"
+        )
+    origin, size_text, root_text = lines[:3]
+    if not _SIZE_RE.fullmatch(size_text):
+        raise CheckpointError(
+            f"tree size {size_text!r} is not a decimal number without leading zeros"
+        )
+    size = int(size_text)
+    if size > MAX_SAFE_INTEGER:
+        raise CheckpointError(
+            f"tree size {size} is larger than the largest seq, 2^53−1"
+        )
+    root = _b64decode(root_text) if _B64_HASH_RE.fullmatch(root_text) else None
+    if root is None or len(root) != 32:
+        raise CheckpointError(
+            f"root {root_text!r} is not 32 bytes in standard base64 with padding"
+        )
+    signatures: list[tuple[str, bytes]] = []
+    for line in signature_block[:-1].split("\n") if signature_block else []:
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != EM_DASH:
+            raise CheckpointError(
+                f"signature line {_short(line)} is not '— <key name> <base64>'"
+            )
+        _check_name(parts[1], "signature key name")
+        blob = _b64decode(parts[2])
+        if blob is None or len(blob) < 5:
+            raise CheckpointError(
+                f"signature of {parts[1]!r} is not base64 of a key id and a signature"
+            )
+        signatures.append((parts[1], blob))
+    if not signatures:
+        raise CheckpointError("the note has no signature line")
+    return Checkpoint(
+        origin=origin,
+        size=size,
+        root=root,
+        text=body.encode("utf-8"),
+        extensions=tuple(lines[3:]),
+        signatures=tuple(signatures),
+    )
+
+
+def parse_public_key(text: bytes | str) -> PublicKey:
+    """Parse ``keys/signing.pub``: the origin line, then the Ed25519 public key in hex."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError("not valid UTF-8") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != 2:
+        raise CheckpointError(
+            "expected two lines: the log origin, then the public key in hex"
+        )
+    origin, key_hex = lines[0], lines[1].strip()
+    _check_name(origin, "origin")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
+        raise CheckpointError("the public key must be 64 hex characters (32 bytes)")
+    return PublicKey(origin, bytes.fromhex(key_hex))
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot read {what} {path}: {err.strerror or err}"
+        ) from None
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read and parse a checkpoint file; raises ``CheckpointError``."""
+    raw = _read(path, "checkpoint")
+    try:
+        return parse_checkpoint(raw)
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
+
+
+def load_public_key(path: str) -> PublicKey:
+    """Read and parse a ``signing.pub`` file; raises ``CheckpointError``."""
+    raw = _read(path, "public key")
+    try:
+        return parse_public_key(raw)
+    except CheckpointError as err:
+        raise CheckpointError(f"public key {path}: {err}") from None
+
+
+def signature_support() -> bool:
+    """Return True if Ed25519 signatures can be checked (the 'cryptography' package)."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ed25519_verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def check_signature(checkpoint: Checkpoint, public_key: PublicKey) -> str | None:
+    """Check the checkpoint's Ed25519 signature; return the problem, or None if it holds.
+
+    Signature lines by other keys (another name or key id) are ignored, as signed-note
+    requires; there must be one by this key, and every one by this key must verify.
+    Needs the 'cryptography' package (``signature_support()``); raises ImportError
+    without it.
+    """
+    if checkpoint.origin != public_key.origin:
+        return (
+            f"the checkpoint's origin {checkpoint.origin!r} is not the public key's"
+            f" origin {public_key.origin!r}"
+        )
+    key_id = public_key.key_id
+    found = False
+    for name, blob in checkpoint.signatures:
+        if name != public_key.origin or blob[:4] != key_id:
+            continue
+        found = True
+        if len(blob) != 4 + 64 or not _ed25519_verify(
+            public_key.key, blob[4:], checkpoint.text
+        ):
+            return "the Ed25519 signature does not verify (the checkpoint was altered or forged)"
+    if not found:
+        return (
+            f"no signature by the key {public_key.origin} (key id {key_id.hex()});"
+            " is this the right signing.pub?"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -719,8 +1196,33 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from-seq", type=int, metavar="N", help="require the first line to have seq N"
     )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="a signed checkpoint (C2SP signed note) of the same log: the export, from"
+        " seq 1, must hold every entry it covers, with the same Merkle root",
+    )
+    parser.add_argument(
+        "--public-key",
+        metavar="FILE",
+        help="the log's public key file (keys/signing.pub), to check the checkpoint's"
+        " Ed25519 signature (needs the 'cryptography' package)",
+    )
+    parser.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="exit 2 if the checkpoint's signature cannot be checked",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
     return parser
+
+
+def _checkpoint_summary(checkpoint: Checkpoint, signature: str) -> str:
+    covered = f"seq 1..{checkpoint.size}" if checkpoint.size else "the empty log"
+    return (
+        f"OK: checkpoint {checkpoint.origin} size {checkpoint.size} matches {covered}"
+        f" (root {checkpoint.root.hex()}), signature {signature}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -744,18 +1246,74 @@ def main(argv: list[str] | None = None) -> int:
                 f"--from-seq {args.from_seq} needs --prev-mac with the MAC of seq {args.from_seq - 1}"
             )
 
+    if args.checkpoint is None:
+        if args.public_key is not None or args.require_signature:
+            parser.error("--public-key and --require-signature need --checkpoint")
+    else:
+        if prev_mac is not None or (args.from_seq or 1) != 1:
+            parser.error(
+                "--checkpoint needs an export that starts at seq 1"
+                " (a checkpoint's tree covers the log from its first entry)"
+            )
+        if args.require_signature and args.public_key is None:
+            parser.error("--require-signature needs --public-key (keys/signing.pub)")
+        if args.checkpoint == "-" and args.export == "-":
+            parser.error("the export and the checkpoint cannot both be standard input")
+
     try:
         keys = load_keys(args.keys)
     except KeyFileError as err:
         print(f"error: key file {err}", file=sys.stderr)
         return 2
 
+    checkpoint: Checkpoint | None = None
+    signature = "not checked"
+    if args.checkpoint is not None:
+        try:
+            checkpoint = load_checkpoint(args.checkpoint)
+            public_key = (
+                load_public_key(args.public_key)
+                if args.public_key is not None
+                else None
+            )
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if public_key is None:
+            print(
+                "note: signature not checked: pass --public-key with the log's"
+                " keys/signing.pub",
+                file=sys.stderr,
+            )
+        elif not signature_support():
+            print(
+                "note: signature not checked: install the 'cryptography' package"
+                " (python3 -m pip install cryptography)",
+                file=sys.stderr,
+            )
+            if args.require_signature:
+                return 2
+        else:
+            problem = check_signature(checkpoint, public_key)
+            if problem is not None:
+                failed = VerifyResult(
+                    ok=False,
+                    fault=BAD_SIGNATURE,
+                    fault_seq=checkpoint.size or None,
+                    explanation=problem,
+                )
+                print(failed.summary())
+                return 1
+            signature = "verified"
+
     try:
         if args.export == "-":
-            result = verify_lines(sys.stdin.buffer, keys, prev_mac, args.from_seq)
+            result = verify_lines(
+                sys.stdin.buffer, keys, prev_mac, args.from_seq, checkpoint
+            )
         else:
             with open(args.export, "rb") as handle:
-                result = verify_lines(handle, keys, prev_mac, args.from_seq)
+                result = verify_lines(handle, keys, prev_mac, args.from_seq, checkpoint)
     except OSError as err:
         print(
             f"error: cannot read export {args.export}: {err.strerror or err}",
@@ -765,6 +1323,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not result.ok or not args.quiet:
         print(result.summary())
+        if result.ok and checkpoint is not None:
+            print(_checkpoint_summary(checkpoint, signature))
     return 0 if result.ok else 1
 
 

@@ -162,6 +162,16 @@ pub fn load_or_generate_signer(
     let origin = origin
         .map(str::to_owned)
         .unwrap_or_else(|| format!("arbiter/{}", &public[..16]));
+    // The origin is a line of the signed note and the key name in its signature line.
+    if origin.is_empty()
+        || origin
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '+')
+    {
+        bail!(
+            "audit.origin {origin:?} must be non-empty, without spaces, control characters or '+'"
+        );
+    }
     let file = SigningFile {
         origin: origin.clone(),
         secret: hex::encode(key.to_bytes()),

@@ -149,12 +149,7 @@ async fn proof_nodes(
         wanted.push((level, index));
         Some([0u8; 32])
     });
-    let mut found = std::collections::HashMap::new();
-    for (level, index) in wanted {
-        if let Some(h) = store.node(level, index).await? {
-            found.insert((level, index), h);
-        }
-    }
+    let found = store.nodes(&wanted).await?;
     proof(&mut |level, index| found.get(&(level, index)).copied())
         .ok_or_else(|| Status::data_loss("a Merkle node is missing; run `arbiter audit verify`"))
 }

@@ -216,6 +216,19 @@ pub trait Store: Send + Sync + 'static {
     async fn tree_size(&self) -> Result<u64, StoreError>;
     /// A stored perfect subtree hash.
     async fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    /// Several stored nodes in one round trip (what a proof needs).
+    async fn nodes(
+        &self,
+        wanted: &[(u32, u64)],
+    ) -> Result<std::collections::HashMap<(u32, u64), [u8; 32]>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for &(level, index) in wanted {
+            if let Some(h) = self.node(level, index).await? {
+                out.insert((level, index), h);
+            }
+        }
+        Ok(out)
+    }
     /// The newest checkpoint, or the one for exactly `size` leaves.
     async fn checkpoint(&self, size: Option<u64>) -> Result<Option<CheckpointRow>, StoreError>;
     /// Entries with `from_seq <= seq <= to_seq`, at most `limit`, in order.

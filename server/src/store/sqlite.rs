@@ -348,6 +348,40 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    async fn nodes(
+        &self,
+        wanted: &[(u32, u64)],
+    ) -> Result<std::collections::HashMap<(u32, u64), [u8; 32]>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in wanted.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT level, idx, hash FROM merkle_nodes WHERE (level, idx) IN (VALUES ",
+            );
+            let mut list = q.separated(", ");
+            for &(level, index) in chunk {
+                list.push("(");
+                list.push_bind_unseparated(i64::from(level));
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(to_i64(index));
+                list.push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let level: i64 = r.try_get("level")?;
+                let index: i64 = r.try_get("idx")?;
+                let h: String = r.try_get("hash")?;
+                let h = hex::decode(&h)
+                    .ok()
+                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes"))
+                    })?;
+                out.insert((level as u32, to_u64(index)), h);
+            }
+        }
+        Ok(out)
+    }
+
     async fn checkpoint(&self, size: Option<u64>) -> Result<Option<CheckpointRow>, StoreError> {
         let row =
             match size {
