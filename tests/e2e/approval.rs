@@ -7,7 +7,10 @@ use arbiter_client::{proto as pb, Client, DecisionOutcome};
 use futures::StreamExt;
 use tonic::Code;
 
-use crate::harness::{amount, query_all, spawn_server, ServerOptions, TestServer};
+use crate::harness::{
+    amount, create_principal as principal, keyed, query_all, spawn_server, ServerOptions,
+    TestServer,
+};
 
 const POLICY: &str = r#"
 version: 1
@@ -23,25 +26,6 @@ agents:
 budgets:
   - {name: cap, scope: agent, period: lifetime, max_usd: "10.00"}
 "#;
-
-fn keyed(server: &TestServer, key: &str) -> Client {
-    Client::builder(server.url())
-        .timeout(Duration::from_secs(15))
-        .api_key(key.to_owned())
-        .connect_lazy()
-        .unwrap()
-}
-
-async fn principal(c: &Client, name: &str, roles: &[pb::Role], agents: &[&str]) -> String {
-    c.create_principal(pb::CreatePrincipalRequest {
-        name: name.into(),
-        roles: roles.iter().map(|r| *r as i32).collect(),
-        agents: agents.iter().map(|a| a.to_string()).collect(),
-    })
-    .await
-    .unwrap()
-    .api_key
-}
 
 /// A server in authenticated mode: (server, agent client for bot*, operator client, admin client).
 async fn authed(policy: &str, clock: Option<&str>) -> (TestServer, Client, Client, Client) {

@@ -2,12 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use arbiter_client::{proto as pb, Client, Error};
 use tonic::Code;
 
-use crate::harness::{arbiter, query_all, spawn_server, ServerOptions, TestServer};
+use crate::harness::{
+    arbiter, create_principal, keyed, query_all, spawn_server, ServerOptions, TestServer,
+};
 
 const POLICY: &str = r#"
 version: 1
@@ -15,25 +16,6 @@ agents:
   - id: "bot-*"
     tools: {allow: ["*"]}
 "#;
-
-fn keyed(server: &TestServer, key: &str) -> Client {
-    Client::builder(server.url())
-        .timeout(Duration::from_secs(15))
-        .api_key(key.to_owned())
-        .connect_lazy()
-        .expect("valid endpoint")
-}
-
-async fn create(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
-    c.create_principal(pb::CreatePrincipalRequest {
-        name: name.into(),
-        roles: vec![role as i32],
-        agents: agents.iter().map(|a| a.to_string()).collect(),
-    })
-    .await
-    .expect("CreatePrincipal")
-    .api_key
-}
 
 /// A server with one principal per role; returns it and the keys
 /// (agent bound to `bot-*`, operator, admin, auditor).
@@ -556,7 +538,7 @@ async fn a_key_that_acts_for_an_agent_cannot_govern_it_even_with_the_operator_ro
     let op = keyed(&server, &keys[1]);
     let both = keyed(
         &server,
-        &create_roles(
+        &create_principal(
             &admin,
             "bot-and-op",
             &[pb::Role::Agent, pb::Role::Operator],
@@ -649,13 +631,6 @@ async fn a_key_that_acts_for_an_agent_cannot_govern_it_even_with_the_operator_ro
     .unwrap();
 }
 
-async fn create_roles(c: &Client, name: &str, roles: &[pb::Role], agents: &[&str]) -> String {
-    c.create_principal(pb::CreatePrincipalRequest {
-        name: name.into(),
-        roles: roles.iter().map(|r| *r as i32).collect(),
-        agents: agents.iter().map(|a| a.to_string()).collect(),
-    })
-    .await
-    .expect("CreatePrincipal")
-    .api_key
+async fn create(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
+    create_principal(c, name, &[role], agents).await
 }

@@ -627,3 +627,29 @@ pub fn code(decision: &arbiter_client::Decision) -> String {
         .map(|r| r.code.clone())
         .unwrap_or_default()
 }
+
+/// A client for this server that presents an API key.
+pub fn keyed(server: &TestServer, key: &str) -> Client {
+    Client::builder(server.url())
+        .timeout(Duration::from_secs(15))
+        .api_key(key.to_owned())
+        .connect_lazy()
+        .expect("valid endpoint")
+}
+
+/// Creates a principal through the admin API and returns its API key.
+pub async fn create_principal(
+    c: &Client,
+    name: &str,
+    roles: &[proto::Role],
+    agents: &[&str],
+) -> String {
+    c.create_principal(proto::CreatePrincipalRequest {
+        name: name.into(),
+        roles: roles.iter().map(|r| *r as i32).collect(),
+        agents: agents.iter().map(|a| a.to_string()).collect(),
+    })
+    .await
+    .expect("CreatePrincipal")
+    .api_key
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use arbiter_client::{proto as pb, Client};
 use tonic::Code;
 
-use crate::harness::{eventually, query_all, spawn_server, ServerOptions, TestServer};
+use crate::harness::{create_principal, eventually, keyed, query_all, spawn_server, ServerOptions};
 
 const POLICY: &str = r#"
 version: 1
@@ -24,25 +24,6 @@ watchdog:
   halt_over_budget: true
   halt_looping: true
 "#;
-
-fn keyed(server: &TestServer, key: &str) -> Client {
-    Client::builder(server.url())
-        .timeout(Duration::from_secs(15))
-        .api_key(key.to_owned())
-        .connect_lazy()
-        .unwrap()
-}
-
-async fn principal(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
-    c.create_principal(pb::CreatePrincipalRequest {
-        name: name.into(),
-        roles: vec![role as i32],
-        agents: agents.iter().map(|a| a.to_string()).collect(),
-    })
-    .await
-    .unwrap()
-    .api_key
-}
 
 fn beat(agent: &str, operator: &str) -> pb::HeartbeatRequest {
     pb::HeartbeatRequest {
@@ -289,4 +270,8 @@ async fn the_watchdog_marks_silence_and_halts_silent_looping_and_overspending_ag
             "{agent}"
         );
     }
+}
+
+async fn principal(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
+    create_principal(c, name, &[role], agents).await
 }
