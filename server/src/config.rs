@@ -71,6 +71,8 @@ pub struct AuditSettings {
     pub keys_file: Option<PathBuf>,
     /// Checkpoint origin line (the log's name); fixed when the signing key is created.
     pub origin: Option<String>,
+    /// Also append every committed entry to this JSONL file (export format).
+    pub mirror: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
@@ -79,6 +81,7 @@ impl Default for AuditSettings {
             max_batch: 512,
             keys_file: None,
             origin: None,
+            mirror: None,
         }
     }
 }

@@ -96,6 +96,7 @@ impl Application {
             keys.clone(),
             signer,
             settings.audit.max_batch,
+            settings.audit.mirror.as_deref(),
         )
         .await?;
         let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);

@@ -265,3 +265,59 @@ async fn a_saved_checkpoint_exposes_truncation_of_the_log() {
         out.text()
     );
 }
+
+#[tokio::test]
+async fn the_jsonl_mirror_equals_the_export_survives_the_database_and_verifies_independently() {
+    let mut server = spawn_server(ServerOptions::new().policy(POLICY).mirror()).await;
+    let c = server.client();
+    for i in 0..9 {
+        c.evaluate(format!("agent-{i}"))
+            .tool("t")
+            .send()
+            .await
+            .unwrap();
+    }
+    let export = server.scratch("export.jsonl");
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "export",
+        "--out",
+        export.to_str().unwrap(),
+        "--addr",
+        &server.url(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let mirror = server.mirror.clone().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&mirror).unwrap(),
+        std::fs::read_to_string(&export).unwrap(),
+        "every acknowledged entry is mirrored, in order"
+    );
+
+    // The database is lost; the mirror still proves the history on its own.
+    server.stop().await;
+    std::fs::remove_file(server.db_path()).unwrap();
+    let keys = server.data_dir.join("keys").join("hmac.json");
+    let script = crate::harness::repo_root()
+        .join("scripts")
+        .join("verify_audit.py");
+    let out = crate::harness::python(&[
+        script.to_str().unwrap(),
+        mirror.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let out = crate::harness::arbiter(&[
+        "audit",
+        "verify",
+        "--export",
+        mirror.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+}

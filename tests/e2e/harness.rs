@@ -145,9 +145,16 @@ pub struct ServerOptions {
     policy: Option<String>,
     clock: Option<String>,
     fast_reload: bool,
+    mirror: bool,
 }
 
 impl ServerOptions {
+    /// Mirror the audit log to `mirror.jsonl` in the temporary directory.
+    pub fn mirror(mut self) -> Self {
+        self.mirror = true;
+        self
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -198,6 +205,7 @@ pub async fn spawn_server(opts: ServerOptions) -> TestServer {
         clock_path,
         log_path: root.join("server.log"),
         fast_reload: opts.fast_reload,
+        mirror: opts.mirror.then(|| root.join("mirror.jsonl")),
         child: None,
         dir: Some(dir),
     };
@@ -215,6 +223,8 @@ pub struct TestServer {
     clock_path: Option<PathBuf>,
     log_path: PathBuf,
     fast_reload: bool,
+    /// The audit mirror file, when mirroring.
+    pub mirror: Option<PathBuf>,
     child: Option<Child>,
     /// Removed on drop, after the process is gone (unless `ARBITER_E2E_KEEP` is set).
     dir: Option<tempfile::TempDir>,
@@ -350,6 +360,9 @@ impl TestServer {
         }
         if self.fast_reload {
             cmd.env("ARBITER_POLICY__POLL_INTERVAL_MS", "200");
+        }
+        if let Some(m) = &self.mirror {
+            cmd.env("ARBITER_AUDIT__MIRROR", m);
         }
         let mut child = cmd.spawn().expect("spawn arbiter serve");
         let stdout = child.stdout.take().expect("piped stdout");

@@ -161,6 +161,7 @@ async fn load_frontier(store: &dyn Store, size: u64) -> Result<Frontier, StoreEr
 }
 
 pub struct Batcher {
+    mirror: Option<super::mirror::Mirror>,
     frontier: Frontier,
     signer: TreeSigner,
     store: Arc<dyn Store>,
@@ -194,8 +195,13 @@ impl Batcher {
         keys: KeyRing,
         signer: TreeSigner,
         max_batch: usize,
+        mirror_path: Option<&std::path::Path>,
     ) -> Result<(BatcherHandle, tokio::task::JoinHandle<()>), StoreError> {
         let (head_seq, head_mac) = read_head(store.as_ref()).await?;
+        let mirror = match mirror_path {
+            Some(p) => Some(super::mirror::Mirror::open(p, store.as_ref(), head_seq).await?),
+            None => None,
+        };
         let frontier = catch_up_tree(store.as_ref(), &signer, head_seq).await?;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
@@ -217,6 +223,7 @@ impl Batcher {
             max_batch,
             frontier,
             signer,
+            mirror,
         };
         let task = tokio::spawn(batcher.run(rx, committed, health_tx, head, stats));
         Ok((handle, task))
@@ -290,6 +297,16 @@ impl Batcher {
                         .entries
                         .fetch_add(units.len() as u64, Ordering::Relaxed);
                     health.send_if_modified(|h| !std::mem::replace(h, true));
+                    if let Some(m) = self.mirror.as_mut() {
+                        let entries: Vec<SealedEntry> =
+                            units.iter().map(|u| u.entry.clone()).collect();
+                        if let Err(e) = m.append(&entries) {
+                            // The database holds the entries; the mirror is a copy. Stop
+                            // mirroring rather than leave a gap in the file.
+                            tracing::error!(error = %e, path = %m.path().display(), "audit mirror write failed; mirroring stopped");
+                            self.mirror = None;
+                        }
+                    }
                     for (unit, reply) in units.into_iter().zip(replies) {
                         let _ = committed.send(unit.entry.clone());
                         let _ = reply.send(Ok(Committed {

@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod merkle;
+pub mod mirror;
 pub mod offline;
 pub mod receipt;
 pub mod verify;
