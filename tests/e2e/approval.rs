@@ -518,6 +518,14 @@ async fn an_agent_principal_sees_only_its_own_agents_approvals() {
             .code(),
         Code::PermissionDenied
     );
+    // Whether an id exists is not revealed to an agent key either.
+    let unknown = stranger
+        .get_approval(pb::GetApprovalRequest {
+            approval_id: "apr_nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::PermissionDenied);
 }
 
 #[tokio::test]

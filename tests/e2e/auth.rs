@@ -110,7 +110,7 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
         ),
         (
             "GetApproval",
-            ALL,
+            READ,
             call(|c: Client| async move {
                 c.get_approval(pb::GetApprovalRequest {
                     approval_id: "x".into(),
@@ -127,7 +127,7 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
         ),
         (
             "WatchApproval",
-            ALL,
+            READ,
             call(|c: Client| async move {
                 c.watch_approval(pb::WatchApprovalRequest {
                     approval_id: "x".into(),

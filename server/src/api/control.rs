@@ -27,16 +27,20 @@ impl ControlApi {
         rpc: &'static str,
     ) -> Result<Approval, Status> {
         check_len("approval_id", id, 1, 64)?;
-        let a = self
-            .engine
-            .approval(id)
-            .ok_or_else(|| Status::not_found(format!("approval {id} does not exist")))?;
-        if READERS.iter().any(|role| who.has(*role)) || who.acts_for(&a.agent_id) {
-            return Ok(a);
+        let found = self.engine.approval(id);
+        let reader = READERS.iter().any(|role| who.has(*role));
+        match found {
+            Some(a) if reader || who.acts_for(&a.agent_id) => return Ok(a),
+            None if reader => {
+                return Err(Status::not_found(format!("approval {id} does not exist")))
+            }
+            _ => {}
         }
+        // An agent key learns nothing about approvals that are not its own, not even
+        // whether the id exists.
         let reason = format!(
-            "{rpc}: approval {id} belongs to agent {}, which {} does not act for",
-            a.agent_id, who.name
+            "{rpc}: approval {id} is not one of {}'s agents' approvals",
+            who.name
         );
         self.engine
             .record_refusal(Refusal {
