@@ -91,6 +91,11 @@ impl Application {
             }
             None => Arc::new(SystemClock),
         };
+        let tokens = crate::delegation::TokenKeys::new(
+            signer.origin.clone(),
+            signer.key.clone(),
+            Vec::new(),
+        );
         let (batcher, batcher_task) = Batcher::start(
             store.clone(),
             keys.clone(),
@@ -99,7 +104,8 @@ impl Application {
             settings.audit.mirror.as_deref(),
         )
         .await?;
-        let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);
+        let engine =
+            Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys, tokens).await?);
         if engine.auth_required() {
             tracing::info!(
                 "authentication on: every call needs an API key (`authorization: Bearer <key>`)"

@@ -12,6 +12,7 @@ mod budget;
 mod cases;
 mod checkpoint;
 mod consent;
+mod delegation;
 mod demo;
 mod halt;
 mod pipeline;
