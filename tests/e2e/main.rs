@@ -15,6 +15,7 @@ mod consent;
 mod delegation;
 mod demo;
 mod halt;
+mod keys;
 mod pipeline;
 mod policy;
 mod presence;

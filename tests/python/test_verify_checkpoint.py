@@ -353,6 +353,18 @@ def test_malformed_checkpoints_are_rejected(mutate: Any, needle: str) -> None:
     assert needle in str(err.value)
 
 
+def test_a_rotated_public_key_file_still_verifies_checkpoints_of_retired_keys() -> None:
+    new_private = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    new_public = new_private.public_key().public_bytes_raw()
+    old_note = va.parse_checkpoint(sign_note(PRIVATE, ORIGIN, 7, sha256(b"root")))
+    new_note = va.parse_checkpoint(sign_note(new_private, ORIGIN, 9, sha256(b"root2")))
+    rotated = va.parse_public_key(f"{ORIGIN}\n{new_public.hex()}\n{PUBLIC.hex()}\n")
+    assert rotated.retired == (PUBLIC,)
+    assert va.check_signature(old_note, rotated) is None
+    assert va.check_signature(new_note, rotated) is None
+    assert va.check_signature(new_note, PUBKEY) is not None
+
+
 def test_malformed_public_keys_are_rejected() -> None:
     for text in [
         "",

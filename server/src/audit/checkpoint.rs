@@ -41,8 +41,9 @@ pub struct TreeHead {
     pub root: [u8; 32],
 }
 
-/// Checks the note's signature with the public key and parses its body.
-pub fn verify(note: &str, origin: &str, public: &VerifyingKey) -> Result<TreeHead, String> {
+/// Checks the note's signature with one of the trusted public keys (the active key
+/// and retired ones after a rotation) and parses its body.
+pub fn verify(note: &str, origin: &str, trusted: &[VerifyingKey]) -> Result<TreeHead, String> {
     let (text, sigs) = note
         .split_once("\n\n")
         .ok_or("not a signed note: no blank line")?;
@@ -61,7 +62,6 @@ pub fn verify(note: &str, origin: &str, public: &VerifyingKey) -> Result<TreeHea
         .ok()
         .and_then(|r| r.try_into().ok())
         .ok_or("root is not 32 bytes of base64")?;
-    let want = key_id(origin, public);
     for line in sigs.lines() {
         let Some(rest) = line.strip_prefix("\u{2014} ") else {
             continue;
@@ -70,9 +70,12 @@ pub fn verify(note: &str, origin: &str, public: &VerifyingKey) -> Result<TreeHea
             continue;
         };
         let Ok(blob) = B64.decode(blob) else { continue };
-        if name != origin || blob.len() != 68 || blob[..4] != want {
+        if name != origin || blob.len() != 68 {
             continue;
         }
+        let Some(public) = trusted.iter().find(|k| key_id(origin, k) == blob[..4]) else {
+            continue;
+        };
         let sig = Signature::from_slice(&blob[4..]).map_err(|e| e.to_string())?;
         return public
             .verify(text.as_bytes(), &sig)
@@ -83,7 +86,7 @@ pub fn verify(note: &str, origin: &str, public: &VerifyingKey) -> Result<TreeHea
             })
             .map_err(|_| "signature does not verify".to_owned());
     }
-    Err("no signature by this key".into())
+    Err("no signature by a trusted key".into())
 }
 
 #[cfg(test)]
@@ -94,11 +97,11 @@ mod tests {
     fn a_signed_checkpoint_verifies_and_any_edit_breaks_it() {
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let note = sign("arbiter.test/log", 42, &[9u8; 32], &key);
-        let head = verify(&note, "arbiter.test/log", &key.verifying_key()).unwrap();
+        let head = verify(&note, "arbiter.test/log", &[key.verifying_key()]).unwrap();
         assert_eq!((head.size, head.root), (42, [9u8; 32]));
         let forged = note.replacen("\n42\n", "\n43\n", 1);
-        assert!(verify(&forged, "arbiter.test/log", &key.verifying_key()).is_err());
+        assert!(verify(&forged, "arbiter.test/log", &[key.verifying_key()]).is_err());
         let other = SigningKey::from_bytes(&[8u8; 32]);
-        assert!(verify(&note, "arbiter.test/log", &other.verifying_key()).is_err());
+        assert!(verify(&note, "arbiter.test/log", &[other.verifying_key()]).is_err());
     }
 }

@@ -16,20 +16,34 @@ pub struct ReceiptFile {
     pub checkpoint: String,
 }
 
-/// The `signing.pub` file: origin line, then the public key in hex.
-pub fn read_public_key(text: &str) -> Result<(String, VerifyingKey), String> {
+/// The `signing.pub` file: origin line, then the active public key and any retired
+/// ones, one per line, in hex.
+pub fn read_public_key(text: &str) -> Result<(String, Vec<VerifyingKey>), String> {
     let mut lines = text.lines();
     let origin = lines
         .next()
         .filter(|l| !l.is_empty())
         .ok_or("the public key file has no origin line")?;
-    let key: [u8; 32] = lines
-        .next()
-        .and_then(|h| hex::decode(h.trim()).ok())
-        .and_then(|v| v.try_into().ok())
-        .ok_or("the public key file's second line must be 32 bytes of hex")?;
-    let key = VerifyingKey::from_bytes(&key).map_err(|e| e.to_string())?;
-    Ok((origin.to_owned(), key))
+    let keys = lines
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, h)| {
+            hex::decode(h.trim())
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "line {} of the public key file must be an Ed25519 public key, 32 bytes of hex",
+                        i + 2
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err("the public key file's second line must be 32 bytes of hex".into());
+    }
+    Ok((origin.to_owned(), keys))
 }
 
 fn hashes(list: &[String]) -> Result<Vec<merkle::Hash>, String> {
@@ -48,9 +62,9 @@ fn hashes(list: &[String]) -> Result<Vec<merkle::Hash>, String> {
 pub fn verify_receipt(
     r: &ReceiptFile,
     origin: &str,
-    key: &VerifyingKey,
+    trusted: &[VerifyingKey],
 ) -> Result<(u64, TreeHead), String> {
-    let head = checkpoint::verify(&r.checkpoint, origin, key)?;
+    let head = checkpoint::verify(&r.checkpoint, origin, trusted)?;
     let value: serde_json::Value =
         serde_json::from_str(&r.entry).map_err(|e| format!("entry is not JSON: {e}"))?;
     if canonical_string(&value)? != r.entry {

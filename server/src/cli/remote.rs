@@ -981,7 +981,7 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
     Ok(())
 }
 
-fn read_key(path: &std::path::Path) -> anyhow::Result<(String, ed25519_dalek::VerifyingKey)> {
+fn read_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<ed25519_dalek::VerifyingKey>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     crate::audit::receipt::read_public_key(&text)

@@ -11,6 +11,7 @@ mod audit;
 mod delegate;
 mod evaluate;
 mod halt;
+mod key_ring;
 mod presence;
 mod principals;
 mod record;
@@ -19,6 +20,7 @@ pub use admin::{BudgetView, PolicyInfo};
 pub use audit::VerifyReport;
 pub use delegate::{DelegateInput, Delegated};
 pub use evaluate::{EvaluateInput, EvaluateResult};
+pub use key_ring::key_ring_summary;
 pub use record::{RecordInput, RecordOutcome, RecordResult};
 
 use crate::audit::batcher::CommitError;
