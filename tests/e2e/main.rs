@@ -20,6 +20,7 @@ mod pipeline;
 mod policy;
 mod presence;
 mod record;
+mod report;
 mod restart;
 mod retries;
 mod scope;

@@ -8,6 +8,7 @@ mod bench;
 mod bench_audit;
 mod demo;
 mod remote;
+mod report;
 
 use crate::config::Settings;
 use clap::{Args, Parser, Subcommand};
