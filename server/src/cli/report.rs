@@ -402,54 +402,6 @@ fn table(line: &mut impl FnMut(String), head: &str, m: &BTreeMap<String, u64>) {
     line(String::new());
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn seen<'a>(seq: u64, kind: &'a str, outcome: &'a str, body: &'a Value) -> Seen<'a> {
-        Seen {
-            seq,
-            ts_ms: 1_767_225_600_000 + seq as i64 * 1000,
-            kind,
-            agent_id: "bot",
-            outcome,
-            body,
-        }
-    }
-
-    #[test]
-    fn the_tally_counts_decisions_denials_oversight_and_changes() {
-        let deny = json!({"reasons": [{"stage": "halt", "code": "ok", "passed": true}, {"stage": "budget", "code": "budget.exceeded", "passed": false}]});
-        let pending = json!({"approval_id": "apr_1"});
-        let grant = json!({"approver": "alice"});
-        let halt = json!({"principal": "watchdog"});
-        let policy = json!({"version": "sha256:abc"});
-        let empty = json!({});
-        let mut t = Tally::default();
-        t.add(&seen(1, "policy.load", "accepted", &policy));
-        t.add(&seen(2, "evaluate", "allow", &empty));
-        t.add(&seen(3, "evaluate", "deny", &deny));
-        t.add(&seen(4, "evaluate", "pending_approval", &pending));
-        t.add(&seen(5, "evaluate", "pending_approval", &pending));
-        t.add(&seen(6, "approval.grant", "granted", &grant));
-        t.add(&seen(7, "halt.engage", "engaged", &halt));
-        assert_eq!(t.entries, 7);
-        assert_eq!((t.first_seq, t.last_seq), (Some(1), Some(7)));
-        assert_eq!(t.decisions["pending_approval"], 2);
-        assert_eq!(t.denials["budget.exceeded"], 1);
-        assert_eq!(
-            t.oversight.approvals_requested, 1,
-            "a re-sent pending request is not new"
-        );
-        assert_eq!(t.oversight.approvers["alice"], 1);
-        assert_eq!(t.oversight.watchdog_halts, 1);
-        assert_eq!(t.agents["bot"].decisions, 4);
-        assert_eq!(t.changes.policy.len(), 1);
-        assert_eq!(t.by_day["2026-01-01"], 7);
-    }
-}
-
 /// What `arbiter audit report` was asked for.
 pub struct ReportOptions {
     pub since_ms: Option<i64>,
@@ -627,4 +579,52 @@ pub async fn generate(c: &arbiter_client::Client, o: &ReportOptions) -> anyhow::
         tally,
         coverage_caveat: CAVEAT,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seen<'a>(seq: u64, kind: &'a str, outcome: &'a str, body: &'a Value) -> Seen<'a> {
+        Seen {
+            seq,
+            ts_ms: 1_767_225_600_000 + seq as i64 * 1000,
+            kind,
+            agent_id: "bot",
+            outcome,
+            body,
+        }
+    }
+
+    #[test]
+    fn the_tally_counts_decisions_denials_oversight_and_changes() {
+        let deny = json!({"reasons": [{"stage": "halt", "code": "ok", "passed": true}, {"stage": "budget", "code": "budget.exceeded", "passed": false}]});
+        let pending = json!({"approval_id": "apr_1"});
+        let grant = json!({"approver": "alice"});
+        let halt = json!({"principal": "watchdog"});
+        let policy = json!({"version": "sha256:abc"});
+        let empty = json!({});
+        let mut t = Tally::default();
+        t.add(&seen(1, "policy.load", "accepted", &policy));
+        t.add(&seen(2, "evaluate", "allow", &empty));
+        t.add(&seen(3, "evaluate", "deny", &deny));
+        t.add(&seen(4, "evaluate", "pending_approval", &pending));
+        t.add(&seen(5, "evaluate", "pending_approval", &pending));
+        t.add(&seen(6, "approval.grant", "granted", &grant));
+        t.add(&seen(7, "halt.engage", "engaged", &halt));
+        assert_eq!(t.entries, 7);
+        assert_eq!((t.first_seq, t.last_seq), (Some(1), Some(7)));
+        assert_eq!(t.decisions["pending_approval"], 2);
+        assert_eq!(t.denials["budget.exceeded"], 1);
+        assert_eq!(
+            t.oversight.approvals_requested, 1,
+            "a re-sent pending request is not new"
+        );
+        assert_eq!(t.oversight.approvers["alice"], 1);
+        assert_eq!(t.oversight.watchdog_halts, 1);
+        assert_eq!(t.agents["bot"].decisions, 4);
+        assert_eq!(t.changes.policy.len(), 1);
+        assert_eq!(t.by_day["2026-01-01"], 7);
+    }
 }
