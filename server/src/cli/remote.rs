@@ -99,6 +99,13 @@ pub enum AuditCommand {
         /// Key ring file for offline verification (`<data dir>/keys/hmac.json`).
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// With --export: a saved checkpoint the export must match (its first `size`
+        /// entries rebuild the signed Merkle root).
+        #[arg(long, requires_all = ["export", "public_key"])]
+        checkpoint: Option<PathBuf>,
+        /// With --checkpoint: `keys/signing.pub`, to check the checkpoint's signature.
+        #[arg(long, requires = "checkpoint")]
+        public_key: Option<PathBuf>,
     },
     /// Print the latest signed checkpoint (C2SP signed note).
     Checkpoint {
@@ -479,11 +486,25 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
         from,
         export: Some(file),
         keys,
+        checkpoint,
+        public_key,
         ..
     } = &cmd
     {
         let keys = keys.as_ref().expect("clap requires --keys with --export");
-        return crate::audit::offline::verify_file(file, keys, *from);
+        let head = match (checkpoint, public_key) {
+            (Some(cp), Some(pk)) => {
+                let (origin, trusted) = read_key(pk)?;
+                let note = std::fs::read_to_string(cp)
+                    .with_context(|| format!("reading {}", cp.display()))?;
+                Some(
+                    crate::audit::checkpoint::verify(&note, &origin, &trusted)
+                        .map_err(|e| Exit(1, format!("FAIL: checkpoint {}: {e}", cp.display())))?,
+                )
+            }
+            _ => None,
+        };
+        return crate::audit::offline::verify_file(file, keys, *from, head.as_ref());
     }
     if let AuditCommand::VerifyReceipt { file, public_key } = &cmd {
         let (origin, key) = read_key(public_key)?;
