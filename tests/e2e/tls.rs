@@ -587,7 +587,9 @@ async fn a_bad_certificate_key_or_client_ca_stops_the_start_and_names_the_field(
     const KEY: &str = "ARBITER_SERVER__TLS__KEY_FILE";
     const CA: &str = "ARBITER_SERVER__TLS__CLIENT_CA_FILE";
 
-    let cases: Vec<(&str, Vec<(&str, &Path)>, &str, Vec<String>)> = vec![
+    // (what is wrong, server.tls environment, client_auth, what stderr must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a Path)>, &'a str, Vec<String>);
+    let cases: Vec<Case> = vec![
         (
             "missing certificate file",
             vec![(CERT, &missing), (KEY, &key)],
