@@ -321,3 +321,42 @@ async fn the_jsonl_mirror_equals_the_export_survives_the_database_and_verifies_i
     .await;
     assert_eq!(out.code(), Some(0), "{}", out.text());
 }
+
+/// What a downstream tool server does before acting: check the receipt it was handed
+/// with `arbiter_client::proof`, offline, with only `signing.pub`.
+#[tokio::test]
+async fn the_rust_client_checks_a_receipt_offline_like_a_tool_server_would() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let d = server
+        .client()
+        .evaluate("agent-1")
+        .tool("send_email")
+        .receipt(true)
+        .send()
+        .await
+        .unwrap();
+    let receipt = d.receipt().expect("a receipt").clone();
+    let public = std::fs::read_to_string(server.data_dir.join("keys").join("signing.pub")).unwrap();
+    let (origin, keys) = arbiter_client::proof::read_public_key(&public).unwrap();
+
+    let checked = arbiter_client::proof::verify_receipt(&receipt, &origin, &keys).unwrap();
+    assert_eq!(checked.seq, d.audit_seq);
+    assert_eq!(checked.entry["outcome"], "allow");
+    assert_eq!(checked.entry["body"]["decision_id"], d.decision_id.as_str());
+    assert_eq!(
+        checked.entry["body"]["action_digest"],
+        d.action_digest.as_str()
+    );
+    assert!(checked.head.size >= d.audit_seq);
+
+    let mut edited = receipt.clone();
+    edited.entry = edited.entry.replace("send_email", "wire_money");
+    assert!(arbiter_client::proof::verify_receipt(&edited, &origin, &keys).is_err());
+    let mut reordered = receipt.clone();
+    reordered.inclusion_proof.reverse();
+    reordered.inclusion_proof.push("00".repeat(32));
+    assert!(arbiter_client::proof::verify_receipt(&reordered, &origin, &keys).is_err());
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+    let err = arbiter_client::proof::verify_receipt(&receipt, &origin, &[stranger]).unwrap_err();
+    assert!(err.contains("signature"), "{err}");
+}

@@ -127,11 +127,15 @@ impl<'k> Verifier<'k> {
                 format!("key {} is not in the key ring", e.key_id),
             )
         })?;
-        if key.status == KeyStatus::Revoked {
+        if key.status == KeyStatus::Revoked && key.revoked_after_seq.is_none_or(|last| want > last)
+        {
             return Err(fail(
                 want,
                 Fault::RevokedKey,
-                format!("key {} is revoked", e.key_id),
+                match key.revoked_after_seq {
+                    Some(last) => format!("key {} is revoked after entry {last}", e.key_id),
+                    None => format!("key {} is revoked", e.key_id),
+                },
             ));
         }
         let mac = key.mac(&self.prev_mac, e.canonical.as_bytes());

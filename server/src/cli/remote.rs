@@ -138,6 +138,32 @@ pub enum AuditCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Evidence report over a time range (EU AI Act Art. 12): integrity of the log
+    /// (tree, signature, chain), events, decisions, denials, human oversight, periods of
+    /// use, changes, security events and a coverage caveat. Exit 1 if integrity fails.
+    Report {
+        /// Report format (only `article12`).
+        #[arg(long, value_parser = ["article12"], default_value = "article12")]
+        format: String,
+        /// Start of the period (RFC 3339 or YYYY-MM-DD, inclusive).
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the period (RFC 3339 or YYYY-MM-DD, exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// Key ring (`keys/hmac.json`) to verify the chain offline instead of asking the server.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// `keys/signing.pub`, to verify the checkpoint signature.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Write JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+        /// Output file (default stdout).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Show entries matching a filter.
     Query {
         #[arg(long, default_value = "")]
@@ -494,6 +520,46 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
     let c = connect(r).await?;
     match cmd {
         AuditCommand::VerifyReceipt { .. } => unreachable!("handled offline above"),
+        AuditCommand::Report {
+            format: _,
+            since,
+            until,
+            keys,
+            public_key,
+            json,
+            out,
+        } => {
+            let options = super::report::ReportOptions {
+                since_ms: since
+                    .as_deref()
+                    .map(|s| super::report::parse_time("--since", s))
+                    .transpose()?,
+                until_ms: until
+                    .as_deref()
+                    .map(|s| super::report::parse_time("--until", s))
+                    .transpose()?,
+                keys,
+                public_key,
+            };
+            let report = super::report::generate(&c, &options).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                report.markdown()
+            };
+            write_out(out.as_ref(), &text)?;
+            if !report.integrity.ok() {
+                return Err(Exit(
+                    1,
+                    format!(
+                        "FAIL: the log did not verify: {}; {}",
+                        report.integrity.chain,
+                        report.integrity.problems.join("; ")
+                    ),
+                )
+                .into());
+            }
+        }
         AuditCommand::Checkpoint { out } => {
             let cp = c
                 .get_checkpoint(pb::GetCheckpointRequest {})
@@ -1020,7 +1086,7 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
     Ok(())
 }
 
-fn read_key(path: &std::path::Path) -> anyhow::Result<(String, ed25519_dalek::VerifyingKey)> {
+fn read_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<ed25519_dalek::VerifyingKey>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     crate::audit::receipt::read_public_key(&text)
