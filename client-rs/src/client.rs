@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitState, SystemClock};
 use crate::call::{self, CallPolicy, ResultStream, Retry};
@@ -42,6 +42,27 @@ pub struct ClientBuilder {
     retries: u32,
     retry_backoff: Duration,
     breaker: Option<CircuitBreakerConfig>,
+    tls: Option<Tls>,
+}
+
+/// TLS settings: the CA that signed the server's certificate, and for mTLS the
+/// client's own certificate and key. No system roots are trusted: a deployment
+/// names its CA explicitly.
+#[derive(Clone, Default)]
+struct Tls {
+    ca_pem: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    domain_name: Option<String>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .field("client_certificate", &self.identity.is_some())
+            .field("domain_name", &self.domain_name)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -54,6 +75,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("retries", &self.retries)
             .field("retry_backoff", &self.retry_backoff)
             .field("breaker", &self.breaker)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -70,6 +92,7 @@ impl ClientBuilder {
             retries: DEFAULT_RETRIES,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             breaker: Some(CircuitBreakerConfig::default()),
+            tls: None,
         }
     }
 
@@ -90,6 +113,30 @@ impl ClientBuilder {
     /// API key sent on every call as the `authorization: Bearer <key>` header.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// Connects over TLS and trusts only server certificates signed by this CA
+    /// (PEM, one or more certificates). An endpoint without a scheme then gets
+    /// `https://`; an `http://` endpoint is refused rather than sent in clear.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.get_or_insert_with(Tls::default).ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and private key (PEM) for mTLS. The
+    /// server maps the certificate's identity to a principal. Needs
+    /// [`tls_ca_pem`](Self::tls_ca_pem).
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls.get_or_insert_with(Tls::default).identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The name the server's certificate must carry, when it differs from the
+    /// endpoint's host (for example connecting to an IP address, or through a
+    /// tunnel). Needs [`tls_ca_pem`](Self::tls_ca_pem).
+    pub fn tls_domain_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.get_or_insert_with(Tls::default).domain_name = Some(name.into());
         self
     }
 
@@ -169,14 +216,76 @@ impl ClientBuilder {
     fn endpoint(&self) -> Result<Endpoint, Error> {
         let uri = if self.endpoint.contains("://") {
             self.endpoint.clone()
+        } else if self.tls.is_some() {
+            format!("https://{}", self.endpoint)
         } else {
             format!("http://{}", self.endpoint)
         };
-        Ok(Endpoint::from_shared(uri)?
+        let endpoint = Endpoint::from_shared(uri.clone())?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .user_agent(concat!("arbiter-client-rs/", env!("CARGO_PKG_VERSION")))?)
+            .user_agent(concat!("arbiter-client-rs/", env!("CARGO_PKG_VERSION")))?;
+        let https = uri.starts_with("https://");
+        match (&self.tls, https) {
+            (None, false) => Ok(endpoint),
+            (None, true) => Err(Error::InvalidConfig(format!(
+                "{uri}: an https:// endpoint needs tls_ca_pem (no system roots are trusted)"
+            ))),
+            // tonic would quietly talk plaintext to an http:// URI despite the TLS config.
+            (Some(_), false) => Err(Error::InvalidConfig(format!(
+                "{uri}: TLS is configured, so the endpoint must be https:// (or have no scheme)"
+            ))),
+            (Some(tls), true) => endpoint.tls_config(tls.client_config()?).map_err(|e| {
+                Error::InvalidConfig(format!("tls: {}", crate::error::source_chain(&e)))
+            }),
+        }
     }
+}
+
+impl Tls {
+    fn client_config(&self) -> Result<ClientTlsConfig, Error> {
+        let Some(ca) = &self.ca_pem else {
+            return Err(Error::InvalidConfig(
+                "tls: a client certificate or domain name needs tls_ca_pem too".to_owned(),
+            ));
+        };
+        // tonic skips unparsable CA entries; an empty trust store would then fail
+        // every handshake with a vague error, so say so here.
+        if !contains_pem(ca, "CERTIFICATE") {
+            return Err(Error::InvalidConfig(
+                "tls_ca_pem: no PEM certificate (-----BEGIN CERTIFICATE-----) found".to_owned(),
+            ));
+        }
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = &self.identity {
+            if !contains_pem(cert, "CERTIFICATE") {
+                return Err(Error::InvalidConfig(
+                    "tls_identity_pem: no PEM certificate found in the certificate".to_owned(),
+                ));
+            }
+            if !contains_pem(key, "PRIVATE KEY") {
+                return Err(Error::InvalidConfig(
+                    "tls_identity_pem: no PEM private key found in the key".to_owned(),
+                ));
+            }
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.domain_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(config)
+    }
+}
+
+/// Whether `pem` has a block whose label ends with `label` ("PRIVATE KEY" covers
+/// PKCS#8, "EC PRIVATE KEY" and "RSA PRIVATE KEY").
+fn contains_pem(pem: &[u8], label: &str) -> bool {
+    String::from_utf8_lossy(pem).lines().any(|line| {
+        line.trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|l| l.ends_with(label))
+    })
 }
 
 /// A connection to an Arbiter server.
@@ -445,6 +554,47 @@ mod tests {
         assert_eq!(read.timeout, Duration::from_millis(250));
         let overridden = client.policy(Retry::OnUnavailable, Some(Duration::from_secs(1)));
         assert_eq!(overridden.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn tls_makes_a_bare_endpoint_https_and_refuses_http() {
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let tls = ClientBuilder::new("127.0.0.1:50051").tls_ca_pem(ca);
+        // The CA is not a real certificate, so building the connector may fail, but
+        // never by falling back to http.
+        match tls.endpoint() {
+            Ok(e) => assert_eq!(e.uri().scheme_str(), Some("https")),
+            Err(e) => assert!(e.to_string().contains("tls"), "{e}"),
+        }
+        let err = ClientBuilder::new("http://127.0.0.1:1")
+            .tls_ca_pem(ca)
+            .endpoint()
+            .unwrap_err();
+        assert!(err.to_string().contains("must be https://"), "{err}");
+        let err = ClientBuilder::new("https://127.0.0.1:1")
+            .endpoint()
+            .unwrap_err();
+        assert!(err.to_string().contains("needs tls_ca_pem"), "{err}");
+    }
+
+    #[test]
+    fn tls_options_without_a_ca_or_with_empty_pem_are_refused() {
+        let err = ClientBuilder::new("127.0.0.1:1")
+            .tls_domain_name("arbiter.internal")
+            .endpoint()
+            .unwrap_err();
+        assert!(err.to_string().contains("needs tls_ca_pem"), "{err}");
+        let err = ClientBuilder::new("127.0.0.1:1")
+            .tls_ca_pem("not pem")
+            .endpoint()
+            .unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+        let builder = ClientBuilder::new("127.0.0.1:1")
+            .tls_ca_pem("-----BEGIN CERTIFICATE-----\n")
+            .tls_identity_pem("-----BEGIN CERTIFICATE-----\n", "sekrit key");
+        assert!(!format!("{builder:?}").contains("sekrit"));
+        let err = builder.endpoint().unwrap_err();
+        assert!(err.to_string().contains("no PEM private key"), "{err}");
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ fn status_display(code: Code, message: &str, field: Option<&str>) -> String {
 }
 
 /// `tonic::transport::Error` displays only "transport error"; the cause is in its sources.
-fn source_chain(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn source_chain(err: &(dyn StdError + 'static)) -> String {
     let mut out = String::new();
     append_causes(&mut out, Some(err));
     if out.is_empty() {

@@ -14,6 +14,8 @@ pub struct ServerSettings {
     pub listen: String,
     /// Largest accepted request message, in bytes.
     pub max_message_bytes: usize,
+    /// TLS and mTLS; off unless `cert_file` is set.
+    pub tls: TlsSettings,
 }
 
 impl Default for ServerSettings {
@@ -21,6 +23,104 @@ impl Default for ServerSettings {
         Self {
             listen: "127.0.0.1:50051".into(),
             max_message_bytes: 1 << 20,
+            tls: TlsSettings::default(),
+        }
+    }
+}
+
+/// `server.tls`: the server's certificate and key turn TLS on; a client CA and a
+/// client-auth mode turn on mTLS, whose certificate identities can be principals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Server certificate chain (PEM, leaf first).
+    pub cert_file: Option<PathBuf>,
+    /// Private key of the leaf certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    /// "none": no client certificates; "optional": verified if presented;
+    /// "required": the handshake fails without one.
+    pub client_auth: String,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            client_auth: "none".into(),
+        }
+    }
+}
+
+/// Whether and how the server asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Required,
+}
+
+impl std::fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        })
+    }
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    pub fn client_auth(&self) -> Result<ClientAuth, String> {
+        match self.client_auth.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(ClientAuth::None),
+            "optional" => Ok(ClientAuth::Optional),
+            "required" => Ok(ClientAuth::Required),
+            _ => Err(format!(
+                "server.tls.client_auth: must be \"none\", \"optional\" or \"required\", got {:?}",
+                self.client_auth
+            )),
+        }
+    }
+
+    fn validate(&self, bad: &mut Vec<String>) {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => {
+                bad.push("server.tls.key_file: needed with server.tls.cert_file".to_owned())
+            }
+            (None, Some(_)) => {
+                bad.push("server.tls.cert_file: needed with server.tls.key_file".to_owned())
+            }
+            _ => {}
+        }
+        let auth = match self.client_auth() {
+            Ok(a) => a,
+            Err(e) => {
+                bad.push(e);
+                return;
+            }
+        };
+        if auth != ClientAuth::None && self.cert_file.is_none() {
+            bad.push(format!(
+                "server.tls.cert_file: needed when server.tls.client_auth is {auth} (mTLS runs over TLS)"
+            ));
+        }
+        match (auth, &self.client_ca_file) {
+            (ClientAuth::None, Some(_)) => bad.push(
+                "server.tls.client_auth: set \"optional\" or \"required\" to use server.tls.client_ca_file"
+                    .to_owned(),
+            ),
+            (ClientAuth::Optional | ClientAuth::Required, None) => bad.push(format!(
+                "server.tls.client_ca_file: needed when server.tls.client_auth is {auth}"
+            )),
+            _ => {}
         }
     }
 }
@@ -140,6 +240,7 @@ impl Settings {
         if !(1024..=64 << 20).contains(&self.server.max_message_bytes) {
             bad.push("server.max_message_bytes: must be 1 KiB–64 MiB".to_owned());
         }
+        self.server.tls.validate(&mut bad);
         if !matches!(self.storage.synchronous.as_str(), "normal" | "full") {
             bad.push(format!(
                 "storage.synchronous: must be \"normal\" or \"full\", got {:?}",
@@ -185,5 +286,32 @@ mod tests {
             err.contains("server.listen") && err.contains("storage.synchronous"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tls_settings_name_every_missing_piece() {
+        let mut s = Settings::default();
+        s.server.tls.key_file = Some("key.pem".into());
+        s.server.tls.client_auth = "required".into();
+        let err = s.validate().unwrap_err();
+        assert!(
+            err.contains("server.tls.cert_file: needed with server.tls.key_file")
+                && err.contains(
+                    "server.tls.client_ca_file: needed when server.tls.client_auth is required"
+                ),
+            "{err}"
+        );
+        let mut s = Settings::default();
+        s.server.tls.client_auth = "sometimes".into();
+        let err = s.validate().unwrap_err();
+        assert!(err.contains("server.tls.client_auth: must be"), "{err}");
+        let mut s = Settings::default();
+        s.server.tls.cert_file = Some("cert.pem".into());
+        s.server.tls.key_file = Some("key.pem".into());
+        s.server.tls.client_ca_file = Some("ca.pem".into());
+        let err = s.validate().unwrap_err();
+        assert!(err.contains("server.tls.client_auth: set"), "{err}");
+        s.server.tls.client_auth = "Optional".into();
+        s.validate().unwrap();
     }
 }

@@ -4,11 +4,11 @@
 use crate::api::{admin::AdminApi, audit::AuditApi, control::ControlApi, decision::DecisionApi};
 use crate::audit::Batcher;
 use crate::clock::{Clock, FileClock, SystemClock};
-use crate::config::Settings;
+use crate::config::{ClientAuth, Settings};
 use crate::engine::Engine;
 use crate::policy::{loader, CompiledPolicy};
 use crate::store::{SqliteStore, Store};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use arbiter_proto::v1::{
     admin_service_server::AdminServiceServer, audit_service_server::AuditServiceServer,
     control_service_server::ControlServiceServer, decision_service_server::DecisionServiceServer,
@@ -34,6 +34,7 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     settings: Settings,
+    tls: Option<crate::tls::ServerTls>,
     engine: Arc<Engine>,
     batcher_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -56,6 +57,9 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
         let requested: SocketAddr = settings.server.listen.parse().context("server.listen")?;
+        // Certificates are checked before anything else is touched, so a broken TLS
+        // setup stops the start instead of serving in clear.
+        let tls = crate::tls::load(&settings.server.tls)?;
         let keys_path = settings.keys_file();
         let (keys, generated) = crate::keys::load_or_generate(&keys_path)?;
         if generated {
@@ -108,21 +112,38 @@ impl Application {
         if let Some(seq) = engine.record_key_ring(key_ring).await? {
             tracing::warn!(seq, "the audit key ring changed since the last start (rotation or revocation); recorded as a keys.changed entry");
         }
+        let client_auth = tls.as_ref().map_or(ClientAuth::None, |t| t.client_auth);
+        let (key_principals, tls_principals) = engine.credential_kinds();
+        exposure_check(
+            requested,
+            engine.auth_required(),
+            key_principals,
+            client_auth,
+        )
+        .map_err(anyhow::Error::msg)?;
         if engine.auth_required() {
             tracing::info!(
-                "authentication on: every call needs an API key (`authorization: Bearer <key>`)"
+                "authentication on: every call needs an API key (`authorization: Bearer <key>`) \
+                 or a client certificate bound to a principal"
             );
-        } else if requested.ip().is_loopback() {
+        } else {
             tracing::warn!(
                 "DEVELOPMENT MODE: no principals exist, so every caller on this loopback address has every role. \
                  Create one with `arbiter principals create NAME --role admin` to switch authentication on."
             );
-        } else {
-            bail!(
-                "refusing to serve on {requested} without authentication: no principals exist yet. Start on \
-                 127.0.0.1, create an admin with `arbiter principals create NAME --role admin`, then restart on \
-                 {requested}."
+        }
+        if tls_principals && client_auth == ClientAuth::None {
+            tracing::warn!(
+                "principals bound to client certificates cannot authenticate: server.tls.client_auth is none"
             );
+        }
+        match &tls {
+            Some(t) => tracing::info!(client_auth = %t.client_auth, "TLS on"),
+            None if !requested.ip().is_loopback() => tracing::warn!(
+                "TLS is off on {requested}: API keys and decisions cross the network in clear. \
+                 Set server.tls.cert_file and server.tls.key_file."
+            ),
+            None => {}
         }
         engine
             .install_policy(policy.clone())
@@ -182,6 +203,7 @@ impl Application {
             listener,
             addr,
             settings,
+            tls,
             engine,
             batcher_task,
             background,
@@ -226,7 +248,13 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let engine = self.engine.clone();
-        let result = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server
+                .tls_config(tls.config)
+                .context("server.tls: building the TLS acceptor")?;
+        }
+        let result = server
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -272,6 +300,35 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.batcher_task).await;
         result.context("gRPC server failed")
     }
+}
+
+/// Whether this server may listen on `addr`. Off loopback every caller must be
+/// authenticated: principals must exist, and if none of them holds an API key, callers
+/// can only be told apart by client certificates, so those must be required.
+fn exposure_check(
+    addr: SocketAddr,
+    auth_required: bool,
+    key_principals: bool,
+    client_auth: ClientAuth,
+) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !auth_required {
+        return Err(format!(
+            "refusing to serve on {addr} without authentication: no principals exist yet. Start on \
+             127.0.0.1, create an admin with `arbiter principals create NAME --role admin` (or bind one \
+             to a client certificate with --tls-identity), then restart on {addr}."
+        ));
+    }
+    if !key_principals && client_auth != ClientAuth::Required {
+        return Err(format!(
+            "refusing to serve on {addr}: no active principal has an API key, so callers can only be \
+             identified by client certificates, but server.tls.client_auth is {client_auth}. Set it to \
+             \"required\" (with server.tls.client_ca_file), or create an API-key principal."
+        ));
+    }
+    Ok(())
 }
 
 fn spawn_policy_reload(
@@ -334,4 +391,28 @@ fn spawn_health_monitor(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_loopback_serving_needs_principals_and_keys_or_required_mtls() {
+        let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        // Loopback: always, development mode included.
+        assert!(exposure_check(lo, false, false, ClientAuth::None).is_ok());
+        // No principals at all: never off loopback, whatever TLS says.
+        let err = exposure_check(any, false, false, ClientAuth::Required).unwrap_err();
+        assert!(err.contains("without authentication"), "{err}");
+        // API-key principals: allowed with or without mTLS.
+        assert!(exposure_check(any, true, true, ClientAuth::None).is_ok());
+        // Certificate principals only: mTLS must be required.
+        assert!(exposure_check(any, true, false, ClientAuth::Required).is_ok());
+        for mode in [ClientAuth::None, ClientAuth::Optional] {
+            let err = exposure_check(any, true, false, mode).unwrap_err();
+            assert!(err.contains("server.tls.client_auth is"), "{err}");
+        }
+    }
 }

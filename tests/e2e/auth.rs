@@ -232,6 +232,7 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
                     name: String::new(),
                     roles: vec![],
                     agents: vec![],
+                    tls_identity: String::new(),
                 })
                 .await
             }),

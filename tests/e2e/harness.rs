@@ -146,9 +146,49 @@ pub struct ServerOptions {
     clock: Option<String>,
     fast_reload: bool,
     mirror: bool,
+    tls: Option<ServerTls>,
+}
+
+/// `server.tls` for a test server, and what the harness's readiness probe presents
+/// to get through the handshake.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    /// "none", "optional" or "required".
+    pub client_auth: &'static str,
+    /// CA (PEM) the probe trusts.
+    pub probe_ca_pem: String,
+    /// Client certificate and key (PEM) the probe presents, for mTLS.
+    pub probe_identity: Option<(String, String)>,
+    /// Name the probe expects on the server certificate, when not the address.
+    pub probe_domain: Option<String>,
+}
+
+impl ServerTls {
+    /// The probe's channel settings.
+    pub fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.probe_ca_pem));
+        if let Some((cert, key)) = &self.probe_identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.probe_domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
 }
 
 impl ServerOptions {
+    /// Serve TLS (and mTLS, with a client CA) with these files.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Mirror the audit log to `mirror.jsonl` in the temporary directory.
     pub fn mirror(mut self) -> Self {
         self.mirror = true;
@@ -206,6 +246,7 @@ pub async fn spawn_server(opts: ServerOptions) -> TestServer {
         log_path: root.join("server.log"),
         fast_reload: opts.fast_reload,
         mirror: opts.mirror.then(|| root.join("mirror.jsonl")),
+        tls: opts.tls,
         child: None,
         dir: Some(dir),
     };
@@ -225,23 +266,34 @@ pub struct TestServer {
     fast_reload: bool,
     /// The audit mirror file, when mirroring.
     pub mirror: Option<PathBuf>,
+    /// The TLS setup, when serving TLS.
+    pub tls: Option<ServerTls>,
     child: Option<Child>,
     /// Removed on drop, after the process is gone (unless `ARBITER_E2E_KEEP` is set).
     dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
-    /// `http://ADDR`, as the CLI's `--addr` wants it.
+    /// `http://ADDR` (`https://ADDR` when serving TLS), as the CLI's `--addr` wants it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A client for this server (it connects on first use).
+    /// On a TLS server it trusts the probe's CA and presents the probe's certificate.
     pub fn client(&self) -> Client {
-        Client::builder(self.url())
-            .timeout(Duration::from_secs(15))
-            .connect_lazy()
-            .expect("valid endpoint")
+        let mut builder = Client::builder(self.url()).timeout(Duration::from_secs(15));
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_ca_pem(tls.probe_ca_pem.clone());
+            if let Some((cert, key)) = &tls.probe_identity {
+                builder = builder.tls_identity_pem(cert.clone(), key.clone());
+            }
+            if let Some(domain) = &tls.probe_domain {
+                builder = builder.tls_domain_name(domain.clone());
+            }
+        }
+        builder.connect_lazy().expect("valid endpoint")
     }
 
     /// The embedded database file.
@@ -364,6 +416,14 @@ impl TestServer {
         if let Some(m) = &self.mirror {
             cmd.env("ARBITER_AUDIT__MIRROR", m);
         }
+        if let Some(tls) = &self.tls {
+            cmd.env("ARBITER_SERVER__TLS__CERT_FILE", &tls.cert_file)
+                .env("ARBITER_SERVER__TLS__KEY_FILE", &tls.key_file)
+                .env("ARBITER_SERVER__TLS__CLIENT_AUTH", tls.client_auth);
+            if let Some(ca) = &tls.client_ca_file {
+                cmd.env("ARBITER_SERVER__TLS__CLIENT_CA_FILE", ca);
+            }
+        }
         let mut child = cmd.spawn().expect("spawn arbiter serve");
         let stdout = child.stdout.take().expect("piped stdout");
         self.child = Some(child);
@@ -386,9 +446,14 @@ impl TestServer {
             });
         self.addr = addr;
 
-        let endpoint = tonic::transport::Endpoint::from_shared(self.url())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.url())
             .unwrap()
             .connect_timeout(Duration::from_secs(1));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.client_config())
+                .expect("valid probe TLS settings");
+        }
         let mut health = HealthClient::new(endpoint.connect_lazy());
         let started = Instant::now();
         loop {
@@ -661,6 +726,7 @@ pub async fn create_principal(
         name: name.into(),
         roles: roles.iter().map(|r| *r as i32).collect(),
         agents: agents.iter().map(|a| a.to_string()).collect(),
+        tls_identity: String::new(),
     })
     .await
     .expect("CreatePrincipal")

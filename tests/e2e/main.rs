@@ -26,5 +26,6 @@ mod retries;
 mod scope;
 mod service;
 mod tamper;
+mod tls;
 mod trust;
 mod validation;

@@ -336,9 +336,16 @@ impl AdminService for AdminApi {
             )
             .into());
         }
+        let tls_identity = match r.tls_identity.as_str() {
+            "" => None,
+            text => Some(
+                text.parse::<crate::domain::TlsIdentity>()
+                    .map_err(|e| ParseError::new("tls_identity", e))?,
+            ),
+        };
         let (row, key, _seq) = self
             .engine
-            .create_principal(&who, name, roles, r.agents)
+            .create_principal(&who, name, roles, r.agents, tls_identity)
             .await?;
         Ok(Response::new(pb::CreatePrincipalResponse {
             principal: Some(principal(row)),
@@ -391,5 +398,6 @@ fn principal(p: crate::store::PrincipalRow) -> pb::Principal {
         agents: p.agents,
         created_at: Some(timestamp(p.created_ms)),
         revoked_at: p.revoked_ms.map(timestamp),
+        tls_identity: p.tls_identity.map(|t| t.to_string()).unwrap_or_default(),
     }
 }

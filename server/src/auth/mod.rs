@@ -1,27 +1,52 @@
-//! Caller identity. An interceptor turns the API key on the transport into a
-//! `Principal` request extension; handlers read identity only there (never from a
-//! request field) and check roles with `authorize`.
+//! Caller identity. An interceptor turns what the transport proves about the caller
+//! (an API key, or a verified client certificate under mTLS) into a `Principal`
+//! request extension; handlers read identity only there (never from a request field)
+//! and check roles with `authorize`.
 //!
 //! Development mode: while no principal has ever been created, every caller is the
 //! anonymous developer with all roles, and `startup` refuses non-loopback addresses.
 //! Creating the first principal switches authentication on for good.
+//!
+//! Precedence (docs/security.md, "Identity from the transport"):
+//! - an API key, when presented, names the principal; if the connection also carries
+//!   a client certificate bound to a *different* principal the call is refused, and a
+//!   certificate bound to no principal is transport security only;
+//! - without a key, the verified client certificate names the principal; a
+//!   certificate bound to nobody is refused exactly like an unknown key.
 
 mod keys;
+mod tls;
 
 pub use keys::{hash_key, new_key, KEY_PREFIX};
+pub use tls::certificate_identities;
 
-use crate::domain::{Principal, Role};
+use crate::domain::{Principal, Role, TlsIdentity};
 use crate::store::PrincipalRow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Status};
 
-/// Active principals by key hash.
+/// Active principals, found by key hash or by client-certificate identity.
 #[derive(Debug, Default)]
 pub struct PrincipalBook {
-    by_hash: HashMap<String, Principal>,
+    by_name: HashMap<String, Principal>,
+    /// Key hash → principal name.
+    by_hash: HashMap<String, String>,
+    /// Certificate identity → principal name.
+    by_identity: HashMap<TlsIdentity, String>,
     /// True once any principal exists (revoked ones count).
     required: bool,
+}
+
+/// What a client certificate resolves to.
+#[derive(Debug)]
+pub enum CertificateMatch {
+    /// One active principal is bound to the certificate's identities.
+    Principal(Principal),
+    /// No active principal is bound to any of them (the first is named in refusals).
+    Unknown(Option<TlsIdentity>),
+    /// Identities of the one certificate are bound to different principals.
+    Ambiguous(Vec<String>),
 }
 
 impl PrincipalBook {
@@ -36,12 +61,19 @@ impl PrincipalBook {
     pub fn add(&mut self, r: &PrincipalRow) {
         self.required = true;
         if r.revoked_ms.is_some() {
-            self.by_hash.remove(&r.key_hash);
+            // By name: a revoked principal's identity may already belong to a newer one.
+            self.revoke(&r.name);
             return;
         }
         match Principal::new(r.name.clone(), r.roles.clone(), r.agents.clone()) {
             Ok(p) => {
-                self.by_hash.insert(r.key_hash.clone(), p);
+                if let Some(hash) = &r.key_hash {
+                    self.by_hash.insert(hash.clone(), r.name.clone());
+                }
+                if let Some(id) = &r.tls_identity {
+                    self.by_identity.insert(id.clone(), r.name.clone());
+                }
+                self.by_name.insert(r.name.clone(), p);
             }
             Err(e) => {
                 tracing::error!(principal = %r.name, error = %e, "principal has an invalid agent pattern; it cannot authenticate")
@@ -50,22 +82,57 @@ impl PrincipalBook {
     }
 
     pub fn revoke(&mut self, name: &str) {
-        self.by_hash.retain(|_, p| p.name != name);
+        self.by_name.remove(name);
+        self.by_hash.retain(|_, n| n != name);
+        self.by_identity.retain(|_, n| n != name);
     }
 
     /// An active principal by name.
     pub fn by_name(&self, name: &str) -> Option<&Principal> {
-        self.by_hash.values().find(|p| p.name == name)
+        self.by_name.get(name)
     }
 
     pub fn required(&self) -> bool {
         self.required
     }
 
+    /// Whether any active principal authenticates with an API key.
+    pub fn has_key_principals(&self) -> bool {
+        !self.by_hash.is_empty()
+    }
+
+    /// Whether any active principal is bound to a certificate identity.
+    pub fn has_tls_principals(&self) -> bool {
+        !self.by_identity.is_empty()
+    }
+
     /// The principal for an API key, if it is active.
     pub fn lookup(&self, key: &str) -> Option<Principal> {
         // The key is hashed first, so the map lookup compares hashes, not secrets.
-        self.by_hash.get(&hash_key(key)).cloned()
+        let name = self.by_hash.get(&hash_key(key))?;
+        self.by_name.get(name).cloned()
+    }
+
+    /// The principal a verified client certificate names. Every identity is looked
+    /// up (URI SANs, then DNS SANs, then subject CNs); all that match must name the
+    /// same principal.
+    pub fn lookup_certificate(&self, identities: &[TlsIdentity]) -> CertificateMatch {
+        let mut names: Vec<&String> = Vec::new();
+        for id in identities {
+            if let Some(name) = self.by_identity.get(id) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        match names.as_slice() {
+            [] => CertificateMatch::Unknown(identities.first().cloned()),
+            [one] => match self.by_name.get(*one) {
+                Some(p) => CertificateMatch::Principal(p.clone()),
+                None => CertificateMatch::Unknown(identities.first().cloned()),
+            },
+            many => CertificateMatch::Ambiguous(many.iter().map(|n| n.to_string()).collect()),
+        }
     }
 }
 
@@ -95,6 +162,64 @@ fn presented_key<T>(req: &Request<T>) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
+/// The identities of the verified client certificate, if the connection has one.
+/// The TLS layer only hands over certificates that chain to the configured client
+/// CA, so the identities can be trusted as far as that CA is.
+fn presented_certificate<T>(req: &Request<T>) -> Option<Result<Vec<TlsIdentity>, String>> {
+    let chain = req.peer_certs()?;
+    let leaf = chain.first()?;
+    Some(certificate_identities(leaf.as_ref()))
+}
+
+/// Who the transport says the caller is, or why it says nothing usable.
+fn identify(
+    book: &PrincipalBook,
+    key: Option<&str>,
+    certificate: Option<Result<Vec<TlsIdentity>, String>>,
+) -> Result<Principal, String> {
+    let by_certificate = certificate.map(|ids| match ids {
+        Ok(ids) => book.lookup_certificate(&ids),
+        Err(e) => {
+            tracing::warn!(error = %e, "a verified client certificate could not be read");
+            CertificateMatch::Unknown(None)
+        }
+    });
+    match (key, by_certificate) {
+        (Some(key), certificate) => {
+            let p = book
+                .lookup(key)
+                .ok_or_else(|| "unknown or revoked API key".to_owned())?;
+            match certificate {
+                Some(CertificateMatch::Principal(c)) if c.name != p.name => Err(format!(
+                    "the API key belongs to principal {:?} but the client certificate to {:?}; \
+                     present one credential or matching ones",
+                    p.name, c.name
+                )),
+                Some(CertificateMatch::Ambiguous(names)) => Err(ambiguous(&names)),
+                _ => Ok(p),
+            }
+        }
+        (None, Some(CertificateMatch::Principal(p))) => Ok(p),
+        (None, Some(CertificateMatch::Unknown(Some(id)))) => Err(format!(
+            "unknown or revoked client certificate identity {id}"
+        )),
+        (None, Some(CertificateMatch::Unknown(None))) => Err(
+            "the client certificate carries no usable identity (URI SAN, DNS SAN or subject CN)"
+                .to_owned(),
+        ),
+        (None, Some(CertificateMatch::Ambiguous(names))) => Err(ambiguous(&names)),
+        (None, None) => Err("no API key or client certificate presented".to_owned()),
+    }
+}
+
+fn ambiguous(names: &[String]) -> String {
+    format!(
+        "the client certificate's identities are bound to different principals ({}); \
+         refusing to choose",
+        names.join(", ")
+    )
+}
+
 /// The tonic interceptor: authenticates every call to an arbiter.v1 service.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -111,24 +236,20 @@ impl tonic::service::Interceptor for Authenticator {
             return Ok(req);
         }
         let key = presented_key(&req);
-        match key.as_deref().and_then(|k| book.lookup(k)) {
-            Some(p) => {
+        match identify(&book, key.as_deref(), presented_certificate(&req)) {
+            Ok(p) => {
                 req.extensions_mut().insert(p);
                 Ok(req)
             }
-            None => {
-                let reason = if key.is_some() {
-                    "unknown or revoked API key"
-                } else {
-                    "no API key presented"
-                };
+            Err(reason) => {
                 let _ = self.refusals.try_send(Refusal {
                     principal: "unauthenticated".into(),
                     rpc: "*",
-                    reason: reason.into(),
+                    reason: reason.clone(),
                 });
                 Err(Status::unauthenticated(format!(
-                    "{reason}; send `authorization: Bearer <key>` (create keys with `arbiter principals create`)"
+                    "{reason}; send `authorization: Bearer <key>` or a client certificate bound \
+                     to a principal (see `arbiter principals create`)"
                 )))
             }
         }
@@ -193,4 +314,102 @@ fn names(roles: &[Role]) -> String {
         .map(|r| r.name())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, key: Option<&str>, identity: Option<&str>) -> PrincipalRow {
+        PrincipalRow {
+            name: name.into(),
+            roles: vec![Role::Operator],
+            agents: vec![],
+            key_hash: key.map(hash_key),
+            key_prefix: key.map(|k| k[..4].to_owned()),
+            tls_identity: identity.map(|i| i.parse().unwrap()),
+            created_by: "root".into(),
+            created_ms: 0,
+            revoked_ms: None,
+        }
+    }
+
+    fn ids(texts: &[&str]) -> Option<Result<Vec<TlsIdentity>, String>> {
+        Some(Ok(texts.iter().map(|t| t.parse().unwrap()).collect()))
+    }
+
+    fn book() -> PrincipalBook {
+        PrincipalBook::from_rows(&[
+            row("keyed", Some("arb_key"), None),
+            row("ops", None, Some("spiffe://example.org/ops")),
+            row("host", None, Some("dns:host.example.org")),
+        ])
+    }
+
+    #[test]
+    fn a_certificate_alone_names_its_principal() {
+        let p = identify(
+            &book(),
+            None,
+            ids(&["spiffe://example.org/ops", "cn:whatever"]),
+        )
+        .unwrap();
+        assert_eq!(p.name, "ops");
+    }
+
+    #[test]
+    fn an_unknown_certificate_is_refused_and_named() {
+        let err = identify(&book(), None, ids(&["spiffe://example.org/stranger"])).unwrap_err();
+        assert!(err.contains("spiffe://example.org/stranger"), "{err}");
+        let err = identify(&book(), None, ids(&[])).unwrap_err();
+        assert!(err.contains("no usable identity"), "{err}");
+        let err = identify(&book(), None, None).unwrap_err();
+        assert!(err.contains("no API key or client certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_key_wins_over_an_unbound_certificate_but_not_over_a_different_principal() {
+        let p = identify(&book(), Some("arb_key"), ids(&["cn:unbound"])).unwrap();
+        assert_eq!(p.name, "keyed");
+        let err =
+            identify(&book(), Some("arb_key"), ids(&["spiffe://example.org/ops"])).unwrap_err();
+        assert!(
+            err.contains("\"keyed\"") && err.contains("\"ops\""),
+            "{err}"
+        );
+        // A bad key is refused even next to a good certificate: no silent fallback.
+        let err = identify(
+            &book(),
+            Some("arb_wrong"),
+            ids(&["spiffe://example.org/ops"]),
+        )
+        .unwrap_err();
+        assert!(err.contains("unknown or revoked API key"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_naming_two_principals_is_refused() {
+        let err = identify(
+            &book(),
+            None,
+            ids(&["spiffe://example.org/ops", "dns:host.example.org"]),
+        )
+        .unwrap_err();
+        assert!(err.contains("different principals"), "{err}");
+    }
+
+    #[test]
+    fn revoking_frees_the_identity_without_touching_its_new_holder() {
+        let mut old = row("ops-old", None, Some("spiffe://example.org/ops"));
+        old.revoked_ms = Some(1);
+        // Rows arrive ordered by name: the revoked holder after the active one.
+        let book =
+            PrincipalBook::from_rows(&[row("ops", None, Some("spiffe://example.org/ops")), old]);
+        let p = identify(&book, None, ids(&["spiffe://example.org/ops"])).unwrap();
+        assert_eq!(p.name, "ops");
+        let mut book = book;
+        book.revoke("ops");
+        assert!(identify(&book, None, ids(&["spiffe://example.org/ops"])).is_err());
+        assert!(book.required());
+    }
 }

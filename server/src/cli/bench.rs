@@ -68,6 +68,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         addr: a.addr.clone(),
         timeout: 10.0,
         api_key: a.api_key.clone(),
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        tls_domain: None,
     })
     .await?;
     let hist = Arc::new(Mutex::new(histogram()));

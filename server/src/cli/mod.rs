@@ -58,9 +58,23 @@ pub struct Remote {
     /// Per-call timeout in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     pub timeout: f64,
-    /// API key (needed once any principal exists).
+    /// API key (needed once any principal exists, unless a client certificate bound to
+    /// a principal is presented).
     #[arg(long, global = true, env = "ARBITER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// CA certificate (PEM) that signed the server's certificate; turns on TLS
+    /// (use an https:// --addr).
+    #[arg(long, global = true, env = "ARBITER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS; needs --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "ARBITER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "ARBITER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it differs from the --addr host.
+    #[arg(long, global = true, env = "ARBITER_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

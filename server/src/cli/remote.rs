@@ -65,6 +65,10 @@ pub enum PrincipalsCommand {
         /// Agent ids or globs an agent principal may act for (repeatable).
         #[arg(long = "agent")]
         agents: Vec<String>,
+        /// Authenticate by client certificate instead of an API key: a URI SAN
+        /// (spiffe://…), dns:NAME or cn:NAME. No key is issued.
+        #[arg(long)]
+        tls_identity: Option<String>,
     },
     /// List principals (never their keys).
     List,
@@ -187,10 +191,24 @@ pub async fn connect(r: &Remote) -> anyhow::Result<Client> {
     if let Some(key) = &r.api_key {
         builder = builder.api_key(key.clone());
     }
-    builder
-        .connect()
-        .await
-        .map_err(|e| Exit(3, format!("cannot reach arbiter at {}: {e} (is `arbiter serve` running? set --addr or ARBITER_ADDR)", r.addr)).into())
+    if let Some(ca) = &r.tls_ca {
+        builder = builder.tls_ca_pem(read_pem("--tls-ca", ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&r.tls_cert, &r.tls_key) {
+        builder =
+            builder.tls_identity_pem(read_pem("--tls-cert", cert)?, read_pem("--tls-key", key)?);
+    }
+    if let Some(name) = &r.tls_domain {
+        builder = builder.tls_domain_name(name.clone());
+    }
+    builder.connect().await.map_err(|e| match e {
+        Error::InvalidConfig(m) => Exit(2, m).into(),
+        e => Exit(3, format!("cannot reach arbiter at {}: {e} (is `arbiter serve` running? set --addr or ARBITER_ADDR)", r.addr)).into(),
+    })
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Exit(2, format!("{flag} {}: {e}", path.display())).into())
 }
 
 fn fail(e: Error) -> anyhow::Error {
@@ -768,7 +786,12 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
             name,
             roles,
             agents,
+            tls_identity,
         } => {
+            if let Some(id) = &tls_identity {
+                id.parse::<crate::domain::TlsIdentity>()
+                    .map_err(|e| Exit(2, format!("--tls-identity: {e}")))?;
+            }
             let mut wire = Vec::new();
             for role in &roles {
                 let role: crate::domain::Role = role.parse().map_err(|e: String| Exit(2, e))?;
@@ -784,16 +807,26 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
                     name,
                     roles: wire,
                     agents,
+                    tls_identity: tls_identity.unwrap_or_default(),
                 })
                 .await
                 .map_err(fail)?;
             let p = resp.principal.unwrap_or_default();
-            eprintln!(
-                "created principal {} with roles {}; its API key (shown once, store it now):",
-                p.name,
-                role_names(&p.roles)
-            );
-            println!("{}", resp.api_key);
+            if resp.api_key.is_empty() {
+                println!(
+                    "created principal {} with roles {}, bound to client certificate identity {} (no API key)",
+                    p.name,
+                    role_names(&p.roles),
+                    p.tls_identity
+                );
+            } else {
+                eprintln!(
+                    "created principal {} with roles {}; its API key (shown once, store it now):",
+                    p.name,
+                    role_names(&p.roles)
+                );
+                println!("{}", resp.api_key);
+            }
         }
         PrincipalsCommand::List => {
             let resp = c
@@ -806,11 +839,17 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
                 } else {
                     "active".into()
                 };
+                let credential = if p.tls_identity.is_empty() {
+                    "api key".to_owned()
+                } else {
+                    format!("tls {}", p.tls_identity)
+                };
                 println!(
-                    "{}\t{}\tagents [{}]\tcreated {}\t{}",
+                    "{}\t{}\tagents [{}]\t{}\tcreated {}\t{}",
                     p.name,
                     role_names(&p.roles),
                     p.agents.join(", "),
+                    credential,
                     ts(&p.created_at),
                     state
                 );

@@ -7,6 +7,7 @@ mod money;
 mod pattern;
 mod period;
 mod principal;
+mod tls_identity;
 mod trust;
 
 pub use action::{Action, ActionDigest, ApiCall, DataAccess, Estimate};
@@ -15,6 +16,7 @@ pub use money::{MicroUsd, MAX_MICRO_USD, MAX_TOKENS};
 pub use pattern::{ApiPattern, GlobList};
 pub use period::Period;
 pub use principal::{Principal, Role};
+pub use tls_identity::{TlsIdentity, MAX_TLS_IDENTITY};
 pub use trust::TrustLevel;
 
 /// A request value that failed validation, naming the field and the rule it broke.

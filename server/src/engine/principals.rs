@@ -1,9 +1,10 @@
-//! Principals (API keys with roles) and the audit trail of refused calls.
+//! Principals (API keys or client-certificate identities, with roles) and the audit
+//! trail of refused calls.
 
 use super::{Engine, EngineError};
 use crate::audit::EntryDraft;
 use crate::auth::{hash_key, new_key, PrincipalBook, Refusal, KEY_PREFIX};
-use crate::domain::{ParseError, Principal, Role};
+use crate::domain::{ParseError, Principal, Role, TlsIdentity};
 use crate::store::{PrincipalRow, StateOp};
 use serde_json::json;
 use std::sync::{Arc, RwLock};
@@ -22,13 +23,23 @@ impl Engine {
             .required()
     }
 
-    /// Creates a principal and returns its API key, which is shown this once.
+    /// (an active principal has an API key, an active principal is bound to a
+    /// client-certificate identity), for the start-up exposure checks.
+    pub fn credential_kinds(&self) -> (bool, bool) {
+        let book = self.principals.read().unwrap_or_else(|p| p.into_inner());
+        (book.has_key_principals(), book.has_tls_principals())
+    }
+
+    /// Creates a principal. With a certificate identity it authenticates only by
+    /// that certificate and the returned key is empty; otherwise it gets an API key,
+    /// returned this once.
     pub async fn create_principal(
         &self,
         who: &Principal,
         name: String,
         roles: Vec<Role>,
         agents: Vec<String>,
+        tls_identity: Option<TlsIdentity>,
     ) -> Result<(PrincipalRow, String, u64), EngineError> {
         Principal::new(name.clone(), roles.clone(), agents.clone())
             .map_err(|e| ParseError::new("agents", e))?;
@@ -45,30 +56,55 @@ impl Engine {
                 format!("principal {name:?} already exists (names are never reused, even after revocation)"),
             )));
         }
-        let key = new_key();
+        if let Some(id) = &tls_identity {
+            if let Some(holder) = existing
+                .iter()
+                .find(|p| p.revoked_ms.is_none() && p.tls_identity.as_ref() == Some(id))
+            {
+                return Err(EngineError::Invalid(ParseError::new(
+                    "tls_identity",
+                    format!(
+                        "{id} is already bound to principal {:?}; revoke it first",
+                        holder.name
+                    ),
+                )));
+            }
+        }
+        // A certificate principal gets no key at all, so nothing but the certificate
+        // can ever speak for it.
+        let key = match tls_identity {
+            Some(_) => String::new(),
+            None => new_key(),
+        };
         let row = PrincipalRow {
             name: name.clone(),
             roles: roles.clone(),
             agents: agents.clone(),
-            key_hash: hash_key(&key),
-            key_prefix: key[..KEY_PREFIX.len() + 6].to_owned(),
+            key_hash: (!key.is_empty()).then(|| hash_key(&key)),
+            key_prefix: (!key.is_empty()).then(|| key[..KEY_PREFIX.len() + 6].to_owned()),
+            tls_identity: tls_identity.clone(),
             created_by: who.name.clone(),
             created_ms: self.now_ms(),
             revoked_ms: None,
         };
+        let mut body = json!({
+            "name": name,
+            "roles": roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
+            "agents": agents,
+            "principal": who.name,
+        });
+        // Exactly one credential: the key's prefix (never the key) or the identity.
+        match (&row.key_prefix, &row.tls_identity) {
+            (_, Some(id)) => body["tls_identity"] = json!(id.to_string()),
+            (prefix, None) => body["key_prefix"] = json!(prefix),
+        }
         let draft = EntryDraft {
             ts_ms: row.created_ms,
             kind: "principal.create".into(),
             agent_id: String::new(),
             session_id: String::new(),
             outcome: String::new(),
-            body: json!({
-                "name": name,
-                "roles": roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
-                "agents": agents,
-                "key_prefix": row.key_prefix,
-                "principal": who.name,
-            }),
+            body,
         };
         let seq = self
             .append(draft, vec![StateOp::CreatePrincipal(row.clone())])

@@ -184,8 +184,13 @@ pub struct PrincipalRow {
     pub name: String,
     pub roles: Vec<crate::domain::Role>,
     pub agents: Vec<String>,
-    pub key_hash: String,
-    pub key_prefix: String,
+    /// SHA-256 of the API key; `None` for a principal that authenticates only by
+    /// client certificate.
+    pub key_hash: Option<String>,
+    /// The key's first characters, to recognise it in lists and the audit log.
+    pub key_prefix: Option<String>,
+    /// The client-certificate identity this principal is bound to (mTLS).
+    pub tls_identity: Option<crate::domain::TlsIdentity>,
     pub created_by: String,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,

@@ -111,7 +111,7 @@ const ENTRY_COLUMNS: &str =
 impl Store for SqliteStore {
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
         sqlx::query(
-            "SELECT name, roles, agents, key_hash, key_prefix, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
+            "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?
@@ -119,6 +119,7 @@ impl Store for SqliteStore {
         .map(|r| {
             let roles: String = r.try_get("roles")?;
             let agents: String = r.try_get("agents")?;
+            let tls_identity: Option<String> = r.try_get("tls_identity")?;
             Ok(PrincipalRow {
                 name: r.try_get("name")?,
                 roles: roles
@@ -129,6 +130,9 @@ impl Store for SqliteStore {
                 agents: json(&agents)?,
                 key_hash: r.try_get("key_hash")?,
                 key_prefix: r.try_get("key_prefix")?,
+                tls_identity: tls_identity
+                    .map(|t| t.parse().map_err(StoreError::Corrupt))
+                    .transpose()?,
                 created_by: r.try_get("created_by")?,
                 created_ms: r.try_get("created_ms")?,
                 revoked_ms: r.try_get("revoked_ms")?,
@@ -872,13 +876,14 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
         StateOp::CreatePrincipal(p) => {
             let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
             sqlx::query(
-                "INSERT INTO principals (name, roles, agents, key_hash, key_prefix, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO principals (name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&p.name)
             .bind(roles.join(","))
             .bind(to_json(&p.agents))
             .bind(&p.key_hash)
             .bind(&p.key_prefix)
+            .bind(p.tls_identity.as_ref().map(|t| t.to_string()))
             .bind(&p.created_by)
             .bind(p.created_ms)
             .execute(&mut **tx)
