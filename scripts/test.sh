@@ -44,8 +44,25 @@ fi
 step "build the arbiter binary (the end-to-end tests run it)"
 cargo build --workspace --bins --locked
 
-step "cargo test (unit + end-to-end)"
+step "cargo test (unit + end-to-end on the embedded SQLite backend)"
 cargo test --workspace --locked
+
+step "end-to-end again on PostgreSQL (a throwaway cluster from the installed binaries)"
+PG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/arbiter-pg-XXXXXX")"
+rmdir "$PG_DIR"
+cleanup_pg() { scripts/pg-cluster.sh stop "$PG_DIR" || true; }
+trap cleanup_pg EXIT
+if PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"; then
+  SKIP_LOG="$PG_DIR/skipped.txt"
+  ARBITER_E2E_DATABASE=postgres ARBITER_E2E_DATABASE_URL="$PG_URL" ARBITER_E2E_SKIP_LOG="$SKIP_LOG" \
+    ARBITER_E2E_PG_CLUSTER="$PG_DIR" cargo test -p arbiter-e2e --locked
+  if [ -s "$SKIP_LOG" ]; then
+    echo "tests that do not apply on PostgreSQL (each says why):"
+    cat "$SKIP_LOG"
+  fi
+else
+  missing "a PostgreSQL cluster (initdb/pg_ctl from /usr/lib/postgresql/*/bin)"
+fi
 
 step "python: independent audit verifier"
 VENV="$TOOLS/venv"

@@ -133,6 +133,9 @@ pub struct StorageSettings {
     /// "normal" survives a process crash; "full" also survives power loss, at a cost
     /// in commit latency (see docs/benchmarks.md).
     pub synchronous: String,
+    /// `postgres://…`: use PostgreSQL instead of the embedded SQLite file (keys stay in
+    /// `data_dir`). Also `--database` and `ARBITER_DATABASE_URL`. Never logged.
+    pub database_url: Option<String>,
 }
 
 impl Default for StorageSettings {
@@ -140,6 +143,7 @@ impl Default for StorageSettings {
         Self {
             data_dir: PathBuf::from("./arbiter-data"),
             synchronous: "normal".into(),
+            database_url: None,
         }
     }
 }
@@ -224,6 +228,12 @@ impl Settings {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
+        let mut s = s;
+        if let Ok(url) = std::env::var("ARBITER_DATABASE_URL") {
+            if !url.is_empty() {
+                s.storage.database_url = Some(url);
+            }
+        }
         s.validate()?;
         Ok(s)
     }
@@ -246,6 +256,14 @@ impl Settings {
                 "storage.synchronous: must be \"normal\" or \"full\", got {:?}",
                 self.storage.synchronous
             ));
+        }
+        if let Some(url) = &self.storage.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                // The value itself is not repeated: it may hold a password.
+                bad.push(
+                    "storage.database_url: must be a postgres:// or postgresql:// URL".to_owned(),
+                );
+            }
         }
         if !(1..=10_000).contains(&self.audit.max_batch) {
             bad.push("audit.max_batch: must be 1–10000".to_owned());

@@ -7,7 +7,7 @@ use crate::clock::{Clock, FileClock, SystemClock};
 use crate::config::{ClientAuth, Settings};
 use crate::engine::Engine;
 use crate::policy::{loader, CompiledPolicy};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PgStore, SqliteStore, Store};
 use anyhow::Context;
 use arbiter_proto::v1::{
     admin_service_server::AdminServiceServer, audit_service_server::AuditServiceServer,
@@ -40,17 +40,28 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
 }
 
-/// Opens the embedded database and applies migrations.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+/// Opens the database (PostgreSQL with `storage.database_url`, else the embedded SQLite
+/// file) and applies migrations. Errors never carry the URL: it may hold a password.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let dir = &settings.storage.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
+    if let Some(url) = &settings.storage.database_url {
+        let store = PgStore::open(url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        store
+            .migrate()
+            .await
+            .context("applying PostgreSQL migrations")?;
+        return Ok(Arc::new(store));
+    }
     let path = settings.database_file();
     let store = SqliteStore::open(&path, settings.storage.synchronous == "full")
         .await
         .with_context(|| format!("opening {}", path.display()))?;
     store.migrate().await.context("applying migrations")?;
-    Ok(store)
+    Ok(Arc::new(store))
 }
 
 impl Application {
@@ -79,7 +90,7 @@ impl Application {
                 "DEVELOPMENT KEYS GENERATED: a new checkpoint signing key; its public key is in signing.pub"
             );
         }
-        let store: Arc<dyn Store> = Arc::new(open_store(&settings).await?);
+        let store: Arc<dyn Store> = open_store(&settings).await?;
 
         let policy = match &settings.policy.path {
             Some(path) => Arc::new(loader::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?),
@@ -378,8 +389,10 @@ fn spawn_health_monitor(
                 } else {
                     ServingStatus::NotServing
                 };
-                for name in HEALTH_SERVICES {
-                    health.set_service_status(name, status).await;
+                // The whole server ("") last: once it reports a status, every
+                // service does too (a probe that waits for "" may check the others).
+                for name in HEALTH_SERVICES.iter().rev() {
+                    health.set_service_status(*name, status).await;
                 }
                 if !ok {
                     tracing::error!(

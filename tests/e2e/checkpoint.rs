@@ -237,16 +237,27 @@ async fn a_saved_checkpoint_exposes_truncation_of_the_log() {
 
     // Someone with database access cuts the log back to 3 entries (and its tree).
     server.stop().await;
-    let script = format!(
-        "import sqlite3; db = sqlite3.connect({:?}); \
-         [db.execute('DROP TRIGGER ' + t) for t in ['audit_entries_no_delete', 'merkle_nodes_no_delete', 'checkpoints_no_delete']]; \
-         db.execute('DELETE FROM audit_entries WHERE seq > 3'); \
-         db.execute('DELETE FROM merkle_nodes WHERE (idx + 1) * (1 << level) > 3'); \
-         db.execute('DELETE FROM checkpoints WHERE size > 3'); db.commit()",
-        server.db_path().to_str().unwrap()
-    );
-    let out = crate::harness::python(&["-c", &script]).await;
-    assert_eq!(out.code(), Some(0), "{}", out.text());
+    if crate::harness::on_postgres() {
+        server.psql(
+            "ALTER TABLE audit_entries DISABLE TRIGGER USER; \
+             ALTER TABLE merkle_nodes DISABLE TRIGGER USER; \
+             ALTER TABLE checkpoints DISABLE TRIGGER USER; \
+             DELETE FROM audit_entries WHERE seq > 3; \
+             DELETE FROM merkle_nodes WHERE (idx + 1) * (1::bigint << level::int) > 3; \
+             DELETE FROM checkpoints WHERE size > 3",
+        );
+    } else {
+        let script = format!(
+            "import sqlite3; db = sqlite3.connect({:?}); \
+             [db.execute('DROP TRIGGER ' + t) for t in ['audit_entries_no_delete', 'merkle_nodes_no_delete', 'checkpoints_no_delete']]; \
+             db.execute('DELETE FROM audit_entries WHERE seq > 3'); \
+             db.execute('DELETE FROM merkle_nodes WHERE (idx + 1) * (1 << level) > 3'); \
+             db.execute('DELETE FROM checkpoints WHERE size > 3'); db.commit()",
+            server.db_path().to_str().unwrap()
+        );
+        let out = crate::harness::python(&["-c", &script]).await;
+        assert_eq!(out.code(), Some(0), "{}", out.text());
+    }
     server.start().await;
     let out = crate::harness::arbiter(&[
         "audit",
@@ -297,7 +308,11 @@ async fn the_jsonl_mirror_equals_the_export_survives_the_database_and_verifies_i
 
     // The database is lost; the mirror still proves the history on its own.
     server.stop().await;
-    std::fs::remove_file(server.db_path()).unwrap();
+    if crate::harness::on_postgres() {
+        server.drop_database();
+    } else {
+        std::fs::remove_file(server.db_path()).unwrap();
+    }
     let keys = server.data_dir.join("keys").join("hmac.json");
     let script = crate::harness::repo_root()
         .join("scripts")

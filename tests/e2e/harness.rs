@@ -15,6 +15,13 @@
 //!
 //! Set `ARBITER_E2E_KEEP=1` to keep each server's directory (its path is printed) for
 //! a look at the log and the database after the test.
+//!
+//! Backends: by default every server uses the embedded SQLite file. With
+//! `ARBITER_E2E_DATABASE=postgres` and `ARBITER_E2E_DATABASE_URL=postgres://…/postgres`
+//! (a superuser on a throwaway cluster, see scripts/pg-cluster.sh) every server gets a
+//! fresh database of its own, created with `psql` and dropped with the server. A test
+//! that cannot run on a backend calls [`skip_on_postgres`], which says so on stderr
+//! and in `$ARBITER_E2E_SKIP_LOG`: never a silent pass.
 
 #![allow(dead_code)] // Each test module uses a different part of the harness.
 
@@ -139,6 +146,116 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Whether the suite runs against PostgreSQL (`ARBITER_E2E_DATABASE=postgres`).
+pub fn on_postgres() -> bool {
+    match std::env::var("ARBITER_E2E_DATABASE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("ARBITER_E2E_DATABASE={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The admin URL of the test cluster (a superuser, database `postgres`).
+pub fn postgres_admin_url() -> String {
+    std::env::var("ARBITER_E2E_DATABASE_URL")
+        .expect("ARBITER_E2E_DATABASE=postgres needs ARBITER_E2E_DATABASE_URL (scripts/pg-cluster.sh start)")
+}
+
+/// Runs one SQL statement on the test cluster as its superuser, in `database`.
+pub fn psql(database: &str, sql: &str) -> String {
+    let url = with_database(&postgres_admin_url(), database);
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Like [`psql`], returning the error text instead of failing.
+pub fn psql_try(database: &str, sql: &str) -> Result<String, String> {
+    let url = with_database(&postgres_admin_url(), database);
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &url,
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("psql runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("a postgres URL ends in /DATABASE");
+    format!("{base}/{database}")
+}
+
+/// A fresh, empty database on the test cluster; returns its name.
+pub fn create_database() -> String {
+    let name = format!("arbiter_e2e_{}", uuid_like());
+    psql("postgres", &format!("CREATE DATABASE {name}"));
+    name
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}_{n}_{nanos}", std::process::id())
+}
+
+/// On PostgreSQL, reports that this test does not apply there and why (stderr and
+/// `$ARBITER_E2E_SKIP_LOG`), and returns true so the caller returns early.
+pub fn skip_on_postgres(test: &str, why: &str) -> bool {
+    if !on_postgres() {
+        return false;
+    }
+    let line = format!("SKIPPED on postgres: {test}: {why}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("ARBITER_E2E_SKIP_LOG") {
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    true
+}
+
 /// How to start a server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -238,8 +355,10 @@ pub async fn spawn_server(opts: ServerOptions) -> TestServer {
         write_atomically(&path, time.as_bytes());
         path
     });
+    let database = on_postgres().then(create_database);
     let mut server = TestServer {
         addr: "0.0.0.0:0".parse().unwrap(),
+        database,
         data_dir: root.join("data"),
         policy_path,
         clock_path,
@@ -258,6 +377,8 @@ pub async fn spawn_server(opts: ServerOptions) -> TestServer {
 pub struct TestServer {
     /// Address the server listens on (changes on every restart: port 0).
     pub addr: SocketAddr,
+    /// The server's own PostgreSQL database, when the suite runs on PostgreSQL.
+    pub database: Option<String>,
     /// `--data-dir`: the database and the key ring.
     pub data_dir: PathBuf,
     policy_path: Option<PathBuf>,
@@ -294,6 +415,40 @@ impl TestServer {
             }
         }
         builder.connect_lazy().expect("valid endpoint")
+    }
+
+    /// `--database` for this server (PostgreSQL only).
+    pub fn database_url(&self) -> Option<String> {
+        self.database
+            .as_ref()
+            .map(|db| with_database(&postgres_admin_url(), db))
+    }
+
+    /// Runs SQL as the cluster superuser in this server's PostgreSQL database.
+    pub fn psql(&self, sql: &str) -> String {
+        psql(self.database.as_ref().expect("a PostgreSQL server"), sql)
+    }
+
+    /// A plain-text dump of this server's PostgreSQL database (`pg_dump`).
+    pub fn pg_dump(&self) -> Vec<u8> {
+        let url = self.database_url().expect("a PostgreSQL server");
+        let out = Command::new("pg_dump")
+            .args(["--no-owner", "-d", &url])
+            .stdin(Stdio::null())
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Drops this server's PostgreSQL database (the server must be stopped).
+    pub fn drop_database(&self) {
+        let db = self.database.as_ref().expect("a PostgreSQL server");
+        psql("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
     }
 
     /// The embedded database file.
@@ -407,6 +562,9 @@ impl TestServer {
         if let Some(policy) = &self.policy_path {
             cmd.arg("--policy").arg(policy);
         }
+        if let Some(url) = self.database_url() {
+            cmd.arg("--database").arg(url);
+        }
         if let Some(clock) = &self.clock_path {
             cmd.env("ARBITER_DEV__CLOCK_FILE", clock);
         }
@@ -506,6 +664,14 @@ impl Drop for TestServer {
             if let Some(dir) = self.dir.take() {
                 eprintln!("kept {}", dir.keep().display());
             }
+            if let Some(db) = &self.database {
+                eprintln!("kept database {db}");
+            }
+        } else if let Some(db) = self.database.take() {
+            let _ = psql_try(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            );
         }
     }
 }

@@ -142,13 +142,21 @@ async fn the_article12_report_counts_the_period_and_vouches_for_the_log() {
 
     // Someone with database access turns the denial into an allow: the report says so.
     server.stop().await;
-    let script = format!(
-        "import sqlite3; db = sqlite3.connect({:?}); db.execute('DROP TRIGGER audit_entries_no_update'); \
-         db.execute(\"UPDATE audit_entries SET canonical = replace(canonical, '\\\"outcome\\\":\\\"deny\\\"', '\\\"outcome\\\":\\\"allow\\\"') WHERE outcome = 'deny'\"); db.commit()",
-        server.db_path().to_str().unwrap()
-    );
-    let out = python(&["-c", &script]).await;
-    assert_eq!(out.code(), Some(0), "{out}");
+    if crate::harness::on_postgres() {
+        server.psql(
+            "ALTER TABLE audit_entries DISABLE TRIGGER USER; \
+             UPDATE audit_entries SET canonical = replace(canonical, '\"outcome\":\"deny\"', '\"outcome\":\"allow\"') \
+             WHERE outcome = 'deny'",
+        );
+    } else {
+        let script = format!(
+            "import sqlite3; db = sqlite3.connect({:?}); db.execute('DROP TRIGGER audit_entries_no_update'); \
+             db.execute(\"UPDATE audit_entries SET canonical = replace(canonical, '\\\"outcome\\\":\\\"deny\\\"', '\\\"outcome\\\":\\\"allow\\\"') WHERE outcome = 'deny'\"); db.commit()",
+            server.db_path().to_str().unwrap()
+        );
+        let out = python(&["-c", &script]).await;
+        assert_eq!(out.code(), Some(0), "{out}");
+    }
     server.start().await;
     let (out, markdown) = report(&server, &[]).await;
     assert_eq!(out.code(), Some(1), "{out}");

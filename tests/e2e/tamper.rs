@@ -96,10 +96,95 @@ async fn server_with_history() -> (TestServer, Vec<u64>) {
 }
 
 async fn sql(server: &TestServer, args: &[&str]) -> crate::harness::CliOutput {
+    if crate::harness::on_postgres() {
+        return pg_sql(server, args);
+    }
     let db = server.db_path().display().to_string();
     let mut argv = vec!["-c", SQL, db.as_str()];
     argv.extend_from_slice(args);
     python(&argv).await
+}
+
+/// The same modes as [`SQL`] on PostgreSQL, through `psql` as the cluster superuser
+/// (an attacker with database access): `refuse` keeps the triggers, the other modes
+/// disable them first. Values are test constants, quoted as dollar-quoted literals.
+fn pg_sql(server: &TestServer, args: &[&str]) -> crate::harness::CliOutput {
+    use std::os::unix::process::ExitStatusExt;
+    let db = server.database.clone().expect("a PostgreSQL server");
+    let run = |sql: &str| crate::harness::psql_try(&db, sql);
+    let done = |code: i32, stdout: String| crate::harness::CliOutput {
+        status: std::process::ExitStatus::from_raw(code << 8),
+        stdout,
+        stderr: String::new(),
+    };
+    let canonical = |seq: u64| {
+        run(&format!(
+            "SELECT canonical FROM audit_entries WHERE seq = {seq}"
+        ))
+    };
+    let (mode, args) = args.split_first().expect("a mode");
+    if *mode == "refuse" {
+        let mut out = String::new();
+        for sql in [
+            "UPDATE audit_entries SET outcome = 'allow' WHERE seq = 2",
+            "DELETE FROM audit_entries WHERE seq = 2",
+        ] {
+            match run(sql) {
+                Err(e) => out.push_str(&format!("refused: {}\n", e.lines().next().unwrap_or(""))),
+                Ok(_) => return done(3, format!("{out}ACCEPTED: {sql}\n")),
+            }
+        }
+        return done(0, out);
+    }
+    let mut script = String::from("ALTER TABLE audit_entries DISABLE TRIGGER USER; ");
+    let n = |i: usize| args[i].parse::<u64>().expect("a seq");
+    match *mode {
+        "edit" => {
+            let (seq, old, new) = (n(0), args[1], args[2]);
+            let c = canonical(seq).expect("read the entry");
+            if !c.contains(old) {
+                return done(1, format!("{old:?} is not in entry {seq}: {c}"));
+            }
+            script.push_str(&format!(
+                "UPDATE audit_entries SET canonical = replace(canonical, $t${old}$t$, $t${new}$t$) WHERE seq = {seq}"
+            ));
+        }
+        "delete" => script.push_str(&format!("DELETE FROM audit_entries WHERE seq = {}", n(0))),
+        "swap" => {
+            let (a, b) = (n(0), n(1));
+            script.push_str(&format!(
+                "UPDATE audit_entries x SET canonical = y.canonical, mac = y.mac FROM audit_entries y \
+                 WHERE (x.seq = {a} AND y.seq = {b}) OR (x.seq = {b} AND y.seq = {a})"
+            ));
+        }
+        "insert" => {
+            // As the SQLite mode: move every later entry up by one, renumbering its
+            // hashed seq, and put a copy of entry k-1 at k.
+            let k = n(0);
+            let top: u64 = run("SELECT max(seq) FROM audit_entries")
+                .unwrap()
+                .parse()
+                .unwrap();
+            for seq in (k..=top).rev() {
+                script.push_str(&format!(
+                    "UPDATE audit_entries SET seq = {}, canonical = replace(canonical, '\"seq\":{seq},', '\"seq\":{},') WHERE seq = {seq}; ",
+                    seq + 1,
+                    seq + 1
+                ));
+            }
+            script.push_str(&format!(
+                "INSERT INTO audit_entries SELECT {k}, ts_ms, kind, agent_id, session_id, outcome, key_id, \
+                 replace(canonical, '\"seq\":{},', '\"seq\":{k},'), mac FROM audit_entries WHERE seq = {}",
+                k - 1,
+                k - 1
+            ));
+        }
+        other => return done(2, format!("unknown mode {other}")),
+    }
+    match run(&script) {
+        Ok(_) => done(0, "tampered\n".into()),
+        Err(e) => done(1, e),
+    }
 }
 
 async fn tamper(server: &TestServer, args: &[&str]) {

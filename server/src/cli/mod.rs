@@ -33,6 +33,10 @@ pub struct ServerFlags {
     /// Data directory for the embedded database and keys [default: ./arbiter-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded SQLite file: postgres://USER@HOST/DB
+    /// (also ARBITER_DATABASE_URL). Keys stay in the data directory.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 impl ServerFlags {
@@ -40,6 +44,10 @@ impl ServerFlags {
         let mut s = Settings::load(self.config.as_deref()).map_err(anyhow::Error::msg)?;
         if let Some(d) = &self.data_dir {
             s.storage.data_dir = d.clone();
+        }
+        if let Some(url) = &self.database {
+            s.storage.database_url = Some(url.clone());
+            s.validate().map_err(anyhow::Error::msg)?;
         }
         Ok(s)
     }
@@ -275,7 +283,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { server } => {
             let s = server.settings()?;
             crate::startup::open_store(&s).await?;
-            println!("migrations applied to {}", s.database_file().display());
+            if s.storage.database_url.is_some() {
+                println!("migrations applied to the PostgreSQL database");
+            } else {
+                println!("migrations applied to {}", s.database_file().display());
+            }
             Ok(())
         }
         Command::Demo => demo::run().await,

@@ -2,8 +2,10 @@
 //! for the embedded default. Every write arrives as a batch of `CommitUnit`s from the
 //! audit batcher, so state changes and their audit entries commit together.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::SealedEntry;

@@ -1,0 +1,886 @@
+//! The PostgreSQL backend, for several replicas on one database. All SQL for it lives
+//! here; it mirrors `sqlite.rs` statement for statement.
+
+use super::{
+    AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage,
+    StateOp, Store, StoreError, TreeUpdate,
+};
+use crate::audit::SealedEntry;
+use crate::domain::TrustLevel;
+use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
+use crate::state::{Halt, HaltMode, HaltTarget};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+use tracing::instrument;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Parses a `postgres://` URL. The error never repeats the URL: it may hold a password.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url).map_err(|_| {
+        StoreError::Unavailable("the database URL is not a valid postgres:// URL".into())
+    })
+}
+
+impl PgStore {
+    /// Connects lazily: the pool opens connections on demand and replaces broken ones,
+    /// so the server starts answering again on its own once the database is back.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = connect_options(url)?.application_name("arbiter");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            // Short, so a request fails fast (fail closed) while the database is away.
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations (under sqlx's advisory lock, so replicas starting
+    /// together do not race).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn entry_from_row(r: &PgRow) -> Result<SealedEntry, StoreError> {
+    Ok(SealedEntry {
+        seq: to_u64(r.try_get("seq")?),
+        ts_ms: r.try_get("ts_ms")?,
+        kind: r.try_get("kind")?,
+        agent_id: r.try_get("agent_id")?,
+        session_id: r.try_get("session_id")?,
+        outcome: r.try_get("outcome")?,
+        key_id: r.try_get("key_id")?,
+        canonical: r.try_get("canonical")?,
+        mac: r.try_get("mac")?,
+    })
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("state types serialize")
+}
+
+const ENTRY_COLUMNS: &str =
+    "seq, ts_ms, kind, agent_id, session_id, outcome, key_id, canonical, mac";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
+        sqlx::query(
+            "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let roles: String = r.try_get("roles")?;
+            let agents: String = r.try_get("agents")?;
+            let tls_identity: Option<String> = r.try_get("tls_identity")?;
+            Ok(PrincipalRow {
+                name: r.try_get("name")?,
+                roles: roles
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(|x| x.parse().map_err(StoreError::Corrupt))
+                    .collect::<Result<_, _>>()?,
+                agents: json(&agents)?,
+                key_hash: r.try_get("key_hash")?,
+                key_prefix: r.try_get("key_prefix")?,
+                tls_identity: tls_identity
+                    .map(|t| t.parse().map_err(StoreError::Corrupt))
+                    .transpose()?,
+                created_by: r.try_get("created_by")?,
+                created_ms: r.try_get("created_ms")?,
+                revoked_ms: r.try_get("revoked_ms")?,
+            })
+        })
+        .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all)]
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, mac FROM audit_entries ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((to_u64(r.try_get("seq")?), r.try_get("mac")?)))
+            .transpose()
+    }
+
+    #[instrument(skip_all)]
+    async fn load(&self, now_ms: i64, replies_since_ms: i64) -> Result<StateImage, StoreError> {
+        let mut img = StateImage::default();
+        for r in sqlx::query(
+            "SELECT agent_id, scope, level, assigned_by, assigned_ms FROM trust_assignments",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let rank: i64 = r.try_get("level")?;
+            img.trust.push(TrustAssignment {
+                agent_id: r.try_get("agent_id")?,
+                scope: r.try_get("scope")?,
+                level: TrustLevel::from_rank(rank as u8)
+                    .ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
+                assigned_by: r.try_get("assigned_by")?,
+                assigned_ms: r.try_get("assigned_ms")?,
+            });
+        }
+        for r in sqlx::query("SELECT agent_id, data_type, purpose, granted_by, granted_ms, expires_ms FROM consent_grants")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let purpose: String = r.try_get("purpose")?;
+            img.consent.push(ConsentGrant {
+                agent_id: r.try_get("agent_id")?,
+                data_type: r.try_get("data_type")?,
+                purpose: (!purpose.is_empty()).then_some(purpose),
+                granted_by: r.try_get("granted_by")?,
+                granted_ms: r.try_get("granted_ms")?,
+                expires_ms: r.try_get("expires_ms")?,
+            });
+        }
+        for r in sqlx::query("SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls FROM budget_counters")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.counters.push((
+                CounterKey {
+                    budget: r.try_get("budget")?,
+                    scope_key: r.try_get("scope_key")?,
+                    window_start_ms: r.try_get("window_start_ms")?,
+                },
+                Amounts {
+                    micro_usd: to_u64(r.try_get("spent_micro_usd")?),
+                    tokens: to_u64(r.try_get("spent_tokens")?),
+                    calls: to_u64(r.try_get("spent_calls")?),
+                },
+            ));
+        }
+        for r in sqlx::query(
+            "SELECT id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms
+             FROM reservations WHERE settled = 0 AND expires_ms > $1",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let keys: String = r.try_get("keys_json")?;
+            img.reservations.push(Reservation {
+                id: r.try_get("id")?,
+                decision_id: r.try_get("decision_id")?,
+                agent_id: r.try_get("agent_id")?,
+                keys: json(&keys)?,
+                amounts: Amounts {
+                    micro_usd: to_u64(r.try_get("micro_usd")?),
+                    tokens: to_u64(r.try_get("tokens")?),
+                    calls: to_u64(r.try_get("calls")?),
+                },
+                created_ms: r.try_get("created_ms")?,
+                expires_ms: r.try_get("expires_ms")?,
+            });
+        }
+        for r in sqlx::query("SELECT body_json FROM decisions WHERE recorded = 0")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let body: String = r.try_get("body_json")?;
+            img.open_decisions.push(json::<OpenDecision>(&body)?);
+        }
+        for r in
+            sqlx::query("SELECT agent_id, first_seen_ms, last_seen_ms, last_allowed_ms FROM agents")
+                .fetch_all(&self.pool)
+                .await?
+        {
+            img.agents.push((
+                r.try_get("agent_id")?,
+                r.try_get("first_seen_ms")?,
+                r.try_get("last_seen_ms")?,
+                r.try_get("last_allowed_ms")?,
+            ));
+        }
+        for r in sqlx::query("SELECT agent_id, session_id, started_ms FROM sessions")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.sessions.push((
+                r.try_get("agent_id")?,
+                r.try_get("session_id")?,
+                r.try_get("started_ms")?,
+            ));
+        }
+        for r in sqlx::query(
+            "SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE created_ms >= $1",
+        )
+        .bind(replies_since_ms)
+        .fetch_all(&self.pool)
+        .await?
+        {
+            img.replies.push(reply_from_row(&r)?);
+        }
+        for r in sqlx::query("SELECT agent_id, operator FROM agent_operators")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            img.operators
+                .push((r.try_get("agent_id")?, r.try_get("operator")?));
+        }
+        for r in sqlx::query("SELECT body_json FROM approvals")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let body: String = r.try_get("body_json")?;
+            img.approvals.push(json(&body)?);
+        }
+        for r in sqlx::query(
+            "SELECT scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms FROM halts",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let scope: String = r.try_get("scope")?;
+            let agent: String = r.try_get("agent_id")?;
+            let session: String = r.try_get("session_id")?;
+            let mode: String = r.try_get("mode")?;
+            img.halts.push(Halt {
+                target: match scope.as_str() {
+                    "global" => HaltTarget::Global,
+                    "agent" => HaltTarget::Agent(agent),
+                    "session" => HaltTarget::Session(agent, session),
+                    other => return Err(StoreError::Corrupt(format!("halt scope {other:?}"))),
+                },
+                mode: HaltMode::parse(&mode)
+                    .ok_or_else(|| StoreError::Corrupt(format!("halt mode {mode:?}")))?,
+                reason: r.try_get("reason")?,
+                engaged_by: r.try_get("engaged_by")?,
+                engaged_ms: r.try_get("engaged_ms")?,
+            });
+        }
+        Ok(img)
+    }
+
+    #[instrument(skip_all, fields(units = units.len()))]
+    async fn commit(&self, units: &[CommitUnit], tree: &TreeUpdate) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_batch(&mut tx, units).await?;
+        write_tree(&mut tx, tree).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_tree(&self, tree: &TreeUpdate) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        write_tree(&mut tx, tree).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tree_size(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merkle_nodes WHERE level = 0")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
+    }
+
+    async fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let h: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM merkle_nodes WHERE level = $1 AND idx = $2")
+                .bind(i64::from(level))
+                .bind(to_i64(index))
+                .fetch_optional(&self.pool)
+                .await?;
+        h.map(|h| {
+            hex::decode(&h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes"))
+                })
+        })
+        .transpose()
+    }
+
+    async fn nodes(
+        &self,
+        wanted: &[(u32, u64)],
+    ) -> Result<std::collections::HashMap<(u32, u64), [u8; 32]>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for chunk in wanted.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "SELECT level, idx, hash FROM merkle_nodes WHERE (level, idx) IN (VALUES ",
+            );
+            let mut list = q.separated(", ");
+            for &(level, index) in chunk {
+                list.push("(");
+                list.push_bind_unseparated(i64::from(level));
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(to_i64(index));
+                list.push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let level: i64 = r.try_get("level")?;
+                let index: i64 = r.try_get("idx")?;
+                let h: String = r.try_get("hash")?;
+                let h = hex::decode(&h)
+                    .ok()
+                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes"))
+                    })?;
+                out.insert((level as u32, to_u64(index)), h);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn checkpoint(&self, size: Option<u64>) -> Result<Option<CheckpointRow>, StoreError> {
+        let row =
+            match size {
+                Some(n) => {
+                    sqlx::query("SELECT size, root, note, ts_ms FROM checkpoints WHERE size = $1")
+                        .bind(to_i64(n))
+                        .fetch_optional(&self.pool)
+                        .await?
+                }
+                None => sqlx::query(
+                    "SELECT size, root, note, ts_ms FROM checkpoints ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?,
+            };
+        row.map(|r| {
+            Ok(CheckpointRow {
+                size: to_u64(r.try_get("size")?),
+                root_hex: r.try_get("root")?,
+                note: r.try_get("note")?,
+                ts_ms: r.try_get("ts_ms")?,
+            })
+        })
+        .transpose()
+    }
+    #[instrument(skip_all)]
+    async fn audit_range(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3")))
+            .bind(to_i64(from_seq))
+            .bind(to_i64(to_seq))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+    }
+
+    #[instrument(skip_all)]
+    async fn query_audit(
+        &self,
+        q: &AuditQuery,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError> {
+        // Only fixed fragments are pushed as SQL; every value is a bound parameter.
+        let mut b = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > "
+        ));
+        b.push_bind(to_i64(after_seq));
+        if let Some(a) = &q.agent_id {
+            b.push(" AND agent_id = ").push_bind(a.clone());
+        }
+        if let Some(s) = &q.session_id {
+            b.push(" AND session_id = ").push_bind(s.clone());
+        }
+        if !q.kinds.is_empty() {
+            b.push(" AND kind IN (");
+            let mut list = b.separated(", ");
+            for k in &q.kinds {
+                list.push_bind(k.clone());
+            }
+            b.push(")");
+        }
+        if let Some(o) = &q.outcome {
+            b.push(" AND outcome = ").push_bind(o.clone());
+        }
+        if let Some(t) = q.since_ms {
+            b.push(" AND ts_ms >= ").push_bind(t);
+        }
+        if let Some(t) = q.until_ms {
+            b.push(" AND ts_ms < ").push_bind(t);
+        }
+        b.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        b.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(entry_from_row)
+            .collect()
+    }
+
+    async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError> {
+        sqlx::query("SELECT version, source, loaded_ms, accepted, error FROM policy_loads ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PolicyLoadRow {
+                    version: r.try_get("version")?,
+                    source: r.try_get("source")?,
+                    loaded_ms: r.try_get("loaded_ms")?,
+                    accepted: r.try_get::<i64, _>("accepted")? != 0,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
+        sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = $1 AND key = $2")
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| reply_from_row(&r))
+            .transpose()
+    }
+}
+
+fn reply_from_row(r: &PgRow) -> Result<ReplyRow, StoreError> {
+    Ok(ReplyRow {
+        kind: r.try_get("kind")?,
+        key: r.try_get("key")?,
+        agent_id: r.try_get("agent_id")?,
+        fingerprint: r.try_get("fingerprint")?,
+        response: r.try_get("response")?,
+        audit_seq: to_u64(r.try_get("audit_seq")?),
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+/// Rows per multi-row statement; 9 columns × 500 stays far below SQLite's bound-parameter limit.
+const CHUNK: usize = 500;
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+/// Writes a batch with one multi-row statement per table instead of one per row, so the
+/// group commit costs per batch, not per decision. Inserts run before updates, and the
+/// rare administrative changes run last, in their original order.
+async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreError> {
+    for chunk in units.chunks(CHUNK) {
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) "));
+        q.push_values(chunk, |mut b, u| {
+            let e = &u.entry;
+            b.push_bind(to_i64(e.seq))
+                .push_bind(e.ts_ms)
+                .push_bind(e.kind.clone())
+                .push_bind(e.agent_id.clone())
+                .push_bind(e.session_id.clone())
+                .push_bind(e.outcome.clone())
+                .push_bind(e.key_id.clone())
+                .push_bind(e.canonical.clone())
+                .push_bind(e.mac.clone());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+
+    let mut agents = Vec::new();
+    let mut sessions = Vec::new();
+    let mut reservations = Vec::new();
+    let mut settled = Vec::new();
+    let mut spend: BTreeMap<CounterKey, Amounts> = BTreeMap::new();
+    let mut opened = Vec::new();
+    let mut closed = Vec::new();
+    let mut replies = Vec::new();
+    let mut admin = Vec::new();
+    for unit in units {
+        for op in &unit.ops {
+            match op {
+                StateOp::TouchAgent {
+                    agent_id,
+                    first_seen_ms,
+                    last_seen_ms,
+                    last_allowed_ms,
+                } => agents.push((
+                    agent_id.clone(),
+                    *first_seen_ms,
+                    *last_seen_ms,
+                    *last_allowed_ms,
+                )),
+                StateOp::StartSession {
+                    agent_id,
+                    session_id,
+                    started_ms,
+                } => sessions.push((agent_id.clone(), session_id.clone(), *started_ms)),
+                StateOp::Reserve(r) => reservations.push(r.clone()),
+                StateOp::SettleReservation { id } => settled.push(id.clone()),
+                StateOp::AddSpend { keys, amounts } => {
+                    for k in keys {
+                        spend.entry(k.clone()).or_default().add(*amounts);
+                    }
+                }
+                StateOp::OpenDecision(d) => opened.push(d.clone()),
+                StateOp::CloseDecision { decision_id } => closed.push(decision_id.clone()),
+                StateOp::Remember {
+                    kind,
+                    key,
+                    agent_id,
+                    fingerprint,
+                    response,
+                    created_ms,
+                } => replies.push((
+                    *kind,
+                    key.clone(),
+                    agent_id.clone(),
+                    fingerprint.clone(),
+                    response.clone(),
+                    unit.entry.seq,
+                    *created_ms,
+                )),
+                _ => admin.push(op),
+            }
+        }
+    }
+
+    for chunk in agents.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms) ",
+        );
+        q.push_values(chunk, |mut b, (id, first, last, allowed)| {
+            b.push_bind(id.clone())
+                .push_bind(*first)
+                .push_bind(*last)
+                .push_bind(*allowed);
+        });
+        q.push(
+            " ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = GREATEST(agents.last_seen_ms, excluded.last_seen_ms), \
+             last_allowed_ms = COALESCE(excluded.last_allowed_ms, agents.last_allowed_ms)",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in sessions.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO sessions (agent_id, session_id, started_ms) ",
+        );
+        q.push_values(chunk, |mut b, (agent, session, started)| {
+            b.push_bind(agent.clone())
+                .push_bind(session.clone())
+                .push_bind(*started);
+        });
+        q.push(" ON CONFLICT DO NOTHING");
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in reservations.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO reservations (id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.id.clone())
+                .push_bind(r.decision_id.clone())
+                .push_bind(r.agent_id.clone())
+                .push_bind(to_json(&r.keys))
+                .push_bind(to_i64(r.amounts.micro_usd))
+                .push_bind(to_i64(r.amounts.tokens))
+                .push_bind(to_i64(r.amounts.calls))
+                .push_bind(r.created_ms)
+                .push_bind(r.expires_ms);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in opened.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO decisions (decision_id, agent_id, body_json, created_ms) ",
+        );
+        q.push_values(chunk, |mut b, d| {
+            b.push_bind(d.decision_id.clone())
+                .push_bind(d.agent_id.clone())
+                .push_bind(to_json(d))
+                .push_bind(d.created_ms);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    for chunk in replies.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) ",
+        );
+        q.push_values(
+            chunk,
+            |mut b, (kind, key, agent, fingerprint, response, seq, created)| {
+                b.push_bind(*kind)
+                    .push_bind(key.clone())
+                    .push_bind(agent.clone())
+                    .push_bind(fingerprint.clone())
+                    .push_bind(response.clone())
+                    .push_bind(to_i64(*seq))
+                    .push_bind(*created);
+            },
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    let spend: Vec<(CounterKey, Amounts)> = spend.into_iter().collect();
+    for chunk in spend.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls) ",
+        );
+        q.push_values(chunk, |mut b, (k, a)| {
+            b.push_bind(k.budget.clone())
+                .push_bind(k.scope_key.clone())
+                .push_bind(k.window_start_ms)
+                .push_bind(to_i64(a.micro_usd))
+                .push_bind(to_i64(a.tokens))
+                .push_bind(to_i64(a.calls));
+        });
+        q.push(
+            " ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET \
+             spent_micro_usd = budget_counters.spent_micro_usd + excluded.spent_micro_usd, \
+             spent_tokens = budget_counters.spent_tokens + excluded.spent_tokens, \
+             spent_calls = budget_counters.spent_calls + excluded.spent_calls",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    for (table, column, ids) in [
+        ("reservations", "id", &settled),
+        ("decisions", "decision_id", &closed),
+    ] {
+        let flag = if table == "reservations" {
+            "settled"
+        } else {
+            "recorded"
+        };
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(format!(
+                "UPDATE {table} SET {flag} = 1 WHERE {column} IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            q.push(")");
+            q.build().execute(&mut **tx).await?;
+        }
+    }
+    for op in admin {
+        apply(tx, op).await?;
+    }
+    Ok(())
+}
+
+async fn write_tree(tx: &mut Tx<'_>, tree: &TreeUpdate) -> Result<(), StoreError> {
+    for chunk in tree.nodes.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new("INSERT INTO merkle_nodes (level, idx, hash) ");
+        q.push_values(chunk, |mut b, n| {
+            b.push_bind(i64::from(n.level))
+                .push_bind(to_i64(n.index))
+                .push_bind(hex::encode(n.hash));
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    if let Some(c) = &tree.checkpoint {
+        sqlx::query(
+            "INSERT INTO checkpoints (size, root, note, ts_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(to_i64(c.size))
+        .bind(&c.root_hex)
+        .bind(&c.note)
+        .bind(c.ts_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Administrative changes, one statement each, in order.
+async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
+    match op {
+        StateOp::TouchAgent { .. }
+        | StateOp::StartSession { .. }
+        | StateOp::Reserve(_)
+        | StateOp::SettleReservation { .. }
+        | StateOp::AddSpend { .. }
+        | StateOp::OpenDecision(_)
+        | StateOp::CloseDecision { .. }
+        | StateOp::Remember { .. } => unreachable!("batched by write_batch"),
+        StateOp::SetTrust(a) => {
+            sqlx::query(
+                "INSERT INTO trust_assignments (agent_id, scope, level, assigned_by, assigned_ms) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (agent_id, scope) DO UPDATE SET level = excluded.level,
+                   assigned_by = excluded.assigned_by, assigned_ms = excluded.assigned_ms",
+            )
+            .bind(&a.agent_id)
+            .bind(&a.scope)
+            .bind(i64::from(a.level.rank()))
+            .bind(&a.assigned_by)
+            .bind(a.assigned_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::PutConsent(g) => {
+            sqlx::query(
+                "INSERT INTO consent_grants (agent_id, data_type, purpose, granted_by, granted_ms, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (agent_id, data_type, purpose) DO UPDATE SET granted_by = excluded.granted_by,
+                   granted_ms = excluded.granted_ms, expires_ms = excluded.expires_ms",
+            )
+            .bind(&g.agent_id)
+            .bind(&g.data_type)
+            .bind(g.purpose.as_deref().unwrap_or(""))
+            .bind(&g.granted_by)
+            .bind(g.granted_ms)
+            .bind(g.expires_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::RevokeConsent {
+            agent_id,
+            data_type,
+            purpose,
+        } => {
+            sqlx::query(
+                "DELETE FROM consent_grants WHERE agent_id = $1 AND data_type = $2 AND purpose = $3",
+            )
+            .bind(agent_id)
+            .bind(data_type)
+            .bind(purpose.as_deref().unwrap_or(""))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::SetOperator {
+            agent_id,
+            operator,
+            set_by,
+            set_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO agent_operators (agent_id, operator, set_by, set_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (agent_id) DO UPDATE SET operator = excluded.operator, set_by = excluded.set_by, set_ms = excluded.set_ms",
+            )
+            .bind(agent_id)
+            .bind(operator)
+            .bind(set_by)
+            .bind(set_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::PutApproval(a) => {
+            sqlx::query(
+                "INSERT INTO approvals (id, agent_id, state, requested_ms, body_json) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, body_json = excluded.body_json",
+            )
+            .bind(&a.id)
+            .bind(&a.agent_id)
+            .bind(a.state.name())
+            .bind(a.requested_ms)
+            .bind(to_json(a))
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::EngageHalt(h) => {
+            let (scope, agent, session) = match &h.target {
+                HaltTarget::Global => ("global", "", ""),
+                HaltTarget::Agent(a) => ("agent", a.as_str(), ""),
+                HaltTarget::Session(a, s) => ("session", a.as_str(), s.as_str()),
+            };
+            sqlx::query(
+                "INSERT INTO halts (target, scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (target) DO UPDATE SET mode = excluded.mode, reason = excluded.reason,
+                   engaged_by = excluded.engaged_by, engaged_ms = excluded.engaged_ms",
+            )
+            .bind(h.target.key())
+            .bind(scope)
+            .bind(agent)
+            .bind(session)
+            .bind(h.mode.name())
+            .bind(&h.reason)
+            .bind(&h.engaged_by)
+            .bind(h.engaged_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::LiftHalt { target } => {
+            sqlx::query("DELETE FROM halts WHERE target = $1")
+                .bind(target.key())
+                .execute(&mut **tx)
+                .await?;
+        }
+        StateOp::CreatePrincipal(p) => {
+            let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
+            sqlx::query(
+                "INSERT INTO principals (name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&p.name)
+            .bind(roles.join(","))
+            .bind(to_json(&p.agents))
+            .bind(&p.key_hash)
+            .bind(&p.key_prefix)
+            .bind(p.tls_identity.as_ref().map(|t| t.to_string()))
+            .bind(&p.created_by)
+            .bind(p.created_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::RevokePrincipal { name, revoked_ms } => {
+            sqlx::query(
+                "UPDATE principals SET revoked_ms = $1 WHERE name = $2 AND revoked_ms IS NULL",
+            )
+            .bind(revoked_ms)
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::PolicyLoad {
+            version,
+            source,
+            loaded_ms,
+            accepted,
+            error,
+        } => {
+            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error) VALUES ($1, $2, $3, $4, $5)")
+                .bind(version)
+                .bind(source)
+                .bind(loaded_ms)
+                .bind(i64::from(*accepted))
+                .bind(error)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
