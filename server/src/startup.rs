@@ -381,8 +381,18 @@ fn spawn_health_monitor(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
+        // Whether NOT_SERVING was reported for a failed commit or a failed ping.
+        let mut failed = false;
         loop {
-            let ok = engine.store().ping().await.is_ok() && *engine.batcher().healthy().borrow();
+            let ping = engine.store().ping().await.is_ok();
+            if ping && failed && !*engine.batcher().healthy().borrow() {
+                // The database answers again (after an outage or a failed commit that was
+                // reported for at least one round): recover without a restart. If commits
+                // still fail, the next one fails closed and reports NOT_SERVING again.
+                engine.batcher().clear_failure();
+            }
+            let ok = ping && *engine.batcher().healthy().borrow();
+            failed = !ok;
             if last != Some(ok) {
                 let status = if ok {
                     ServingStatus::Serving

@@ -240,6 +240,23 @@ fn uuid_like() -> String {
     format!("{}_{n}_{nanos}", std::process::id())
 }
 
+/// On SQLite, reports that this PostgreSQL-only test does not apply there (stderr and
+/// `$ARBITER_E2E_SKIP_LOG`), and returns true so the caller returns early.
+pub fn skip_unless_postgres(test: &str) -> bool {
+    if on_postgres() {
+        return false;
+    }
+    let line =
+        format!("SKIPPED on sqlite: {test}: needs PostgreSQL (ARBITER_E2E_DATABASE=postgres)");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("ARBITER_E2E_SKIP_LOG") {
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    true
+}
+
 /// On PostgreSQL, reports that this test does not apply there and why (stderr and
 /// `$ARBITER_E2E_SKIP_LOG`), and returns true so the caller returns early.
 pub fn skip_on_postgres(test: &str, why: &str) -> bool {
@@ -256,6 +273,71 @@ pub fn skip_on_postgres(test: &str, why: &str) -> bool {
     true
 }
 
+/// A PostgreSQL cluster of a test's own (scripts/pg-cluster.sh), for tests that stop
+/// the database. Removed on drop.
+pub struct PgCluster {
+    dir: PathBuf,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub url: String,
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("arbiter-pgc-{}", uuid_like()));
+        let url = Self::script("start", &dir);
+        Self { dir, url }
+    }
+
+    fn script(cmd: &str, dir: &Path) -> String {
+        let out = Command::new(repo_root().join("scripts").join("pg-cluster.sh"))
+            .arg(cmd)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("scripts/pg-cluster.sh runs");
+        assert!(
+            out.status.success(),
+            "pg-cluster.sh {cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Stops the cluster (fast shutdown: sessions are cut), keeping its data.
+    pub fn pause(&self) {
+        Self::script("pause", &self.dir);
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&self) {
+        Self::script("resume", &self.dir);
+    }
+
+    /// A fresh database on this cluster; returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.url, "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        with_database(&self.url, name)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts").join("pg-cluster.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
 /// How to start a server.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -264,6 +346,8 @@ pub struct ServerOptions {
     fast_reload: bool,
     mirror: bool,
     tls: Option<ServerTls>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
 }
 
 /// `server.tls` for a test server, and what the harness's readiness probe presents
@@ -316,6 +400,19 @@ impl ServerOptions {
         Self::default()
     }
 
+    /// Use this PostgreSQL database (`postgres://…/DB`) instead of a fresh one on the
+    /// suite's cluster: replicas on one database, or a cluster the test stops.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Use this data directory (keys) instead of a fresh one: replicas share their keys.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
     /// Serve this policy bundle (YAML), written to `policy/policy.yaml`.
     pub fn policy(mut self, yaml: &str) -> Self {
         self.policy = Some(yaml.to_owned());
@@ -355,11 +452,12 @@ pub async fn spawn_server(opts: ServerOptions) -> TestServer {
         write_atomically(&path, time.as_bytes());
         path
     });
-    let database = on_postgres().then(create_database);
+    let database = (opts.database_url.is_none() && on_postgres()).then(create_database);
     let mut server = TestServer {
         addr: "0.0.0.0:0".parse().unwrap(),
         database,
-        data_dir: root.join("data"),
+        database_url_override: opts.database_url,
+        data_dir: opts.data_dir.unwrap_or_else(|| root.join("data")),
         policy_path,
         clock_path,
         log_path: root.join("server.log"),
@@ -379,6 +477,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The server's own PostgreSQL database, when the suite runs on PostgreSQL.
     pub database: Option<String>,
+    /// A database URL given by the test (`ServerOptions::database_url`).
+    database_url_override: Option<String>,
     /// `--data-dir`: the database and the key ring.
     pub data_dir: PathBuf,
     policy_path: Option<PathBuf>,
@@ -419,6 +519,9 @@ impl TestServer {
 
     /// `--database` for this server (PostgreSQL only).
     pub fn database_url(&self) -> Option<String> {
+        if let Some(url) = &self.database_url_override {
+            return Some(url.clone());
+        }
         self.database
             .as_ref()
             .map(|db| with_database(&postgres_admin_url(), db))

@@ -18,6 +18,7 @@ mod halt;
 mod keys;
 mod pipeline;
 mod policy;
+mod postgres;
 mod presence;
 mod record;
 mod report;

@@ -42,6 +42,7 @@ pub struct BatcherHandle {
     tx: mpsc::Sender<Submission>,
     committed: broadcast::Sender<SealedEntry>,
     healthy: watch::Receiver<bool>,
+    health_tx: Arc<watch::Sender<bool>>,
     head: Arc<AtomicU64>,
     stats: Arc<BatchStats>,
 }
@@ -83,6 +84,15 @@ impl BatcherHandle {
     /// False after a failed commit, until a later one succeeds.
     pub fn healthy(&self) -> watch::Receiver<bool> {
         self.healthy.clone()
+    }
+
+    /// Clears a failed-commit state once the database answers again after an outage, so
+    /// health can return to SERVING (and a load balancer send traffic) before the next
+    /// commit. Safe: the batcher re-reads the head after every failure, and a commit on a
+    /// stale head conflicts on `seq` and fails closed again.
+    pub fn clear_failure(&self) {
+        self.health_tx
+            .send_if_modified(|h| !std::mem::replace(h, true));
     }
 
     /// Highest durable sequence number.
@@ -206,12 +216,14 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
         let (health_tx, healthy) = watch::channel(true);
+        let health_tx = Arc::new(health_tx);
         let head = Arc::new(AtomicU64::new(head_seq));
         let stats = Arc::new(BatchStats::default());
         let handle = BatcherHandle {
             tx,
             committed: committed.clone(),
             healthy,
+            health_tx: health_tx.clone(),
             head: head.clone(),
             stats: stats.clone(),
         };
@@ -233,7 +245,7 @@ impl Batcher {
         mut self,
         mut rx: mpsc::Receiver<Submission>,
         committed: broadcast::Sender<SealedEntry>,
-        health: watch::Sender<bool>,
+        health: Arc<watch::Sender<bool>>,
         head: Arc<AtomicU64>,
         stats: Arc<BatchStats>,
     ) {

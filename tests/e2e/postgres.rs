@@ -1,0 +1,204 @@
+//! PostgreSQL only: what the embedded backend cannot show. An outage of the database
+//! fails closed and heals without a restart. (On SQLite these tests report a skip.)
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbiter_client::proto::AuditFilter;
+use arbiter_client::{Client, DecisionOutcome};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::harness::{
+    arbiter, audit_head, eventually, query_all, skip_unless_postgres, spawn_server, PgCluster,
+    ServerOptions, TestServer,
+};
+
+const POLICY: &str = r#"
+version: 1
+agents:
+  - id: "*"
+    tools: {allow: [read]}
+"#;
+
+fn impatient(server: &TestServer) -> Client {
+    Client::builder(server.url())
+        .retries(0)
+        .disable_circuit_breaker()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy()
+        .unwrap()
+}
+
+async fn health(server: &TestServer) -> Option<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .ok()?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+#[derive(Debug, Clone)]
+struct Acked {
+    decision_id: String,
+    audit_seq: u64,
+}
+
+#[tokio::test]
+async fn a_database_outage_fails_closed_and_recovers_without_a_restart() {
+    if skip_unless_postgres(
+        "postgres::a_database_outage_fails_closed_and_recovers_without_a_restart",
+    ) {
+        return;
+    }
+    let cluster = PgCluster::start();
+    let url = cluster.create_database("arbiter");
+    let server = spawn_server(ServerOptions::new().policy(POLICY).database_url(url)).await;
+    let pid = server.pid();
+    let client = impatient(&server);
+
+    // Load from 8 workers for the whole test. `down` is set once the database is
+    // stopped: no request sent after that may be allowed until it is back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let down = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let allowed_while_down = Arc::new(AtomicUsize::new(0));
+    let refused_while_down = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, stop, down, acked) =
+                (client.clone(), stop.clone(), down.clone(), acked.clone());
+            let (allowed_while_down, refused_while_down) =
+                (allowed_while_down.clone(), refused_while_down.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let sent_while_down = down.load(Ordering::SeqCst);
+                    let answer = client
+                        .evaluate(format!("agent-{w}"))
+                        .tool("read")
+                        .request_id(format!("w{w}-n{n}"))
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(d) => {
+                            if sent_while_down && d.outcome == DecisionOutcome::Allow {
+                                allowed_while_down.fetch_add(1, Ordering::SeqCst);
+                            }
+                            acked.lock().unwrap().push(Acked {
+                                decision_id: d.decision_id,
+                                audit_seq: d.audit_seq,
+                            });
+                        }
+                        Err(_) => {
+                            if sent_while_down {
+                                refused_while_down.fetch_add(1, Ordering::SeqCst);
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    eventually(
+        "100 decisions before the outage",
+        Duration::from_secs(60),
+        || {
+            let n = acked.lock().unwrap().len();
+            async move { (n >= 100).then_some(()) }
+        },
+    )
+    .await;
+
+    cluster.pause();
+    down.store(true, Ordering::SeqCst);
+    eventually("health NOT_SERVING", Duration::from_secs(10), || async {
+        (health(&server).await != Some(ServingStatus::Serving as i32)).then_some(())
+    })
+    .await;
+    eventually(
+        "requests refused during the outage",
+        Duration::from_secs(20),
+        || {
+            let n = refused_while_down.load(Ordering::SeqCst);
+            async move { (n >= 8).then_some(()) }
+        },
+    )
+    .await;
+    let probe = client.evaluate("probe").tool("read").send().await;
+    assert!(
+        probe.as_ref().is_err() || probe.as_ref().unwrap().outcome != DecisionOutcome::Allow,
+        "an Evaluate during the outage was allowed: {probe:?}"
+    );
+
+    cluster.resume();
+    down.store(false, Ordering::SeqCst);
+    eventually("health SERVING again", Duration::from_secs(20), || async {
+        (health(&server).await == Some(ServingStatus::Serving as i32)).then_some(())
+    })
+    .await;
+    let before = acked.lock().unwrap().len();
+    eventually(
+        "decisions after the outage",
+        Duration::from_secs(20),
+        || {
+            let n = acked.lock().unwrap().len();
+            async move { (n >= before + 100).then_some(()) }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(server.pid(), pid, "recovered without a restart");
+    assert_eq!(
+        allowed_while_down.load(Ordering::SeqCst),
+        0,
+        "requests sent while the database was down were allowed"
+    );
+
+    // Every acknowledged decision is in the log, which is gapless and verifies.
+    let client = server.client();
+    let entries: BTreeMap<u64, String> = query_all(&client, AuditFilter::default())
+        .await
+        .into_iter()
+        .map(|e| (e.seq, e.canonical))
+        .collect();
+    let head = audit_head(&client).await;
+    assert_eq!(
+        entries.keys().copied().collect::<Vec<_>>(),
+        (1..=head).collect::<Vec<_>>(),
+        "the log is gapless"
+    );
+    let acked = acked.lock().unwrap().clone();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|a| {
+            !entries
+                .get(&a.audit_seq)
+                .is_some_and(|c| c.contains(a.decision_id.as_str()))
+        })
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged decisions are missing: {lost:?}",
+        lost.len()
+    );
+    let out = arbiter(&["audit", "verify", "--addr", &server.url()]).await;
+    assert_eq!(out.code(), Some(0), "arbiter audit verify:\n{out}");
+}
