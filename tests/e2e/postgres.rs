@@ -202,3 +202,182 @@ async fn a_database_outage_fails_closed_and_recovers_without_a_restart() {
     let out = arbiter(&["audit", "verify", "--addr", &server.url()]).await;
     assert_eq!(out.code(), Some(0), "arbiter audit verify:\n{out}");
 }
+
+/// The GRANT block of docs/postgres.md, for role `role`.
+fn documented_grants(role: &str) -> String {
+    let doc = std::fs::read_to_string(crate::harness::repo_root().join("docs/postgres.md"))
+        .expect("docs/postgres.md");
+    let block = doc
+        .split("<!-- grants:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- grants:end -->").next())
+        .expect("docs/postgres.md has a grants block");
+    block
+        .lines()
+        .filter(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("arbiter_app", role)
+}
+
+#[tokio::test]
+async fn the_server_runs_as_the_documented_least_privilege_role_and_cannot_rewrite_the_log() {
+    if skip_unless_postgres(
+        "postgres::the_server_runs_as_the_documented_least_privilege_role_and_cannot_rewrite_the_log",
+    ) {
+        return;
+    }
+    use crate::harness::{postgres_admin_url, psql, psql_try, with_database};
+    let tag = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let (owner, app, db) = (
+        format!("arb_owner_{tag}"),
+        format!("arb_app_{tag}"),
+        format!("arb_roles_{tag}"),
+    );
+    psql("postgres", &format!("CREATE ROLE {owner} LOGIN"));
+    psql("postgres", &format!("CREATE ROLE {app} LOGIN"));
+    psql("postgres", &format!("CREATE DATABASE {db} OWNER {owner}"));
+    let base = with_database(&postgres_admin_url(), &db);
+    let as_role = |role: &str| base.replacen("postgres@", &format!("{role}@"), 1);
+
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let out = arbiter(&[
+        "migrate",
+        "--data-dir",
+        &data_dir,
+        "--database",
+        &as_role(&owner),
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "arbiter migrate as the owner:\n{out}");
+    let grants = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &as_role(&owner),
+            "-c",
+        ])
+        .arg(documented_grants(&app))
+        .output()
+        .unwrap();
+    assert!(
+        grants.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grants.stderr)
+    );
+
+    // The server as the application role: decisions, admin changes, halts, the audit API.
+    let server = spawn_server(
+        ServerOptions::new()
+            .policy(POLICY)
+            .database_url(as_role(&app)),
+    )
+    .await;
+    let c = server.client();
+    for i in 0..5 {
+        let d = c
+            .evaluate(format!("agent-{i}"))
+            .tool("read")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(d.outcome, DecisionOutcome::Allow, "{:?}", d.reasons);
+    }
+    crate::harness::set_trust(
+        &c,
+        "agent-1",
+        arbiter_client::proto::TrustLevel::L2Suggest,
+        "",
+    )
+    .await;
+    crate::harness::grant_consent(&c, "agent-1", "email", "", None).await;
+    let url = server.url();
+    let out = arbiter(&[
+        "halt", "--agent", "agent-2", "--reason", "e2e", "--addr", &url,
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let out = arbiter(&[
+        "resume", "--agent", "agent-2", "--reason", "e2e", "--addr", &url,
+    ])
+    .await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let out = arbiter(&["audit", "verify", "--addr", &server.url()]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+
+    // The role cannot change or remove history, nor switch the triggers off.
+    let app_psql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &as_role(&app),
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for sql in [
+        "UPDATE audit_entries SET outcome = 'allow' WHERE seq = 2",
+        "DELETE FROM audit_entries WHERE seq = 2",
+        "TRUNCATE audit_entries",
+        "DELETE FROM merkle_nodes",
+        "UPDATE checkpoints SET note = ''",
+        "ALTER TABLE audit_entries DISABLE TRIGGER USER",
+        "DROP TRIGGER audit_entries_append_only ON audit_entries",
+    ] {
+        let (ok, err) = app_psql(sql);
+        assert!(!ok, "the application role may run {sql:?}");
+        assert!(
+            err.contains("permission denied") || err.contains("must be owner"),
+            "{sql:?}: {err}"
+        );
+    }
+    // Even the owner meets the triggers.
+    let err = psql_try(&db, "DELETE FROM audit_entries WHERE seq = 1").unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    drop(server);
+    let _ = psql_try("postgres", &format!("DROP DATABASE {db} WITH (FORCE)"));
+    let _ = psql_try("postgres", &format!("DROP ROLE {app}"));
+    let _ = psql_try("postgres", &format!("DROP ROLE {owner}"));
+}
+
+#[tokio::test]
+async fn errors_never_repeat_the_database_url() {
+    if skip_unless_postgres("postgres::errors_never_repeat_the_database_url") {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    for url in [
+        "postgres://arbiter:S3cretPassw0rd@127.0.0.1:1/arbiter",
+        "postgres://arbiter:S3cretPassw0rd@127.0.0.1:1/arbiter?sslmode=nonsense",
+    ] {
+        let out = arbiter(&["migrate", "--data-dir", &data_dir, "--database", url]).await;
+        assert_ne!(out.code(), Some(0), "{out}");
+        assert!(
+            !out.text().contains("S3cretPassw0rd"),
+            "the password leaked:\n{out}"
+        );
+        assert!(out.text().contains("PostgreSQL"), "{out}");
+    }
+}

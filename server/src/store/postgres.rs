@@ -55,7 +55,25 @@ impl PgStore {
 
     /// Applies pending migrations (under sqlx's advisory lock, so replicas starting
     /// together do not race).
+    ///
+    /// When every migration is already applied (same versions and checksums) nothing is
+    /// run, so the server can run as a least-privilege role without CREATE rights;
+    /// `arbiter migrate` as the owner role applies new ones (docs/postgres.md).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let applied: Result<Vec<(i64, Vec<u8>)>, sqlx::Error> =
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await;
+        if let Ok(applied) = applied {
+            let current = MIGRATOR.iter().all(|m| {
+                applied
+                    .iter()
+                    .any(|(v, c)| *v == m.version && c.as_slice() == &*m.checksum)
+            });
+            if current {
+                return Ok(());
+            }
+        }
         MIGRATOR
             .run(&self.pool)
             .await
