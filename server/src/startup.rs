@@ -181,6 +181,9 @@ impl Application {
                 }
             }
         }));
+        // With several replicas on one database only the lease holder (an advisory
+        // lock) expires approvals and judges silence; with the embedded store `lead` is
+        // always true.
         let watchdog = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -194,9 +197,14 @@ impl Application {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                expirer.expire_approvals().await;
+                if expirer.store().lead("approval-expiry").await {
+                    expirer.expire_approvals().await;
+                }
             }
         }));
+        if let Some(changes) = engine.store().watch_changes() {
+            background.push(spawn_control_refresh(engine.clone(), changes));
+        }
         let pruner = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -236,6 +244,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        // The reporter starts with "" SERVING; say nothing until the monitor has checked
+        // the database and registered every service.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         let (refusals, mut refused) = tokio::sync::mpsc::channel(1024);
         let auditor = self.engine.clone();
         let refusal_task = tokio::spawn(async move {
@@ -371,6 +384,35 @@ fn spawn_policy_reload(
                     }
                 }
             }
+        }
+    })
+}
+
+/// Applies control changes committed by other replicas: on every NOTIFY, and at least
+/// once a second as a safety net for notifications lost with a connection.
+fn spawn_control_refresh(
+    engine: Arc<Engine>,
+    mut changes: tokio::sync::mpsc::Receiver<()>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut retry = false;
+        loop {
+            let wait = if retry {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_secs(1)
+            };
+            if let Ok(None) = tokio::time::timeout(wait, changes.recv()).await {
+                // The listener is gone: fall back to the periodic re-check alone.
+                tokio::time::sleep(wait).await;
+            }
+            retry = match engine.refresh_control().await {
+                Ok(applied) => !applied,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-read control state; retrying");
+                    false
+                }
+            };
         }
     })
 }

@@ -8,7 +8,9 @@ use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntr
 use super::chain::{KeyRing, GENESIS};
 use super::checkpoint;
 use super::merkle::{self, Frontier};
-use crate::store::{CheckpointRow, CommitUnit, StateOp, Store, StoreError, TreeUpdate};
+use crate::store::{
+    BudgetGuard, CheckpointRow, CommitUnit, SequencedBatch, StateOp, Store, StoreError, TreeUpdate,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -26,6 +28,8 @@ pub enum CommitError {
     Unavailable(String),
     #[error("audit entry rejected: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 struct Submission {
@@ -33,6 +37,7 @@ struct Submission {
     /// The body's canonical bytes, computed by the caller so the writer stays light.
     body: String,
     ops: Vec<StateOp>,
+    guard: Option<BudgetGuard>,
     reply: oneshot::Sender<Result<Committed, CommitError>>,
 }
 
@@ -43,6 +48,9 @@ pub struct BatcherHandle {
     committed: broadcast::Sender<SealedEntry>,
     healthy: watch::Receiver<bool>,
     health_tx: Arc<watch::Sender<bool>>,
+    /// Seq of the newest committed entry with a control change (trust, consent, halts,
+    /// approvals, operators, principals, policy).
+    control: Arc<AtomicU64>,
     head: Arc<AtomicU64>,
     stats: Arc<BatchStats>,
 }
@@ -61,6 +69,17 @@ impl BatcherHandle {
         draft: EntryDraft,
         ops: Vec<StateOp>,
     ) -> Result<Committed, CommitError> {
+        self.append_guarded(draft, ops, None).await
+    }
+
+    /// As `append`, for an entry whose new reservation a shared store must admit
+    /// against the budget caps first (`CommitError::Refused` if it does not fit).
+    pub async fn append_guarded(
+        &self,
+        draft: EntryDraft,
+        ops: Vec<StateOp>,
+        guard: Option<BudgetGuard>,
+    ) -> Result<Committed, CommitError> {
         let body = canonical_string(&draft.body).map_err(CommitError::Invalid)?;
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -68,6 +87,7 @@ impl BatcherHandle {
                 draft,
                 body,
                 ops,
+                guard,
                 reply,
             })
             .await
@@ -96,6 +116,11 @@ impl BatcherHandle {
     }
 
     /// Highest durable sequence number.
+    /// Seq of the newest control change this server committed.
+    pub fn control_seq(&self) -> u64 {
+        self.control.load(Ordering::Acquire)
+    }
+
     pub fn head_seq(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
@@ -170,6 +195,37 @@ async fn load_frontier(store: &dyn Store, size: u64) -> Result<Frontier, StoreEr
     Ok(Frontier { size, nodes })
 }
 
+/// Admits the guarded submissions of a batch in order, against the database and the
+/// reservations admitted before them in the same batch; refuses the rest.
+async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
+    let mut pending: std::collections::BTreeMap<crate::state::CounterKey, crate::state::Amounts> =
+        std::collections::BTreeMap::new();
+    let mut kept = Vec::with_capacity(queue.len());
+    for sub in queue.drain(..) {
+        let Some(guard) = &sub.guard else {
+            kept.push(sub);
+            continue;
+        };
+        match batch.admit(guard, &pending).await {
+            Ok(true) => {
+                for (key, _) in &guard.keys {
+                    pending.entry(key.clone()).or_default().add(guard.amounts);
+                }
+                kept.push(sub);
+            }
+            Ok(false) => {
+                let _ = sub.reply.send(Err(CommitError::Refused(
+                    "budget.exceeded: the budget was used up by another replica".into(),
+                )));
+            }
+            Err(e) => {
+                let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+            }
+        }
+    }
+    *queue = kept;
+}
+
 pub struct Batcher {
     mirror: Option<super::mirror::Mirror>,
     frontier: Frontier,
@@ -219,7 +275,9 @@ impl Batcher {
         let health_tx = Arc::new(health_tx);
         let head = Arc::new(AtomicU64::new(head_seq));
         let stats = Arc::new(BatchStats::default());
+        let control = Arc::new(AtomicU64::new(0));
         let handle = BatcherHandle {
+            control: control.clone(),
             tx,
             committed: committed.clone(),
             healthy,
@@ -237,8 +295,28 @@ impl Batcher {
             signer,
             mirror,
         };
-        let task = tokio::spawn(batcher.run(rx, committed, health_tx, head, stats));
+        let task = tokio::spawn(batcher.run(rx, committed, health_tx, head, stats, control));
         Ok((handle, task))
+    }
+
+    /// Takes the sequencer lock of a shared store and moves the head (and the tree
+    /// frontier) to what is committed now; `None` for a single-writer store.
+    async fn sequence(&mut self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
+        let Some(mut batch) = self.store.begin_sequenced().await? else {
+            return Ok(None);
+        };
+        let (seq, mac) = match batch.head().await? {
+            Some((seq, mac)) => (seq, decode_mac(&mac)?),
+            None => (0, *GENESIS),
+        };
+        if seq != self.head_seq || mac != self.head_mac {
+            // Another server committed since our last batch: its leaves are in the
+            // stored tree (nodes commit with their entries), so rebuild the frontier.
+            self.frontier = load_frontier(self.store.as_ref(), seq).await?;
+            self.head_seq = seq;
+            self.head_mac = mac;
+        }
+        Ok(Some(batch))
     }
 
     async fn run(
@@ -248,9 +326,31 @@ impl Batcher {
         health: Arc<watch::Sender<bool>>,
         head: Arc<AtomicU64>,
         stats: Arc<BatchStats>,
+        control: Arc<AtomicU64>,
     ) {
         let mut queue = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut queue, self.max_batch).await > 0 {
+            // Shared store (PostgreSQL): take the sequencer lock and seal after whatever
+            // another server committed. Single writer (SQLite): `None`, nothing changes.
+            let sequenced = match self.sequence().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, entries = queue.len(), "cannot take the audit sequencer; failing the batch closed");
+                    health.send_if_modified(|h| std::mem::replace(h, false));
+                    let msg = e.to_string();
+                    for sub in queue.drain(..) {
+                        let _ = sub.reply.send(Err(CommitError::Unavailable(msg.clone())));
+                    }
+                    continue;
+                }
+            };
+            head.store(self.head_seq, Ordering::Release);
+            let mut sequenced = sequenced;
+            if let Some(batch) = sequenced.as_mut() {
+                if queue.iter().any(|s| s.guard.is_some()) {
+                    admit(batch.as_mut(), &mut queue).await;
+                }
+            }
             let mut units = Vec::with_capacity(queue.len());
             let mut replies = Vec::with_capacity(queue.len());
             let (mut seq, mut prev) = (self.head_seq, self.head_mac);
@@ -292,7 +392,10 @@ impl Batcher {
             );
             let tree = TreeUpdate { nodes, checkpoint };
             let started = std::time::Instant::now();
-            let outcome = self.store.commit(&units, &tree).await;
+            let outcome = match sequenced {
+                Some(batch) => batch.commit(&units, &tree).await,
+                None => self.store.commit(&units, &tree).await,
+            };
             tracing::debug!(
                 entries = units.len(),
                 commit_us = started.elapsed().as_micros() as u64,
@@ -304,6 +407,13 @@ impl Batcher {
                     self.head_seq = seq;
                     self.head_mac = prev;
                     head.store(seq, Ordering::Release);
+                    if let Some(u) = units
+                        .iter()
+                        .rev()
+                        .find(|u| u.ops.iter().any(crate::store::is_control_op))
+                    {
+                        control.fetch_max(u.entry.seq, Ordering::AcqRel);
+                    }
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats
                         .entries

@@ -104,7 +104,7 @@ impl Engine {
             }
         }
 
-        let (result, draft, ops, undo, response_json) = {
+        let (result, draft, ops, undo, response_json, guard) = {
             let mut s = self.lock();
             s.ledger.release_expired(now);
             // An approval for this very action holds budget already; release it
@@ -306,10 +306,30 @@ impl Engine {
                     "delegation": token.as_ref().map(delegation_entry),
                 }),
             };
-            (result, draft, ops, undo, response_json)
+            // With several replicas the database admits the reservation against the
+            // caps too (under the sequencer lock); the embedded store ignores this.
+            let guard = reservation.as_ref().map(|r| crate::store::BudgetGuard {
+                keys: r
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        let caps = policy
+                            .budgets
+                            .iter()
+                            .find(|b| b.name == k.budget)
+                            .map_or([None; 3], |b| {
+                                [b.caps.micro_usd.map(|m| m.0), b.caps.tokens, b.caps.calls]
+                            });
+                        (k.clone(), caps)
+                    })
+                    .collect(),
+                amounts: r.amounts,
+                now_ms: now,
+            });
+            (result, draft, ops, undo, response_json, guard)
         };
 
-        let committed = self.batcher.append(draft, ops).await;
+        let committed = self.batcher.append_guarded(draft, ops, guard).await;
         let mut s = self.lock();
         if let Some(k) = &in_flight_key {
             s.in_flight.remove(k);

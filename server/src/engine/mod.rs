@@ -60,7 +60,11 @@ pub enum EngineError {
 
 impl From<CommitError> for EngineError {
     fn from(e: CommitError) -> Self {
-        Self::Unavailable(e.to_string())
+        match e {
+            // Another replica took the budget first: nothing was written; fail closed.
+            CommitError::Refused(why) => Self::Aborted(why),
+            other => Self::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -71,6 +75,16 @@ impl From<StoreError> for EngineError {
 }
 
 pub use crate::domain::Principal;
+
+/// Approval states in the order they can follow each other.
+fn approval_rank(state: crate::state::ApprovalState) -> u8 {
+    use crate::state::ApprovalState::*;
+    match state {
+        Pending => 0,
+        Granted | Denied | Expired => 1,
+        Consumed => 2,
+    }
+}
 
 /// How often an agent's last-seen time is written back; presence does not need
 /// millisecond freshness in the database.
@@ -169,6 +183,56 @@ impl Engine {
             tokens,
             digest_key,
         })
+    }
+
+    /// Replaces the control state (trust, consent, halts, approvals, operators,
+    /// principals) with what the shared database holds, so a change committed by another
+    /// replica applies here. Returns false, changing nothing, when the snapshot predates
+    /// a control change this server committed (the caller retries shortly).
+    pub async fn refresh_control(&self) -> Result<bool, StoreError> {
+        let Some((seq, img)) = self.store.load_control().await? else {
+            return Ok(true);
+        };
+        if self.batcher.control_seq() > seq {
+            return Ok(false);
+        }
+        let principals = crate::auth::PrincipalBook::from_rows(&self.store.principals().await?);
+        {
+            let mut s = self.lock();
+            if self.batcher.control_seq() > seq {
+                return Ok(false);
+            }
+            let mut trust = crate::state::TrustBook::default();
+            for a in img.trust {
+                trust.set(a);
+            }
+            let mut consent = crate::state::ConsentBook::default();
+            for g in img.consent {
+                consent.upsert(g);
+            }
+            let mut halts = crate::state::HaltBoard::default();
+            for h in img.halts {
+                halts.engage(h);
+            }
+            s.trust = trust;
+            s.consent = consent;
+            s.halts = halts;
+            // Approvals and operators change in memory before their commit, and are never
+            // deleted: merge, keeping what this server holds that the snapshot does not
+            // (in flight) and never moving an approval back to an earlier state.
+            for a in img.approvals {
+                let newer = s
+                    .approvals
+                    .get(&a.id)
+                    .is_none_or(|local| approval_rank(a.state) >= approval_rank(local.state));
+                if newer {
+                    s.approvals.put(a);
+                }
+            }
+            s.operators.extend(img.operators);
+        }
+        *self.principals.write().unwrap_or_else(|p| p.into_inner()) = principals;
+        Ok(true)
     }
 
     pub fn policy(&self) -> Arc<CompiledPolicy> {

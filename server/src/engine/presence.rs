@@ -85,6 +85,9 @@ impl Engine {
         let policy = self.policy();
         let w = &policy.watchdog;
         let now = self.now_ms();
+        // Silence is judged by one replica at a time (the lease holder); loop trips and
+        // overspend are acted on by the replica that saw them.
+        let judge_silence = self.store.lead("watchdog").await;
         let mut actions: Vec<(String, String, String)> = Vec::new(); // (agent, condition key, why)
         {
             let mut s = self.lock();
@@ -95,7 +98,7 @@ impl Engine {
                 if quiet >= unresponsive_ms {
                     p.status = PresenceStatus::Unresponsive;
                 }
-                if let Some(limit) = w.halt_silent_after {
+                if let Some(limit) = w.halt_silent_after.filter(|_| judge_silence) {
                     if quiet >= limit.as_millis() as i64 {
                         silent.push((
                             agent.clone(),

@@ -6,6 +6,7 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PgStore;
+pub use postgres::NOTIFY_CHANNEL;
 pub use sqlite::SqliteStore;
 
 use crate::audit::SealedEntry;
@@ -262,4 +263,75 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A stored reply older than what memory keeps.
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError>;
+
+    // Several replicas on one database. The embedded store has one writer and keeps
+    // these defaults, so SQLite mode runs exactly as before.
+
+    /// A batch transaction holding the sequencer lock, for stores that several servers
+    /// write (PostgreSQL); `None` for a store with a single writer.
+    async fn begin_sequenced(&self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
+        Ok(None)
+    }
+    /// Control state another replica may have changed (trust, consent, halts,
+    /// approvals, operators) and the audit head it reflects; `None` when unshared.
+    async fn load_control(&self) -> Result<Option<(u64, StateImage)>, StoreError> {
+        Ok(None)
+    }
+    /// A signal each time any writer commits a control change (LISTEN/NOTIFY).
+    fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        None
+    }
+    /// Whether this server holds (or just took) the lease for a singleton job such as
+    /// the watchdog; always true with a single writer.
+    async fn lead(&self, _job: &'static str) -> bool {
+        true
+    }
+}
+
+/// One group commit under the sequencer lock: the head is read after the lock is taken,
+/// so the batch is sealed after whatever another server committed.
+/// A new reservation, to be admitted against its budgets' caps in the database under
+/// the sequencer lock (shared store only), so replicas together never overshoot.
+#[derive(Debug, Clone)]
+pub struct BudgetGuard {
+    /// Each counter with its caps: micro-USD, tokens, calls.
+    pub keys: Vec<(CounterKey, [Option<u64>; 3])>,
+    pub amounts: Amounts,
+    pub now_ms: i64,
+}
+
+#[async_trait]
+pub trait SequencedBatch: Send {
+    /// Whether `guard` fits: settled spend plus open reservations in the database, plus
+    /// `pending` (admitted earlier in this batch), plus its amounts, within every cap.
+    async fn admit(
+        &mut self,
+        guard: &BudgetGuard,
+        pending: &std::collections::BTreeMap<CounterKey, Amounts>,
+    ) -> Result<bool, StoreError>;
+    /// The audit head as of now, under the lock.
+    async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
+    /// Writes the batch and its tree nodes, then commits (releasing the lock).
+    async fn commit(
+        self: Box<Self>,
+        units: &[CommitUnit],
+        tree: &TreeUpdate,
+    ) -> Result<(), StoreError>;
+}
+
+/// Whether an op changes control state other replicas must pick up.
+pub fn is_control_op(op: &StateOp) -> bool {
+    matches!(
+        op,
+        StateOp::SetTrust(_)
+            | StateOp::PutConsent(_)
+            | StateOp::RevokeConsent { .. }
+            | StateOp::PutApproval(_)
+            | StateOp::SetOperator { .. }
+            | StateOp::EngageHalt(_)
+            | StateOp::LiftHalt { .. }
+            | StateOp::CreatePrincipal(_)
+            | StateOp::RevokePrincipal { .. }
+            | StateOp::PolicyLoad { .. }
+    )
 }

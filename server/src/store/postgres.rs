@@ -1,6 +1,7 @@
 //! The PostgreSQL backend, for several replicas on one database. All SQL for it lives
 //! here; it mirrors `sqlite.rs` statement for statement.
 
+use super::SequencedBatch;
 use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage,
     StateOp, Store, StoreError, TreeUpdate,
@@ -10,18 +11,48 @@ use crate::domain::TrustLevel;
 use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
 use crate::state::{Halt, HaltMode, HaltTarget};
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{
+    AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row,
+};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::instrument;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-#[derive(Debug, Clone)]
+/// Channel on which every commit of a control change notifies the other replicas.
+pub const NOTIFY_CHANNEL: &str = "arbiter_control";
+
+/// Advisory lock held around each group commit: one sequencer at a time.
+const SEQUENCER_LOCK: i64 = 0x4172_6269_7465_7201;
+
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    options: PgConnectOptions,
+    /// Connections holding a session-level advisory lock, one per singleton job.
+    leases: Arc<tokio::sync::Mutex<HashMap<&'static str, PgConnection>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the connection options: they may hold a password.
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+/// The advisory lock key of a singleton job (FNV-1a of its name).
+fn job_key(job: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in job.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -48,9 +79,13 @@ impl PgStore {
             .max_connections(8)
             // Short, so a request fails fast (fail closed) while the database is away.
             .acquire_timeout(Duration::from_secs(2))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            options: opts,
+            leases: Arc::default(),
+        })
     }
 
     /// Applies pending migrations (under sqlx's advisory lock, so replicas starting
@@ -161,36 +196,8 @@ impl Store for PgStore {
     #[instrument(skip_all)]
     async fn load(&self, now_ms: i64, replies_since_ms: i64) -> Result<StateImage, StoreError> {
         let mut img = StateImage::default();
-        for r in sqlx::query(
-            "SELECT agent_id, scope, level, assigned_by, assigned_ms FROM trust_assignments",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let rank: i64 = r.try_get("level")?;
-            img.trust.push(TrustAssignment {
-                agent_id: r.try_get("agent_id")?,
-                scope: r.try_get("scope")?,
-                level: TrustLevel::from_rank(rank as u8)
-                    .ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
-                assigned_by: r.try_get("assigned_by")?,
-                assigned_ms: r.try_get("assigned_ms")?,
-            });
-        }
-        for r in sqlx::query("SELECT agent_id, data_type, purpose, granted_by, granted_ms, expires_ms FROM consent_grants")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let purpose: String = r.try_get("purpose")?;
-            img.consent.push(ConsentGrant {
-                agent_id: r.try_get("agent_id")?,
-                data_type: r.try_get("data_type")?,
-                purpose: (!purpose.is_empty()).then_some(purpose),
-                granted_by: r.try_get("granted_by")?,
-                granted_ms: r.try_get("granted_ms")?,
-                expires_ms: r.try_get("expires_ms")?,
-            });
-        }
+        let mut conn = self.pool.acquire().await?;
+        load_control_into(&mut conn, &mut img).await?;
         for r in sqlx::query("SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls FROM budget_counters")
             .fetch_all(&self.pool)
             .await?
@@ -268,44 +275,6 @@ impl Store for PgStore {
         .await?
         {
             img.replies.push(reply_from_row(&r)?);
-        }
-        for r in sqlx::query("SELECT agent_id, operator FROM agent_operators")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            img.operators
-                .push((r.try_get("agent_id")?, r.try_get("operator")?));
-        }
-        for r in sqlx::query("SELECT body_json FROM approvals")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let body: String = r.try_get("body_json")?;
-            img.approvals.push(json(&body)?);
-        }
-        for r in sqlx::query(
-            "SELECT scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms FROM halts",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            let scope: String = r.try_get("scope")?;
-            let agent: String = r.try_get("agent_id")?;
-            let session: String = r.try_get("session_id")?;
-            let mode: String = r.try_get("mode")?;
-            img.halts.push(Halt {
-                target: match scope.as_str() {
-                    "global" => HaltTarget::Global,
-                    "agent" => HaltTarget::Agent(agent),
-                    "session" => HaltTarget::Session(agent, session),
-                    other => return Err(StoreError::Corrupt(format!("halt scope {other:?}"))),
-                },
-                mode: HaltMode::parse(&mode)
-                    .ok_or_else(|| StoreError::Corrupt(format!("halt mode {mode:?}")))?,
-                reason: r.try_get("reason")?,
-                engaged_by: r.try_get("engaged_by")?,
-                engaged_ms: r.try_get("engaged_ms")?,
-            });
         }
         Ok(img)
     }
@@ -490,6 +459,93 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn begin_sequenced(&self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SEQUENCER_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Some(Box::new(PgBatch { tx })))
+    }
+
+    async fn load_control(&self) -> Result<Option<(u64, StateImage)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot: the head and the control tables agree.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let head: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM audit_entries")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut img = StateImage::default();
+        load_control_into(&mut tx, &mut img).await?;
+        tx.commit().await?;
+        Ok(Some((to_u64(head.unwrap_or(0)), img)))
+    }
+
+    fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let listener = async {
+                    let mut l = PgListener::connect_with(&pool).await?;
+                    l.listen(NOTIFY_CHANNEL).await?;
+                    Ok::<_, sqlx::Error>(l)
+                };
+                match listener.await {
+                    Ok(mut l) => loop {
+                        match l.try_recv().await {
+                            // A full channel already holds a pending signal.
+                            Ok(Some(_)) => {
+                                let _ = tx.try_send(());
+                            }
+                            // The connection was lost and is re-established on the next
+                            // call; what was missed is caught by the periodic re-check.
+                            Ok(None) => {
+                                let _ = tx.try_send(());
+                            }
+                            Err(_) => break,
+                        }
+                        if tx.is_closed() {
+                            return;
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Some(rx)
+    }
+
+    async fn lead(&self, job: &'static str) -> bool {
+        let mut leases = self.leases.lock().await;
+        if let Some(conn) = leases.get_mut(job) {
+            if conn.ping().await.is_ok() {
+                return true;
+            }
+            // The session (and its lock) is gone; try to take the lease again.
+            leases.remove(job);
+        }
+        let Ok(mut conn) = self.options.connect().await else {
+            return false;
+        };
+        let held: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(job_key(job))
+            .fetch_one(&mut conn)
+            .await;
+        if matches!(held, Ok(true)) {
+            leases.insert(job, conn);
+            true
+        } else {
+            false
+        }
+    }
+
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
         sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = $1 AND key = $2")
             .bind(kind)
@@ -499,6 +555,170 @@ impl Store for PgStore {
             .map(|r| reply_from_row(&r))
             .transpose()
     }
+}
+
+/// A group commit under the sequencer lock (`pg_advisory_xact_lock`, released by the
+/// commit or rollback).
+struct PgBatch {
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl SequencedBatch for PgBatch {
+    async fn admit(
+        &mut self,
+        guard: &super::BudgetGuard,
+        pending: &BTreeMap<CounterKey, Amounts>,
+    ) -> Result<bool, StoreError> {
+        for (key, caps) in &guard.keys {
+            if caps.iter().all(Option::is_none) {
+                continue;
+            }
+            let spent = sqlx::query(
+                "SELECT spent_micro_usd, spent_tokens, spent_calls FROM budget_counters
+                 WHERE budget = $1 AND scope_key = $2 AND window_start_ms = $3",
+            )
+            .bind(&key.budget)
+            .bind(&key.scope_key)
+            .bind(key.window_start_ms)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            let reserved = sqlx::query(
+                "SELECT COALESCE(SUM(micro_usd), 0)::BIGINT AS micro_usd, COALESCE(SUM(tokens), 0)::BIGINT AS tokens,
+                        COALESCE(SUM(calls), 0)::BIGINT AS calls
+                 FROM reservations WHERE settled = 0 AND expires_ms > $1 AND keys_json::jsonb @> $2::jsonb",
+            )
+            .bind(guard.now_ms)
+            .bind(to_json(&[key]))
+            .fetch_one(&mut *self.tx)
+            .await?;
+            let mut total = pending.get(key).copied().unwrap_or_default();
+            total.add(guard.amounts);
+            if let Some(r) = &spent {
+                total.add(Amounts {
+                    micro_usd: to_u64(r.try_get("spent_micro_usd")?),
+                    tokens: to_u64(r.try_get("spent_tokens")?),
+                    calls: to_u64(r.try_get("spent_calls")?),
+                });
+            }
+            total.add(Amounts {
+                micro_usd: to_u64(reserved.try_get("micro_usd")?),
+                tokens: to_u64(reserved.try_get("tokens")?),
+                calls: to_u64(reserved.try_get("calls")?),
+            });
+            let used = [total.micro_usd, total.tokens, total.calls];
+            if caps
+                .iter()
+                .zip(used)
+                .any(|(cap, used)| cap.is_some_and(|c| used > c))
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, mac FROM audit_entries ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| Ok((to_u64(r.try_get("seq")?), r.try_get("mac")?)))
+            .transpose()
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        units: &[CommitUnit],
+        tree: &TreeUpdate,
+    ) -> Result<(), StoreError> {
+        write_batch(&mut self.tx, units).await?;
+        write_tree(&mut self.tx, tree).await?;
+        if units.iter().any(|u| u.ops.iter().any(super::is_control_op)) {
+            // Delivered to every listener when (and only if) the transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Trust, consent, operators, approvals and halts: what other replicas change.
+async fn load_control_into(
+    conn: &mut sqlx::PgConnection,
+    img: &mut StateImage,
+) -> Result<(), StoreError> {
+    for r in sqlx::query(
+        "SELECT agent_id, scope, level, assigned_by, assigned_ms FROM trust_assignments",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let rank: i64 = r.try_get("level")?;
+        img.trust.push(TrustAssignment {
+            agent_id: r.try_get("agent_id")?,
+            scope: r.try_get("scope")?,
+            level: TrustLevel::from_rank(rank as u8)
+                .ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
+            assigned_by: r.try_get("assigned_by")?,
+            assigned_ms: r.try_get("assigned_ms")?,
+        });
+    }
+    for r in sqlx::query("SELECT agent_id, data_type, purpose, granted_by, granted_ms, expires_ms FROM consent_grants")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let purpose: String = r.try_get("purpose")?;
+            img.consent.push(ConsentGrant {
+                agent_id: r.try_get("agent_id")?,
+                data_type: r.try_get("data_type")?,
+                purpose: (!purpose.is_empty()).then_some(purpose),
+                granted_by: r.try_get("granted_by")?,
+                granted_ms: r.try_get("granted_ms")?,
+                expires_ms: r.try_get("expires_ms")?,
+            });
+        }
+    for r in sqlx::query("SELECT agent_id, operator FROM agent_operators")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        img.operators
+            .push((r.try_get("agent_id")?, r.try_get("operator")?));
+    }
+    for r in sqlx::query("SELECT body_json FROM approvals")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let body: String = r.try_get("body_json")?;
+        img.approvals.push(json(&body)?);
+    }
+    for r in sqlx::query(
+        "SELECT scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms FROM halts",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let scope: String = r.try_get("scope")?;
+        let agent: String = r.try_get("agent_id")?;
+        let session: String = r.try_get("session_id")?;
+        let mode: String = r.try_get("mode")?;
+        img.halts.push(Halt {
+            target: match scope.as_str() {
+                "global" => HaltTarget::Global,
+                "agent" => HaltTarget::Agent(agent),
+                "session" => HaltTarget::Session(agent, session),
+                other => return Err(StoreError::Corrupt(format!("halt scope {other:?}"))),
+            },
+            mode: HaltMode::parse(&mode)
+                .ok_or_else(|| StoreError::Corrupt(format!("halt mode {mode:?}")))?,
+            reason: r.try_get("reason")?,
+            engaged_by: r.try_get("engaged_by")?,
+            engaged_ms: r.try_get("engaged_ms")?,
+        });
+    }
+    Ok(())
 }
 
 fn reply_from_row(r: &PgRow) -> Result<ReplyRow, StoreError> {
