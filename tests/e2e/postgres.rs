@@ -691,3 +691,61 @@ async fn three_replicas_never_overshoot_a_budget_under_a_race() {
         );
     }
 }
+
+const PRICED: &str = r#"
+version: 1
+agents:
+  - id: "*"
+    tools: {allow: [read]}
+budgets:
+  - {name: cap, scope: agent, period: lifetime, max_usd: "10.00"}
+"#;
+
+#[tokio::test]
+async fn a_decision_made_on_one_replica_is_recorded_on_another_exactly_once() {
+    if skip_unless_postgres(
+        "postgres::a_decision_made_on_one_replica_is_recorded_on_another_exactly_once",
+    ) {
+        return;
+    }
+    let (servers, _keys) = replicas_with(2, PRICED).await;
+    let (a, b) = (servers[0].client(), impatient(&servers[1]));
+    let d = a
+        .evaluate("payer")
+        .tool("read")
+        .cost_micro_usd(400_000)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.outcome, DecisionOutcome::Allow, "{:?}", d.reasons);
+    let first = b
+        .record(&d.decision_id)
+        .cost_micro_usd(300_000)
+        .send()
+        .await
+        .expect("Record on the other replica");
+    // A second Record, on the replica that made the decision, settles nothing twice:
+    // it is refused (ABORTED) and a retry answers the stored reply.
+    let again = impatient(&servers[0])
+        .record(&d.decision_id)
+        .cost_micro_usd(300_000)
+        .send()
+        .await;
+    if let Err(e) = &again {
+        assert_eq!(e.code(), tonic::Code::Aborted, "{e}");
+        let retry = a
+            .record(&d.decision_id)
+            .cost_micro_usd(300_000)
+            .send()
+            .await
+            .expect("a retry answers the stored reply");
+        assert_eq!(retry.audit_seq, first.audit_seq);
+    }
+    let db = servers[0].database_url().unwrap();
+    let db = db.rsplit('/').next().unwrap().to_owned();
+    let spent = crate::harness::psql(
+        &db,
+        "SELECT spent_micro_usd FROM budget_counters WHERE scope_key = 'payer'",
+    );
+    assert_eq!(spent, "300000", "settled exactly once");
+}

@@ -201,7 +201,26 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     let mut pending: std::collections::BTreeMap<crate::state::CounterKey, crate::state::Amounts> =
         std::collections::BTreeMap::new();
     let mut kept = Vec::with_capacity(queue.len());
-    for sub in queue.drain(..) {
+    let mut closed = std::collections::HashSet::new();
+    'subs: for sub in queue.drain(..) {
+        // A Record settles its decision once, whichever replica serves it.
+        for op in &sub.ops {
+            if let StateOp::CloseDecision { decision_id } = op {
+                let open = match batch.decision_open(decision_id).await {
+                    Ok(open) => open && closed.insert(decision_id.clone()),
+                    Err(e) => {
+                        let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+                        continue 'subs;
+                    }
+                };
+                if !open {
+                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
+                        "decision {decision_id} was recorded by another replica; retry to get its answer"
+                    ))));
+                    continue 'subs;
+                }
+            }
+        }
         let Some(guard) = &sub.guard else {
             kept.push(sub);
             continue;
@@ -347,7 +366,12 @@ impl Batcher {
             head.store(self.head_seq, Ordering::Release);
             let mut sequenced = sequenced;
             if let Some(batch) = sequenced.as_mut() {
-                if queue.iter().any(|s| s.guard.is_some()) {
+                if queue.iter().any(|s| {
+                    s.guard.is_some()
+                        || s.ops
+                            .iter()
+                            .any(|o| matches!(o, StateOp::CloseDecision { .. }))
+                }) {
                     admit(batch.as_mut(), &mut queue).await;
                 }
             }

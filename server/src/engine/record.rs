@@ -61,6 +61,27 @@ impl Engine {
         let policy = self.policy();
         let in_flight_key = format!("record:{}", input.decision_id);
 
+        // Made by another replica on a shared database: adopt the open decision (and its
+        // reservation) so this replica can settle it; the database admits one Record.
+        let known = {
+            let s = self.lock();
+            s.recorded.contains_key(&input.decision_id)
+                || s.open_decisions.contains_key(&input.decision_id)
+        };
+        if !known {
+            if let Some(open) = self.store.find_open_decision(&input.decision_id).await? {
+                let mut s = self.lock();
+                if let Some(r) = &open.reservation {
+                    if !s.ledger.is_open(&r.id) && r.expires_ms > now {
+                        s.ledger.reserve(r.clone());
+                    }
+                }
+                s.open_decisions
+                    .entry(open.decision_id.clone())
+                    .or_insert(open);
+            }
+        }
+
         let owner = {
             let s = self.lock();
             s.recorded
@@ -229,6 +250,11 @@ impl Engine {
             Err(e) => {
                 if let Some(r) = &open.reservation {
                     s.ledger.remove_spent(&r.keys, result.actual);
+                }
+                if matches!(e, crate::audit::batcher::CommitError::Refused(_)) {
+                    // Another replica recorded it: forget it here, so a retry answers
+                    // from the stored reply.
+                    return Err(e.into());
                 }
                 if let Some(r) = reopened {
                     s.ledger.reserve(r);

@@ -277,6 +277,14 @@ pub trait Store: Send + Sync + 'static {
     async fn load_control(&self) -> Result<Option<(u64, StateImage)>, StoreError> {
         Ok(None)
     }
+    /// An allowed decision still awaiting Record that another replica made (shared
+    /// store only; a single writer has every open decision in memory).
+    async fn find_open_decision(
+        &self,
+        _decision_id: &str,
+    ) -> Result<Option<OpenDecision>, StoreError> {
+        Ok(None)
+    }
     /// A signal each time any writer commits a control change (LISTEN/NOTIFY).
     fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
         None
@@ -309,6 +317,9 @@ pub trait SequencedBatch: Send {
         guard: &BudgetGuard,
         pending: &std::collections::BTreeMap<CounterKey, Amounts>,
     ) -> Result<bool, StoreError>;
+    /// Whether the decision is still awaiting Record (so exactly one Record settles it,
+    /// whichever replica serves it).
+    async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError>;
     /// The audit head as of now, under the lock.
     async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
     /// Writes the batch and its tree nodes, then commits (releasing the lock).

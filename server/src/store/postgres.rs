@@ -483,6 +483,19 @@ impl Store for PgStore {
         Ok(Some((to_u64(head.unwrap_or(0)), img)))
     }
 
+    async fn find_open_decision(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<OpenDecision>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT body_json FROM decisions WHERE decision_id = $1 AND recorded = 0",
+        )
+        .bind(decision_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        body.map(|b| json::<OpenDecision>(&b)).transpose()
+    }
+
     fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let pool = self.pool.clone();
@@ -565,6 +578,16 @@ struct PgBatch {
 
 #[async_trait]
 impl SequencedBatch for PgBatch {
+    async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError> {
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::BIGINT FROM decisions WHERE decision_id = $1 AND recorded = 0",
+        )
+        .bind(decision_id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        Ok(open.is_some())
+    }
+
     async fn admit(
         &mut self,
         guard: &super::BudgetGuard,
