@@ -50,6 +50,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             // Checkpoints run in the background (`checkpoint`), not inside a commit.
             .pragma("wal_autocheckpoint", "0")
+            // A checkpointed WAL is cut back to this size, so a burst never leaves a
+            // multi-gigabyte file behind.
+            .pragma("journal_size_limit", "67108864")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
