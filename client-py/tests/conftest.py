@@ -143,10 +143,12 @@ def start_server(policy: str = POLICY) -> Server:
         try:
             probe.ping()
             return server
-        except arbiter.Unavailable:
+        except arbiter.Unavailable as error:
             if time.monotonic() > deadline or process.poll() is not None:
                 server.stop()
-                raise RuntimeError("arbiter did not answer in time; log:\n" + server.log())
+                raise RuntimeError(
+                    "arbiter did not answer in time; log:\n" + server.log()
+                ) from error
             time.sleep(0.05)
 
 

@@ -24,7 +24,7 @@ def principals(server: Server) -> tuple[arbiter.Client, arbiter.Client, arbiter.
 
 
 def test_an_operator_grants_and_the_agent_proceeds_once(authed_server: Server, agent: str) -> None:
-    admin, bot, op = principals(authed_server)
+    _admin, bot, op = principals(authed_server)
     d = bot.evaluate(agent, tool="refund_order", session_id="s", cost_usd="2.00")
     assert d.pending and d.approval_id is not None
 

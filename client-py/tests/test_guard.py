@@ -21,9 +21,7 @@ def records(client: Client, agent: str) -> list[dict[str, object]]:
     return [json.loads(e.canonical) for e in page.entries]
 
 
-def test_guard_records_success_with_duration_and_reported_usage(
-    client: Client, agent: str
-) -> None:
+def test_guard_records_success_with_duration_and_reported_usage(client: Client, agent: str) -> None:
     with client.guard(agent, tool="send_email", session_id="s-1", cost_usd="0.50") as g:
         assert g.decision is not None and g.decision.allowed
         assert arbiter.current_guard() is g
@@ -70,8 +68,9 @@ def test_a_halted_agent_raises_halted(client: Client, agent: str) -> None:
 def test_pending_approval_raises_approval_required_without_waiting(
     client: Client, agent: str
 ) -> None:
-    with pytest.raises(arbiter.ApprovalRequired) as caught, client.guard(
-        agent, tool="refund_order"
+    with (
+        pytest.raises(arbiter.ApprovalRequired) as caught,
+        client.guard(agent, tool="refund_order"),
     ):
         pytest.fail("the block ran without approval")
     assert caught.value.approval_id.startswith("apr")
@@ -179,8 +178,9 @@ def test_guard_waits_for_a_human_when_asked(authed_server: Server, agent: str) -
 
     denier = threading.Thread(target=deny_when_pending)
     denier.start()
-    with pytest.raises(arbiter.ApprovalDenied) as caught, bot.guard(
-        agent, tool="refund_big", wait_for_approval=True
+    with (
+        pytest.raises(arbiter.ApprovalDenied) as caught,
+        bot.guard(agent, tool="refund_big", wait_for_approval=True),
     ):
         pytest.fail("ran after a denial")
     denier.join()

@@ -64,15 +64,13 @@ def test_tail_iterates_committed_and_new_entries(server: Server, agent: str) -> 
                 # Entries committed while we follow arrive as they commit.
                 client.evaluate(agent, tool="t1")
                 client.evaluate(agent, tool="t2")
-    assert [e.seq for e in seen][0] == first.audit_seq
+    assert next(e.seq for e in seen) == first.audit_seq
     assert [json.loads(e.canonical)["seq"] for e in seen] == [e.seq for e in seen]
     assert len(seen) == 3 and all(e.kind == "evaluate" for e in seen)
     assert all(e.time is not None and e.mac for e in seen)
 
 
-def test_closing_a_tail_from_another_thread_ends_the_iteration(
-    server: Server, agent: str
-) -> None:
+def test_closing_a_tail_from_another_thread_ends_the_iteration(server: Server, agent: str) -> None:
     client = server.client()
     tail = client.audit.tail(agent_id=agent)  # only new entries: none will come
     threading.Timer(0.3, tail.close).start()

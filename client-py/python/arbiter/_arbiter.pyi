@@ -5,7 +5,28 @@
 plain dicts and lists that the facade turns into typed objects.
 """
 
-from typing import Any, Optional
+from typing import Any, Optional, final
+
+__all__ = [
+    "AlreadyExists",
+    "ApprovalDenied",
+    "ApprovalRequired",
+    "ApprovalTimeout",
+    "ArbiterError",
+    "Core",
+    "DeadlineExceeded",
+    "Denied",
+    "FailedPrecondition",
+    "Halted",
+    "InvalidArgument",
+    "NotFound",
+    "Pending",
+    "PermissionDenied",
+    "Stream",
+    "Unauthenticated",
+    "Unavailable",
+    "__version__",
+]
 
 __version__: str
 
@@ -21,7 +42,8 @@ class ArbiterError(Exception):
     """The offending request field named by the server, if any."""
 
 class Unavailable(ArbiterError):
-    """Arbiter could not be asked: connection refused, unreachable, or the client's circuit breaker is open."""
+    """Arbiter could not be asked: connection refused, unreachable, or the client's
+    circuit breaker is open."""
 
 class DeadlineExceeded(Unavailable):
     """Arbiter did not answer within the call's deadline."""
@@ -77,6 +99,7 @@ class ApprovalTimeout(ArbiterError):
     approval: Any
     """Its last state seen (an ``arbiter.Approval``), or None."""
 
+@final
 class Pending:
     """One call, started by `wait()` (blocking, GIL released) or `future()` (asyncio)."""
 
@@ -86,6 +109,7 @@ class Pending:
         """Runs the call on the runtime and returns an asyncio future of the running
         event loop that resolves with its result. Cancelling the future cancels the call."""
 
+@final
 class Stream:
     """A server stream (audit tail, export): `next()` blocks, `next_future()` is for
     asyncio. Both signal the end (StopIteration / StopAsyncIteration) once the
@@ -99,6 +123,7 @@ class Stream:
         """Ends the stream and the server call behind it; a read waiting in another
         thread or task ends too, and later reads end at once."""
 
+@final
 class Core:
     """A connection to one Arbiter server. Cheap to share: every thread and task
     may call it at once."""
@@ -122,7 +147,7 @@ class Core:
         """The default deadline of one call, in seconds."""
     @property
     def circuit_state(self) -> Optional[str]:
-        """"closed", "open", "half_open", or None when the breaker is disabled."""
+        """ "closed", "open", "half_open", or None when the breaker is disabled."""
     def evaluate(
         self,
         agent_id: str,
@@ -168,10 +193,10 @@ class Core:
         self,
         agent_id: str,
         *,
-        session_id: str = "",
+        session_id: str = ...,
         status: int = 0,
         metadata: dict[str, str] = ...,
-        operator: str = "",
+        operator: str = ...,
     ) -> Pending:
         """Heartbeat: reports that an agent is alive."""
     def ping(self) -> Pending:
@@ -181,16 +206,14 @@ class Core:
     def get_approval(self, approval_id: str) -> Pending:
         """GetApproval: reads one approval."""
     def list_approvals(
-        self, *, agent_id: str = "", state: int = 0, page_size: int = 0, page_token: str = ""
+        self, *, agent_id: str = ..., state: int = 0, page_size: int = 0, page_token: str = ...
     ) -> Pending:
         """ListApprovals: one page of approvals, newest first."""
     def wait_for_approval(self, approval_id: str, timeout: float) -> Pending:
         """Watches an approval until it is final or `timeout` seconds pass. Returns
         `{"approval": <last state seen or None>, "timed_out": bool}`; the facade
         decides what to raise."""
-    def halt(
-        self, scope: int, agent_id: str, session_id: str, mode: int, reason: str
-    ) -> Pending:
+    def halt(self, scope: int, agent_id: str, session_id: str, mode: int, reason: str) -> Pending:
         """Halt: engages a halt. `scope` is a HaltScope value, `mode` a HaltMode value."""
     def resume(self, scope: int, agent_id: str, session_id: str, reason: str) -> Pending:
         """Resume: lifts a halt."""
@@ -225,23 +248,23 @@ class Core:
     def query_audit(
         self,
         *,
-        agent_id: str = "",
-        session_id: str = "",
+        agent_id: str = ...,
+        session_id: str = ...,
         kinds: list[str] = ...,
-        outcome: str = "",
+        outcome: str = ...,
         since: Optional[int] = None,
         until: Optional[int] = None,
         page_size: int = 0,
-        page_token: str = "",
+        page_token: str = ...,
     ) -> Pending:
         """QueryAudit: one page of entries. `since`/`until` are microseconds since the epoch."""
     def tail_audit(
         self,
         *,
-        agent_id: str = "",
-        session_id: str = "",
+        agent_id: str = ...,
+        session_id: str = ...,
         kinds: list[str] = ...,
-        outcome: str = "",
+        outcome: str = ...,
         from_seq: int = 0,
     ) -> Stream:
         """TailAudit: a stream of entries from `from_seq` on (0: only new ones)."""
@@ -256,4 +279,5 @@ class Core:
     def get_inclusion_proof(self, seq: int, tree_size: int = 0) -> Pending:
         """GetInclusionProof: proves entry `seq` is in the tree of `tree_size` (0: latest)."""
     def get_consistency_proof(self, from_size: int, to_size: int = 0) -> Pending:
-        """GetConsistencyProof: proves the tree of `from_size` is a prefix of `to_size` (0: latest)."""
+        """GetConsistencyProof: proves the tree of `from_size` is a prefix of `to_size`
+        (0: latest)."""

@@ -88,8 +88,16 @@ class _Op(Generic[T]):
         return self._parse(await self._pending.future())
 
 
-def _same(value: T) -> T:
-    return value
+def _int(value: Any) -> int:
+    return int(value)
+
+
+def _strs(value: Any) -> list[str]:
+    return [str(v) for v in value]
+
+
+def _nothing(value: Any) -> None:
+    return None
 
 
 def _lookup(table: Mapping[str, int], value: str, what: str) -> int:
@@ -1200,7 +1208,7 @@ class Client(_Base):
 
     def revoke_consent(self, agent_id: str, data_type: str, purpose: Optional[str] = None) -> int:
         """Revoke exactly one grant; returns its audit sequence number. ``NotFound`` when absent."""
-        return _Op(self._core.revoke_consent(agent_id, data_type, purpose or ""), _same).wait()
+        return _Op(self._core.revoke_consent(agent_id, data_type, purpose or ""), _int).wait()
 
     def list_consents(self, agent_id: Optional[str] = None) -> list[ConsentGrant]:
         """Consent grants, of one agent or all (expired ones until revoked)."""
@@ -1210,7 +1218,7 @@ class Client(_Base):
 
     def filter_tools(self, agent_id: str, tools: Sequence[str]) -> list[str]:
         """The tools, of ``tools``, that the agent may see, in the given order."""
-        return _Op(self._core.filter_tools(agent_id, list(tools)), _same).wait()
+        return _Op(self._core.filter_tools(agent_id, list(tools)), _strs).wait()
 
     def heartbeat(
         self,
@@ -1265,7 +1273,7 @@ class Client(_Base):
 
     def ping(self) -> None:
         """An empty round trip: raises ``Unavailable`` when Arbiter cannot be reached."""
-        return _Op(self._core.ping(), _same).wait()
+        return _Op(self._core.ping(), _nothing).wait()
 
 
 class AsyncClient(_Base):
@@ -1490,7 +1498,7 @@ class AsyncClient(_Base):
     ) -> int:
         """Revoke exactly one grant; returns its audit sequence number. ``NotFound`` when absent."""
         return await _Op(
-            self._core.revoke_consent(agent_id, data_type, purpose or ""), _same
+            self._core.revoke_consent(agent_id, data_type, purpose or ""), _int
         ).future()
 
     async def list_consents(self, agent_id: Optional[str] = None) -> list[ConsentGrant]:
@@ -1501,7 +1509,7 @@ class AsyncClient(_Base):
 
     async def filter_tools(self, agent_id: str, tools: Sequence[str]) -> list[str]:
         """The tools, of ``tools``, that the agent may see, in the given order."""
-        return await _Op(self._core.filter_tools(agent_id, list(tools)), _same).future()
+        return await _Op(self._core.filter_tools(agent_id, list(tools)), _strs).future()
 
     async def heartbeat(
         self,
@@ -1558,4 +1566,4 @@ class AsyncClient(_Base):
 
     async def ping(self) -> None:
         """An empty round trip: raises ``Unavailable`` when Arbiter cannot be reached."""
-        return await _Op(self._core.ping(), _same).future()
+        return await _Op(self._core.ping(), _nothing).future()
