@@ -31,8 +31,11 @@ struct Core {
 }
 
 fn duration(seconds: f64, what: &str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| PyValueError::new_err(format!("{what}: must be a finite number ≥ 0, got {seconds}")))
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what}: must be a finite number ≥ 0, got {seconds}"
+        ))
+    })
 }
 
 fn trust_level(level: i32) -> PyResult<TrustLevel> {
@@ -208,7 +211,9 @@ impl Core {
         if let Some(seconds) = timeout {
             b = b.timeout(duration(seconds, "timeout")?);
         }
-        Ok(Pending::new(async move { b.send().await.map(value::decision) }))
+        Ok(Pending::new(
+            async move { b.send().await.map(value::decision) },
+        ))
     }
 
     /// Record: reports what an allowed action did and cost.
@@ -258,7 +263,9 @@ impl Core {
         if let Some(seconds) = timeout {
             b = b.timeout(duration(seconds, "timeout")?);
         }
-        Ok(Pending::new(async move { b.send().await.map(value::record) }))
+        Ok(Pending::new(
+            async move { b.send().await.map(value::record) },
+        ))
     }
 
     /// FilterTools: the subset of `tools` the agent may see.
@@ -363,7 +370,9 @@ impl Core {
             let deadline = tokio::time::Instant::now() + wait;
             let mut last: Option<proto::Approval> = None;
             let timed_out = |last: Option<proto::Approval>| {
-                Ok(map! { "approval" => value::optional(last, value::approval), "timed_out" => true })
+                Ok(
+                    map! { "approval" => value::optional(last, value::approval), "timed_out" => true },
+                )
             };
             // The server ends the stream once the approval is final. A stream that
             // ends earlier (a restart) is opened again until the deadline.
@@ -545,7 +554,10 @@ impl Core {
                 agent_id,
                 session_id,
             };
-            Ok(list(client.get_budgets(request).await?.budgets, value::budget))
+            Ok(list(
+                client.get_budgets(request).await?.budgets,
+                value::budget,
+            ))
         })
     }
 
@@ -686,7 +698,9 @@ impl Core {
     fn get_checkpoint(&self) -> Pending {
         let client = self.client.clone();
         Pending::new(async move {
-            let r = client.get_checkpoint(proto::GetCheckpointRequest {}).await?;
+            let r = client
+                .get_checkpoint(proto::GetCheckpointRequest {})
+                .await?;
             Ok(map! {
                 "checkpoint" => r.checkpoint,
                 "tree_size" => r.tree_size,

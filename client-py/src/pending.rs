@@ -131,11 +131,7 @@ where
             // asyncio futures are not thread-safe: resolve on the loop's own thread.
             // A closed loop means nobody waits any more, so the error is dropped.
             let _ = resolver(py).and_then(|resolve| {
-                event_loop.call_method1(
-                    py,
-                    "call_soon_threadsafe",
-                    (resolve, target, ok, value),
-                )
+                event_loop.call_method1(py, "call_soon_threadsafe", (resolve, target, ok, value))
             });
         });
     });
@@ -236,7 +232,7 @@ async fn next_item(shared: Arc<StreamShared>) -> Result<Option<Value>, arbiter_c
         let step = match &mut *state {
             StreamState::Opening(open) => tokio::select! {
                 _ = close.as_mut() => None,
-                opened = open => Some(opened.map(|stream| StreamState::Open(stream))),
+                opened = open => Some(opened.map(StreamState::Open)),
             },
             StreamState::Open(stream) => {
                 let item = tokio::select! {

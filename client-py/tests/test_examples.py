@@ -52,9 +52,7 @@ def test_the_async_example_governs_every_call(server: Server, agent: str) -> Non
 
 
 @pytest.mark.parametrize("approve", [False, True])
-def test_the_operator_example_lists_and_approves(
-    server: Server, agent: str, approve: bool
-) -> None:
+def test_the_operator_example_lists_and_approves(server: Server, agent: str, approve: bool) -> None:
     pending = server.client().evaluate(agent, tool="refund_example")
     assert pending.approval_id is not None
     done = run(server, "operator_desk.py", agent, *(["--approve-all"] if approve else []))
