@@ -98,3 +98,27 @@ def test_roles_are_enforced_and_keys_are_required(authed_server: Server, agent: 
     assert revoked.revoked_at is not None
     with pytest.raises(arbiter.Unauthenticated):
         op.list_halts()
+
+
+def test_async_principals_and_approvals(authed_server: Server, agent: str) -> None:
+    import asyncio
+
+    async def main() -> None:
+        root = await authed_server.async_client().create_principal("root", ["admin"])
+        admin = authed_server.async_client(root.api_key)
+        bot_key = (await admin.create_principal("bot", ["agent"], agents=["bot*"])).api_key
+        op_key = (await admin.create_principal("op", ["operator"])).api_key
+        assert [p.name for p in await admin.list_principals()] == ["bot", "op", "root"]
+        bot, op = authed_server.async_client(bot_key), authed_server.async_client(op_key)
+        d = await bot.evaluate(agent, tool="refund_async")
+        assert d.approval_id is not None
+        waiting = asyncio.ensure_future(bot.wait_for_approval(d.approval_id, timeout=20))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await op.approve(d.approval_id, reason="ok")
+        assert (await waiting).state == "granted"
+        assert (await admin.revoke_principal("op")).revoked_at is not None
+        with pytest.raises(arbiter.Unauthenticated):
+            await op.list_halts()
+
+    asyncio.run(main())
