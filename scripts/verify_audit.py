@@ -321,6 +321,8 @@ class Key:
     secret: bytes = field(repr=False)
     status: str
     created_at: str
+    #: For a revoked key: the last seq it is still trusted for (None: none).
+    revoked_after_seq: int | None = None
 
 
 def parse_keyring(document: Any) -> dict[str, Key]:
@@ -362,7 +364,16 @@ def parse_keyring(document: Any) -> dict[str, Key]:
             )
         if key_id in keys:
             raise KeyFileError(f"{where}: duplicate key id {key_id}")
-        keys[key_id] = Key(key_id, secret, item["status"], item["created_at"])
+        after = item.get("revoked_after_seq")
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int) or after < 0
+        ):
+            raise KeyFileError(f"{where} ({key_id}): revoked_after_seq must be a seq number")
+        if after is not None and item["status"] != "revoked":
+            raise KeyFileError(
+                f"{where} ({key_id}): revoked_after_seq is set but the key is not revoked"
+            )
+        keys[key_id] = Key(key_id, secret, item["status"], item["created_at"], after)
     return keys
 
 
@@ -754,8 +765,12 @@ def _verify_chain(
                 seq,
                 f"key id {_short(entry['key_id'])} is not in the key ring",
             )
-        if key.status == "revoked":
-            return fail(REVOKED_KEY, seq, f"entry is chained with revoked key {key.id}")
+        if key.status == "revoked" and (
+            key.revoked_after_seq is None or seq > key.revoked_after_seq
+        ):
+            after = key.revoked_after_seq
+            when = "" if after is None else f" (trusted only up to seq {after})"
+            return fail(REVOKED_KEY, seq, f"entry is chained with revoked key {key.id}{when}")
 
         # 6. MAC.
         mac = chain_mac(key.secret, prev, canonical)
@@ -950,10 +965,17 @@ class PublicKey:
 
     origin: str
     key: bytes
+    #: Public keys of retired signing keys (after ``arbiter keys rotate --signing``):
+    #: checkpoints they signed still verify.
+    retired: tuple[bytes, ...] = ()
 
     @property
     def key_id(self) -> bytes:
         return note_key_id(self.origin, self.key)
+
+    def trusted(self) -> tuple[bytes, ...]:
+        """The active key, then the retired ones."""
+        return (self.key, *self.retired)
 
 
 _SIZE_RE = re.compile(r"0|[1-9][0-9]*")
@@ -1064,7 +1086,8 @@ def parse_checkpoint(note: bytes | str) -> Checkpoint:
 
 
 def parse_public_key(text: bytes | str) -> PublicKey:
-    """Parse ``keys/signing.pub``: the origin line, then the Ed25519 public key in hex."""
+    """Parse ``keys/signing.pub``: the origin line, the active Ed25519 public key in hex,
+    then any retired public keys, one per line."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -1073,15 +1096,21 @@ def parse_public_key(text: bytes | str) -> PublicKey:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if len(lines) != 2:
+    if len(lines) < 2:
         raise CheckpointError(
-            "expected two lines: the log origin, then the public key in hex"
+            "expected the log origin, then the public key in hex (and retired keys)"
         )
-    origin, key_hex = lines[0], lines[1].strip()
+    origin = lines[0]
     _check_name(origin, "origin")
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
-        raise CheckpointError("the public key must be 64 hex characters (32 bytes)")
-    return PublicKey(origin, bytes.fromhex(key_hex))
+    keys = []
+    for number, line in enumerate(lines[1:], start=2):
+        key_hex = line.strip()
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", key_hex):
+            raise CheckpointError(
+                f"line {number}: a public key must be 64 hex characters (32 bytes)"
+            )
+        keys.append(bytes.fromhex(key_hex))
+    return PublicKey(origin, keys[0], tuple(keys[1:]))
 
 
 def _read(path: str, what: str) -> bytes:
@@ -1147,19 +1176,19 @@ def check_signature(checkpoint: Checkpoint, public_key: PublicKey) -> str | None
             f"the checkpoint's origin {checkpoint.origin!r} is not the public key's"
             f" origin {public_key.origin!r}"
         )
-    key_id = public_key.key_id
+    by_id = {note_key_id(public_key.origin, k): k for k in public_key.trusted()}
     found = False
     for name, blob in checkpoint.signatures:
-        if name != public_key.origin or blob[:4] != key_id:
+        key = by_id.get(blob[:4]) if name == public_key.origin else None
+        if key is None:
             continue
         found = True
-        if len(blob) != 4 + 64 or not _ed25519_verify(
-            public_key.key, blob[4:], checkpoint.text
-        ):
+        if len(blob) != 4 + 64 or not _ed25519_verify(key, blob[4:], checkpoint.text):
             return "the Ed25519 signature does not verify (the checkpoint was altered or forged)"
     if not found:
         return (
-            f"no signature by the key {public_key.origin} (key id {key_id.hex()});"
+            f"no signature by the key {public_key.origin} (key id"
+            f" {public_key.key_id.hex()}) or a retired key in the file;"
             " is this the right signing.pub?"
         )
     return None

@@ -65,6 +65,7 @@ mod client;
 mod control;
 mod decision;
 mod error;
+pub mod proof;
 
 /// The generated `arbiter.v1` protobuf and gRPC types.
 pub use arbiter_proto::v1 as proto;

@@ -91,6 +91,10 @@ impl Application {
             }
             None => Arc::new(SystemClock),
         };
+        let retired = crate::keys::retired_signing_keys(&signing_path)?;
+        let key_ring = crate::engine::key_ring_summary(&keys, &signer, &retired);
+        let tokens =
+            crate::delegation::TokenKeys::new(signer.origin.clone(), signer.key.clone(), retired);
         let (batcher, batcher_task) = Batcher::start(
             store.clone(),
             keys.clone(),
@@ -99,7 +103,11 @@ impl Application {
             settings.audit.mirror.as_deref(),
         )
         .await?;
-        let engine = Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys).await?);
+        let engine =
+            Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys, tokens).await?);
+        if let Some(seq) = engine.record_key_ring(key_ring).await? {
+            tracing::warn!(seq, "the audit key ring changed since the last start (rotation or revocation); recorded as a keys.changed entry");
+        }
         if engine.auth_required() {
             tracing::info!(
                 "authentication on: every call needs an API key (`authorization: Bearer <key>`)"

@@ -321,3 +321,100 @@ async fn the_jsonl_mirror_equals_the_export_survives_the_database_and_verifies_i
     .await;
     assert_eq!(out.code(), Some(0), "{}", out.text());
 }
+
+/// What a downstream tool server does before acting: check the receipt it was handed
+/// with `arbiter_client::proof`, offline, with only `signing.pub`.
+#[tokio::test]
+async fn the_rust_client_checks_a_receipt_offline_like_a_tool_server_would() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let d = server
+        .client()
+        .evaluate("agent-1")
+        .tool("send_email")
+        .receipt(true)
+        .send()
+        .await
+        .unwrap();
+    let receipt = d.receipt().expect("a receipt").clone();
+    let public = std::fs::read_to_string(server.data_dir.join("keys").join("signing.pub")).unwrap();
+    let (origin, keys) = arbiter_client::proof::read_public_key(&public).unwrap();
+
+    let checked = arbiter_client::proof::verify_receipt(&receipt, &origin, &keys).unwrap();
+    assert_eq!(checked.seq, d.audit_seq);
+    assert_eq!(checked.entry["outcome"], "allow");
+    assert_eq!(checked.entry["body"]["decision_id"], d.decision_id.as_str());
+    assert_eq!(
+        checked.entry["body"]["action_digest"],
+        d.action_digest.as_str()
+    );
+    assert!(checked.head.size >= d.audit_seq);
+
+    let mut edited = receipt.clone();
+    edited.entry = edited.entry.replace("send_email", "wire_money");
+    assert!(arbiter_client::proof::verify_receipt(&edited, &origin, &keys).is_err());
+    let mut reordered = receipt.clone();
+    reordered.inclusion_proof.reverse();
+    reordered.inclusion_proof.push("00".repeat(32));
+    assert!(arbiter_client::proof::verify_receipt(&reordered, &origin, &keys).is_err());
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
+    let err = arbiter_client::proof::verify_receipt(&receipt, &origin, &[stranger]).unwrap_err();
+    assert!(err.contains("signature"), "{err}");
+}
+
+#[tokio::test]
+async fn an_export_is_checked_against_a_saved_checkpoint_offline() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let c = server.client();
+    for _ in 0..6 {
+        c.evaluate("agent-1").tool("t").send().await.unwrap();
+    }
+    let url = server.url();
+    let saved = server.scratch("saved.checkpoint").display().to_string();
+    let out =
+        crate::harness::arbiter(&["audit", "checkpoint", "--out", &saved, "--addr", &url]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    c.evaluate("agent-1").tool("t").send().await.unwrap();
+    let export = server.scratch("export.jsonl").display().to_string();
+    let out = crate::harness::arbiter(&["audit", "export", "--out", &export, "--addr", &url]).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    let keys = server.keys_path().display().to_string();
+    let public = server
+        .data_dir
+        .join("keys")
+        .join("signing.pub")
+        .display()
+        .to_string();
+    let verify = |file: String| {
+        let (keys, saved, public) = (keys.clone(), saved.clone(), public.clone());
+        async move {
+            crate::harness::arbiter(&[
+                "audit",
+                "verify",
+                "--export",
+                &file,
+                "--keys",
+                &keys,
+                "--checkpoint",
+                &saved,
+                "--public-key",
+                &public,
+            ])
+            .await
+        }
+    };
+    let out = verify(export.clone()).await;
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        out.text().contains("rebuild the signed checkpoint"),
+        "{out}"
+    );
+
+    // A consistent chain cut back below the checkpoint: only the checkpoint exposes it.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let short = server.scratch("short.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&short, lines[..3].join("\n") + "\n").unwrap();
+    let out = verify(short.display().to_string()).await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.text().contains("truncated"), "{out}");
+}

@@ -57,6 +57,18 @@ elif mode == "swap":
     (ca, ma), (cb, mb) = row(a), row(b)
     con.execute("UPDATE audit_entries SET canonical = ?, mac = ? WHERE seq = ?", (cb, mb, a))
     con.execute("UPDATE audit_entries SET canonical = ?, mac = ? WHERE seq = ?", (ca, ma, b))
+elif mode == "insert":
+    # Forge an entry at seq k: move every later entry up by one (renumbering its
+    # hashed seq too, as a careful forger would) and put a copy of entry k-1 there.
+    k = int(args[0])
+    canonical, mac = row(k - 1)
+    top = con.execute("SELECT max(seq) FROM audit_entries").fetchone()[0]
+    for seq in range(top, k - 1, -1):
+        c, _ = row(seq)
+        con.execute("UPDATE audit_entries SET seq = ?, canonical = ? WHERE seq = ?",
+                    (seq + 1, c.replace(f'"seq":{seq},', f'"seq":{seq + 1},'), seq))
+    con.execute("INSERT INTO audit_entries SELECT ?, ts_ms, kind, agent_id, session_id, outcome, key_id, ?, mac FROM audit_entries WHERE seq = ?",
+                (k, canonical.replace(f'"seq":{k - 1},', f'"seq":{k},'), k - 1))
 else:
     sys.exit(f"unknown mode {mode}")
 con.close()
@@ -215,6 +227,15 @@ async fn a_deleted_entry_is_found_as_a_gap_at_its_sequence_number() {
     tamper(&server, &["delete", &target.to_string()]).await;
     server.start().await;
     assert_found_at(&server, target, ["gap"; 3]).await;
+}
+
+#[tokio::test]
+async fn an_inserted_entry_is_found_at_its_sequence_number() {
+    let (mut server, seqs) = server_with_history().await;
+    let target = seqs[6];
+    tamper(&server, &["insert", &target.to_string()]).await;
+    server.start().await;
+    assert_found_at(&server, target, ["mac_mismatch"; 3]).await;
 }
 
 #[tokio::test]

@@ -386,6 +386,22 @@ def test_revoked_key_is_reported_at_its_first_entry(tmp_path: Path) -> None:
     assert_cli_fault(run_cli(tmp_path, lines, keys=ring), "revoked_key", 3)
 
 
+def test_a_key_revoked_after_a_seq_still_verifies_its_earlier_entries(
+    tmp_path: Path,
+) -> None:
+    entries = [make_entry(seq, ID_A if seq <= 4 else ID_B) for seq in range(1, 7)]
+    lines, _ = chain(entries, {ID_A: KEY_A, ID_B: KEY_B})
+    ring = keyring_doc((KEY_A, "revoked"), (KEY_B, "active"))
+    ring["keys"][0]["revoked_after_seq"] = 2
+    assert_fault(va.verify_lines(lines, va.parse_keyring(ring)), "revoked_key", 3)
+    assert_cli_fault(run_cli(tmp_path, lines, keys=ring), "revoked_key", 3)
+    ring["keys"][0]["revoked_after_seq"] = 4
+    assert va.verify_lines(lines, va.parse_keyring(ring)).ok
+    ring["keys"][0]["status"] = "retired"
+    with pytest.raises(va.KeyFileError, match="not revoked"):
+        va.parse_keyring(ring)
+
+
 def test_key_id_is_derived_from_the_secret() -> None:
     digest = hashlib.sha256(b"arbiter-hmac-key-id-v1" + KEY_A).hexdigest()
     assert ID_A == "h-" + digest[:16]

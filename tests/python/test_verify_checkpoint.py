@@ -222,6 +222,31 @@ def test_tree_constants_match_rfc_6962() -> None:
     assert va.node_hash(b"a" * 32, b"b" * 32) == ref_node(b"a" * 32, b"b" * 32)
 
 
+def test_the_published_rfc_6962_vectors_verify() -> None:
+    """RFC 6962 reference data (tests/vectors/rfc6962-merkle.json, shared with Rust)."""
+    path = Path(__file__).resolve().parents[1] / "vectors" / "rfc6962-merkle.json"
+    vector = json.loads(path.read_text())
+    leaves = [bytes.fromhex(h) for h in vector["leaves_hex"]]
+    roots = [bytes.fromhex(h) for h in vector["roots"]]
+    assert va.merkle_root([]) == bytes.fromhex(vector["empty_root"])
+    for size in range(1, len(leaves) + 1):
+        assert va.merkle_root(leaves[:size]) == roots[size - 1]
+    for case in vector["inclusion"]:
+        index, size = case["leaf_index"], case["tree_size"]
+        proof = [bytes.fromhex(h) for h in case["proof"]]
+        leaf = va.leaf_hash(leaves[index])
+        assert va.verify_inclusion(index, size, leaf, proof, roots[size - 1]), case
+        if proof:
+            bent = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
+            assert not va.verify_inclusion(index, size, leaf, bent, roots[size - 1])
+    for case in vector["consistency"]:
+        old, new = case["old_size"], case["new_size"]
+        proof = [bytes.fromhex(h) for h in case["proof"]]
+        assert va.verify_consistency(old, new, roots[old - 1], roots[new - 1], proof), case
+        if proof:
+            assert not va.verify_consistency(old, new, roots[old - 1], roots[new - 1], proof[1:])
+
+
 def test_root_equals_the_recursive_definition_for_sizes_0_to_40() -> None:
     data = entries_bytes(40)
     leaves = [ref_leaf(d) for d in data]
@@ -351,6 +376,18 @@ def test_malformed_checkpoints_are_rejected(mutate: Any, needle: str) -> None:
     with pytest.raises(va.CheckpointError) as err:
         va.parse_checkpoint(mutate(note))
     assert needle in str(err.value)
+
+
+def test_a_rotated_public_key_file_still_verifies_checkpoints_of_retired_keys() -> None:
+    new_private = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+    new_public = new_private.public_key().public_bytes_raw()
+    old_note = va.parse_checkpoint(sign_note(PRIVATE, ORIGIN, 7, sha256(b"root")))
+    new_note = va.parse_checkpoint(sign_note(new_private, ORIGIN, 9, sha256(b"root2")))
+    rotated = va.parse_public_key(f"{ORIGIN}\n{new_public.hex()}\n{PUBLIC.hex()}\n")
+    assert rotated.retired == (PUBLIC,)
+    assert va.check_signature(old_note, rotated) is None
+    assert va.check_signature(new_note, rotated) is None
+    assert va.check_signature(new_note, PUBKEY) is not None
 
 
 def test_malformed_public_keys_are_rejected() -> None:

@@ -2,10 +2,12 @@
 //! domain → proto written out by hand.
 
 use crate::domain::{
-    check_len, check_map, Action, ApiCall, DataAccess, Estimate, Id, MicroUsd, ParseError,
-    TrustLevel, MAX_TOKENS,
+    check_len, check_map, Action, ApiCall, ApiPattern, DataAccess, Estimate, GlobList, Id,
+    MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
 };
-use crate::engine::{EvaluateInput, EvaluateResult, RecordInput, RecordOutcome, RecordResult};
+use crate::engine::{
+    DelegateInput, EvaluateInput, EvaluateResult, RecordInput, RecordOutcome, RecordResult,
+};
 use crate::pipeline::{Reason, Verdict};
 use crate::state::Amounts;
 use arbiter_proto::v1 as pb;
@@ -208,6 +210,65 @@ impl TryFrom<pb::EvaluateRequest> for EvaluateInput {
             approval_id: optional_text("approval_id", r.approval_id, 64)?,
             delegation_token: optional_text("delegation_token", r.delegation_token, 4096)?,
             context: r.context.into_iter().collect(),
+        })
+    }
+}
+
+impl TryFrom<pb::DelegateRequest> for DelegateInput {
+    type Error = ParseError;
+
+    fn try_from(r: pb::DelegateRequest) -> Result<Self, ParseError> {
+        let parent = Id::parse("parent_agent_id", &r.parent_agent_id)?;
+        let subject = Id::parse("subject_agent_id", &r.subject_agent_id)?;
+        if parent == subject {
+            return Err(ParseError::new(
+                "subject_agent_id",
+                "must differ from parent_agent_id (an agent cannot delegate to itself)",
+            ));
+        }
+        if r.tools.len() > 64 || r.apis.len() > 64 {
+            return Err(ParseError::new(
+                if r.tools.len() > 64 { "tools" } else { "apis" },
+                "at most 64 patterns",
+            ));
+        }
+        if r.tools.is_empty() && r.apis.is_empty() {
+            return Err(ParseError::new(
+                "tools",
+                "a token must grant at least one tool or API pattern",
+            ));
+        }
+        for (i, t) in r.tools.iter().enumerate() {
+            let field = format!("tools[{i}]");
+            check_len(&field, t, 1, 256)?;
+            GlobList::new(std::slice::from_ref(t), false)
+                .map_err(|e| ParseError::new(&field, e))?;
+        }
+        for (i, a) in r.apis.iter().enumerate() {
+            let field = format!("apis[{i}]");
+            check_len(&field, a, 1, 1024)?;
+            ApiPattern::parse(a).map_err(|e| ParseError::new(&field, e))?;
+        }
+        if !(1..=86_400).contains(&r.ttl_seconds) {
+            return Err(ParseError::new(
+                "ttl_seconds",
+                format!("must be 1–86400, got {}", r.ttl_seconds),
+            ));
+        }
+        if !(0..=8).contains(&r.max_depth) {
+            return Err(ParseError::new(
+                "max_depth",
+                format!("must be 0–8, got {}", r.max_depth),
+            ));
+        }
+        Ok(Self {
+            parent,
+            subject,
+            tools: r.tools,
+            apis: r.apis,
+            ttl_ms: r.ttl_seconds * 1000,
+            max_depth: r.max_depth as u32,
+            parent_token: optional_text("parent_token", r.parent_token, 4096)?,
         })
     }
 }

@@ -1,11 +1,10 @@
 //! `arbiter.v1.DecisionService`.
 
 use super::convert::{evaluate_response, record_response};
-use super::status::not_yet;
 use super::{ANYONE, OPERATORS};
 use crate::auth::Access;
 use crate::domain::{check_len, Id, ParseError};
-use crate::engine::{Engine, EvaluateInput, RecordInput};
+use crate::engine::{DelegateInput, Engine, EvaluateInput, RecordInput};
 use crate::state::PresenceStatus;
 use arbiter_proto::v1 as pb;
 use pb::decision_service_server::DecisionService;
@@ -145,14 +144,19 @@ impl DecisionService for DecisionApi {
         &self,
         req: Request<pb::DelegateRequest>,
     ) -> Result<Response<pb::DelegateResponse>, Status> {
-        super::authorize(
+        let who = super::authorize(
             &self.engine,
             &req,
             "Delegate",
             Access::ActFor(&req.get_ref().parent_agent_id),
         )
         .await?;
-        Err(not_yet("Delegate"))
+        let input = DelegateInput::try_from(req.into_inner())?;
+        let d = self.engine.delegate(&who, input).await?;
+        Ok(Response::new(pb::DelegateResponse {
+            token: d.token,
+            expires_at: Some(super::convert::timestamp(d.grant.exp_ms)),
+        }))
     }
 
     async fn ping(

@@ -27,8 +27,16 @@ impl From<EngineError> for Status {
             EngineError::Invalid(p) => invalid(&p),
             EngineError::NotFound(m) => Status::not_found(m),
             EngineError::Aborted(m) => Status::aborted(m),
-            EngineError::Unimplemented(m) => Status::unimplemented(m),
             EngineError::PermissionDenied(m) => Status::permission_denied(m),
+            EngineError::Refused { code, message } => Status::with_error_details(
+                Code::PermissionDenied,
+                format!("{code}: {message}"),
+                ErrorDetails::with_error_info(
+                    code,
+                    "arbiter.dev",
+                    std::collections::HashMap::new(),
+                ),
+            ),
             EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
             EngineError::Unavailable(m) => {
                 tracing::error!(error = %m, "request failed closed");
@@ -50,11 +58,4 @@ impl From<StoreError> for Status {
             }
         }
     }
-}
-
-/// For RPCs of the contract that a later release implements.
-pub fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is part of the arbiter.v1 contract but not available in this release"
-    ))
 }

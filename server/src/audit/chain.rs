@@ -31,6 +31,8 @@ pub struct HmacKey {
     pub id: String,
     secret: [u8; 32],
     pub status: KeyStatus,
+    /// For a revoked key: the last seq it may have chained; `None` revokes every entry.
+    pub revoked_after_seq: Option<u64>,
 }
 
 impl std::fmt::Debug for HmacKey {
@@ -71,6 +73,7 @@ impl HmacKey {
             id: key_id(&secret),
             secret,
             status,
+            revoked_after_seq: None,
         })
     }
 

@@ -9,16 +9,9 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::{Signer, SigningKey};
 
-pub fn key_id(origin: &str, public: &VerifyingKey) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(origin.as_bytes());
-    h.update([0x0A, 0x01]);
-    h.update(public.as_bytes());
-    h.finalize()[..4].try_into().expect("4 bytes")
-}
+pub use arbiter_client::proof::{key_id, verify_checkpoint as verify, TreeHead};
 
 /// The note body for a tree head.
 pub fn body(origin: &str, size: u64, root: &[u8; 32]) -> String {
@@ -33,59 +26,6 @@ pub fn sign(origin: &str, size: u64, root: &[u8; 32], key: &SigningKey) -> Strin
     format!("{text}\n\u{2014} {origin} {}\n", B64.encode(blob))
 }
 
-/// A verified checkpoint's contents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeHead {
-    pub origin: String,
-    pub size: u64,
-    pub root: [u8; 32],
-}
-
-/// Checks the note's signature with the public key and parses its body.
-pub fn verify(note: &str, origin: &str, public: &VerifyingKey) -> Result<TreeHead, String> {
-    let (text, sigs) = note
-        .split_once("\n\n")
-        .ok_or("not a signed note: no blank line")?;
-    let text = format!("{text}\n");
-    let mut lines = text.lines();
-    let (o, size, root) = (lines.next(), lines.next(), lines.next());
-    let (Some(o), Some(size), Some(root)) = (o, size, root) else {
-        return Err("checkpoint body needs origin, size and root".into());
-    };
-    if o != origin {
-        return Err(format!("origin {o:?} is not {origin:?}"));
-    }
-    let size: u64 = size.parse().map_err(|_| "tree size is not a number")?;
-    let root: [u8; 32] = B64
-        .decode(root)
-        .ok()
-        .and_then(|r| r.try_into().ok())
-        .ok_or("root is not 32 bytes of base64")?;
-    let want = key_id(origin, public);
-    for line in sigs.lines() {
-        let Some(rest) = line.strip_prefix("\u{2014} ") else {
-            continue;
-        };
-        let Some((name, blob)) = rest.split_once(' ') else {
-            continue;
-        };
-        let Ok(blob) = B64.decode(blob) else { continue };
-        if name != origin || blob.len() != 68 || blob[..4] != want {
-            continue;
-        }
-        let sig = Signature::from_slice(&blob[4..]).map_err(|e| e.to_string())?;
-        return public
-            .verify(text.as_bytes(), &sig)
-            .map(|()| TreeHead {
-                origin: origin.to_owned(),
-                size,
-                root,
-            })
-            .map_err(|_| "signature does not verify".to_owned());
-    }
-    Err("no signature by this key".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,11 +34,11 @@ mod tests {
     fn a_signed_checkpoint_verifies_and_any_edit_breaks_it() {
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let note = sign("arbiter.test/log", 42, &[9u8; 32], &key);
-        let head = verify(&note, "arbiter.test/log", &key.verifying_key()).unwrap();
+        let head = verify(&note, "arbiter.test/log", &[key.verifying_key()]).unwrap();
         assert_eq!((head.size, head.root), (42, [9u8; 32]));
         let forged = note.replacen("\n42\n", "\n43\n", 1);
-        assert!(verify(&forged, "arbiter.test/log", &key.verifying_key()).is_err());
+        assert!(verify(&forged, "arbiter.test/log", &[key.verifying_key()]).is_err());
         let other = SigningKey::from_bytes(&[8u8; 32]);
-        assert!(verify(&note, "arbiter.test/log", &other.verifying_key()).is_err());
+        assert!(verify(&note, "arbiter.test/log", &[other.verifying_key()]).is_err());
     }
 }

@@ -6,24 +6,8 @@
 //! proofs need is a perfect node or a fold of O(log n) perfect nodes on the right edge,
 //! so proofs cost O(log n) node reads whatever the log size.
 
+pub use arbiter_client::proof::{leaf_hash, node_hash, verify_consistency, verify_inclusion, Hash};
 use sha2::{Digest, Sha256};
-
-pub type Hash = [u8; 32];
-
-pub fn leaf_hash(entry: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(entry);
-    h.finalize().into()
-}
-
-pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
-}
 
 /// Root of the empty tree: SHA-256 of nothing.
 pub fn empty_root() -> Hash {
@@ -197,83 +181,6 @@ pub fn consistency_proof(
     Some(out)
 }
 
-/// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
-    if index >= size {
-        return false;
-    }
-    let (mut f_n, mut s_n) = (index, size - 1);
-    let mut r = *leaf;
-    for p in proof {
-        if s_n == 0 {
-            return false;
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            r = node_hash(p, &r);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
-        } else {
-            r = node_hash(&r, p);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    s_n == 0 && r == *root
-}
-
-/// Verifies a consistency proof (RFC 9162 §2.1.4.2).
-pub fn verify_consistency(
-    old: u64,
-    new: u64,
-    old_root: &Hash,
-    new_root: &Hash,
-    proof: &[Hash],
-) -> bool {
-    if old == 0 || old > new {
-        return false;
-    }
-    if old == new {
-        return proof.is_empty() && old_root == new_root;
-    }
-    let mut path: Vec<Hash> = proof.to_vec();
-    if old.is_power_of_two() {
-        path.insert(0, *old_root);
-    }
-    let Some((first, rest)) = path.split_first() else {
-        return false;
-    };
-    let (mut f_n, mut s_n) = (old - 1, new - 1);
-    while f_n & 1 == 1 {
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    let (mut fr, mut sr) = (*first, *first);
-    for c in rest {
-        if s_n == 0 {
-            return false;
-        }
-        if f_n & 1 == 1 || f_n == s_n {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
-        } else {
-            sr = node_hash(&sr, c);
-        }
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    s_n == 0 && fr == *old_root && sr == *new_root
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +223,63 @@ mod tests {
             hex::encode(leaf_hash(b"")),
             "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
         );
+    }
+
+    /// The published RFC 6962 reference data (tests/vectors/rfc6962-merkle.json, also
+    /// checked by the Python verifier's tests): our tree must produce exactly these
+    /// roots and proofs, and our verifiers must accept them.
+    #[test]
+    fn the_published_rfc_6962_vectors_are_reproduced() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/vectors/rfc6962-merkle.json"))
+                .unwrap();
+        let hash = |h: &serde_json::Value| -> Hash {
+            hex::decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        };
+        let hashes = |p: &serde_json::Value| -> Vec<Hash> {
+            p.as_array().unwrap().iter().map(hash).collect()
+        };
+        let mut f = Frontier::default();
+        let mut store = HashMap::new();
+        let mut leaves = Vec::new();
+        for (i, leaf) in v["leaves_hex"].as_array().unwrap().iter().enumerate() {
+            let leaf = leaf_hash(&hex::decode(leaf.as_str().unwrap()).unwrap());
+            leaves.push(leaf);
+            for node in f.push(leaf) {
+                store.insert((node.level, node.index), node.hash);
+            }
+            assert_eq!(f.root(), hash(&v["roots"][i]), "root of size {}", i + 1);
+        }
+        assert_eq!(empty_root(), hash(&v["empty_root"]));
+        let node = |l: u32, i: u64| store.get(&(l, i)).copied();
+        let root = |size: u64| hash(&v["roots"][size as usize - 1]);
+        for case in v["inclusion"].as_array().unwrap() {
+            let (index, size) = (
+                case["leaf_index"].as_u64().unwrap(),
+                case["tree_size"].as_u64().unwrap(),
+            );
+            let want = hashes(&case["proof"]);
+            assert_eq!(inclusion_proof(index, size, node).unwrap(), want, "{case}");
+            assert!(verify_inclusion(
+                index,
+                size,
+                &leaves[index as usize],
+                &want,
+                &root(size)
+            ));
+        }
+        for case in v["consistency"].as_array().unwrap() {
+            let (old, new) = (
+                case["old_size"].as_u64().unwrap(),
+                case["new_size"].as_u64().unwrap(),
+            );
+            let want = hashes(&case["proof"]);
+            assert_eq!(consistency_proof(old, new, node).unwrap(), want, "{case}");
+            assert!(verify_consistency(old, new, &root(old), &root(new), &want));
+        }
     }
 
     #[test]

@@ -11,7 +11,14 @@ use std::path::Path;
 
 /// Verifies an export that starts at seq 1 (or at `from`, chaining from GENESIS only
 /// when `from` is 0 or 1).
-pub fn verify_file(export: &Path, keys: &Path, from: u64) -> anyhow::Result<()> {
+/// With `head` (a checkpoint whose signature was checked), the export's first
+/// `head.size` entries must also rebuild its Merkle root.
+pub fn verify_file(
+    export: &Path,
+    keys: &Path,
+    from: u64,
+    head: Option<&super::checkpoint::TreeHead>,
+) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(keys).with_context(|| format!("reading {}", keys.display()))?;
     let ring = crate::keys::parse(&text, &keys.display().to_string())?;
@@ -25,6 +32,10 @@ pub fn verify_file(export: &Path, keys: &Path, from: u64) -> anyhow::Result<()> 
         .into());
     }
     let mut v = Verifier::new(&ring, 1, *GENESIS);
+    let mut tree = super::merkle::Frontier::default();
+    let mut root_at_head = head
+        .filter(|h| h.size == 0)
+        .map(|_| super::merkle::empty_root());
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line?;
         let expected = v.checked + 1;
@@ -60,12 +71,46 @@ pub fn verify_file(export: &Path, keys: &Path, from: u64) -> anyhow::Result<()> 
                 .unwrap_or("")
                 .to_owned(),
         };
+        if head.is_some_and(|h| tree.size < h.size) {
+            tree.push(super::merkle::leaf_hash(sealed.canonical.as_bytes()));
+            if head.is_some_and(|h| tree.size == h.size) {
+                root_at_head = Some(tree.root());
+            }
+        }
         v.feed(&sealed).map_err(|f| {
             Exit(
                 1,
                 format!("FAIL: seq {}: {}: {}", f.seq, f.fault.name(), f.message),
             )
         })?;
+    }
+    if let Some(h) = head {
+        match root_at_head {
+            None => {
+                return Err(Exit(
+                    1,
+                    format!(
+                        "FAIL: seq {}: truncated: the export has {} entries, the checkpoint {}",
+                        h.size, v.checked, h.size
+                    ),
+                )
+                .into())
+            }
+            Some(root) if root != h.root => {
+                return Err(Exit(
+                    1,
+                    format!(
+                        "FAIL: seq {}: tree_mismatch: the first {} entries do not rebuild the checkpoint's root (rewritten after it was signed)",
+                        h.size, h.size
+                    ),
+                )
+                .into())
+            }
+            Some(_) => println!(
+                "OK: the first {} entries rebuild the signed checkpoint's Merkle root",
+                h.size
+            ),
+        }
     }
     println!(
         "OK: {} entries verified, head mac {}",

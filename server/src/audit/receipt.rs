@@ -1,9 +1,7 @@
 //! Offline verification with only the public key: receipts (one entry, its inclusion
 //! proof and a signed checkpoint) and checkpoint-to-checkpoint consistency.
 
-use super::canonical::canonical_string;
-use super::checkpoint::{self, TreeHead};
-use super::merkle;
+use super::checkpoint::TreeHead;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
@@ -16,76 +14,19 @@ pub struct ReceiptFile {
     pub checkpoint: String,
 }
 
-/// The `signing.pub` file: origin line, then the public key in hex.
-pub fn read_public_key(text: &str) -> Result<(String, VerifyingKey), String> {
-    let mut lines = text.lines();
-    let origin = lines
-        .next()
-        .filter(|l| !l.is_empty())
-        .ok_or("the public key file has no origin line")?;
-    let key: [u8; 32] = lines
-        .next()
-        .and_then(|h| hex::decode(h.trim()).ok())
-        .and_then(|v| v.try_into().ok())
-        .ok_or("the public key file's second line must be 32 bytes of hex")?;
-    let key = VerifyingKey::from_bytes(&key).map_err(|e| e.to_string())?;
-    Ok((origin.to_owned(), key))
-}
+pub use arbiter_client::proof::{read_public_key, verify_extension};
 
-fn hashes(list: &[String]) -> Result<Vec<merkle::Hash>, String> {
-    list.iter()
-        .map(|h| {
-            hex::decode(h)
-                .ok()
-                .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| format!("{h:?} is not a 32-byte hex hash"))
-        })
-        .collect()
-}
-
-/// Checks a receipt: the checkpoint's signature, the entry's canonical form, and that
-/// the entry is leaf `seq − 1` of the signed tree. Returns the entry's seq and the head.
+/// Checks a receipt file; returns the entry's seq and the signed head.
 pub fn verify_receipt(
     r: &ReceiptFile,
     origin: &str,
-    key: &VerifyingKey,
+    trusted: &[VerifyingKey],
 ) -> Result<(u64, TreeHead), String> {
-    let head = checkpoint::verify(&r.checkpoint, origin, key)?;
-    let value: serde_json::Value =
-        serde_json::from_str(&r.entry).map_err(|e| format!("entry is not JSON: {e}"))?;
-    if canonical_string(&value)? != r.entry {
-        return Err("entry is not in canonical (JCS) form".into());
-    }
-    let seq = value
-        .get("seq")
-        .and_then(|v| v.as_u64())
-        .filter(|s| *s >= 1)
-        .ok_or("entry has no seq")?;
-    let proof = hashes(&r.inclusion_proof)?;
-    if !merkle::verify_inclusion(
-        seq - 1,
-        head.size,
-        &merkle::leaf_hash(r.entry.as_bytes()),
-        &proof,
-        &head.root,
-    ) {
-        return Err(format!(
-            "entry {seq} is not in the tree of size {} signed by the checkpoint",
-            head.size
-        ));
-    }
-    Ok((seq, head))
-}
-
-/// Checks that `new` extends `old` (both signed by the key).
-pub fn verify_extension(old: &TreeHead, new: &TreeHead, proof: &[String]) -> Result<(), String> {
-    let proof = hashes(proof)?;
-    if merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof) {
-        Ok(())
-    } else {
-        Err(format!(
-            "the log of size {} is not an extension of the saved checkpoint of size {} (truncated or rewritten)",
-            new.size, old.size
-        ))
-    }
+    let receipt = arbiter_client::proto::Receipt {
+        entry: r.entry.clone(),
+        mac: r.mac.clone(),
+        inclusion_proof: r.inclusion_proof.clone(),
+        checkpoint: r.checkpoint.clone(),
+    };
+    arbiter_client::proof::verify_receipt(&receipt, origin, trusted).map(|c| (c.seq, c.head))
 }

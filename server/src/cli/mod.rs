@@ -8,6 +8,7 @@ mod bench;
 mod bench_audit;
 mod demo;
 mod remote;
+mod report;
 
 use crate::config::Settings;
 use clap::{Args, Parser, Subcommand};
@@ -196,6 +197,33 @@ pub enum PolicyCommand {
 pub enum KeysCommand {
     /// Print a new HMAC key ring (JSON) to stdout.
     Generate,
+    /// Replace the active HMAC chain key or the checkpoint/token signing key. The old key
+    /// is retired: it still verifies what it signed and never signs again. Restart the
+    /// server to apply; it records the change as a `keys.changed` audit entry.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["hmac", "signing"])))]
+    Rotate {
+        /// Rotate the HMAC chain key (<data dir>/keys/hmac.json or audit.keys_file).
+        #[arg(long)]
+        hmac: bool,
+        /// Rotate the Ed25519 signing key (<data dir>/keys/signing.json; signing.pub
+        /// then lists the new key first and the retired ones after it).
+        #[arg(long)]
+        signing: bool,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
+    /// Revoke a retired HMAC key: entries it chained after --after-seq (all of them
+    /// without it) fail verification from now on. Restart the server to record it.
+    Revoke {
+        /// Id of the HMAC key (h-…), as listed in keys/hmac.json.
+        #[arg(long, value_name = "KEY_ID")]
+        hmac: String,
+        /// Last entry the key is still trusted for (e.g. the seq before the suspected leak).
+        #[arg(long)]
+        after_seq: Option<u64>,
+        #[command(flatten)]
+        server: ServerFlags,
+    },
 }
 
 /// An error with the exit code it should produce.
@@ -267,6 +295,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command } => match command {
             KeysCommand::Generate => {
                 print!("{}", crate::keys::generate());
+                Ok(())
+            }
+            KeysCommand::Rotate {
+                hmac,
+                signing: _,
+                server,
+            } => {
+                let settings = server.settings()?;
+                if hmac {
+                    let path = settings.keys_file();
+                    let (old, new) = crate::keys::rotate_hmac(&path)?;
+                    println!(
+                        "HMAC key rotated in {}: {old} retired, {new} active",
+                        path.display()
+                    );
+                } else {
+                    let path = settings.storage.data_dir.join("keys").join("signing.json");
+                    let (old, new) = crate::keys::rotate_signing(&path)?;
+                    println!(
+                        "signing key rotated in {}: {old} retired, {new} active; give verifiers the new {}",
+                        path.display(),
+                        path.with_file_name("signing.pub").display()
+                    );
+                }
+                println!("restart the server to apply; it records the change in the audit log (keys.changed)");
+                Ok(())
+            }
+            KeysCommand::Revoke {
+                hmac,
+                after_seq,
+                server,
+            } => {
+                let path = server.settings()?.keys_file();
+                crate::keys::revoke_hmac(&path, &hmac, after_seq)?;
+                match after_seq {
+                    Some(n) => println!("HMAC key {hmac} revoked: entries it chained after {n} now fail verification"),
+                    None => println!("HMAC key {hmac} revoked: every entry it chained now fails verification"),
+                }
+                println!("restart the server to record it in the audit log (keys.changed)");
                 Ok(())
             }
         },

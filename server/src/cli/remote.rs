@@ -99,6 +99,13 @@ pub enum AuditCommand {
         /// Key ring file for offline verification (`<data dir>/keys/hmac.json`).
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// With --export: a saved checkpoint the export must match (its first `size`
+        /// entries rebuild the signed Merkle root).
+        #[arg(long, requires_all = ["export", "public_key"])]
+        checkpoint: Option<PathBuf>,
+        /// With --checkpoint: `keys/signing.pub`, to check the checkpoint's signature.
+        #[arg(long, requires = "checkpoint")]
+        public_key: Option<PathBuf>,
     },
     /// Print the latest signed checkpoint (C2SP signed note).
     Checkpoint {
@@ -130,6 +137,32 @@ pub enum AuditCommand {
         from: u64,
         #[arg(long, default_value_t = 0)]
         to: u64,
+        /// Output file (default stdout).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Evidence report over a time range (EU AI Act Art. 12): integrity of the log
+    /// (tree, signature, chain), events, decisions, denials, human oversight, periods of
+    /// use, changes, security events and a coverage caveat. Exit 1 if integrity fails.
+    Report {
+        /// Report format (only `article12`).
+        #[arg(long, value_parser = ["article12"], default_value = "article12")]
+        format: String,
+        /// Start of the period (RFC 3339 or YYYY-MM-DD, inclusive).
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the period (RFC 3339 or YYYY-MM-DD, exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// Key ring (`keys/hmac.json`) to verify the chain offline instead of asking the server.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// `keys/signing.pub`, to verify the checkpoint signature.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Write JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
         /// Output file (default stdout).
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -453,11 +486,25 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
         from,
         export: Some(file),
         keys,
+        checkpoint,
+        public_key,
         ..
     } = &cmd
     {
         let keys = keys.as_ref().expect("clap requires --keys with --export");
-        return crate::audit::offline::verify_file(file, keys, *from);
+        let head = match (checkpoint, public_key) {
+            (Some(cp), Some(pk)) => {
+                let (origin, trusted) = read_key(pk)?;
+                let note = std::fs::read_to_string(cp)
+                    .with_context(|| format!("reading {}", cp.display()))?;
+                Some(
+                    crate::audit::checkpoint::verify(&note, &origin, &trusted)
+                        .map_err(|e| Exit(1, format!("FAIL: checkpoint {}: {e}", cp.display())))?,
+                )
+            }
+            _ => None,
+        };
+        return crate::audit::offline::verify_file(file, keys, *from, head.as_ref());
     }
     if let AuditCommand::VerifyReceipt { file, public_key } = &cmd {
         let (origin, key) = read_key(public_key)?;
@@ -476,6 +523,46 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
     let c = connect(r).await?;
     match cmd {
         AuditCommand::VerifyReceipt { .. } => unreachable!("handled offline above"),
+        AuditCommand::Report {
+            format: _,
+            since,
+            until,
+            keys,
+            public_key,
+            json,
+            out,
+        } => {
+            let options = super::report::ReportOptions {
+                since_ms: since
+                    .as_deref()
+                    .map(|s| super::report::parse_time("--since", s))
+                    .transpose()?,
+                until_ms: until
+                    .as_deref()
+                    .map(|s| super::report::parse_time("--until", s))
+                    .transpose()?,
+                keys,
+                public_key,
+            };
+            let report = super::report::generate(&c, &options).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                report.markdown()
+            };
+            write_out(out.as_ref(), &text)?;
+            if !report.integrity.ok() {
+                return Err(Exit(
+                    1,
+                    format!(
+                        "FAIL: the log did not verify: {}; {}",
+                        report.integrity.chain,
+                        report.integrity.problems.join("; ")
+                    ),
+                )
+                .into());
+            }
+        }
         AuditCommand::Checkpoint { out } => {
             let cp = c
                 .get_checkpoint(pb::GetCheckpointRequest {})
@@ -981,7 +1068,7 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
     Ok(())
 }
 
-fn read_key(path: &std::path::Path) -> anyhow::Result<(String, ed25519_dalek::VerifyingKey)> {
+fn read_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<ed25519_dalek::VerifyingKey>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     crate::audit::receipt::read_public_key(&text)

@@ -44,6 +44,11 @@ impl GlobList {
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
+
+    /// The patterns as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
 }
 
 fn compile(pattern: &str, separator_aware: bool) -> Result<Glob, String> {

@@ -1,5 +1,6 @@
 use super::{new_id, Engine, EngineError};
 use crate::audit::EntryDraft;
+use crate::delegation::TokenCheck;
 use crate::domain::{Action, AgentId, ParseError, SessionId, TrustLevel};
 use crate::pipeline::{self, ApprovalIntent, Reason, Snapshot, Verdict};
 use crate::state::{Amounts, Approval, ApprovalState, Memo, OpenDecision, Reservation};
@@ -46,12 +47,13 @@ impl EvaluateInput {
     /// What must match for a repeated request id to be a retry rather than a reuse.
     fn fingerprint(&self, digest: &str) -> String {
         let text = format!(
-            "{}\n{}\n{}\n{}\n{:?}",
+            "{}\n{}\n{}\n{}\n{:?}\n{}",
             self.agent_id,
             self.session_id.as_ref().map(|s| s.as_str()).unwrap_or(""),
             digest,
             self.explain,
-            self.min_trust
+            self.min_trust,
+            self.delegation_token.as_deref().unwrap_or("")
         );
         hex::encode(Sha256::digest(text.as_bytes()))
     }
@@ -60,11 +62,10 @@ impl EvaluateInput {
 impl Engine {
     /// Decides, reserves and audits one action. See the module docs for the commit rule.
     pub async fn evaluate(&self, input: EvaluateInput) -> Result<EvaluateResult, EngineError> {
-        if input.delegation_token.is_some() {
-            return Err(EngineError::Unimplemented(
-                "delegation_token: delegation is not available in this release".into(),
-            ));
-        }
+        let token = input
+            .delegation_token
+            .as_deref()
+            .map(|t| self.tokens.check(t));
         let now = self.now_ms();
         let policy = self.policy();
         let digest = input.action.digest();
@@ -133,6 +134,7 @@ impl Engine {
                 min_trust: input.min_trust,
                 explain: input.explain,
                 approval_id: input.approval_id.as_deref(),
+                delegation: token.as_ref(),
             };
             let decision = pipeline::run(
                 &req,
@@ -301,6 +303,7 @@ impl Engine {
                         "budgets": r.keys,
                     })),
                     "context": self.redact(&policy, &input.context),
+                    "delegation": token.as_ref().map(delegation_entry),
                 }),
             };
             (result, draft, ops, undo, response_json)
@@ -368,6 +371,20 @@ struct Undo {
     reservation: Option<String>,
     loop_call: Option<crate::state::LoopKey>,
     open_decision: Option<String>,
+}
+
+/// What the log keeps of a presented token: enough to trace the chain, never the
+/// token itself (it is a bearer credential until it expires).
+fn delegation_entry(check: &TokenCheck) -> serde_json::Value {
+    match check {
+        TokenCheck::Valid(t) => json!({
+            "token_id": t.grant.id,
+            "issuers": t.grant.issuers,
+            "subject": t.grant.sub,
+            "expires_ts_ms": t.grant.exp_ms,
+        }),
+        TokenCheck::Forged(f) => json!({"forged": f.0}),
+    }
 }
 
 fn replay(memo: &Memo, agent: &str, fingerprint: &str) -> Result<EvaluateResult, EngineError> {

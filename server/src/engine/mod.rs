@@ -8,15 +8,19 @@
 mod admin;
 mod approval;
 mod audit;
+mod delegate;
 mod evaluate;
 mod halt;
+mod key_ring;
 mod presence;
 mod principals;
 mod record;
 
 pub use admin::{BudgetView, PolicyInfo};
 pub use audit::VerifyReport;
+pub use delegate::{DelegateInput, Delegated};
 pub use evaluate::{EvaluateInput, EvaluateResult};
+pub use key_ring::key_ring_summary;
 pub use record::{RecordInput, RecordOutcome, RecordResult};
 
 use crate::audit::batcher::CommitError;
@@ -42,12 +46,13 @@ pub enum EngineError {
     #[error("{0}")]
     Aborted(String),
     #[error("{0}")]
-    Unimplemented(String),
-    #[error("{0}")]
     FailedPrecondition(String),
     /// The caller may not do this (already audited).
     #[error("{0}")]
     PermissionDenied(String),
+    /// A policy refusal outside Evaluate, with its machine-readable code.
+    #[error("{code}: {message}")]
+    Refused { code: &'static str, message: String },
     /// The store or the audit writer failed: the caller must fail closed.
     #[error("cannot decide: {0}")]
     Unavailable(String),
@@ -78,6 +83,7 @@ pub struct Engine {
     state: Mutex<RuntimeState>,
     clock: Arc<dyn Clock>,
     keys: KeyRing,
+    tokens: crate::delegation::TokenKeys,
     digest_key: [u8; 32],
     principals: Arc<std::sync::RwLock<crate::auth::PrincipalBook>>,
     /// Every change to an approval, for WatchApproval.
@@ -92,6 +98,7 @@ impl Engine {
         policy: Arc<CompiledPolicy>,
         clock: Arc<dyn Clock>,
         keys: KeyRing,
+        tokens: crate::delegation::TokenKeys,
     ) -> Result<Self, StoreError> {
         let digest_key = keys.active().derive(b"arbiter-context-digest-v1");
         let now = clock.now_ms();
@@ -159,6 +166,7 @@ impl Engine {
             state: Mutex::new(s),
             clock,
             keys,
+            tokens,
             digest_key,
         })
     }

@@ -1,6 +1,6 @@
 //! Stage 1: the kill switch, checked before anything else, even for agents with no
 //! policy. Owns `halt.engaged`. Global halts follow their mode; agent and session halts
-//! stop everything for their target.
+//! stop everything for their target, and for work delegated by that target.
 
 use super::{Reason, Request, Snapshot};
 use crate::state::HaltTarget;
@@ -12,7 +12,19 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
         .is_some_and(|r| r.critical);
     let action_critical = snap.policy.action_rules(req.action).any(|r| r.critical);
     let mut exempt = Vec::new();
-    for h in snap.state.halts.applicable(req.agent_id, req.session_id) {
+    // A halted agent cannot keep working through the agents it delegated to: its
+    // agent halt applies to every request carrying a token it issued.
+    let issuer_halts = req
+        .issuers()
+        .iter()
+        .flat_map(|issuer| snap.state.halts.applicable(issuer, None))
+        .filter(|h| !matches!(h.target, HaltTarget::Global));
+    for h in snap
+        .state
+        .halts
+        .applicable(req.agent_id, req.session_id)
+        .chain(issuer_halts)
+    {
         // SPEC §5: an agent or session halt blocks everything for its target; the
         // critical exemptions apply to global halts only.
         let global = matches!(h.target, HaltTarget::Global);

@@ -30,6 +30,18 @@ pub struct Request<'a> {
     pub explain: bool,
     /// The approval id the request presents, if any.
     pub approval_id: Option<&'a str>,
+    /// The delegation token the request presents, already read by the engine.
+    pub delegation: Option<&'a crate::delegation::TokenCheck>,
+}
+
+impl Request<'_> {
+    /// The issuers of a presented token whose signature verified.
+    fn issuers(&self) -> &[String] {
+        match self.delegation {
+            Some(crate::delegation::TokenCheck::Valid(t)) => &t.grant.issuers,
+            _ => &[],
+        }
+    }
 }
 
 /// What a stage reads: one consistent snapshot taken under the engine lock.

@@ -1,9 +1,11 @@
 //! Stage 5: scope (default deny) and the loop guard. Owns `scope.no_policy`,
 //! `scope.tool_denied`, `scope.tool_hidden`, `scope.tool_not_allowed`,
 //! `scope.api_denied`, `scope.api_not_allowed`, `scope.model_not_allowed` and
-//! `loop.detected`.
+//! `loop.detected`, and the delegation codes `delegation.forged`, `delegation.expired`,
+//! `delegation.wrong_subject`, `delegation.out_of_scope` and `delegation.issuer_scope`.
 
 use super::{Reason, Request, Snapshot};
+use crate::delegation::TokenCheck;
 use crate::policy::AgentRule;
 use crate::state::LoopKey;
 
@@ -113,10 +115,16 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey
             None,
         );
     };
-    let allowed = match check_targets(req, rule) {
+    let mut allowed = match check_targets(req, rule) {
         Ok(text) => text,
         Err(reason) => return (reason, None),
     };
+    if let Some(token) = req.delegation {
+        match check_token(req, snap, token) {
+            Ok(text) => allowed = format!("{allowed}; {text}"),
+            Err(reason) => return (reason, None),
+        }
+    }
     let mut loop_call = None;
     if let (Some(guard), Some(tool)) = (rule.loop_guard, req.action.tool.as_deref()) {
         let key: LoopKey = (
@@ -146,6 +154,99 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey
         ),
         loop_call,
     )
+}
+
+/// Policy ∩ token ∩ every issuer's policy: the subject's own rule passed already; the
+/// token must cover the target, and so must each issuer's *current* rule, so that
+/// narrowing an issuer's policy narrows everything it delegated.
+fn check_token(
+    req: &Request<'_>,
+    snap: &Snapshot<'_>,
+    token: &TokenCheck,
+) -> Result<String, Reason> {
+    let fail = |code: &str, message: String| Reason::fail("scope", code, message);
+    let t = match token {
+        TokenCheck::Valid(t) => t,
+        TokenCheck::Forged(f) => {
+            return Err(fail(
+                "delegation.forged",
+                format!("delegation token refused: {}", f.0),
+            ))
+        }
+    };
+    let g = &t.grant;
+    if g.exp_ms <= snap.now_ms {
+        let when = chrono::DateTime::from_timestamp_millis(g.exp_ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        return Err(fail(
+            "delegation.expired",
+            format!("delegation token {} expired at {when}", g.id),
+        ));
+    }
+    if g.sub != req.agent_id {
+        return Err(fail(
+            "delegation.wrong_subject",
+            format!(
+                "delegation token {} was issued to agent {}, not {}",
+                g.id, g.sub, req.agent_id
+            ),
+        ));
+    }
+    let mut covered = Vec::new();
+    if let Some(tool) = req.action.tool.as_deref() {
+        if !t.tools.is_match(tool) {
+            return Err(fail(
+                "delegation.out_of_scope",
+                format!("tool {tool:?} is outside delegation token {}", g.id),
+            ));
+        }
+        covered.push(format!("tool {tool:?}"));
+    }
+    if let Some(api) = &req.action.api {
+        if !t.apis.iter().any(|p| p.matches(&api.method, &api.url)) {
+            return Err(fail(
+                "delegation.out_of_scope",
+                format!(
+                    "{} {} is outside delegation token {}",
+                    api.method, api.url, g.id
+                ),
+            ));
+        }
+        covered.push(format!("{} {}", api.method, api.url));
+    }
+    for issuer in &g.issuers {
+        let rule = snap.policy.agent_rule(issuer);
+        let tool_ok = req
+            .action
+            .tool
+            .as_deref()
+            .is_none_or(|tool| rule.is_some_and(|r| tool_visible(r, tool)));
+        let api_ok = req.action.api.as_ref().is_none_or(|api| {
+            rule.is_some_and(|r| {
+                !r.apis.deny.iter().any(|p| p.matches(&api.method, &api.url))
+                    && r.apis
+                        .allow
+                        .iter()
+                        .any(|p| p.matches(&api.method, &api.url))
+            })
+        });
+        if !(tool_ok && api_ok) {
+            return Err(fail(
+                "delegation.issuer_scope",
+                format!(
+                    "issuer {issuer} of delegation token {} may no longer do this itself",
+                    g.id
+                ),
+            ));
+        }
+    }
+    Ok(format!(
+        "{} within delegation token {} from {}",
+        covered.join(", "),
+        g.id,
+        g.issuers.join(" → ")
+    ))
 }
 
 fn short(version: &str) -> &str {

@@ -36,6 +36,7 @@ fn decide(state: &RuntimeState, agent: &str, action: &Action, explain: bool) -> 
         min_trust: None,
         explain,
         approval_id: None,
+        delegation: None,
     };
     run(
         &req,
@@ -207,6 +208,7 @@ fn budgets_fail_closed_when_the_store_is_unavailable() {
         min_trust: None,
         explain: false,
         approval_id: None,
+        delegation: None,
     };
     let state = RuntimeState::default();
     let d = run(
