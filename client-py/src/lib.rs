@@ -592,6 +592,7 @@ impl Core {
                 name,
                 roles,
                 agents,
+                ..Default::default()
             };
             let r = client.create_principal(request).await?;
             Ok(map! {
