@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Every instance has `code` (the gRPC code name, or a name such as `"DENIED"` for
-//! the decision errors), `message` and `field` (the offending request field or `None`).
+//! the decision errors), `message`, `field` (the offending request field or `None`)
+//! and `reason` (the server's machine-readable refusal code from
+//! `google.rpc.ErrorInfo`, e.g. `"delegation.escalation"`, or `None`).
 
 use arbiter_client::Error;
 use pyo3::create_exception;
@@ -53,7 +55,7 @@ create_exception!(
     arbiter,
     PermissionDenied,
     ArbiterError,
-    "The caller's principal may not make this call."
+    "The caller's principal may not make this call, or the server refused it; `reason` holds the refusal code (e.g. \"delegation.escalation\") when the server gave one."
 );
 create_exception!(
     arbiter,
@@ -151,6 +153,7 @@ pub fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
         value.setattr("code", code_name(code))?;
         value.setattr("message", message.as_str())?;
         value.setattr("field", error.field())?;
+        value.setattr("reason", error.reason())?;
         Ok(())
     };
     match set() {
