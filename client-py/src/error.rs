@@ -138,6 +138,7 @@ pub fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
     let code = error.code();
     let message = error.to_string();
     let err = match code {
+        _ if transport_failure(error) => Unavailable::new_err(message.clone()),
         Code::DeadlineExceeded => DeadlineExceeded::new_err(message.clone()),
         Code::Unavailable => Unavailable::new_err(message.clone()),
         Code::InvalidArgument | Code::OutOfRange => InvalidArgument::new_err(message.clone()),
@@ -159,6 +160,25 @@ pub fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
     match set() {
         Ok(()) => err,
         Err(setattr_failed) => setattr_failed,
+    }
+}
+
+/// A call that got no answer from Arbiter because the connection itself failed,
+/// though its code is not UNAVAILABLE: the channel reports a connection torn down
+/// mid-call as CANCELLED, and a peer that does not speak gRPC over HTTP/2 (a TLS
+/// server dialled in plaintext, a refused TLS handshake under TLS 1.3) as an h2 or
+/// transport error with INTERNAL or UNKNOWN. The server itself never answers with
+/// those texts, so these are `Unavailable` (and `guard` fails closed on them).
+fn transport_failure(error: &Error) -> bool {
+    match error.code() {
+        Code::Cancelled => true,
+        Code::Internal | Code::Unknown => {
+            let text = error.to_string();
+            ["h2 protocol error", "transport error", "connection error"]
+                .iter()
+                .any(|marker| text.contains(marker))
+        }
+        _ => false,
     }
 }
 
