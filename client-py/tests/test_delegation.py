@@ -92,9 +92,7 @@ def test_escalation_is_refused_with_its_code(client: Client) -> None:
 def test_a_re_delegated_token_works_and_stays_inside_its_parent(client: Client) -> None:
     a, b, c, d = fresh(), fresh(), fresh(), fresh()
     root = client.delegate(a, b, tools=["read_*"], ttl=timedelta(minutes=10), max_depth=1)
-    child = client.delegate(
-        b, c, tools=["read_invoice"], ttl=timedelta(hours=1), parent_token=root
-    )
+    child = client.delegate(b, c, tools=["read_invoice"], ttl=timedelta(hours=1), parent_token=root)
     assert child.expires_at <= root.expires_at, "a child never outlives its parent"
     assert client.evaluate(c, tool="read_invoice", delegation_token=child).allowed
     narrowed = client.evaluate(c, tool="read_report", delegation_token=child)

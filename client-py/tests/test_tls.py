@@ -67,9 +67,7 @@ def tls_server(client_auth: str, ca: Ca, probe: Optional[Pair] = None) -> TlsSer
         kwargs: dict[str, Any] = {}
         if probe is not None:
             kwargs.update(tls_cert=probe.cert, tls_key=probe.key)
-        return arbiter.Client(
-            address, timeout=1.0, circuit_breaker=False, tls_ca=ca_file, **kwargs
-        )
+        return arbiter.Client(address, timeout=1.0, circuit_breaker=False, tls_ca=ca_file, **kwargs)
 
     return TlsServer(start_server(env=env, probe=make_probe), ca, ca_file, directory)
 

@@ -298,7 +298,10 @@ mod tests {
         assert_eq!(err.code(), Code::PermissionDenied);
         assert_eq!(err.reason(), Some("delegation.escalation"));
         assert_eq!(err.field(), None);
-        assert_eq!(Error::from(tonic::Status::permission_denied("no")).reason(), None);
+        assert_eq!(
+            Error::from(tonic::Status::permission_denied("no")).reason(),
+            None
+        );
         assert_eq!(Error::Timeout.reason(), None);
     }
 

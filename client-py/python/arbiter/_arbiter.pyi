@@ -57,7 +57,7 @@ class InvalidArgument(ArbiterError):
     """The server refused a request field; `field` names it when the server said which."""
 
 class PermissionDenied(ArbiterError):
-    """The caller's principal may not make this call, or the server refused it; `reason` holds the refusal code (e.g. "delegation.escalation") when the server gave one."""
+    """The caller's principal may not make this call, or the server refused it; `reason` holds the refusal code (e.g. "delegation.escalation") when the server gave one."""  # noqa: E501
 
 class Unauthenticated(PermissionDenied):
     """No valid API key was presented to a server that requires one."""

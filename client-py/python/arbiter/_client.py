@@ -1173,8 +1173,9 @@ class Client(_Base):
         "notifications")]``), ``min_trust`` raises the required trust level,
         ``approval_id`` presents a granted approval, ``delegation_token`` (from
         ``delegate``) narrows the agent's scope to policy ∩ token (outside it:
-        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit entry. ``explain`` reports every stage, ``receipt`` asks for a
-        verifiable receipt. A ``request_id`` (idempotency key) is generated unless
+        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit
+        entry. ``explain`` reports every stage, ``receipt`` asks for a verifiable
+        receipt. A ``request_id`` (idempotency key) is generated unless
         given; retries after UNAVAILABLE reuse it, so they never spend twice.
 
         Raises ``Unavailable`` when Arbiter cannot be asked, ``InvalidArgument``,
@@ -1251,7 +1252,7 @@ class Client(_Base):
         each must lie inside the parent's policy rule, or inside ``parent_token``
         when re-delegating a token the parent holds. ``ttl`` is the lifetime in whole
         seconds (or a ``timedelta``; 1 s to 24 h, capped at a parent token's expiry),
-        ``max_depth`` how many more times the token may be delegated onward (0–8).
+        ``max_depth`` how many more times the token may be delegated onward (0 to 8).
 
         The subject then passes the token as ``delegation_token=`` to ``evaluate`` or
         ``guard``: its scope is its own policy ∩ the token ∩ every issuer's current
@@ -1507,8 +1508,9 @@ class AsyncClient(_Base):
         "notifications")]``), ``min_trust`` raises the required trust level,
         ``approval_id`` presents a granted approval, ``delegation_token`` (from
         ``delegate``) narrows the agent's scope to policy ∩ token (outside it:
-        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit entry. ``explain`` reports every stage, ``receipt`` asks for a
-        verifiable receipt. A ``request_id`` (idempotency key) is generated unless
+        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit
+        entry. ``explain`` reports every stage, ``receipt`` asks for a verifiable
+        receipt. A ``request_id`` (idempotency key) is generated unless
         given; retries after UNAVAILABLE reuse it, so they never spend twice.
 
         Raises ``Unavailable`` when Arbiter cannot be asked, ``InvalidArgument``,
@@ -1585,7 +1587,7 @@ class AsyncClient(_Base):
         each must lie inside the parent's policy rule, or inside ``parent_token``
         when re-delegating a token the parent holds. ``ttl`` is the lifetime in whole
         seconds (or a ``timedelta``; 1 s to 24 h, capped at a parent token's expiry),
-        ``max_depth`` how many more times the token may be delegated onward (0–8).
+        ``max_depth`` how many more times the token may be delegated onward (0 to 8).
 
         The subject then passes the token as ``delegation_token=`` to ``evaluate`` or
         ``guard``: its scope is its own policy ∩ the token ∩ every issuer's current

@@ -214,9 +214,7 @@ class Decision:
             )
         code = None if reason is None else reason.code
         if self.halted:
-            raise _error(
-                _arbiter.Halted, "HALTED", f"halted: {text}", decision=self, reason=code
-            )
+            raise _error(_arbiter.Halted, "HALTED", f"halted: {text}", decision=self, reason=code)
         raise _error(_arbiter.Denied, "DENIED", f"denied: {text}", decision=self, reason=code)
 
     @classmethod
