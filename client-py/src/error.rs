@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ArbiterError                  every error this package raises
-//! ├── Unavailable               Arbiter could not be asked (refused, unreachable, breaker open)
+//! ├── Unavailable               Arbiter could not be asked (refused, unreachable, TLS failed, breaker open)
 //! │   └── DeadlineExceeded      it did not answer in time
 //! ├── InvalidArgument           the server refused a request field (`field` names it)
 //! ├── PermissionDenied          the caller's principal may not do this
@@ -37,7 +37,7 @@ create_exception!(
     arbiter,
     Unavailable,
     ArbiterError,
-    "Arbiter could not be asked: connection refused, unreachable, or the client's circuit breaker is open."
+    "Arbiter could not be asked: connection refused, unreachable, the TLS handshake failed, or the client's circuit breaker is open."
 );
 create_exception!(
     arbiter,

@@ -47,8 +47,8 @@ class ArbiterError(Exception):
     and ``ApprovalRequired`` (e.g. "delegation.out_of_scope")."""
 
 class Unavailable(ArbiterError):
-    """Arbiter could not be asked: connection refused, unreachable, or the client's
-    circuit breaker is open."""
+    """Arbiter could not be asked: connection refused, unreachable, the TLS handshake
+    failed, or the client's circuit breaker is open."""
 
 class DeadlineExceeded(Unavailable):
     """Arbiter did not answer within the call's deadline."""
