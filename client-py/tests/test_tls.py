@@ -69,7 +69,12 @@ def tls_server(client_auth: str, ca: Ca, probe: Optional[Pair] = None) -> TlsSer
             kwargs.update(tls_cert=probe.cert, tls_key=probe.key)
         return arbiter.Client(address, timeout=1.0, circuit_breaker=False, tls_ca=ca_file, **kwargs)
 
-    return TlsServer(start_server(env=env, probe=make_probe), ca, ca_file, directory)
+    try:
+        server = start_server(env=env, probe=make_probe)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return TlsServer(server, ca, ca_file, directory)
 
 
 def stop(s: TlsServer) -> None:
