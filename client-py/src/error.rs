@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ArbiterError                  every error this package raises
-//! ├── Unavailable               Arbiter could not be asked (refused, unreachable, breaker open)
+//! ├── Unavailable               Arbiter could not be asked (refused, unreachable, TLS failed, breaker open)
 //! │   └── DeadlineExceeded      it did not answer in time
 //! ├── InvalidArgument           the server refused a request field (`field` names it)
 //! ├── PermissionDenied          the caller's principal may not do this
@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Every instance has `code` (the gRPC code name, or a name such as `"DENIED"` for
-//! the decision errors), `message` and `field` (the offending request field or `None`).
+//! the decision errors), `message`, `field` (the offending request field or `None`)
+//! and `reason` (the server's machine-readable refusal code from
+//! `google.rpc.ErrorInfo`, e.g. `"delegation.escalation"`, or `None`).
 
 use arbiter_client::Error;
 use pyo3::create_exception;
@@ -35,7 +37,7 @@ create_exception!(
     arbiter,
     Unavailable,
     ArbiterError,
-    "Arbiter could not be asked: connection refused, unreachable, or the client's circuit breaker is open."
+    "Arbiter could not be asked: connection refused, unreachable, the TLS handshake failed, or the client's circuit breaker is open."
 );
 create_exception!(
     arbiter,
@@ -53,7 +55,7 @@ create_exception!(
     arbiter,
     PermissionDenied,
     ArbiterError,
-    "The caller's principal may not make this call."
+    "The caller's principal may not make this call, or the server refused it; `reason` holds the refusal code (e.g. \"delegation.escalation\") when the server gave one."
 );
 create_exception!(
     arbiter,
@@ -136,6 +138,7 @@ pub fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
     let code = error.code();
     let message = error.to_string();
     let err = match code {
+        _ if transport_failure(error) => Unavailable::new_err(message.clone()),
         Code::DeadlineExceeded => DeadlineExceeded::new_err(message.clone()),
         Code::Unavailable => Unavailable::new_err(message.clone()),
         Code::InvalidArgument | Code::OutOfRange => InvalidArgument::new_err(message.clone()),
@@ -151,11 +154,31 @@ pub fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
         value.setattr("code", code_name(code))?;
         value.setattr("message", message.as_str())?;
         value.setattr("field", error.field())?;
+        value.setattr("reason", error.reason())?;
         Ok(())
     };
     match set() {
         Ok(()) => err,
         Err(setattr_failed) => setattr_failed,
+    }
+}
+
+/// A call that got no answer from Arbiter because the connection itself failed,
+/// though its code is not UNAVAILABLE: the channel reports a connection torn down
+/// mid-call as CANCELLED, and a peer that does not speak gRPC over HTTP/2 (a TLS
+/// server dialled in plaintext, a refused TLS handshake under TLS 1.3) as an h2 or
+/// transport error with INTERNAL or UNKNOWN. The server itself never answers with
+/// those texts, so these are `Unavailable` (and `guard` fails closed on them).
+fn transport_failure(error: &Error) -> bool {
+    match error.code() {
+        Code::Cancelled => true,
+        Code::Internal | Code::Unknown => {
+            let text = error.to_string();
+            ["h2 protocol error", "transport error", "connection error"]
+                .iter()
+                .any(|marker| text.contains(marker))
+        }
+        _ => false,
     }
 }
 

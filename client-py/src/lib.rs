@@ -84,8 +84,14 @@ impl Core {
     /// Makes a client for `endpoint` ("host:port" or "http://host:port"). It
     /// connects on the first call, so a server that is down shows up as
     /// `Unavailable` on calls, not here.
+    ///
+    /// TLS: `tls_ca` (PEM bytes) is the CA the server's certificate must chain to and
+    /// turns TLS on; `tls_cert` and `tls_key` (PEM bytes) are the client certificate
+    /// and key for mTLS; `tls_domain` is the name the server certificate must carry
+    /// when it differs from the endpoint's host.
     #[new]
-    #[pyo3(signature = (endpoint, *, api_key=None, timeout=5.0, connect_timeout=5.0, retries=2, breaker_threshold=5, breaker_cool_down=2.0))]
+    #[pyo3(signature = (endpoint, *, api_key=None, timeout=5.0, connect_timeout=5.0, retries=2, breaker_threshold=5, breaker_cool_down=2.0, tls_ca=None, tls_cert=None, tls_key=None, tls_domain=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         endpoint: String,
         api_key: Option<String>,
@@ -94,6 +100,10 @@ impl Core {
         retries: u32,
         breaker_threshold: u32,
         breaker_cool_down: f64,
+        tls_ca: Option<&[u8]>,
+        tls_cert: Option<&[u8]>,
+        tls_key: Option<&[u8]>,
+        tls_domain: Option<String>,
     ) -> PyResult<Self> {
         let mut builder = Client::builder(endpoint)
             .timeout(duration(timeout, "timeout")?)
@@ -109,6 +119,21 @@ impl Core {
         };
         if let Some(key) = api_key {
             builder = builder.api_key(key);
+        }
+        if let Some(ca) = tls_ca {
+            builder = builder.tls_ca_pem(ca);
+        }
+        match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => builder = builder.tls_identity_pem(cert, key),
+            (None, None) => {}
+            _ => {
+                return Err(PyValueError::new_err(
+                    "tls_cert and tls_key: a client certificate needs its key, and a key its certificate",
+                ))
+            }
+        }
+        if let Some(name) = tls_domain {
+            builder = builder.tls_domain_name(name);
         }
         // A lazy channel registers with the runtime it is made in.
         let _entered = pending::runtime().enter();
@@ -141,7 +166,7 @@ impl Core {
     }
 
     /// Evaluate: decides whether an action may proceed.
-    #[pyo3(signature = (agent_id, *, session_id=None, tool=None, api=None, model=None, max_tokens=None, cost_micro_usd=None, tokens=None, data=Vec::new(), category=None, budget=None, min_trust=None, approval_id=None, context=HashMap::new(), explain=false, receipt=false, request_id=None, timeout=None))]
+    #[pyo3(signature = (agent_id, *, session_id=None, tool=None, api=None, model=None, max_tokens=None, cost_micro_usd=None, tokens=None, data=Vec::new(), category=None, budget=None, min_trust=None, approval_id=None, delegation_token=None, context=HashMap::new(), explain=false, receipt=false, request_id=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
@@ -158,6 +183,7 @@ impl Core {
         budget: Option<String>,
         min_trust: Option<i32>,
         approval_id: Option<String>,
+        delegation_token: Option<String>,
         context: HashMap<String, String>,
         explain: bool,
         receipt: bool,
@@ -201,6 +227,9 @@ impl Core {
         }
         if let Some(v) = approval_id {
             b = b.approval_id(v);
+        }
+        if let Some(v) = delegation_token {
+            b = b.delegation_token(v);
         }
         for (key, value) in context {
             b = b.context(key, value);
@@ -298,6 +327,40 @@ impl Core {
             };
             let r = client.heartbeat(request).await?;
             Ok(map! { "halted" => r.halted, "halt" => value::optional(r.halt, value::halt) })
+        })
+    }
+
+    /// Delegate: issues a delegation token from the parent's scope (or from
+    /// `parent_token` when re-delegating). Returns `{"token", "expires_at"}`
+    /// (`expires_at` in microseconds since the Unix epoch). Sent once.
+    #[pyo3(signature = (parent_agent_id, subject_agent_id, *, tools=Vec::new(), apis=Vec::new(), ttl_seconds=300, max_depth=0, parent_token=String::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn delegate(
+        &self,
+        parent_agent_id: String,
+        subject_agent_id: String,
+        tools: Vec<String>,
+        apis: Vec<String>,
+        ttl_seconds: i64,
+        max_depth: i32,
+        parent_token: String,
+    ) -> Pending {
+        let client = self.client.clone();
+        Pending::new(async move {
+            let request = proto::DelegateRequest {
+                parent_agent_id,
+                subject_agent_id,
+                tools,
+                apis,
+                ttl_seconds,
+                max_depth,
+                parent_token,
+            };
+            let r = client.delegate(request).await?;
+            Ok(map! {
+                "token" => r.token,
+                "expires_at" => value::timestamp(r.expires_at),
+            })
         })
     }
 
@@ -584,15 +647,23 @@ impl Core {
         })
     }
 
-    /// CreatePrincipal: returns the principal and its API key (shown once).
-    fn create_principal(&self, name: String, roles: Vec<i32>, agents: Vec<String>) -> Pending {
+    /// CreatePrincipal: returns the principal and its API key (shown once; empty
+    /// for a principal bound to a client-certificate identity `tls_identity`).
+    #[pyo3(signature = (name, roles, agents, tls_identity=String::new()))]
+    fn create_principal(
+        &self,
+        name: String,
+        roles: Vec<i32>,
+        agents: Vec<String>,
+        tls_identity: String,
+    ) -> Pending {
         let client = self.client.clone();
         Pending::new(async move {
             let request = proto::CreatePrincipalRequest {
                 name,
                 roles,
                 agents,
-                ..Default::default()
+                tls_identity,
             };
             let r = client.create_principal(request).await?;
             Ok(map! {
@@ -747,6 +818,7 @@ fn _arbiter(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pending>()?;
     m.add_class::<Stream>()?;
     error::register(m)?;
+    pending::register_exit_hook(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

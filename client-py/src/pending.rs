@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -103,17 +103,62 @@ impl Pending {
     /// event loop that resolves with its result. Cancelling the future cancels the call.
     fn future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let call = self.take()?;
-        spawn_into_future(py, async move {
-            let outcome = call.await;
-            Python::attach(|py| outcome_to_py(py, outcome))
-        })
+        spawn_into_future(py, call, outcome_to_py)
     }
 }
 
-/// Spawns `work` on the runtime and returns an asyncio future that its result resolves.
-fn spawn_into_future<'py, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+/// Set once the interpreter starts to exit (an `atexit` hook): from then on the
+/// runtime's threads no longer attach to Python.
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// How many runtime threads are attached to Python (or about to be) right now.
+static ATTACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` attached to Python from a runtime thread, unless the interpreter is
+/// exiting. A thread that still holds (or waits for) the GIL when finalization
+/// starts makes CPython abort ("PyGILState_Release: thread state must be current"),
+/// so [`quiesce`] waits for the threads counted here before the interpreter goes.
+fn attach_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    ATTACHED.fetch_add(1, Ordering::SeqCst);
+    let result = if EXITING.load(Ordering::SeqCst) {
+        None
+    } else {
+        Python::try_attach(f)
+    };
+    ATTACHED.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+/// Registered with `atexit`: stops runtime threads from attaching to Python and
+/// waits (GIL released, at most 2 s) for those attached to finish. Futures still
+/// pending then are never resolved; nobody is left to await them.
+#[pyfunction]
+fn quiesce(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while ATTACHED.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// Registers [`quiesce`] to run when the interpreter exits.
+pub fn register_exit_hook(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hook = wrap_pyfunction!(quiesce, m)?;
+    m.py().import("atexit")?.call_method1("register", (hook,))?;
+    Ok(())
+}
+
+/// Spawns `work` on the runtime and returns an asyncio future that its result,
+/// turned into Python by `convert`, resolves.
+fn spawn_into_future<'py, F, T>(
+    py: Python<'py>,
+    work: F,
+    convert: fn(Python<'_>, T) -> PyResult<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>>
 where
-    F: Future<Output = PyResult<Py<PyAny>>> + Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
 {
     let event_loop = py
         .import("asyncio")?
@@ -123,8 +168,8 @@ where
     let target = future.clone().unbind();
     let task = runtime().spawn(async move {
         let result = work.await;
-        Python::attach(|py| {
-            let (ok, value) = match result {
+        attach_unless_exiting(|py| {
+            let (ok, value) = match convert(py, result) {
                 Ok(value) => (true, value),
                 Err(err) => (false, err.into_value(py).into_any()),
             };
@@ -287,9 +332,8 @@ impl Stream {
     /// An asyncio future of the next item; it raises StopAsyncIteration at the end.
     fn next_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let shared = self.shared.clone();
-        spawn_into_future(py, async move {
-            let item = next_item(shared).await;
-            Python::attach(|py| item_to_py(py, item, || PyStopAsyncIteration::new_err(())))
+        spawn_into_future(py, next_item(shared), |py, item| {
+            item_to_py(py, item, || PyStopAsyncIteration::new_err(()))
         })
     }
 

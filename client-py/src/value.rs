@@ -277,6 +277,7 @@ pub fn principal(p: proto::Principal) -> Value {
         "name" => p.name,
         "roles" => list(p.roles, Value::from),
         "agents" => p.agents,
+        "tls_identity" => non_empty(p.tls_identity),
         "created_at" => timestamp(p.created_at),
         "revoked_at" => timestamp(p.revoked_at),
     }

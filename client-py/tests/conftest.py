@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Callable, Optional
 
 import pytest
 
@@ -97,15 +97,23 @@ def _drain(stream: IO[bytes], sink: IO[bytes]) -> None:
         sink.flush()
 
 
-def start_server(policy: str = POLICY) -> Server:
+def start_server(
+    policy: str = POLICY,
+    *,
+    env: Optional[dict[str, str]] = None,
+    probe: Optional[Callable[[str], arbiter.Client]] = None,
+) -> Server:
+    """Start ``arbiter serve``; ``env`` adds environment variables (e.g. TLS settings)
+    and ``probe`` makes the client that pings it ready (a plaintext one by default)."""
     directory = Path(tempfile.mkdtemp(prefix="arbiter-py-"))
     policy_dir = directory / "policy"
     policy_dir.mkdir()
     (policy_dir / "policy.yaml").write_text(policy)
     log = open(directory / "server.log", "ab")  # noqa: SIM115 (closed with the process)
-    env = dict(os.environ, RUST_LOG="info,sqlx=warn", NO_COLOR="1")
-    env.pop("ARBITER_CONFIG", None)
-    env.pop("ARBITER_POLICY", None)
+    environment = dict(os.environ, RUST_LOG="info,sqlx=warn", NO_COLOR="1")
+    environment.pop("ARBITER_CONFIG", None)
+    environment.pop("ARBITER_POLICY", None)
+    environment.update(env or {})
     process = subprocess.Popen(
         [
             str(arbiter_bin()),
@@ -120,7 +128,7 @@ def start_server(policy: str = POLICY) -> Server:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=log,
-        env=env,
+        env=environment,
     )
     assert process.stdout is not None
     first: list[bytes] = []
@@ -137,11 +145,14 @@ def start_server(policy: str = POLICY) -> Server:
         )
     threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
     server = Server(address=line[len(prefix) :], process=process, directory=directory)
-    probe = arbiter.Client(server.address, timeout=1.0, circuit_breaker=False)
+    if probe is None:
+        probe_client = arbiter.Client(server.address, timeout=1.0, circuit_breaker=False)
+    else:
+        probe_client = probe(server.address)
     deadline = time.monotonic() + START_DEADLINE
     while True:
         try:
-            probe.ping()
+            probe_client.ping()
             return server
         except arbiter.Unavailable as error:
             if time.monotonic() > deadline or process.poll() is not None:

@@ -19,6 +19,7 @@ ALIASES = {
     "Presence",
     "Role",
     "DEFAULT_APPROVAL_WAIT",
+    "DEFAULT_DELEGATION_TTL",
     "MICROS_PER_USD",
     "__version__",
 }

@@ -31,6 +31,7 @@ from arbiter._arbiter import (
 )
 from arbiter._client import (
     DEFAULT_APPROVAL_WAIT,
+    DEFAULT_DELEGATION_TTL,
     AsyncAudit,
     AsyncClient,
     Audit,
@@ -55,6 +56,7 @@ from arbiter._types import (
     ConsentGrant,
     ConsistencyProof,
     Decision,
+    DelegationToken,
     Halt,
     HaltMode,
     HaltScope,
@@ -78,6 +80,7 @@ from arbiter._types import (
 
 __all__ = [
     "DEFAULT_APPROVAL_WAIT",
+    "DEFAULT_DELEGATION_TTL",
     "MICROS_PER_USD",
     "ActionOutcome",
     "Agent",
@@ -103,6 +106,7 @@ __all__ = [
     "ConsistencyProof",
     "DeadlineExceeded",
     "Decision",
+    "DelegationToken",
     "Denied",
     "ExportLines",
     "FailedPrecondition",

@@ -40,10 +40,15 @@ class ArbiterError(Exception):
     """What went wrong."""
     field: Optional[str]
     """The offending request field named by the server, if any."""
+    reason: Optional[str]
+    """The machine-readable refusal code, if any: from the server's
+    ``google.rpc.ErrorInfo`` (e.g. "delegation.escalation", "halt.engaged" on a
+    refused ``delegate``), or the deciding reason's code for ``Denied``, ``Halted``
+    and ``ApprovalRequired`` (e.g. "delegation.out_of_scope")."""
 
 class Unavailable(ArbiterError):
-    """Arbiter could not be asked: connection refused, unreachable, or the client's
-    circuit breaker is open."""
+    """Arbiter could not be asked: connection refused, unreachable, the TLS handshake
+    failed, or the client's circuit breaker is open."""
 
 class DeadlineExceeded(Unavailable):
     """Arbiter did not answer within the call's deadline."""
@@ -52,7 +57,7 @@ class InvalidArgument(ArbiterError):
     """The server refused a request field; `field` names it when the server said which."""
 
 class PermissionDenied(ArbiterError):
-    """The caller's principal may not make this call."""
+    """The caller's principal may not make this call, or the server refused it; `reason` holds the refusal code (e.g. "delegation.escalation") when the server gave one."""  # noqa: E501
 
 class Unauthenticated(PermissionDenied):
     """No valid API key was presented to a server that requires one."""
@@ -138,6 +143,10 @@ class Core:
         retries: int = 2,
         breaker_threshold: int = 5,
         breaker_cool_down: float = 2.0,
+        tls_ca: Optional[bytes] = None,
+        tls_cert: Optional[bytes] = None,
+        tls_key: Optional[bytes] = None,
+        tls_domain: Optional[str] = None,
     ) -> Core: ...
     @property
     def endpoint(self) -> str:
@@ -164,6 +173,7 @@ class Core:
         budget: Optional[str] = None,
         min_trust: Optional[int] = None,
         approval_id: Optional[str] = None,
+        delegation_token: Optional[str] = None,
         context: dict[str, str] = ...,
         explain: bool = False,
         receipt: bool = False,
@@ -199,6 +209,20 @@ class Core:
         operator: str = ...,
     ) -> Pending:
         """Heartbeat: reports that an agent is alive."""
+    def delegate(
+        self,
+        parent_agent_id: str,
+        subject_agent_id: str,
+        *,
+        tools: list[str] = ...,
+        apis: list[str] = ...,
+        ttl_seconds: int = 300,
+        max_depth: int = 0,
+        parent_token: str = ...,
+    ) -> Pending:
+        """Delegate: issues a delegation token from the parent's scope (or from
+        `parent_token` when re-delegating). Returns `{"token", "expires_at"}`
+        (`expires_at` in microseconds since the Unix epoch). Sent once."""
     def ping(self) -> Pending:
         """Ping: an empty round trip."""
     def approve(self, approval_id: str, grant: bool, reason: str) -> Pending:
@@ -239,8 +263,11 @@ class Core:
         """ListAgents: every agent Arbiter has seen."""
     def get_policy(self) -> Pending:
         """GetPolicy: the policy bundle being served and its load history."""
-    def create_principal(self, name: str, roles: list[int], agents: list[str]) -> Pending:
-        """CreatePrincipal: returns the principal and its API key (shown once)."""
+    def create_principal(
+        self, name: str, roles: list[int], agents: list[str], tls_identity: str = ...
+    ) -> Pending:
+        """CreatePrincipal: returns the principal and its API key (shown once; empty
+        for a principal bound to a client-certificate identity `tls_identity`)."""
     def list_principals(self) -> Pending:
         """ListPrincipals: every principal (never their keys)."""
     def revoke_principal(self, name: str) -> Pending:

@@ -12,9 +12,11 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable, Generic, Optional, TypeVar, Union, cast
 
@@ -33,6 +35,7 @@ from arbiter._types import (
     ConsentGrant,
     ConsistencyProof,
     Decision,
+    DelegationToken,
     Halt,
     HaltMode,
     HeartbeatResult,
@@ -61,6 +64,14 @@ Api = Union[str, "tuple[str, str]"]
 """An HTTP API call: ``("POST", "https://api.example.com/v1/x")`` or ``"POST https://..."``."""
 DataAccess = Union[str, "tuple[str, Optional[str]]"]
 """A personal-data access: ``"user_email"`` or ``("user_email", "notifications")``."""
+Pem = Union[str, bytes, "os.PathLike[str]"]
+"""TLS material: a file path (``str`` or ``os.PathLike``), or the PEM text itself
+(``bytes``, or a ``str`` that contains ``-----BEGIN``)."""
+Token = Union[str, DelegationToken]
+"""A delegation token: what ``delegate`` returned, or its ``.token`` text."""
+
+DEFAULT_DELEGATION_TTL = 300.0
+"""Seconds a token from ``delegate`` lives unless ``ttl`` says otherwise (at most 86 400)."""
 
 DEFAULT_APPROVAL_WAIT = 60.0
 """Seconds ``guard(..., wait_for_approval=True)`` waits for a human."""
@@ -144,6 +155,45 @@ def _halt_target(agent_id: Optional[str], session_id: Optional[str]) -> tuple[in
     return (1, "", "")
 
 
+def _pem(value: Optional[Pem], what: str) -> Optional[bytes]:
+    """The PEM bytes of a TLS argument: read from a path, or taken as given."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str) and "-----BEGIN" in value:
+        return value.encode()
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            with open(value, "rb") as f:
+                return f.read()
+        except OSError as error:
+            raise ValueError(f"{what}: cannot read {os.fspath(value)!r}: {error}") from error
+    raise TypeError(f"{what}: expected a file path or PEM bytes, got {type(value).__name__}")
+
+
+def _token(value: Optional[Token]) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, DelegationToken):
+        return value.token
+    raise TypeError(
+        f"delegation token: expected a DelegationToken or str, got {type(value).__name__}"
+    )
+
+
+def _ttl_seconds(ttl: Union[float, timedelta]) -> int:
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not math.isfinite(seconds) or seconds != int(seconds):
+        raise ValueError(f"ttl: must be a whole number of seconds, got {ttl!r}")
+    return int(seconds)
+
+
+def _api_pattern(api: Api) -> str:
+    method, url = _api(api) or ("", "")
+    return f"{method} {url}"
+
+
 def _non_negative(value: Optional[int], what: str) -> Optional[int]:
     if value is not None and value < 0:
         raise ValueError(f"{what}: must not be negative, got {value}")
@@ -196,6 +246,10 @@ class _Base:
         connect_timeout: float = 5.0,
         retries: int = 2,
         circuit_breaker: bool = True,
+        tls_ca: Optional[Pem] = None,
+        tls_cert: Optional[Pem] = None,
+        tls_key: Optional[Pem] = None,
+        tls_domain: Optional[str] = None,
     ) -> None:
         self._core = _arbiter.Core(
             address,
@@ -204,6 +258,10 @@ class _Base:
             connect_timeout=connect_timeout,
             retries=retries,
             breaker_threshold=5 if circuit_breaker else 0,
+            tls_ca=_pem(tls_ca, "tls_ca"),
+            tls_cert=_pem(tls_cert, "tls_cert"),
+            tls_key=_pem(tls_key, "tls_key"),
+            tls_domain=tls_domain,
         )
 
     @property
@@ -242,6 +300,7 @@ class _Base:
         data: Optional[Sequence[DataAccess]] = None,
         min_trust: Union[TrustLevel, int, str, None] = None,
         approval_id: Optional[str] = None,
+        delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
         explain: bool = False,
         receipt: bool = False,
@@ -262,6 +321,7 @@ class _Base:
             budget=budget,
             min_trust=None if min_trust is None else int(TrustLevel.parse(min_trust)),
             approval_id=approval_id,
+            delegation_token=_token(delegation_token),
             context=dict(context or {}),
             explain=explain,
             receipt=receipt,
@@ -299,6 +359,31 @@ class _Base:
             timeout=timeout,
         )
         return _Op(pending, RecordResult._from)
+
+    def _delegate(
+        self,
+        parent_agent_id: str,
+        subject_agent_id: str,
+        tools: Sequence[str],
+        apis: Sequence[Api],
+        ttl: Union[float, timedelta],
+        max_depth: int,
+        parent_token: Optional[Token],
+    ) -> _Op[DelegationToken]:
+        if isinstance(tools, str):
+            tools = [tools]
+        if isinstance(apis, str):
+            apis = [apis]
+        pending = self._core.delegate(
+            parent_agent_id,
+            subject_agent_id,
+            tools=list(tools),
+            apis=[_api_pattern(a) for a in apis],
+            ttl_seconds=_ttl_seconds(ttl),
+            max_depth=max_depth,
+            parent_token=_token(parent_token) or "",
+        )
+        return _Op(pending, DelegationToken._from)
 
     def _approve(self, approval_id: str, grant: bool, reason: str) -> _Op[Approval]:
         return _Op(self._core.approve(approval_id, grant, reason), Approval._from)
@@ -401,15 +486,19 @@ class _Base:
         return _Op(self._core.get_policy(), parse)
 
     def _create_principal(
-        self, name: str, roles: Sequence[Role], agents: Sequence[str]
+        self,
+        name: str,
+        roles: Sequence[Role],
+        agents: Sequence[str],
+        tls_identity: Optional[str],
     ) -> _Op[NewPrincipal]:
         if isinstance(roles, str):
             roles = [cast(Role, roles)]
         wire = [_lookup(_ROLE_VALUES, r, "role") for r in roles]
-        pending = self._core.create_principal(name, wire, list(agents))
+        pending = self._core.create_principal(name, wire, list(agents), tls_identity or "")
         return _Op(
             pending,
-            lambda d: NewPrincipal(Principal._from(d["principal"]), d["api_key"]),
+            lambda d: NewPrincipal(Principal._from(d["principal"]), d["api_key"] or None),
         )
 
     def guard(
@@ -427,6 +516,7 @@ class _Base:
         category: Optional[str] = None,
         data: Optional[Sequence[DataAccess]] = None,
         min_trust: Union[TrustLevel, int, str, None] = None,
+        delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
         wait_for_approval: Union[bool, float] = False,
         fail_open: bool = False,
@@ -441,6 +531,10 @@ class _Base:
         ``ApprovalTimeout`` when none comes. On exit it records the outcome
         ("success", or "failure" when the block raised), the duration and whatever
         the block reported with ``g.report(...)``.
+
+        ``delegation_token`` acts under a token from ``delegate`` (see
+        ``evaluate``); outside the token the guard raises ``Denied`` with
+        ``reason == "delegation.out_of_scope"``.
 
         When Arbiter is unreachable the guard fails closed: ``Unavailable`` is
         raised and the block does not run. ``fail_open=True`` runs the block
@@ -462,6 +556,7 @@ class _Base:
                 category=category,
                 data=data,
                 min_trust=min_trust,
+                delegation_token=delegation_token,
                 context=context,
             ),
             wait_for_approval=_approval_wait(wait_for_approval),
@@ -483,6 +578,7 @@ class _Base:
         category: Optional[str] = None,
         data: Optional[Sequence[DataAccess]] = None,
         min_trust: Union[TrustLevel, int, str, None] = None,
+        delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
         wait_for_approval: Union[bool, float] = False,
         fail_open: bool = False,
@@ -506,6 +602,7 @@ class _Base:
                 category=category,
                 data=data,
                 min_trust=min_trust,
+                delegation_token=delegation_token,
                 context=context,
                 wait_for_approval=wait_for_approval,
                 fail_open=fail_open,
@@ -993,6 +1090,18 @@ class Client(_Base):
     the server UNAVAILABLE is sent again (only calls that are safe to repeat).
     After 5 consecutive outages the circuit breaker fails calls fast for 2 s
     (``circuit_breaker=False`` turns it off). Nothing connects until the first call.
+
+    TLS: ``tls_ca`` is the CA that signed the server's certificate and switches TLS on
+    (no system roots are trusted; the address then gets ``https://``, and an
+    ``http://`` address is refused with ``ValueError``). ``tls_cert`` and ``tls_key``
+    are this client's certificate and private key for mTLS (both or neither); the
+    server maps the certificate to a principal, so no ``api_key`` is needed.
+    ``tls_domain`` is the name the server certificate must carry when it differs from
+    the address's host (e.g. dialling an IP address). Each of ``tls_ca``, ``tls_cert``
+    and ``tls_key`` is a file path (``str`` or ``os.PathLike``, read once, here) or
+    the PEM itself (``bytes``, or a ``str`` containing ``-----BEGIN``). Unreadable
+    files and unusable PEM raise ``ValueError`` here; a failed handshake (wrong CA,
+    wrong name, certificate refused) raises ``Unavailable`` on the first call.
     """
 
     def __init__(
@@ -1004,6 +1113,10 @@ class Client(_Base):
         connect_timeout: float = 5.0,
         retries: int = 2,
         circuit_breaker: bool = True,
+        tls_ca: Optional[Pem] = None,
+        tls_cert: Optional[Pem] = None,
+        tls_key: Optional[Pem] = None,
+        tls_domain: Optional[str] = None,
     ) -> None:
         super().__init__(
             address,
@@ -1012,6 +1125,10 @@ class Client(_Base):
             connect_timeout=connect_timeout,
             retries=retries,
             circuit_breaker=circuit_breaker,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_domain=tls_domain,
         )
         self.audit = Audit(self._core)
         """Query, follow, verify and prove the audit log."""
@@ -1038,6 +1155,7 @@ class Client(_Base):
         data: Optional[Sequence[DataAccess]] = None,
         min_trust: Union[TrustLevel, int, str, None] = None,
         approval_id: Optional[str] = None,
+        delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
         explain: bool = False,
         receipt: bool = False,
@@ -1053,9 +1171,11 @@ class Client(_Base):
         estimated tokens, ``budget`` a named budget to charge too, ``category`` the
         budget category, ``data`` the personal data touched (``[("user_email",
         "notifications")]``), ``min_trust`` raises the required trust level,
-        ``approval_id`` presents a granted approval, ``context`` is recorded in the
-        audit entry. ``explain`` reports every stage, ``receipt`` asks for a
-        verifiable receipt. A ``request_id`` (idempotency key) is generated unless
+        ``approval_id`` presents a granted approval, ``delegation_token`` (from
+        ``delegate``) narrows the agent's scope to policy ∩ token (outside it:
+        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit
+        entry. ``explain`` reports every stage, ``receipt`` asks for a verifiable
+        receipt. A ``request_id`` (idempotency key) is generated unless
         given; retries after UNAVAILABLE reuse it, so they never spend twice.
 
         Raises ``Unavailable`` when Arbiter cannot be asked, ``InvalidArgument``,
@@ -1074,6 +1194,7 @@ class Client(_Base):
             data=data,
             min_trust=min_trust,
             approval_id=approval_id,
+            delegation_token=delegation_token,
             context=context,
             explain=explain,
             receipt=receipt,
@@ -1112,6 +1233,38 @@ class Client(_Base):
             metadata=metadata,
             request_id=request_id,
             timeout=timeout,
+        ).wait()
+
+    def delegate(
+        self,
+        parent_agent_id: str,
+        subject_agent_id: str,
+        *,
+        tools: Sequence[str] = (),
+        apis: Sequence[Api] = (),
+        ttl: Union[float, timedelta] = DEFAULT_DELEGATION_TTL,
+        max_depth: int = 0,
+        parent_token: Optional[Token] = None,
+    ) -> DelegationToken:
+        """Issue a delegation token: ``parent_agent_id`` lends ``subject_agent_id``
+        part of its own scope. ``tools`` are tool patterns (``"crm.read*"``), ``apis``
+        API patterns (``"GET https://api.example.com/**"`` or ``("GET", url_glob)``);
+        each must lie inside the parent's policy rule, or inside ``parent_token``
+        when re-delegating a token the parent holds. ``ttl`` is the lifetime in whole
+        seconds (or a ``timedelta``; 1 s to 24 h, capped at a parent token's expiry),
+        ``max_depth`` how many more times the token may be delegated onward (0 to 8).
+
+        The subject then passes the token as ``delegation_token=`` to ``evaluate`` or
+        ``guard``: its scope is its own policy ∩ the token ∩ every issuer's current
+        policy. The caller must be allowed to act for ``parent_agent_id``.
+
+        Raises ``PermissionDenied`` with ``reason`` set to the refusal code:
+        "delegation.escalation" (a pattern outside the parent's scope),
+        "delegation.forged", "delegation.expired", "delegation.wrong_subject" (the
+        parent token), "delegation.depth_exceeded", or "halt.engaged" (the parent is
+        halted); ``InvalidArgument`` for malformed arguments. Sent once (never retried)."""
+        return self._delegate(
+            parent_agent_id, subject_agent_id, tools, apis, ttl, max_depth, parent_token
         ).wait()
 
     def approve(self, approval_id: str, grant: bool = True, reason: str = "") -> Approval:
@@ -1257,11 +1410,15 @@ class Client(_Base):
         roles: Sequence[Role],
         *,
         agents: Sequence[str] = (),
+        tls_identity: Optional[str] = None,
     ) -> NewPrincipal:
         """Create a principal with an API key (returned only here). The first
         principal switches authentication on for good. ``agents`` are the agent ids or
-        globs an "agent" principal may act for."""
-        return self._create_principal(name, roles, agents).wait()
+        globs an "agent" principal may act for. With ``tls_identity`` (a URI SAN such
+        as ``"spiffe://example.org/bot"``, ``"dns:NAME"`` or ``"cn:NAME"``) the
+        principal is bound to a client certificate instead: it gets no API key
+        (``api_key`` is None) and authenticates only over mTLS."""
+        return self._create_principal(name, roles, agents, tls_identity).wait()
 
     def list_principals(self) -> list[Principal]:
         """Every principal (never their keys)."""
@@ -1291,6 +1448,10 @@ class AsyncClient(_Base):
         connect_timeout: float = 5.0,
         retries: int = 2,
         circuit_breaker: bool = True,
+        tls_ca: Optional[Pem] = None,
+        tls_cert: Optional[Pem] = None,
+        tls_key: Optional[Pem] = None,
+        tls_domain: Optional[str] = None,
     ) -> None:
         super().__init__(
             address,
@@ -1299,6 +1460,10 @@ class AsyncClient(_Base):
             connect_timeout=connect_timeout,
             retries=retries,
             circuit_breaker=circuit_breaker,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_domain=tls_domain,
         )
         self.audit = AsyncAudit(self._core)
         """Query, follow, verify and prove the audit log."""
@@ -1325,6 +1490,7 @@ class AsyncClient(_Base):
         data: Optional[Sequence[DataAccess]] = None,
         min_trust: Union[TrustLevel, int, str, None] = None,
         approval_id: Optional[str] = None,
+        delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
         explain: bool = False,
         receipt: bool = False,
@@ -1340,9 +1506,11 @@ class AsyncClient(_Base):
         estimated tokens, ``budget`` a named budget to charge too, ``category`` the
         budget category, ``data`` the personal data touched (``[("user_email",
         "notifications")]``), ``min_trust`` raises the required trust level,
-        ``approval_id`` presents a granted approval, ``context`` is recorded in the
-        audit entry. ``explain`` reports every stage, ``receipt`` asks for a
-        verifiable receipt. A ``request_id`` (idempotency key) is generated unless
+        ``approval_id`` presents a granted approval, ``delegation_token`` (from
+        ``delegate``) narrows the agent's scope to policy ∩ token (outside it:
+        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit
+        entry. ``explain`` reports every stage, ``receipt`` asks for a verifiable
+        receipt. A ``request_id`` (idempotency key) is generated unless
         given; retries after UNAVAILABLE reuse it, so they never spend twice.
 
         Raises ``Unavailable`` when Arbiter cannot be asked, ``InvalidArgument``,
@@ -1361,6 +1529,7 @@ class AsyncClient(_Base):
             data=data,
             min_trust=min_trust,
             approval_id=approval_id,
+            delegation_token=delegation_token,
             context=context,
             explain=explain,
             receipt=receipt,
@@ -1399,6 +1568,38 @@ class AsyncClient(_Base):
             metadata=metadata,
             request_id=request_id,
             timeout=timeout,
+        ).future()
+
+    async def delegate(
+        self,
+        parent_agent_id: str,
+        subject_agent_id: str,
+        *,
+        tools: Sequence[str] = (),
+        apis: Sequence[Api] = (),
+        ttl: Union[float, timedelta] = DEFAULT_DELEGATION_TTL,
+        max_depth: int = 0,
+        parent_token: Optional[Token] = None,
+    ) -> DelegationToken:
+        """Issue a delegation token: ``parent_agent_id`` lends ``subject_agent_id``
+        part of its own scope. ``tools`` are tool patterns (``"crm.read*"``), ``apis``
+        API patterns (``"GET https://api.example.com/**"`` or ``("GET", url_glob)``);
+        each must lie inside the parent's policy rule, or inside ``parent_token``
+        when re-delegating a token the parent holds. ``ttl`` is the lifetime in whole
+        seconds (or a ``timedelta``; 1 s to 24 h, capped at a parent token's expiry),
+        ``max_depth`` how many more times the token may be delegated onward (0 to 8).
+
+        The subject then passes the token as ``delegation_token=`` to ``evaluate`` or
+        ``guard``: its scope is its own policy ∩ the token ∩ every issuer's current
+        policy. The caller must be allowed to act for ``parent_agent_id``.
+
+        Raises ``PermissionDenied`` with ``reason`` set to the refusal code:
+        "delegation.escalation" (a pattern outside the parent's scope),
+        "delegation.forged", "delegation.expired", "delegation.wrong_subject" (the
+        parent token), "delegation.depth_exceeded", or "halt.engaged" (the parent is
+        halted); ``InvalidArgument`` for malformed arguments. Sent once (never retried)."""
+        return await self._delegate(
+            parent_agent_id, subject_agent_id, tools, apis, ttl, max_depth, parent_token
         ).future()
 
     async def approve(self, approval_id: str, grant: bool = True, reason: str = "") -> Approval:
@@ -1548,11 +1749,15 @@ class AsyncClient(_Base):
         roles: Sequence[Role],
         *,
         agents: Sequence[str] = (),
+        tls_identity: Optional[str] = None,
     ) -> NewPrincipal:
         """Create a principal with an API key (returned only here). The first
         principal switches authentication on for good. ``agents`` are the agent ids or
-        globs an "agent" principal may act for."""
-        return await self._create_principal(name, roles, agents).future()
+        globs an "agent" principal may act for. With ``tls_identity`` (a URI SAN such
+        as ``"spiffe://example.org/bot"``, ``"dns:NAME"`` or ``"cn:NAME"``) the
+        principal is bound to a client certificate instead: it gets no API key
+        (``api_key`` is None) and authenticates only over mTLS."""
+        return await self._create_principal(name, roles, agents, tls_identity).future()
 
     async def list_principals(self) -> list[Principal]:
         """Every principal (never their keys)."""

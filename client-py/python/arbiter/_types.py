@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal, Optional, Union
@@ -210,10 +210,12 @@ class Decision:
                 f"approval required ({self.approval_id}): {text}",
                 decision=self,
                 approval_id=self.approval_id,
+                reason=None if reason is None else reason.code,
             )
+        code = None if reason is None else reason.code
         if self.halted:
-            raise _error(_arbiter.Halted, "HALTED", f"halted: {text}", decision=self)
-        raise _error(_arbiter.Denied, "DENIED", f"denied: {text}", decision=self)
+            raise _error(_arbiter.Halted, "HALTED", f"halted: {text}", decision=self, reason=code)
+        raise _error(_arbiter.Denied, "DENIED", f"denied: {text}", decision=self, reason=code)
 
     @classmethod
     def _from(cls, d: dict[str, Any]) -> Decision:
@@ -236,11 +238,13 @@ class Decision:
 
 
 def _error(cls: type[Exception], code: str, message: str, **attrs: Any) -> Exception:
-    """An exception of ``cls`` with ``code``, ``message``, ``field`` and ``attrs`` set."""
+    """An exception of ``cls`` with ``code``, ``message``, ``field``, ``reason`` and
+    ``attrs`` set."""
     error = cls(message)
     error.code = code  # type: ignore[attr-defined]
     error.message = message  # type: ignore[attr-defined]
     error.field = None  # type: ignore[attr-defined]
+    error.reason = None  # type: ignore[attr-defined]
     for name, value in attrs.items():
         setattr(error, name, value)
     return error
@@ -632,6 +636,9 @@ class Principal:
     """When it was created."""
     revoked_at: Optional[datetime]
     """When it was revoked; None while active."""
+    tls_identity: Optional[str] = None
+    """The client-certificate identity it authenticates with over mTLS
+    (``spiffe://...``, ``dns:NAME`` or ``cn:NAME``); None for an API-key principal."""
 
     @classmethod
     def _from(cls, d: dict[str, Any]) -> Principal:
@@ -641,6 +648,7 @@ class Principal:
             agents=d["agents"],
             created_at=_time(d["created_at"]),
             revoked_at=_time(d["revoked_at"]),
+            tls_identity=d["tls_identity"],
         )
 
 
@@ -650,8 +658,36 @@ class NewPrincipal:
 
     principal: Principal
     """The stored principal."""
-    api_key: str
-    """The API key; only its hash is stored."""
+    api_key: Optional[str] = field(repr=False)
+    """The API key; only its hash is stored. None for a principal bound to a
+    client-certificate identity (it authenticates only over mTLS)."""
+
+
+@dataclass(frozen=True)
+class DelegationToken:
+    """A delegation token issued by ``delegate``: pass it (or ``.token``) as
+    ``delegation_token=`` to ``evaluate``/``guard`` of the subject agent, or as
+    ``parent_token=`` to ``delegate`` to narrow it further. It is a bearer credential
+    until ``expires_at``: the token text is kept out of ``repr`` (and so out of logs)."""
+
+    token: str = field(repr=False)
+    """The signed token (``arbiter-dt1.<payload>.<signature>``)."""
+    expires_at: datetime
+    """When it stops being accepted (never later than a parent token's expiry)."""
+
+    @property
+    def expired(self) -> bool:
+        """True once ``expires_at`` has passed (by this machine's clock)."""
+        return datetime.now(timezone.utc) >= self.expires_at
+
+    def __str__(self) -> str:
+        return self.token
+
+    @classmethod
+    def _from(cls, d: dict[str, Any]) -> DelegationToken:
+        expires_at = _time(d["expires_at"])
+        assert expires_at is not None, "the server always sets expires_at"
+        return cls(token=d["token"], expires_at=expires_at)
 
 
 @dataclass(frozen=True)
