@@ -65,11 +65,19 @@ pub async fn run(a: BenchAuditArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut v = Verifier::new(&keys, 1, *GENESIS);
     let mut checking = std::time::Duration::ZERO;
-    let mut next = 1;
-    while next <= n {
-        let page = store.audit_page(next, n, 10_000).await?;
+    let shared = std::sync::Arc::new(store.clone());
+    let fetch = |next: u64| {
+        let store = shared.clone();
+        tokio::spawn(async move { store.audit_page(next, n, 10_000).await })
+    };
+    // As `VerifyAudit` does: the next page is read while this one is checked.
+    let mut pending = (n > 0).then(|| fetch(1));
+    while let Some(reading) = pending.take() {
+        let page = reading.await??;
         let Some(last) = page.last() else { break };
-        next = last.seq + 1;
+        if last.seq < n {
+            pending = Some(fetch(last.seq + 1));
+        }
         let t = Instant::now();
         v.feed_all(&page)
             .map_err(|f| anyhow::anyhow!("seq {}: {}", f.seq, f.message))?;
