@@ -16,6 +16,7 @@ mod delegation;
 mod demo;
 mod halt;
 mod keys;
+mod metrics;
 mod pipeline;
 mod policy;
 mod presence;
