@@ -26,6 +26,7 @@ mod restart;
 mod retries;
 mod scope;
 mod service;
+mod shutdown;
 mod tamper;
 mod tls;
 mod trust;
