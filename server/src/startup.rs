@@ -311,7 +311,7 @@ impl Application {
         };
 
         let engine = self.engine.clone();
-        let mut server = tonic::transport::Server::builder();
+        let mut server = tonic::transport::Server::builder().trace_fn(crate::telemetry::rpc_span);
         if let Some(tls) = self.tls {
             server = server
                 .tls_config(tls.config)

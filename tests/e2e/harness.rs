@@ -78,6 +78,19 @@ pub async fn arbiter(args: &[&str]) -> CliOutput {
     CliOutput::from(output)
 }
 
+/// Runs `arbiter ARGS…` to completion with extra environment variables.
+pub async fn arbiter_with_env(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let output = tokio::process::Command::new(arbiter_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("arbiter runs");
+    CliOutput::from(output)
+}
+
 /// What a CLI command did, with its output as text.
 #[derive(Debug)]
 pub struct CliOutput {

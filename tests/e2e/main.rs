@@ -29,5 +29,6 @@ mod service;
 mod shutdown;
 mod tamper;
 mod tls;
+mod traces;
 mod trust;
 mod validation;

@@ -19,7 +19,11 @@ pub struct DecisionApi {
 
 #[tonic::async_trait]
 impl DecisionService for DecisionApi {
-    #[instrument(name = "Evaluate", skip_all, fields(arbiter.agent_id = %req.get_ref().agent_id))]
+    #[instrument(
+        name = "Evaluate",
+        skip_all,
+        fields(arbiter.agent_id = %req.get_ref().agent_id, arbiter.decision = tracing::field::Empty)
+    )]
     async fn evaluate(
         &self,
         req: Request<pb::EvaluateRequest>,
@@ -51,6 +55,7 @@ impl DecisionService for DecisionApi {
         } else {
             None
         };
+        tracing::Span::current().record("arbiter.decision", result.verdict.name());
         tracing::debug!(
             arbiter.decision = result.verdict.name(),
             seq = result.audit_seq,
