@@ -97,6 +97,7 @@ struct Inner {
     pool_max: IntGauge,
     policy_accepted: IntCounter,
     policy_rejected: IntCounter,
+    rpc: RpcMetrics,
 }
 
 impl Default for Metrics {
@@ -187,6 +188,7 @@ impl Metrics {
         let policy_accepted = reloads.get_metric_with_label_values(&["accepted"])?;
         let policy_rejected = reloads.get_metric_with_label_values(&["rejected"])?;
         registry.register(Box::new(reloads))?;
+        let rpc = RpcMetrics::new(&registry)?;
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -203,6 +205,7 @@ impl Metrics {
                 pool_max,
                 policy_accepted,
                 policy_rejected,
+                rpc,
             }),
         })
     }
@@ -332,5 +335,192 @@ mod tests {
         assert_eq!(count("error", "none"), Some(1));
         // Every combination is pre-registered, so a scrape shows zeros too.
         assert_eq!(decisions.get_metric().len(), OUTCOMES.len() * STAGES.len());
+    }
+}
+
+/// gRPC status codes 0–16, as the `code` label spells them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Per-RPC counts and latency. `method` is one of the methods the server serves (read
+/// from the descriptor sets at start) or `other`, so a client inventing paths cannot
+/// add series. Series are resolved on first use and then kept: after that a record is
+/// a map read (immutable) and atomic adds.
+pub struct RpcMetrics {
+    /// Path (`/pkg.Service/Method`) → index into `cells`.
+    methods: std::collections::HashMap<String, usize>,
+    labels: Vec<String>,
+    requests: IntCounterVec,
+    seconds: prometheus::HistogramVec,
+    cells: Vec<RpcCells>,
+}
+
+#[derive(Default)]
+struct RpcCells {
+    codes: [std::sync::OnceLock<IntCounter>; 17],
+    seconds: std::sync::OnceLock<Histogram>,
+}
+
+impl RpcMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(name::GRPC_REQUESTS, "gRPC calls by method and status code."),
+            &["method", "code"],
+        )?;
+        let seconds = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                name::GRPC_SECONDS,
+                "Time to the response headers of a gRPC call (a unary call's whole handling; a stream's opening).",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        let mut labels = served_methods();
+        labels.push("other".to_owned());
+        let methods = labels
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("/{m}"), i))
+            .collect();
+        let cells = labels.iter().map(|_| RpcCells::default()).collect();
+        Ok(Self {
+            methods,
+            labels,
+            requests,
+            seconds,
+            cells,
+        })
+    }
+
+    fn record(&self, path: &str, code: usize, elapsed: Duration) {
+        let i = self
+            .methods
+            .get(path)
+            .copied()
+            .unwrap_or(self.labels.len() - 1);
+        let method = self.labels[i].as_str();
+        let cells = &self.cells[i];
+        cells.codes[code.min(16)]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[method, GRPC_CODES[code.min(16)]])
+            })
+            .inc();
+        cells
+            .seconds
+            .get_or_init(|| self.seconds.with_label_values(&[method]))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// `pkg.Service/Method` for every method of the arbiter.v1 services and grpc.health.v1.
+fn served_methods() -> Vec<String> {
+    use prost::Message;
+    let mut out = Vec::new();
+    for set in [
+        arbiter_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    out.push(format!(
+                        "{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Tower layer that records [`RpcMetrics`] for every call (tonic's `Server::layer`).
+#[derive(Clone)]
+pub struct RpcLayer(pub Metrics);
+
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcService {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+type Http<T> = tonic::codegen::http::Request<T>;
+type HttpResponse<T> = tonic::codegen::http::Response<T>;
+
+impl<S, B, R> tower::Service<Http<B>> for RpcService<S>
+where
+    S: tower::Service<Http<B>, Response = HttpResponse<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Http<B>) -> Self::Future {
+        let started = std::time::Instant::now();
+        let path = req.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let result = call.await;
+            // An error status travels in the headers (trailers-only response); a
+            // success's status comes in trailers after the body, and is OK for a
+            // unary call. A stream that fails later is counted as opened OK.
+            let code = match &result {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                    .unwrap_or(if resp.status().is_success() { 0 } else { 2 }),
+                Err(_) => 2,
+            };
+            metrics.inner.rpc.record(&path, code, started.elapsed());
+            result
+        })
     }
 }

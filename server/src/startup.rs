@@ -311,7 +311,9 @@ impl Application {
         };
 
         let engine = self.engine.clone();
-        let mut server = tonic::transport::Server::builder().trace_fn(crate::telemetry::rpc_span);
+        let mut server = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::rpc_span)
+            .layer(crate::metrics::RpcLayer(self.metrics.clone()));
         if let Some(tls) = self.tls {
             server = server
                 .tls_config(tls.config)

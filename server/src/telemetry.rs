@@ -55,6 +55,8 @@ pub mod metric {
     pub const DB_POOL_CONNECTIONS: &str = "arbiter_db_pool_connections";
     pub const DB_POOL_MAX: &str = "arbiter_db_pool_max_connections";
     pub const POLICY_RELOADS: &str = "arbiter_policy_reloads_total";
+    pub const GRPC_REQUESTS: &str = "arbiter_grpc_requests_total";
+    pub const GRPC_SECONDS: &str = "arbiter_grpc_request_duration_seconds";
 }
 
 /// What `init` set up; `shutdown` flushes the spans still buffered.

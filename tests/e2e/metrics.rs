@@ -61,6 +61,9 @@ async fn decisions_batches_and_state_gauges_are_exported_in_prometheus_text_form
     let d = c.evaluate("bot-2").tool("read_file").send().await.unwrap();
     assert_eq!(d.reason().unwrap().stage, "halt");
 
+    let bad = c.evaluate("").tool("read_file").send().await;
+    assert!(bad.is_err(), "an empty agent id is invalid: {bad:?}");
+
     let (content_type, body) = server.scrape_metrics().await;
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let get = |series: &str| {
@@ -104,6 +107,33 @@ async fn decisions_batches_and_state_gauges_are_exported_in_prometheus_text_form
     assert_eq!(
         get(r#"arbiter_policy_reloads_total{result="accepted"}"#),
         0.0
+    );
+    // Per RPC, by method and gRPC status code.
+    assert_eq!(
+        get(
+            r#"arbiter_grpc_requests_total{code="OK",method="arbiter.v1.DecisionService/Evaluate"}"#
+        ),
+        5.0
+    );
+    assert_eq!(
+        get(
+            r#"arbiter_grpc_requests_total{code="INVALID_ARGUMENT",method="arbiter.v1.DecisionService/Evaluate"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(r#"arbiter_grpc_requests_total{code="OK",method="arbiter.v1.ControlService/Halt"}"#),
+        1.0
+    );
+    assert!(
+        get(r#"arbiter_grpc_requests_total{code="OK",method="grpc.health.v1.Health/Check"}"#)
+            >= 1.0
+    );
+    assert_eq!(
+        get(
+            r#"arbiter_grpc_request_duration_seconds_count{method="arbiter.v1.DecisionService/Evaluate"}"#
+        ),
+        6.0
     );
     // Agent ids never become labels: the number of series stays bounded.
     assert!(!body.contains("bot-1"), "{body}");
