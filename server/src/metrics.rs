@@ -411,12 +411,15 @@ impl RpcMetrics {
         })
     }
 
-    fn record(&self, path: &str, code: usize, elapsed: Duration) {
-        let i = self
-            .methods
+    /// The index of a request path's `method` label (`other` when not served).
+    fn method_index(&self, path: &str) -> usize {
+        self.methods
             .get(path)
             .copied()
-            .unwrap_or(self.labels.len() - 1);
+            .unwrap_or(self.labels.len() - 1)
+    }
+
+    fn record(&self, i: usize, code: usize, elapsed: Duration) {
         let method = self.labels[i].as_str();
         let cells = &self.cells[i];
         cells.codes[code.min(16)]
@@ -503,7 +506,7 @@ where
 
     fn call(&mut self, req: Http<B>) -> Self::Future {
         let started = std::time::Instant::now();
-        let path = req.uri().path().to_owned();
+        let method = self.metrics.inner.rpc.method_index(req.uri().path());
         let metrics = self.metrics.clone();
         let call = self.inner.call(req);
         Box::pin(async move {
@@ -519,7 +522,7 @@ where
                     .unwrap_or(if resp.status().is_success() { 0 } else { 2 }),
                 Err(_) => 2,
             };
-            metrics.inner.rpc.record(&path, code, started.elapsed());
+            metrics.inner.rpc.record(method, code, started.elapsed());
             result
         })
     }

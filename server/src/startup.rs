@@ -373,11 +373,20 @@ impl Application {
             }
         };
 
-        refusal_task.abort();
         for task in &background {
             task.abort();
         }
-        let _ = refusal_task.await;
+        // Refusals already queued are audited too ("every refusal is audited"): the
+        // queue ends once the services holding its sender are gone. A connection cut
+        // by the grace period may keep one alive, hence the bound.
+        let mut refusal_task = refusal_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut refusal_task)
+            .await
+            .is_err()
+        {
+            refusal_task.abort();
+            let _ = refusal_task.await;
+        }
         for task in background {
             let _ = task.await;
         }
@@ -445,10 +454,14 @@ fn spawn_policy_reload(
             match change {
                 loader::Reload::Valid(policy) => {
                     let version = policy.version.clone();
-                    metrics.record_policy_reload(true);
                     match engine.install_policy(Arc::from(policy)).await {
-                        Ok(seq) => tracing::info!(%version, audit_seq = seq, "policy reloaded"),
+                        Ok(seq) => {
+                            metrics.record_policy_reload(true);
+                            tracing::info!(%version, audit_seq = seq, "policy reloaded")
+                        }
                         Err(e) => {
+                            // Not serving the new bundle: for operators that is a rejection.
+                            metrics.record_policy_reload(false);
                             tracing::error!(error = %e, "policy reload could not be recorded; the old policy keeps serving")
                         }
                     }

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint: decisions by outcome and deciding stage, the audit
 //! writer's batches, and the state gauges read at scrape time.
 
+use std::time::Duration;
+
 use arbiter_client::proto as pb;
 
 use crate::harness::{spawn_server, ServerOptions};
@@ -137,4 +139,32 @@ async fn decisions_batches_and_state_gauges_are_exported_in_prometheus_text_form
     );
     // Agent ids never become labels: the number of series stays bounded.
     assert!(!body.contains("bot-1"), "{body}");
+}
+
+#[tokio::test]
+async fn policy_reloads_are_counted_as_accepted_or_rejected() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY).fast_reload()).await;
+    server.write_policy("version: 1\nagents: [{id: bot, tools: {allow: 7}}]\n");
+    let reloads = |result: &'static str| {
+        let server = &server;
+        async move {
+            let (_, body) = server.scrape_metrics().await;
+            sample(
+                &body,
+                &format!(r#"arbiter_policy_reloads_total{{result="{result}"}}"#),
+            )
+            .unwrap_or(0.0)
+        }
+    };
+    crate::harness::eventually("a rejected reload", Duration::from_secs(20), || async {
+        (reloads("rejected").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(reloads("accepted").await, 0.0);
+    server.write_policy(&POLICY.replace("read_*", "read_*\", \"list_*"));
+    crate::harness::eventually("an accepted reload", Duration::from_secs(20), || async {
+        (reloads("accepted").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(reloads("rejected").await, 1.0);
 }
