@@ -113,6 +113,8 @@ def start_server(
     environment = dict(os.environ, RUST_LOG="info,sqlx=warn", NO_COLOR="1")
     environment.pop("ARBITER_CONFIG", None)
     environment.pop("ARBITER_POLICY", None)
+    # A free metrics port per server: fixtures overlap, and 9090 may be taken.
+    environment["ARBITER_METRICS__LISTEN"] = "127.0.0.1:0"
     environment.update(env or {})
     process = subprocess.Popen(
         [

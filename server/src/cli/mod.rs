@@ -80,6 +80,11 @@ pub struct Remote {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (embedded SQLite by default, no setup needed).
+    #[command(after_help = "Observability (docs/observability.md):\n  \
+        ARBITER_METRICS__LISTEN            Prometheus endpoint, GET /metrics [default: 127.0.0.1:9090; \"off\" disables]\n  \
+        ARBITER_SERVER__SHUTDOWN_GRACE_MS  drain time for in-flight RPCs on SIGTERM [default: 10000]\n  \
+        OTEL_EXPORTER_OTLP_ENDPOINT        export traces over OTLP/gRPC (with the other standard OTEL_* variables)\n  \
+        ARBITER_LOG_FORMAT=json            JSON log lines with trace_id and span_id; RUST_LOG filters")]
     Serve {
         #[command(flatten)]
         server: ServerFlags,
@@ -92,6 +97,9 @@ pub enum Command {
         /// SQLite synchronous mode: normal (survives a process crash) or full (also power loss).
         #[arg(long)]
         synchronous: Option<String>,
+        /// Prometheus endpoint address, or "off" (setting metrics.listen).
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -259,8 +267,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             policy,
             synchronous,
+            metrics_listen,
         } => {
             let mut s = server.settings()?;
+            if let Some(m) = metrics_listen {
+                s.metrics.listen = m;
+                s.validate().map_err(anyhow::Error::msg)?;
+            }
             if let Some(l) = listen {
                 s.server.listen = l;
             }

@@ -143,6 +143,14 @@ const ENTRY_COLUMNS: &str =
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn pool_stats(&self) -> Option<super::PoolStats> {
+        Some(super::PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
         sqlx::query(
             "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
