@@ -6,6 +6,7 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- if or .Values.policy.rollOnChange .Values.podAnnotations }}
   annotations:
     {{- if .Values.policy.rollOnChange }}
     {{- /* A changed config or bundle changes this hash, and so the pod template: pods roll. */}}
@@ -14,6 +15,7 @@ metadata:
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- end }}
 spec:
   serviceAccountName: {{ include "arbiter.serviceAccountName" . }}
   # Arbiter never talks to the Kubernetes API.
