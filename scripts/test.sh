@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, the proto contract, unit tests, end-to-end
 # tests against the real `arbiter` binary, and the Python verifier's tests.
-# It installs what it needs (buf via `go install`, a Python venv with pytest and ruff)
-# into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
+# It installs what it needs (buf and helm via `go install`, a Python venv with pytest,
+# ruff and the chart-test tools) into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
 TOOLS="${ARBITER_TOOLS_DIR:-$HOME/.cache/arbiter-tools}"
 export PATH="$TOOLS/bin:$PATH"
 BUF_VERSION="v1.75.0"
+HELM_VERSION="v3.22.0"
+# The Kubernetes version helm assumes without a cluster; its own release build sets it
+# from go.mod, `go install` does not (it would say 1.20, below the chart's kubeVersion).
+HELM_KUBE_MINOR="35"
 CI="${CI:-false}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -53,7 +57,25 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-"$VENV/bin/ruff" check scripts tests/python
+"$VENV/bin/ruff" check scripts tests/python tests/chart
 "$VENV/bin/python" -m pytest tests/python -q
+
+step "helm chart: lint, render, Kubernetes schemas, bad values, the rendered pod run for real"
+if ! command -v helm >/dev/null 2>&1 || [ "$(helm version --template '{{.Version}}' 2>/dev/null)" != "$HELM_VERSION" ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "installing helm $HELM_VERSION into $TOOLS/bin"
+    GOBIN="$TOOLS/bin" go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  fi
+fi
+if command -v helm >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
+  ARBITER_HELM="$(command -v helm)" ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" \
+    "$VENV/bin/python" -m pytest tests/chart -q
+else
+  missing "helm (needs Go to install)"
+fi
 
 step "all tests passed"
