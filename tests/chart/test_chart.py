@@ -12,6 +12,7 @@ the tests fail rather than skip: the script decides whether the step runs.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -365,16 +366,21 @@ class Pod:
     from the manifest changes.
     """
 
-    def __init__(self, objs: list[dict], root: Path):
+    def __init__(self, objs: list[dict], root: Path, secrets: dict[str, dict[str, str]] | None = None):
         self.objs = objs
         workload = next(o for o in objs if o["kind"] in ("StatefulSet", "Deployment"))
         self.pod = workload["spec"]["template"]["spec"]
         self.container = server_container(objs)
         self.root = root
+        self.secrets = secrets or {}
         self.ports: dict[int, int] = {}
         self.mounts: dict[str, Path] = {}
-        for m in self.container["volumeMounts"]:
-            local = root / m["name"]
+        # Outer mounts first, so a mount inside another (the key Secret inside the data
+        # volume) lands inside its directory, as it does in the container.
+        for m in sorted(self.container["volumeMounts"], key=lambda m: len(m["mountPath"])):
+            local = Path(self.local_path(m["mountPath"]))
+            if local == Path(m["mountPath"]):
+                local = root / m["name"]
             self.mounts[m["mountPath"]] = local
             self.materialize(m["name"], local)
 
@@ -395,6 +401,14 @@ class Pod:
             items = vol["configMap"].get("items") or [{"key": k, "path": k} for k in cm["data"]]
             for item in items:
                 (local / item["path"]).write_text(cm["data"][item["key"]])
+        elif "secret" in vol:
+            # As the kubelet writes a Secret volume: root-owned files with defaultMode.
+            data = self.secrets[vol["secret"]["secretName"]]
+            local.mkdir(parents=True, exist_ok=True)
+            for key, text in data.items():
+                path = local / key
+                path.write_text(text)
+                path.chmod(vol["secret"]["defaultMode"])
         elif "emptyDir" in vol:
             if local.exists():
                 shutil.rmtree(local)
@@ -556,3 +570,50 @@ def test_the_rendered_embedded_pod_starts_bootstraps_and_passes_its_probes(tmp_p
     assert code == 0, err
     # A read-only root filesystem: the server wrote only into its volumes.
     assert not any((tmp_path / "cwd").iterdir())
+
+
+def secret_file(tmp: Path, name: str, secret: dict[str, str]) -> str:
+    path = tmp / f"operator-copy-{name}"
+    path.write_text(secret[name])
+    return str(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a Secret volume's files are root-owned; only root can make them so")
+def test_keys_from_a_secret_volume_are_the_keys_the_rendered_pod_uses(tmp_path):
+    binary = arbiter_path()
+    # The operator's key generation (docs/operations.md §3): a scratch server's keys.
+    work = tmp_path / "keygen"
+    proc = subprocess.Popen([str(binary), "serve", "--data-dir", str(work), "--listen", "127.0.0.1:0"],
+                            env={k: v for k, v in os.environ.items() if not k.startswith("ARBITER_")},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Serving means the SIGTERM handler is installed (it is not yet at the first line).
+    grpc_probe(int(wait_listening(proc).rsplit(":", 1)[1]), "")
+    assert stop(proc)[0] == 0
+    secret = {f.name: f.read_text() for f in (work / "keys").iterdir()}
+    assert set(secret) == {"hmac.json", "signing.json", "signing.pub"}
+
+    args = ["-f", str(CHART / "examples/embedded.yaml"), "--set", "keys.existingSecret=arbiter-keys"]
+    if not metrics_supported(binary, tmp_path):
+        args += ["--set", "metrics.enabled=false"]
+    boot = Pod(render(*args, "--set", "bootstrap.enabled=true"), tmp_path / "pod", {"arbiter-keys": secret})
+    keys = tmp_path / "pod" / "data" / "keys"
+    assert (keys / "hmac.json").stat().st_mode & 0o777 == 0o440
+    proc = boot.start(binary)
+    try:
+        wait_listening(proc)
+        port = boot.local_port(container_port(boot.container, "grpc"))
+        grpc_probe(port, "")
+        checkpoint = cli(binary, port, "audit", "checkpoint", "--out", str(tmp_path / "cp"))
+        assert checkpoint.returncode == 0, checkpoint.stderr
+        # Signed with the Secret's key: its public half verifies the server's checkpoint.
+        extends = cli(binary, port, "audit", "extends", str(tmp_path / "cp"),
+                      "--public-key", secret_file(tmp_path, "signing.pub", secret))
+        assert extends.returncode == 0, extends.stdout + extends.stderr
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert "DEVELOPMENT KEYS GENERATED" not in err, err
+    # The mounted files are untouched and the checkpoint is signed by the Secret's key.
+    assert {f.name: f.read_text() for f in keys.iterdir()} == secret
+    origin = json.loads(secret["signing.json"])["origin"]
+    assert (tmp_path / "cp").read_text().startswith(origin + "\n")
