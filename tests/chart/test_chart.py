@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import grpc
@@ -268,8 +269,20 @@ def test_bootstrap_listens_on_loopback_with_one_replica_and_no_probes():
     assert dep["spec"]["replicas"] == 1
     assert "HorizontalPodAutoscaler" not in kinds(objs)
     c = server_container(objs)
-    assert env_of(c)["ARBITER_SERVER__LISTEN"]["value"].startswith("127.0.0.1:")
+    env = env_of(c)
+    assert env["ARBITER_SERVER__LISTEN"]["value"] == "127.0.0.1:50051"
+    assert env["ARBITER_ADDR"]["value"] == "http://127.0.0.1:50051", "for kubectl exec"
     assert "livenessProbe" not in c and "readinessProbe" not in c
+
+
+def test_bootstrap_serves_plaintext_on_loopback_even_with_tls_configured():
+    # The CLI run by `kubectl exec` has no CA or client certificate; loopback is private.
+    objs = render("-f", str(CHART / "examples/postgres-tls.yaml"), "--set", "bootstrap.enabled=true")
+    c = server_container(objs)
+    assert not [n for n in env_of(c) if n.startswith("ARBITER_SERVER__TLS__")]
+    assert env_of(c)["ARBITER_SERVER__LISTEN"]["value"].startswith("127.0.0.1:")
+    objs = render("-f", str(CHART / "examples/postgres-tls.yaml"))
+    assert "ARBITER_ADDR" not in env_of(server_container(objs))
 
 
 def test_metrics_port_and_env_follow_the_switch():
@@ -430,11 +443,17 @@ class Pod:
         for e in self.container.get("env", []):
             assert "valueFrom" not in e, f"{e['name']}: no Secret in this test"
             value = self.local_path(e["value"])
+            # Addresses of the container's ports (listen settings, ARBITER_ADDR).
             m = re.fullmatch(r"(.+):(\d+)", value)
-            if e["name"].endswith("__LISTEN") and m:
+            if m and int(m.group(2)) in {p["containerPort"] for p in self.container["ports"]}:
                 value = f"{m.group(1)}:{self.local_port(int(m.group(2)))}"
             env[e["name"]] = value
         return env
+
+    def exec(self, binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        """`kubectl exec POD -- arbiter ARGS`: the container's environment, nothing else."""
+        return subprocess.run([str(binary), *args], check=False, env=self.env(),
+                              capture_output=True, text=True, timeout=30)
 
     def argv(self, binary: Path) -> list[str]:
         command = self.container["command"]
@@ -515,6 +534,8 @@ def test_the_rendered_embedded_pod_starts_bootstraps_and_passes_its_probes(tmp_p
     extra: list[str] = []
     has_metrics = metrics_supported(binary, tmp_path)
     if not has_metrics:
+        warnings.warn("this arbiter build has no metrics.listen setting yet (issue 7): "
+                      "running the pod with metrics.enabled=false", stacklevel=1)
         extra = ["--set", "metrics.enabled=false"]
 
     # 1. The first install: bootstrap.enabled=true. Loopback only, no probes; the
@@ -525,7 +546,7 @@ def test_the_rendered_embedded_pod_starts_bootstraps_and_passes_its_probes(tmp_p
     try:
         assert wait_listening(proc).startswith("127.0.0.1:")
         grpc_port = boot.local_port(container_port(boot.container, "grpc"))
-        created = cli(binary, grpc_port, "principals", "create", "root", "--role", "admin")
+        created = boot.exec(binary, "principals", "create", "root", "--role", "admin")
         assert created.returncode == 0, created.stderr
         key = re.search(r"arb_\S+", created.stdout).group(0)
     finally:

@@ -94,6 +94,12 @@ app.kubernetes.io/component: server
 {{- end }}
 {{- end }}
 
+{{/* TLS is off during bootstrap: the server is reachable only from inside the pod, and
+the CLI run there with `kubectl exec` has no CA file or client certificate. */}}
+{{- define "arbiter.tlsOn" -}}
+{{- if and .Values.tls.enabled (not .Values.bootstrap.enabled) }}true{{ end }}
+{{- end }}
+
 {{/* How many pods run: one in embedded mode and during bootstrap. */}}
 {{- define "arbiter.replicas" -}}
 {{- if or (eq .Values.mode "embedded") .Values.bootstrap.enabled }}1{{ else }}{{ .Values.replicaCount }}{{ end }}

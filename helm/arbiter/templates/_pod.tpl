@@ -43,6 +43,9 @@ spec:
           {{- if .Values.bootstrap.enabled }}
           # Bootstrap: loopback only, so the server starts without principals.
           value: "127.0.0.1:{{ .Values.grpc.port }}"
+        # For `kubectl exec … arbiter principals create`; the server ignores it.
+        - name: ARBITER_ADDR
+          value: "http://127.0.0.1:{{ .Values.grpc.port }}"
           {{- else }}
           value: "0.0.0.0:{{ .Values.grpc.port }}"
           {{- end }}
@@ -55,7 +58,7 @@ spec:
         - name: ARBITER_METRICS__LISTEN
           value: "0.0.0.0:{{ .Values.metrics.port }}"
         {{- end }}
-        {{- if .Values.tls.enabled }}
+        {{- if include "arbiter.tlsOn" . }}
         - name: ARBITER_SERVER__TLS__CERT_FILE
           value: /etc/arbiter/tls/tls.crt
         - name: ARBITER_SERVER__TLS__KEY_FILE
@@ -118,7 +121,7 @@ spec:
           mountPath: {{ .Values.dataDir }}/keys
           readOnly: true
         {{- end }}
-        {{- if .Values.tls.enabled }}
+        {{- if include "arbiter.tlsOn" . }}
         - name: tls
           mountPath: /etc/arbiter/tls
           readOnly: true
@@ -157,7 +160,7 @@ spec:
         # files that are 0600 for its own user or at most 0640 when owned by root.
         defaultMode: 0440
     {{- end }}
-    {{- if .Values.tls.enabled }}
+    {{- if include "arbiter.tlsOn" . }}
     - name: tls
       secret:
         secretName: {{ .Values.tls.existingSecret }}
@@ -206,7 +209,7 @@ spec:
 {{/* Native gRPC probe against grpc.health.v1; TCP when TLS is on (the kubelet's gRPC
 probe cannot speak TLS). */}}
 {{- define "arbiter.probeHandler" -}}
-{{- if .Values.tls.enabled }}
+{{- if include "arbiter.tlsOn" . }}
 tcpSocket:
   port: grpc
 {{- else }}
