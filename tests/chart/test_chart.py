@@ -267,6 +267,7 @@ def test_bootstrap_listens_on_loopback_with_one_replica_and_no_probes():
     objs = render("-f", str(CHART / "examples/postgres.yaml"), "--set", "bootstrap.enabled=true")
     dep = one(objs, "Deployment")
     assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
     assert "HorizontalPodAutoscaler" not in kinds(objs)
     c = server_container(objs)
     env = env_of(c)
