@@ -9,21 +9,19 @@
 # Pinned to the workspace's toolchain generation; bookworm matches the runtime's glibc.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Manifests first: the dependency layer is rebuilt only when Cargo.lock changes.
 COPY Cargo.toml Cargo.lock ./
-COPY proto/Cargo.toml proto/Cargo.toml
-COPY server/Cargo.toml server/Cargo.toml
-COPY client-rs/Cargo.toml client-rs/Cargo.toml
-COPY tests/Cargo.toml tests/Cargo.toml
 COPY proto proto
 COPY server server
 COPY client-rs client-rs
+# Workspace members the binary does not use still have to be present for Cargo to load
+# the workspace; only arbiter-server is compiled.
+COPY client-py client-py
 COPY tests tests
 COPY migrations migrations
 # protoc is vendored by proto/build.rs and rustls uses ring: no system packages needed.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin arbiter \
+    cargo build --release --locked -p arbiter-server --bin arbiter \
  && install -D -m 0755 target/release/arbiter /out/arbiter
 
 # --- runtime -----------------------------------------------------------------------

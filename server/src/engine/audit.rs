@@ -52,18 +52,16 @@ impl Engine {
         let mut v = Verifier::new(&self.keys, from, prev);
         let mut next = from;
         while next <= to {
-            let page = self.store.audit_range(next, to, PAGE).await?;
+            let page = self.store.audit_page(next, to, PAGE).await?;
             let Some(last) = page.last() else { break };
             next = last.seq + 1;
-            for e in &page {
-                if let Err(f) = v.feed(e) {
-                    return Ok(VerifyReport {
-                        checked: v.checked,
-                        failure: Some(f),
-                        head_seq,
-                        head_mac,
-                    });
-                }
+            if let Err(f) = v.feed_all(&page) {
+                return Ok(VerifyReport {
+                    checked: v.checked,
+                    failure: Some(f),
+                    head_seq,
+                    head_mac,
+                });
             }
         }
         let failure = (v.checked < to.saturating_sub(from) + 1 && to >= from).then(|| Failure {
