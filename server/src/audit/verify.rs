@@ -288,7 +288,10 @@ mod tests {
         let good = chain(&k, 9_000);
         let mut all = Verifier::new(&k, 1, *GENESIS);
         all.feed_all(&good).unwrap();
-        assert_eq!((all.checked, all.head_mac()), (9_000, verify_head(&k, &good)));
+        assert_eq!(
+            (all.checked, all.head_mac()),
+            (9_000, verify_head(&k, &good))
+        );
         for bad in [1, 4_500, 4_501, 8_999] {
             let mut edited = good.clone();
             edited[bad - 1].canonical = edited[bad - 1].canonical.replace("\"seq\"", "\"seq\" ");
