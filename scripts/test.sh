@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, the proto contract, unit tests, end-to-end
-# tests against the real `arbiter` binary, and the Python verifier's tests.
-# It installs what it needs (buf via `go install`, a Python venv with pytest and ruff)
-# into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
+# tests against the real `arbiter` binary, the Python verifier's tests, the `arbiter`
+# Python package (built with maturin, tested against the real binary, ruff, mypy --strict),
+# and the Helm chart (lint, Kubernetes schemas, the rendered pod run with the binary).
+# It installs what it needs (buf and helm via `go install`, Python venvs with pinned
+# tools) into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
 TOOLS="${ARBITER_TOOLS_DIR:-$HOME/.cache/arbiter-tools}"
 export PATH="$TOOLS/bin:$PATH"
 BUF_VERSION="v1.75.0"
+HELM_VERSION="v3.22.0"
+# The Kubernetes version helm assumes without a cluster; its own release build sets it
+# from go.mod, `go install` does not (it would say 1.20, below the chart's kubeVersion).
+HELM_KUBE_MINOR="35"
 CI="${CI:-false}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -76,7 +82,58 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-"$VENV/bin/ruff" check scripts tests/python
+"$VENV/bin/ruff" check scripts tests/python tests/chart
 "$VENV/bin/python" -m pytest tests/python -q
+
+step "python: the arbiter package (maturin wheel, pytest against the real server, ruff, mypy, stubtest)"
+if command -v python3 >/dev/null 2>&1; then
+  PYVENV="$TOOLS/venv-client-py"
+  if [ ! -x "$PYVENV/bin/python" ]; then
+    python3 -m venv "$PYVENV"
+  fi
+  "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r client-py/requirements-dev.txt
+  WHEELS="$CARGO_TARGET_DIR/client-py-wheels"
+  rm -rf "$WHEELS"
+  # A debug wheel: the tests check behaviour, not speed, and it reuses the build above.
+  "$PYVENV/bin/maturin" build --locked --quiet --manifest-path client-py/Cargo.toml \
+    --interpreter "$PYVENV/bin/python" --out "$WHEELS"
+  "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --force-reinstall --no-deps "$WHEELS"/arbiter-*.whl
+  # The wheel must stand alone: a fresh venv with nothing else installed imports it.
+  CLEAN="$(mktemp -d)"
+  python3 -m venv "$CLEAN/venv"
+  "$CLEAN/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index \
+    "$WHEELS"/arbiter-*.whl
+  "$CLEAN/venv/bin/python" -c "import arbiter; print('clean venv: import arbiter', arbiter.__version__)"
+  rm -rf "$CLEAN"
+  ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" "$PYVENV/bin/python" -m pytest client-py/tests -q
+  (
+    cd client-py
+    "$PYVENV/bin/ruff" check .
+    "$PYVENV/bin/ruff" format --check .
+    "$PYVENV/bin/mypy" --strict examples python/arbiter
+    "$PYVENV/bin/python" -m mypy.stubtest arbiter._arbiter
+  )
+else
+  missing "python3 (builds and tests the arbiter Python package)"
+fi
+
+step "helm chart: lint, render, Kubernetes schemas, bad values, the rendered pod run for real"
+if ! command -v helm >/dev/null 2>&1 || [ "$(helm version --template '{{.Version}}' 2>/dev/null)" != "$HELM_VERSION" ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "installing helm $HELM_VERSION into $TOOLS/bin"
+    GOBIN="$TOOLS/bin" go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+      -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  fi
+fi
+if command -v helm >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
+  ARBITER_HELM="$(command -v helm)" ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" \
+    "$VENV/bin/python" -m pytest tests/chart -q
+else
+  missing "helm (needs Go to install)"
+fi
 
 step "all tests passed"

@@ -36,6 +36,9 @@ pub enum Error {
         /// The offending request field, from the first `google.rpc.BadRequest`
         /// field violation in the status details (e.g. `"agent_id"`).
         field: Option<String>,
+        /// The machine-readable refusal code, from the `google.rpc.ErrorInfo`
+        /// reason in the status details (e.g. `"delegation.escalation"`).
+        reason: Option<String>,
     },
 
     /// The client-side circuit breaker is open after repeated connection
@@ -83,6 +86,16 @@ impl Error {
         }
     }
 
+    /// The machine-readable refusal code the server put in the status's
+    /// `google.rpc.ErrorInfo` (e.g. `"delegation.escalation"` or `"halt.engaged"`
+    /// on a refused Delegate), if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Error::Status { reason, .. } => reason.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Only `UNAVAILABLE` is retried: the request did not reach a handler, and
     /// Evaluate and Record carry a `request_id`, so a repeat cannot spend twice.
     pub(crate) fn is_retryable(&self) -> bool {
@@ -122,6 +135,10 @@ impl From<tonic::Status> for Error {
             .and_then(|bad| bad.field_violations.into_iter().next())
             .map(|violation| violation.field)
             .filter(|field| !field.is_empty());
+        let reason = status
+            .get_details_error_info()
+            .map(|info| info.reason)
+            .filter(|reason| !reason.is_empty());
         let mut message = status.message().to_owned();
         // Connection failures carry the useful part ("Connection refused") in
         // the source chain, not in the message.
@@ -130,6 +147,7 @@ impl From<tonic::Status> for Error {
             code: status.code(),
             message,
             field,
+            reason,
         }
     }
 }
@@ -223,8 +241,10 @@ mod tests {
                 code,
                 message,
                 field,
+                reason,
             } => {
                 assert_eq!(*code, Code::InvalidArgument);
+                assert_eq!(*reason, None);
                 assert_eq!(message, "agent_id: must be 1–128 characters, got 0");
                 assert_eq!(field.as_deref(), Some("agent_id"));
             }
@@ -260,6 +280,29 @@ mod tests {
             err.to_string(),
             "PERMISSION_DENIED: agent may not act for billing"
         );
+    }
+
+    #[test]
+    fn error_info_details_give_the_refusal_reason() {
+        let details = ErrorDetails::with_error_info(
+            "delegation.escalation",
+            "arbiter.dev",
+            std::collections::HashMap::new(),
+        );
+        let status = tonic::Status::with_error_details(
+            Code::PermissionDenied,
+            "delegation.escalation: tools: admin_* is not inside the parent's rule",
+            details,
+        );
+        let err = Error::from(status);
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert_eq!(err.reason(), Some("delegation.escalation"));
+        assert_eq!(err.field(), None);
+        assert_eq!(
+            Error::from(tonic::Status::permission_denied("no")).reason(),
+            None
+        );
+        assert_eq!(Error::Timeout.reason(), None);
     }
 
     #[test]

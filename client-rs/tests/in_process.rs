@@ -267,6 +267,7 @@ async fn invalid_argument_is_not_retried_and_names_the_field() {
             code,
             message,
             field,
+            ..
         } => {
             assert_eq!(*code, Code::InvalidArgument);
             assert_eq!(message, "agent_id: must be 1–128 characters, got 0");

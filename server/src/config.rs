@@ -16,6 +16,9 @@ pub struct ServerSettings {
     pub max_message_bytes: usize,
     /// TLS and mTLS; off unless `cert_file` is set.
     pub tls: TlsSettings,
+    /// On SIGTERM or Ctrl-C, how long in-flight RPCs (streams included) may run before
+    /// they are cut, in milliseconds. The last audit batch is committed either way.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -24,6 +27,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:50051".into(),
             max_message_bytes: 1 << 20,
             tls: TlsSettings::default(),
+            shutdown_grace_ms: 10_000,
         }
     }
 }
@@ -190,6 +194,40 @@ impl Default for AuditSettings {
     }
 }
 
+/// `metrics`: the Prometheus endpoint, on its own HTTP port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Address of the HTTP listener serving `GET /metrics`; "off" (or empty) disables it.
+    /// It carries no decisions or secrets, but counts do reveal activity: keep it off
+    /// public networks.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The address to serve on, or `None` when metrics are off.
+    pub fn addr(&self) -> Result<Option<SocketAddr>, String> {
+        let v = self.listen.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| {
+            format!(
+                "metrics.listen: {:?} is not an address like 127.0.0.1:9090 (or \"off\")",
+                self.listen
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevSettings {
@@ -204,6 +242,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub policy: PolicySettings,
     pub audit: AuditSettings,
+    pub metrics: MetricsSettings,
     pub dev: DevSettings,
 }
 
@@ -251,6 +290,12 @@ impl Settings {
             bad.push("server.max_message_bytes: must be 1 KiB–64 MiB".to_owned());
         }
         self.server.tls.validate(&mut bad);
+        if self.server.shutdown_grace_ms > 300_000 {
+            bad.push("server.shutdown_grace_ms: must be at most 300000 (5 minutes)".to_owned());
+        }
+        if let Err(e) = self.metrics.addr() {
+            bad.push(e);
+        }
         if !matches!(self.storage.synchronous.as_str(), "normal" | "full") {
             bad.push(format!(
                 "storage.synchronous: must be \"normal\" or \"full\", got {:?}",
@@ -299,11 +344,24 @@ mod tests {
         let mut s = Settings::default();
         s.server.listen = "nope".into();
         s.storage.synchronous = "sometimes".into();
+        s.metrics.listen = "everywhere".into();
         let err = s.validate().unwrap_err();
         assert!(
-            err.contains("server.listen") && err.contains("storage.synchronous"),
+            err.contains("server.listen")
+                && err.contains("storage.synchronous")
+                && err.contains("metrics.listen"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_can_be_switched_off() {
+        let mut s = MetricsSettings::default();
+        assert_eq!(s.addr().unwrap(), Some("127.0.0.1:9090".parse().unwrap()));
+        for off in ["off", "OFF", "", "  "] {
+            s.listen = off.into();
+            assert_eq!(s.addr().unwrap(), None, "{off:?}");
+        }
     }
 
     #[test]

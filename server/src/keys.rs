@@ -109,17 +109,29 @@ fn restrict(_path: &Path, _mode: u32) -> anyhow::Result<()> {
 
 #[cfg(unix)]
 fn check_permissions(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    if !key_mode_acceptable(meta.uid(), meta.mode()) {
         bail!(
-            "{} is readable by other users (mode {:o}); run `chmod 600 {}`",
+            "{} is readable by other users (mode {:o}); run `chmod 600 {}` (a root-owned file may \
+             be at most 0640)",
             path.display(),
-            mode & 0o777,
+            meta.mode() & 0o777,
             path.display()
         );
     }
     Ok(())
+}
+
+/// Whether a key file's owner and mode keep it private. Owned by anyone but root: no
+/// access for group or others (0600 or stricter). Owned by root: at most owner
+/// read-write and group read (0640), the rule PostgreSQL applies to its TLS key. That is
+/// what a Kubernetes Secret volume with an `fsGroup` looks like (root, the pod's group,
+/// 0440), and the only way a non-root server can read a mounted Secret.
+#[cfg(unix)]
+fn key_mode_acceptable(uid: u32, mode: u32) -> bool {
+    let forbidden = if uid == 0 { 0o137 } else { 0o077 };
+    mode & 0o777 & forbidden == 0
 }
 
 #[cfg(not(unix))]
@@ -346,4 +358,28 @@ pub fn load_or_generate_signer(
     f.sync_all()?;
     write_public(path, &file)?;
     Ok((crate::audit::TreeSigner { origin, key }, true))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::key_mode_acceptable;
+
+    #[test]
+    fn key_files_are_private_to_their_owner_or_root_and_one_group() {
+        // The server's own files.
+        assert!(key_mode_acceptable(1000, 0o600));
+        assert!(key_mode_acceptable(1000, 0o400));
+        assert!(!key_mode_acceptable(1000, 0o640));
+        assert!(!key_mode_acceptable(1000, 0o440));
+        assert!(!key_mode_acceptable(1000, 0o604));
+        // A Kubernetes Secret mounted with fsGroup: root-owned, group-readable.
+        assert!(key_mode_acceptable(0, 0o440));
+        assert!(key_mode_acceptable(0, 0o640));
+        assert!(key_mode_acceptable(0, 0o600));
+        assert!(!key_mode_acceptable(0, 0o660));
+        assert!(!key_mode_acceptable(0, 0o644));
+        assert!(!key_mode_acceptable(0, 0o444));
+        // File-type bits in st_mode do not matter.
+        assert!(key_mode_acceptable(1000, 0o100600));
+    }
 }

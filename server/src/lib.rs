@@ -10,6 +10,7 @@ pub mod delegation;
 pub mod domain;
 pub mod engine;
 pub mod keys;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod startup;

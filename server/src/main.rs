@@ -1,11 +1,24 @@
-use arbiter_server::cli::{self, Cli, Exit};
+use arbiter_server::cli::{self, Cli, Command, Exit};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    arbiter_server::telemetry::init();
-    if let Err(e) = cli::run(cli).await {
+    // Only the server exports traces; operator commands run under the same
+    // environment and must not send spans to its collector.
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let telemetry = match arbiter_server::telemetry::init(serving) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = cli::run(cli).await;
+    // Flush buffered spans before exiting, also after an error: the spans of a failed
+    // start are the ones an operator looks for. Blocking, so off the worker threads.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    if let Err(e) = outcome {
         let code = e.downcast_ref::<Exit>().map_or(1, |x| x.0);
         eprintln!("error: {e}");
         for cause in e.chain().skip(1) {

@@ -6,6 +6,7 @@ use crate::audit::Batcher;
 use crate::clock::{Clock, FileClock, SystemClock};
 use crate::config::{ClientAuth, Settings};
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::policy::{loader, CompiledPolicy};
 use crate::store::{PgStore, SqliteStore, Store};
 use anyhow::Context;
@@ -38,6 +39,8 @@ pub struct Application {
     engine: Arc<Engine>,
     batcher_task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    metrics: Metrics,
+    metrics_listener: Option<TcpListener>,
 }
 
 /// Opens the database (PostgreSQL with `storage.database_url`, else the embedded SQLite
@@ -106,6 +109,7 @@ impl Application {
             }
             None => Arc::new(SystemClock),
         };
+        let metrics = Metrics::new();
         let retired = crate::keys::retired_signing_keys(&signing_path)?;
         let key_ring = crate::engine::key_ring_summary(&keys, &signer, &retired);
         let tokens =
@@ -116,6 +120,7 @@ impl Application {
             signer,
             settings.audit.max_batch,
             settings.audit.mirror.as_deref(),
+            metrics.audit(),
         )
         .await?;
         let engine =
@@ -169,6 +174,7 @@ impl Application {
                 path,
                 policy.version.clone(),
                 Duration::from_millis(settings.policy.poll_interval_ms),
+                metrics.clone(),
             ));
         }
         let maintained = engine.clone();
@@ -218,6 +224,16 @@ impl Application {
             .await
             .with_context(|| format!("binding {requested}"))?;
         let addr = listener.local_addr()?;
+        // A configured metrics port that cannot be bound stops the start: a missing
+        // endpoint would otherwise only show up as a silent gap in monitoring.
+        let metrics_listener = match settings.metrics.addr().map_err(anyhow::Error::msg)? {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding metrics.listen {a}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
@@ -226,6 +242,8 @@ impl Application {
             engine,
             batcher_task,
             background,
+            metrics,
+            metrics_listener,
         })
     }
 
@@ -233,12 +251,23 @@ impl Application {
         self.addr
     }
 
+    /// Where `GET /metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight RPCs. Every answered
-    /// decision is already durable, so nothing is lost on return.
+    /// Serves until `shutdown` resolves, then stops in this order (ARCHITECTURE.md,
+    /// "Shutdown"): health turns NOT_SERVING; no new connections are accepted;
+    /// in-flight RPCs finish, for at most `server.shutdown_grace_ms`; background tasks
+    /// stop; the audit writer commits what is queued, checks that the last signed
+    /// checkpoint covers the whole log and syncs the mirror. Every answered decision
+    /// was already durable, so nothing acknowledged is lost whatever is cut.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -261,8 +290,19 @@ impl Application {
             refusals,
         };
         use tonic::service::interceptor::InterceptedService as Authed;
-        let monitor = spawn_health_monitor(self.engine.clone(), health);
+        let monitor = spawn_health_monitor(self.engine.clone(), health.clone());
+        let mut background = self.background;
+        if let Some(listener) = self.metrics_listener {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "serving Prometheus metrics on http://{addr}/metrics");
+            background.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                self.metrics.clone(),
+                self.engine.clone(),
+            )));
+        }
         let max = self.settings.server.max_message_bytes;
+        let grace = Duration::from_millis(self.settings.server.shutdown_grace_ms);
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -271,20 +311,46 @@ impl Application {
             .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+
+        // Shutdown begins: load balancers watching health stop sending first, then
+        // tonic stops accepting and waits for open connections to finish.
+        let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
+        let stop_accepting = {
+            let health = health.clone();
+            async move {
+                shutdown.await;
+                monitor.abort();
+                let _ = monitor.await;
+                for name in HEALTH_SERVICES {
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    "shutdown: health NOT_SERVING, no new connections, draining in-flight RPCs"
+                );
+                let _ = draining_tx.send(());
+            }
+        };
+
         let engine = self.engine.clone();
-        let mut server = tonic::transport::Server::builder();
+        let mut server = tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::rpc_span)
+            .layer(crate::metrics::RpcLayer(self.metrics.clone()));
         if let Some(tls) = self.tls {
             server = server
                 .tls_config(tls.config)
                 .context("server.tls: building the TLS acceptor")?;
         }
-        let result = server
+        let serving = server
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(Authed::new(
                 DecisionServiceServer::new(DecisionApi {
                     engine: engine.clone(),
+                    metrics: self.metrics.clone(),
                 })
                 .max_decoding_message_size(max),
                 auth.clone(),
@@ -311,20 +377,64 @@ impl Application {
                 // A reply's trailers go out in a second small write; without TCP_NODELAY
                 // Nagle's algorithm holds it for the client's delayed ACK (~40 ms).
                 tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await;
-        monitor.abort();
-        refusal_task.abort();
-        for task in self.background {
+                stop_accepting,
+            );
+        let grace_over = async move {
+            // Pending until shutdown begins (the sender is dropped unsent only when
+            // the server ended for another reason).
+            if draining.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            r = serving => r,
+            () = grace_over => {
+                // Dropping the server cuts the remaining connections. A cut Evaluate
+                // was never answered; if its entry was queued it is still committed.
+                tracing::warn!("shutdown: grace period over; cutting the RPCs still open");
+                Ok(())
+            }
+        };
+
+        for task in &background {
             task.abort();
         }
+        // Refusals already queued are audited too ("every refusal is audited"): the
+        // queue ends once the services holding its sender are gone. A connection cut
+        // by the grace period may keep one alive, hence the bound.
+        let mut refusal_task = refusal_task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut refusal_task)
+            .await
+            .is_err()
+        {
+            refusal_task.abort();
+            let _ = refusal_task.await;
+        }
+        for task in background {
+            let _ = task.await;
+        }
+        self.engine.batcher().close();
         drop(self.engine);
-        // The batcher ends once the last engine handle is gone and its queue is empty.
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.batcher_task).await;
-        result.context("gRPC server failed")
+        // Bounded by the store's own timeouts in practice; the cap keeps a wedged
+        // database from holding the process forever.
+        let finished = tokio::time::timeout(BATCHER_STOP_DEADLINE, self.batcher_task).await;
+        result.context("gRPC server failed")?;
+        match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!(
+                "the audit writer failed while stopping: {e}"
+            )),
+            Err(_) => Err(anyhow::anyhow!(
+                "the audit writer did not finish its last batch within {BATCHER_STOP_DEADLINE:?}; \
+                 unanswered requests may be missing from the log (answered ones are not)"
+            )),
+        }
     }
 }
+
+/// How long the audit writer may take to commit its last batch at shutdown.
+const BATCHER_STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Whether this server may listen on `addr`. Off loopback every caller must be
 /// authenticated: principals must exist, and if none of them holds an API key, callers
@@ -360,6 +470,7 @@ fn spawn_policy_reload(
     path: std::path::PathBuf,
     version: String,
     poll: Duration,
+    metrics: Metrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut changes = loader::watch(path.clone(), version, poll);
@@ -368,13 +479,19 @@ fn spawn_policy_reload(
                 loader::Reload::Valid(policy) => {
                     let version = policy.version.clone();
                     match engine.install_policy(Arc::from(policy)).await {
-                        Ok(seq) => tracing::info!(%version, audit_seq = seq, "policy reloaded"),
+                        Ok(seq) => {
+                            metrics.record_policy_reload(true);
+                            tracing::info!(%version, audit_seq = seq, "policy reloaded")
+                        }
                         Err(e) => {
+                            // Not serving the new bundle: for operators that is a rejection.
+                            metrics.record_policy_reload(false);
                             tracing::error!(error = %e, "policy reload could not be recorded; the old policy keeps serving")
                         }
                     }
                 }
                 loader::Reload::Invalid { version, error } => {
+                    metrics.record_policy_reload(false);
                     tracing::error!(%version, error = %error, "policy change rejected; the previous policy keeps serving");
                     if let Err(e) = engine
                         .reject_policy(&path.display().to_string(), &version, &error.to_string())

@@ -85,6 +85,19 @@ pub async fn arbiter(args: &[&str]) -> CliOutput {
     CliOutput::from(output)
 }
 
+/// Runs `arbiter ARGS…` to completion with extra environment variables.
+pub async fn arbiter_with_env(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let output = tokio::process::Command::new(arbiter_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("arbiter runs");
+    CliOutput::from(output)
+}
+
 /// What a CLI command did, with its output as text.
 #[derive(Debug)]
 pub struct CliOutput {
@@ -348,6 +361,7 @@ pub struct ServerOptions {
     tls: Option<ServerTls>,
     database_url: Option<String>,
     data_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
 }
 
 /// `server.tls` for a test server, and what the harness's readiness probe presents
@@ -387,6 +401,12 @@ impl ServerOptions {
     /// Serve TLS (and mTLS, with a client CA) with these files.
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Sets an environment variable for the server process (on every start).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -464,6 +484,7 @@ pub async fn spawn_server(opts: ServerOptions) -> TestServer {
         fast_reload: opts.fast_reload,
         mirror: opts.mirror.then(|| root.join("mirror.jsonl")),
         tls: opts.tls,
+        env: opts.env,
         child: None,
         dir: Some(dir),
     };
@@ -489,6 +510,7 @@ pub struct TestServer {
     pub mirror: Option<PathBuf>,
     /// The TLS setup, when serving TLS.
     pub tls: Option<ServerTls>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Removed on drop, after the process is gone (unless `ARBITER_E2E_KEEP` is set).
     dir: Option<tempfile::TempDir>,
@@ -609,16 +631,21 @@ impl TestServer {
         }
     }
 
-    /// Sends SIGTERM and waits for a clean exit (status 0).
-    pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
+    /// Sends SIGTERM without waiting (the server keeps draining in the background);
+    /// [`TestServer::wait_exit`] collects the exit status.
+    pub fn sigterm(&self) {
+        let child = self.child.as_ref().expect("server is running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on the pid of a child we have not yet reaped.
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0, "sending SIGTERM to the server failed");
-        let status = wait_for("the server to exit after SIGTERM", STOP_DEADLINE, || {
+    }
+
+    /// Waits for the process to exit (after [`TestServer::sigterm`]) and returns its
+    /// status; kills it and fails the test after the stop deadline.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        wait_for("the server to exit after SIGTERM", STOP_DEADLINE, || {
             child.try_wait().expect("try_wait")
         })
         .await
@@ -626,7 +653,60 @@ impl TestServer {
             let _ = child.kill();
             let _ = child.wait();
             panic!("{e}\n{}", self.log_tail());
-        });
+        })
+    }
+
+    /// The address of the Prometheus endpoint of the current run (the harness serves
+    /// it on a free port; the server logs where).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        const MARK: &str = "serving Prometheus metrics on http://";
+        let log = self.log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(MARK))
+            .unwrap_or_else(|| panic!("the server logged no metrics address\n{}", self.log_tail()));
+        let rest = &line[line.find(MARK).unwrap() + MARK.len()..];
+        rest.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable metrics address in {line:?}"))
+    }
+
+    /// `GET /metrics` over plain HTTP/1.0: (content type, body).
+    pub async fn scrape_metrics(&self) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.metrics_addr())
+            .await
+            .expect("connect to the metrics endpoint");
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: arbiter\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        (content_type, body.to_owned())
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (status 0).
+    pub async fn stop(&mut self) {
+        if self.child.is_none() {
+            return;
+        }
+        self.sigterm();
+        let status = self.wait_exit().await;
         assert!(
             status.success(),
             "the server exited with {status} after SIGTERM\n{}",
@@ -657,8 +737,15 @@ impl TestServer {
             .arg(&self.data_dir)
             .env_remove("ARBITER_CONFIG")
             .env_remove("ARBITER_POLICY")
+            // A developer's collector settings must not leak into test servers; tests
+            // that export traces set their own.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env("RUST_LOG", "info,sqlx=warn")
             .env("NO_COLOR", "1")
+            // A free port per server: tests run in parallel.
+            .env("ARBITER_METRICS__LISTEN", "127.0.0.1:0")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.try_clone().unwrap()));

@@ -4,7 +4,7 @@ use super::convert::{evaluate_response, record_response};
 use super::{ANYONE, OPERATORS};
 use crate::auth::Access;
 use crate::domain::{check_len, Id, ParseError};
-use crate::engine::{DelegateInput, Engine, EvaluateInput, RecordInput};
+use crate::engine::{DelegateInput, Engine, EngineError, EvaluateInput, RecordInput};
 use crate::state::PresenceStatus;
 use arbiter_proto::v1 as pb;
 use pb::decision_service_server::DecisionService;
@@ -14,11 +14,16 @@ use tracing::instrument;
 
 pub struct DecisionApi {
     pub engine: Arc<Engine>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[tonic::async_trait]
 impl DecisionService for DecisionApi {
-    #[instrument(name = "Evaluate", skip_all, fields(arbiter.agent_id = %req.get_ref().agent_id))]
+    #[instrument(
+        name = "Evaluate",
+        skip_all,
+        fields(arbiter.agent_id = %req.get_ref().agent_id, arbiter.decision = tracing::field::Empty)
+    )]
     async fn evaluate(
         &self,
         req: Request<pb::EvaluateRequest>,
@@ -32,12 +37,25 @@ impl DecisionService for DecisionApi {
         .await?;
         let input = EvaluateInput::try_from(req.into_inner())?;
         let wants_receipt = input.receipt;
-        let result = self.engine.evaluate(input).await?;
+        let started = std::time::Instant::now();
+        let result = self.engine.evaluate(input).await;
+        match &result {
+            // A replay repeats an earlier decision; it was counted when it was made.
+            Ok(r) if !r.replayed => self
+                .metrics
+                .record_decision(Some((r.verdict, &r.reasons)), started.elapsed()),
+            Err(EngineError::Unavailable(_)) => {
+                self.metrics.record_decision(None, started.elapsed())
+            }
+            _ => {}
+        }
+        let result = result?;
         let receipt = if wants_receipt {
             Some(super::audit::receipt(&self.engine, result.audit_seq).await?)
         } else {
             None
         };
+        tracing::Span::current().record("arbiter.decision", result.verdict.name());
         tracing::debug!(
             arbiter.decision = result.verdict.name(),
             seq = result.audit_seq,

@@ -53,6 +53,7 @@ pub struct BatcherHandle {
     control: Arc<AtomicU64>,
     head: Arc<AtomicU64>,
     stats: Arc<BatchStats>,
+    close: Arc<watch::Sender<bool>>,
 }
 
 /// Counters for benchmarks and metrics.
@@ -123,6 +124,17 @@ impl BatcherHandle {
 
     pub fn head_seq(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// Stops taking entries: appends from now on fail with UNAVAILABLE, everything
+    /// already queued is still committed, then the writer task ends (shutdown).
+    pub fn close(&self) {
+        self.close.send_replace(true);
+    }
+
+    /// Entries queued for the writer's next commit.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     pub fn stats(&self) -> &BatchStats {
@@ -254,6 +266,7 @@ pub struct Batcher {
     head_seq: u64,
     head_mac: [u8; 32],
     max_batch: usize,
+    metrics: crate::metrics::AuditMetrics,
 }
 
 fn decode_mac(hex_mac: &str) -> Result<[u8; 32], StoreError> {
@@ -281,6 +294,7 @@ impl Batcher {
         signer: TreeSigner,
         max_batch: usize,
         mirror_path: Option<&std::path::Path>,
+        metrics: crate::metrics::AuditMetrics,
     ) -> Result<(BatcherHandle, tokio::task::JoinHandle<()>), StoreError> {
         let (head_seq, head_mac) = read_head(store.as_ref()).await?;
         let mirror = match mirror_path {
@@ -295,6 +309,7 @@ impl Batcher {
         let head = Arc::new(AtomicU64::new(head_seq));
         let stats = Arc::new(BatchStats::default());
         let control = Arc::new(AtomicU64::new(0));
+        let (close, closing) = watch::channel(false);
         let handle = BatcherHandle {
             control: control.clone(),
             tx,
@@ -303,6 +318,7 @@ impl Batcher {
             health_tx: health_tx.clone(),
             head: head.clone(),
             stats: stats.clone(),
+            close: Arc::new(close),
         };
         let batcher = Batcher {
             store,
@@ -313,8 +329,10 @@ impl Batcher {
             frontier,
             signer,
             mirror,
+            metrics,
         };
-        let task = tokio::spawn(batcher.run(rx, committed, health_tx, head, stats, control));
+        let task =
+            tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats, control));
         Ok((handle, task))
     }
 
@@ -341,6 +359,7 @@ impl Batcher {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Submission>,
+        mut closing: watch::Receiver<bool>,
         committed: broadcast::Sender<SealedEntry>,
         health: Arc<watch::Sender<bool>>,
         head: Arc<AtomicU64>,
@@ -348,7 +367,26 @@ impl Batcher {
         control: Arc<AtomicU64>,
     ) {
         let mut queue = Vec::with_capacity(self.max_batch);
-        while rx.recv_many(&mut queue, self.max_batch).await > 0 {
+        let mut closed = false;
+        loop {
+            let received = if closed {
+                rx.recv_many(&mut queue, self.max_batch).await
+            } else {
+                tokio::select! {
+                    biased;
+                    n = rx.recv_many(&mut queue, self.max_batch) => n,
+                    _ = closing.wait_for(|c| *c) => {
+                        // Refuse new entries but keep draining: whatever was queued
+                        // before the close is committed like any other batch.
+                        rx.close();
+                        closed = true;
+                        continue;
+                    }
+                }
+            };
+            if received == 0 {
+                break;
+            }
             // Shared store (PostgreSQL): take the sequencer lock and seal after whatever
             // another server committed. Single writer (SQLite): `None`, nothing changes.
             let sequenced = match self.sequence().await {
@@ -420,9 +458,12 @@ impl Batcher {
                 Some(batch) => batch.commit(&units, &tree).await,
                 None => self.store.commit(&units, &tree).await,
             };
+            let took = started.elapsed();
+            self.metrics.commit_seconds.observe(took.as_secs_f64());
+            self.metrics.batch_entries.observe(units.len() as f64);
             tracing::debug!(
                 entries = units.len(),
-                commit_us = started.elapsed().as_micros() as u64,
+                commit_us = took.as_micros() as u64,
                 "audit batch committed"
             );
             match outcome {
@@ -463,6 +504,7 @@ impl Batcher {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, entries = units.len(), "audit commit failed; failing the batch closed");
+                    self.metrics.commit_failures.inc();
                     health.send_if_modified(|h| std::mem::replace(h, false));
                     let msg = e.to_string();
                     for reply in replies {
@@ -486,5 +528,43 @@ impl Batcher {
                 }
             }
         }
+        self.finish().await;
+    }
+
+    /// Last steps once the queue is closed and empty: make sure the newest signed
+    /// checkpoint covers every committed entry (each batch signs one in its own
+    /// transaction, so this only writes after an unusual history) and force the
+    /// mirror to disk.
+    async fn finish(&mut self) {
+        let covered = match self.store.checkpoint(None).await {
+            Ok(c) => c.map_or(0, |c| c.size),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the last checkpoint at shutdown");
+                return;
+            }
+        };
+        if covered != self.head_seq && self.frontier.size == self.head_seq {
+            let checkpoint = Some(
+                self.signer
+                    .checkpoint(&self.frontier, chrono::Utc::now().timestamp_millis()),
+            );
+            let tree = TreeUpdate {
+                nodes: Vec::new(),
+                checkpoint,
+            };
+            if let Err(e) = self.store.put_tree(&tree).await {
+                tracing::error!(error = %e, "cannot sign the final checkpoint");
+            }
+        }
+        if let Some(m) = self.mirror.as_mut() {
+            if let Err(e) = m.sync() {
+                tracing::error!(error = %e, path = %m.path().display(), "cannot sync the audit mirror");
+            }
+        }
+        tracing::info!(
+            head_seq = self.head_seq,
+            checkpoint_size = self.frontier.size,
+            "audit writer stopped: every committed entry is in the last signed checkpoint"
+        );
     }
 }

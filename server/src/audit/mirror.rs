@@ -77,6 +77,11 @@ impl Mirror {
         Ok(())
     }
 
+    /// Forces the file to disk (at shutdown; appends are flushed but not fsynced).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_all()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

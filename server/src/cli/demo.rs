@@ -55,6 +55,9 @@ pub async fn run() -> anyhow::Result<()> {
     std::fs::write(&policy_path, DEMO_POLICY)?;
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".into();
+    // The demo is a walk-through on a temporary directory; it must not take the
+    // metrics port from a real server on the same machine.
+    settings.metrics.listen = "off".into();
     settings.storage.data_dir = dir.path().join("data");
     settings.policy.path = Some(policy_path);
     let app = Application::build(settings).await?;

@@ -88,6 +88,11 @@ pub struct Remote {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (embedded SQLite by default, no setup needed).
+    #[command(after_help = "Observability (docs/observability.md):\n  \
+        ARBITER_METRICS__LISTEN            Prometheus endpoint, GET /metrics [default: 127.0.0.1:9090; \"off\" disables]\n  \
+        ARBITER_SERVER__SHUTDOWN_GRACE_MS  drain time for in-flight RPCs on SIGTERM [default: 10000]\n  \
+        OTEL_EXPORTER_OTLP_ENDPOINT        export traces over OTLP/gRPC (with the other standard OTEL_* variables)\n  \
+        ARBITER_LOG_FORMAT=json            JSON log lines with trace_id and span_id; RUST_LOG filters")]
     Serve {
         #[command(flatten)]
         server: ServerFlags,
@@ -100,6 +105,9 @@ pub enum Command {
         /// SQLite synchronous mode: normal (survives a process crash) or full (also power loss).
         #[arg(long)]
         synchronous: Option<String>,
+        /// Prometheus endpoint address, or "off" (setting metrics.listen).
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -267,8 +275,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             policy,
             synchronous,
+            metrics_listen,
         } => {
             let mut s = server.settings()?;
+            if let Some(m) = metrics_listen {
+                s.metrics.listen = m;
+                s.validate().map_err(anyhow::Error::msg)?;
+            }
             if let Some(l) = listen {
                 s.server.listen = l;
             }
@@ -371,32 +384,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = crate::startup::Application::build(settings).await?;
     let addr = app.local_addr();
+    // Handlers are installed before the address is announced: a SIGTERM sent as soon as
+    // a supervisor sees the server up must start a graceful shutdown, not kill it.
+    let stop = shutdown_signal()?;
     // The first stdout line is the bound address; test harnesses and scripts read it.
     println!("arbiter listening on {addr}");
     tracing::info!(%addr, "serving arbiter.v1 (health and reflection enabled)");
-    app.run_until_stopped(shutdown_signal()).await?;
+    app.run_until_stopped(stop).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or Ctrl-C; the handlers are registered when this is called.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("installing the SIGTERM handler: {e}"))?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("installing the SIGINT handler: {e}"))?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown requested: draining in-flight requests");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested: draining in-flight requests");
+    })
 }
 
 fn policy_check(files: &[PathBuf]) -> anyhow::Result<()> {

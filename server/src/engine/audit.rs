@@ -50,20 +50,35 @@ impl Engine {
             }
         };
         let mut v = Verifier::new(&self.keys, from, prev);
-        let mut next = from;
-        while next <= to {
-            let page = self.store.audit_range(next, to, PAGE).await?;
+        let fetch = |next: u64| {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.audit_page(next, to, PAGE).await })
+        };
+        // The next page is read while this one is checked: reading and checking take
+        // about as long as each other, so overlapping them nearly halves the time.
+        let mut pending = (from <= to).then(|| fetch(from));
+        while let Some(reading) = pending.take() {
+            let page = reading
+                .await
+                .map_err(|e| EngineError::Unavailable(format!("audit read task: {e}")))??;
             let Some(last) = page.last() else { break };
-            next = last.seq + 1;
-            for e in &page {
-                if let Err(f) = v.feed(e) {
-                    return Ok(VerifyReport {
-                        checked: v.checked,
-                        failure: Some(f),
-                        head_seq,
-                        head_mac,
-                    });
-                }
+            if last.seq < to {
+                pending = Some(fetch(last.seq + 1));
+            }
+            let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+            let checked = if multi_thread {
+                tokio::task::block_in_place(|| v.feed_all(&page))
+            } else {
+                v.feed_all(&page)
+            };
+            if let Err(f) = checked {
+                return Ok(VerifyReport {
+                    checked: v.checked,
+                    failure: Some(f),
+                    head_seq,
+                    head_mac,
+                });
             }
         }
         let failure = (v.checked < to.saturating_sub(from) + 1 && to >= from).then(|| Failure {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use tracing::Instrument;
 
 /// A validated Evaluate request.
 #[derive(Debug, Clone)]
@@ -329,7 +330,11 @@ impl Engine {
             (result, draft, ops, undo, response_json, guard)
         };
 
-        let committed = self.batcher.append_guarded(draft, ops, guard).await;
+        let committed = self
+            .batcher
+            .append_guarded(draft, ops, guard)
+            .instrument(tracing::debug_span!(crate::telemetry::span::AUDIT_COMMIT))
+            .await;
         let mut s = self.lock();
         if let Some(k) = &in_flight_key {
             s.in_flight.remove(k);

@@ -86,6 +86,14 @@ fn approval_rank(state: crate::state::ApprovalState) -> u8 {
     }
 }
 
+/// Point-in-time counts of run-time state, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateGauges {
+    pub pending_approvals: usize,
+    pub active_halts: usize,
+    pub open_reservations: usize,
+}
+
 /// How often an agent's last-seen time is written back; presence does not need
 /// millisecond freshness in the database.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
@@ -237,6 +245,18 @@ impl Engine {
 
     pub fn policy(&self) -> Arc<CompiledPolicy> {
         self.policy.load_full()
+    }
+
+    /// Counts for the metrics gauges, read under the state lock at scrape time (never
+    /// on the request path).
+    pub fn gauges(&self) -> StateGauges {
+        let now = self.now_ms();
+        let s = self.lock();
+        StateGauges {
+            pending_approvals: s.approvals.pending_count(now),
+            active_halts: s.halts.len(),
+            open_reservations: s.ledger.open_reservations(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

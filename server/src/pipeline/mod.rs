@@ -147,30 +147,30 @@ pub fn run(req: &Request<'_>, snap: &Snapshot<'_>) -> Decision {
         intents: Intents::default(),
     };
 
-    reasons.push(halt::check(req, snap));
+    reasons.push(stage("halt", || halt::check(req, snap)));
     if stop(&reasons) {
         return deny(reasons);
     }
-    let (reason, escalated) = trust::check(req, snap);
+    let (reason, escalated) = stage("trust", || trust::check(req, snap));
     reasons.push(reason);
     if stop(&reasons) {
         return deny(reasons);
     }
-    let (reason, reservation) = budget::check(req, snap);
+    let (reason, reservation) = stage("budget", || budget::check(req, snap));
     reasons.push(reason);
     if stop(&reasons) {
         return deny(reasons);
     }
-    reasons.push(consent::check(req, snap));
+    reasons.push(stage("consent", || consent::check(req, snap)));
     if stop(&reasons) {
         return deny(reasons);
     }
-    let (reason, loop_call) = scope::check(req, snap);
+    let (reason, loop_call) = stage("scope", || scope::check(req, snap));
     reasons.push(reason);
     if stop(&reasons) {
         return deny(reasons);
     }
-    let (reason, approval) = approval::check(req, snap, escalated);
+    let (reason, approval) = stage("approval", || approval::check(req, snap, escalated));
     let asks_human = matches!(
         approval,
         ApprovalIntent::Request(_) | ApprovalIntent::StillPending(_)
@@ -195,6 +195,12 @@ pub fn run(req: &Request<'_>, snap: &Snapshot<'_>) -> Decision {
             approval,
         },
     }
+}
+
+/// Runs one stage inside its span (`arbiter.stage`). The span is DEBUG: without a
+/// trace exporter it is disabled and costs a cached interest check.
+fn stage<T>(name: &'static str, check: impl FnOnce() -> T) -> T {
+    tracing::debug_span!("stage", otel.name = name, arbiter.stage = name).in_scope(check)
 }
 
 /// Reads an approval's state at the snapshot's time.

@@ -89,6 +89,14 @@ impl ApprovalBook {
         v
     }
 
+    /// Approvals still waiting for a human at `now_ms` (for the metrics gauge).
+    pub fn pending_count(&self, now_ms: i64) -> usize {
+        self.by_id
+            .values()
+            .filter(|a| a.state_at(now_ms) == ApprovalState::Pending)
+            .count()
+    }
+
     /// Approvals whose stored state is still open but whose time has run out.
     pub fn due_to_expire(&self, now_ms: i64) -> Vec<Approval> {
         self.by_id

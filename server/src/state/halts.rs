@@ -125,6 +125,15 @@ impl HaltBoard {
     pub fn all(&self) -> Vec<Halt> {
         self.halts.values().cloned().collect()
     }
+
+    /// Halts in force (for the metrics gauge).
+    pub fn len(&self) -> usize {
+        self.halts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.halts.is_empty()
+    }
 }
 
 #[cfg(test)]

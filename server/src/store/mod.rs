@@ -208,6 +208,16 @@ pub struct PolicyLoadRow {
     pub error: String,
 }
 
+/// Connections a store's pool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The pool's upper bound.
+    pub max: u32,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap liveness probe used by health checks.
@@ -246,6 +256,16 @@ pub trait Store: Send + Sync + 'static {
         to_seq: u64,
         limit: u32,
     ) -> Result<Vec<SealedEntry>, StoreError>;
+    /// The same rows as `audit_range`, read the fastest way the backend has (bulk
+    /// verification reads millions of them).
+    async fn audit_page(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<SealedEntry>, StoreError> {
+        self.audit_range(from_seq, to_seq, limit).await
+    }
     /// Entries after `after_seq` that match, at most `limit`, in order.
     async fn query_audit(
         &self,
@@ -260,6 +280,10 @@ pub trait Store: Send + Sync + 'static {
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoint).
     async fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// Connection pool usage, for the metrics endpoint; `None` when the backend has no pool.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
     }
     /// A stored reply older than what memory keeps.
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError>;

@@ -459,6 +459,14 @@ impl Store for PgStore {
             .collect()
     }
 
+    fn pool_stats(&self) -> Option<super::PoolStats> {
+        Some(super::PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
     async fn begin_sequenced(&self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

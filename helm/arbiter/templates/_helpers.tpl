@@ -1,0 +1,123 @@
+{{/* Names, labels and the pieces the workload, the migration Job and NOTES share. */}}
+
+{{- define "arbiter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "arbiter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "arbiter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "arbiter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "arbiter.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "arbiter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The server's labels; the migration Job's pods carry component=migration instead, so
+the Service, the PDB and the spread constraints never select them. */}}
+{{- define "arbiter.labels" -}}
+{{ include "arbiter.commonLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "arbiter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "arbiter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "arbiter.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "arbiter.policyConfigMap" -}}
+{{- default (printf "%s-policy" (include "arbiter.fullname" .)) .Values.policy.existingConfigMap }}
+{{- end }}
+
+{{- define "arbiter.hasPolicy" -}}
+{{- if or .Values.policy.bundle .Values.policy.existingConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "arbiter.databaseSecret" -}}
+{{- default (printf "%s-database" (include "arbiter.fullname" .)) .Values.database.existingSecret }}
+{{- end }}
+
+{{- define "arbiter.databaseSecretKey" -}}
+{{- if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}url{{ end }}
+{{- end }}
+
+{{/* Values the schema cannot express across keys; failing here beats a crash loop. */}}
+{{- define "arbiter.validate" -}}
+{{- if eq .Values.mode "postgres" }}
+{{- if not (or .Values.database.url .Values.database.existingSecret) }}
+{{- fail "mode=postgres needs database.existingSecret (or database.url)" }}
+{{- end }}
+{{- if not .Values.keys.existingSecret }}
+{{- fail "mode=postgres needs keys.existingSecret: every replica must chain and sign the audit log with the same keys (docs/operations.md, Keys)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
+{{- fail "tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret)" }}
+{{- end }}
+{{- if and (ne .Values.tls.clientAuth "none") (not .Values.tls.enabled) }}
+{{- fail "tls.clientAuth other than none needs tls.enabled (mTLS runs over TLS)" }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.grpc.port)) }}
+{{- fail "metrics.port and grpc.port must differ" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/* TLS is off during bootstrap: the server is reachable only from inside the pod, and
+the CLI run there with `kubectl exec` has no CA file or client certificate. */}}
+{{- define "arbiter.tlsOn" -}}
+{{- if and .Values.tls.enabled (not .Values.bootstrap.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* How many pods run: one in embedded mode and during bootstrap. */}}
+{{- define "arbiter.replicas" -}}
+{{- if or (eq .Values.mode "embedded") .Values.bootstrap.enabled }}1{{ else }}{{ .Values.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* Environment shared by the server and the migration Job. */}}
+{{- define "arbiter.commonEnv" -}}
+- name: ARBITER_STORAGE__DATA_DIR
+  value: {{ .Values.dataDir | quote }}
+{{- if eq .Values.mode "postgres" }}
+- name: ARBITER_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "arbiter.databaseSecret" . }}
+      key: {{ include "arbiter.databaseSecretKey" . }}
+{{- end }}
+{{- end }}
+
+{{- define "arbiter.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
