@@ -48,9 +48,6 @@ pub struct BatcherHandle {
     committed: broadcast::Sender<SealedEntry>,
     healthy: watch::Receiver<bool>,
     health_tx: Arc<watch::Sender<bool>>,
-    /// Seq of the newest committed entry with a control change (trust, consent, halts,
-    /// approvals, operators, principals, policy).
-    control: Arc<AtomicU64>,
     head: Arc<AtomicU64>,
     stats: Arc<BatchStats>,
     close: Arc<watch::Sender<bool>>,
@@ -61,6 +58,9 @@ pub struct BatcherHandle {
 pub struct BatchStats {
     pub batches: AtomicU64,
     pub entries: AtomicU64,
+    /// Seq of the newest committed entry with a control change (trust, consent, halts,
+    /// approvals, operators, principals, policy).
+    pub control_seq: AtomicU64,
 }
 
 impl BatcherHandle {
@@ -119,7 +119,7 @@ impl BatcherHandle {
     /// Highest durable sequence number.
     /// Seq of the newest control change this server committed.
     pub fn control_seq(&self) -> u64 {
-        self.control.load(Ordering::Acquire)
+        self.stats.control_seq.load(Ordering::Acquire)
     }
 
     pub fn head_seq(&self) -> u64 {
@@ -308,10 +308,8 @@ impl Batcher {
         let health_tx = Arc::new(health_tx);
         let head = Arc::new(AtomicU64::new(head_seq));
         let stats = Arc::new(BatchStats::default());
-        let control = Arc::new(AtomicU64::new(0));
         let (close, closing) = watch::channel(false);
         let handle = BatcherHandle {
-            control: control.clone(),
             tx,
             committed: committed.clone(),
             healthy,
@@ -331,8 +329,7 @@ impl Batcher {
             mirror,
             metrics,
         };
-        let task =
-            tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats, control));
+        let task = tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats));
         Ok((handle, task))
     }
 
@@ -364,7 +361,6 @@ impl Batcher {
         health: Arc<watch::Sender<bool>>,
         head: Arc<AtomicU64>,
         stats: Arc<BatchStats>,
-        control: Arc<AtomicU64>,
     ) {
         let mut queue = Vec::with_capacity(self.max_batch);
         let mut closed = false;
@@ -477,7 +473,7 @@ impl Batcher {
                         .rev()
                         .find(|u| u.ops.iter().any(crate::store::is_control_op))
                     {
-                        control.fetch_max(u.entry.seq, Ordering::AcqRel);
+                        stats.control_seq.fetch_max(u.entry.seq, Ordering::AcqRel);
                     }
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats
