@@ -94,19 +94,24 @@ async fn sigterm_under_load_keeps_every_acknowledged_decision_and_exits_zero() {
 
     // Straight from the database the server left: the newest signed checkpoint
     // covers the whole log.
-    let db = server.db_path();
-    let out = python(&[
-        "-c",
-        "import sqlite3, sys\n\
-         c = sqlite3.connect(sys.argv[1])\n\
-         head = c.execute('SELECT MAX(seq) FROM audit_entries').fetchone()[0]\n\
-         size = c.execute('SELECT MAX(size) FROM checkpoints').fetchone()[0]\n\
-         print(head, size)",
-        db.to_str().unwrap(),
-    ])
-    .await;
-    assert!(out.status.success(), "{out}");
-    let (head, size) = out.stdout.trim().split_once(' ').expect("two numbers");
+    let stdout = if crate::harness::on_postgres() {
+        server.psql("SELECT (SELECT MAX(seq) FROM audit_entries) || ' ' || (SELECT MAX(size) FROM checkpoints)")
+    } else {
+        let db = server.db_path();
+        let out = python(&[
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             head = c.execute('SELECT MAX(seq) FROM audit_entries').fetchone()[0]\n\
+             size = c.execute('SELECT MAX(size) FROM checkpoints').fetchone()[0]\n\
+             print(head, size)",
+            db.to_str().unwrap(),
+        ])
+        .await;
+        assert!(out.status.success(), "{out}");
+        out.stdout
+    };
+    let (head, size) = stdout.trim().split_once(' ').expect("two numbers");
     assert_eq!(head, size, "the last checkpoint must cover the log head");
     let head: u64 = head.parse().unwrap();
     assert!(head >= acked.len() as u64);
