@@ -601,12 +601,24 @@ impl SequencedBatch for PgBatch {
         guard: &super::BudgetGuard,
         pending: &BTreeMap<CounterKey, Amounts>,
     ) -> Result<bool, StoreError> {
+        // Reservations that ran out of time stop counting here, under the sequencer
+        // lock, so every replica sees the same held amounts (the index on
+        // (settled, expires_ms) makes this a no-op when nothing expired).
+        let expired = sqlx::query(
+            "UPDATE reservations SET settled = 2 WHERE settled = 0 AND expires_ms <= $1 \
+             RETURNING keys_json, micro_usd, tokens, calls",
+        )
+        .bind(guard.now_ms)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        release_reserved(&mut self.tx, &expired).await?;
         for (key, caps) in &guard.keys {
             if caps.iter().all(Option::is_none) {
                 continue;
             }
-            let spent = sqlx::query(
-                "SELECT spent_micro_usd, spent_tokens, spent_calls FROM budget_counters
+            let row = sqlx::query(
+                "SELECT spent_micro_usd, spent_tokens, spent_calls, reserved_micro_usd, reserved_tokens,
+                        reserved_calls FROM budget_counters
                  WHERE budget = $1 AND scope_key = $2 AND window_start_ms = $3",
             )
             .bind(&key.budget)
@@ -614,29 +626,17 @@ impl SequencedBatch for PgBatch {
             .bind(key.window_start_ms)
             .fetch_optional(&mut *self.tx)
             .await?;
-            let reserved = sqlx::query(
-                "SELECT COALESCE(SUM(micro_usd), 0)::BIGINT AS micro_usd, COALESCE(SUM(tokens), 0)::BIGINT AS tokens,
-                        COALESCE(SUM(calls), 0)::BIGINT AS calls
-                 FROM reservations WHERE settled = 0 AND expires_ms > $1 AND keys_json::jsonb @> $2::jsonb",
-            )
-            .bind(guard.now_ms)
-            .bind(to_json(&[key]))
-            .fetch_one(&mut *self.tx)
-            .await?;
             let mut total = pending.get(key).copied().unwrap_or_default();
             total.add(guard.amounts);
-            if let Some(r) = &spent {
-                total.add(Amounts {
-                    micro_usd: to_u64(r.try_get("spent_micro_usd")?),
-                    tokens: to_u64(r.try_get("spent_tokens")?),
-                    calls: to_u64(r.try_get("spent_calls")?),
-                });
+            if let Some(r) = &row {
+                for prefix in ["spent", "reserved"] {
+                    total.add(Amounts {
+                        micro_usd: to_u64(r.try_get(format!("{prefix}_micro_usd").as_str())?),
+                        tokens: to_u64(r.try_get(format!("{prefix}_tokens").as_str())?),
+                        calls: to_u64(r.try_get(format!("{prefix}_calls").as_str())?),
+                    });
+                }
             }
-            total.add(Amounts {
-                micro_usd: to_u64(reserved.try_get("micro_usd")?),
-                tokens: to_u64(reserved.try_get("tokens")?),
-                calls: to_u64(reserved.try_get("calls")?),
-            });
             let used = [total.micro_usd, total.tokens, total.calls];
             if caps
                 .iter()
@@ -894,6 +894,16 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         });
         q.build().execute(&mut **tx).await?;
     }
+    let mut held: BTreeMap<CounterKey, [i64; 3]> = BTreeMap::new();
+    for r in &reservations {
+        for k in &r.keys {
+            let d = held.entry(k.clone()).or_default();
+            d[0] += to_i64(r.amounts.micro_usd);
+            d[1] += to_i64(r.amounts.tokens);
+            d[2] += to_i64(r.amounts.calls);
+        }
+    }
+    shift_reserved(tx, held).await?;
     for chunk in opened.chunks(CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO decisions (decision_id, agent_id, body_json, created_ms) ",
@@ -945,29 +955,83 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         );
         q.build().execute(&mut **tx).await?;
     }
-    for (table, column, ids) in [
-        ("reservations", "id", &settled),
-        ("decisions", "decision_id", &closed),
-    ] {
-        let flag = if table == "reservations" {
-            "settled"
-        } else {
-            "recorded"
-        };
-        for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Postgres>::new(format!(
-                "UPDATE {table} SET {flag} = 1 WHERE {column} IN ("
-            ));
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            q.push(")");
-            q.build().execute(&mut **tx).await?;
+    for chunk in settled.chunks(CHUNK) {
+        // Only a reservation still open is taken off the counters (an expired one was
+        // taken off when it expired).
+        let mut q = QueryBuilder::<Postgres>::new(
+            "UPDATE reservations SET settled = 1 WHERE settled = 0 AND id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
         }
+        q.push(") RETURNING keys_json, micro_usd, tokens, calls");
+        let rows = q.build().fetch_all(&mut **tx).await?;
+        release_reserved(tx, &rows).await?;
+    }
+    for chunk in closed.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "UPDATE decisions SET recorded = 1 WHERE decision_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
     }
     for op in admin {
         apply(tx, op).await?;
+    }
+    Ok(())
+}
+
+/// Takes closed reservations (rows of keys_json, micro_usd, tokens, calls) off the
+/// reserved amounts of their counters.
+async fn release_reserved(tx: &mut Tx<'_>, rows: &[PgRow]) -> Result<(), StoreError> {
+    let mut freed: BTreeMap<CounterKey, [i64; 3]> = BTreeMap::new();
+    for r in rows {
+        let keys: Vec<CounterKey> = json(&r.try_get::<String, _>("keys_json")?)?;
+        let amounts: [i64; 3] = [
+            r.try_get("micro_usd")?,
+            r.try_get("tokens")?,
+            r.try_get("calls")?,
+        ];
+        for k in keys {
+            let d = freed.entry(k).or_default();
+            for (d, a) in d.iter_mut().zip(amounts) {
+                *d -= a;
+            }
+        }
+    }
+    shift_reserved(tx, freed).await
+}
+
+/// Adds signed deltas to the reserved amounts of budget counters.
+async fn shift_reserved(
+    tx: &mut Tx<'_>,
+    deltas: BTreeMap<CounterKey, [i64; 3]>,
+) -> Result<(), StoreError> {
+    let deltas: Vec<(CounterKey, [i64; 3])> = deltas.into_iter().collect();
+    for chunk in deltas.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO budget_counters (budget, scope_key, window_start_ms, reserved_micro_usd, reserved_tokens, reserved_calls) ",
+        );
+        q.push_values(chunk, |mut b, (k, d)| {
+            b.push_bind(k.budget.clone())
+                .push_bind(k.scope_key.clone())
+                .push_bind(k.window_start_ms)
+                .push_bind(d[0])
+                .push_bind(d[1])
+                .push_bind(d[2]);
+        });
+        q.push(
+            " ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET \
+             reserved_micro_usd = budget_counters.reserved_micro_usd + excluded.reserved_micro_usd, \
+             reserved_tokens = budget_counters.reserved_tokens + excluded.reserved_tokens, \
+             reserved_calls = budget_counters.reserved_calls + excluded.reserved_calls",
+        );
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
