@@ -661,11 +661,16 @@ async fn three_replicas_never_overshoot_a_budget_under_a_race() {
                 let (c, agent, start) = (c.clone(), agent.clone(), start.clone());
                 tasks.push(tokio::spawn(async move {
                     start.wait().await;
-                    match c.evaluate(agent).tool("read").send().await {
-                        Ok(d) => d.outcome == DecisionOutcome::Allow,
-                        // Refused by the database (another replica took the budget).
-                        Err(_) => false,
-                    }
+                    // A request that lost the race to another replica is a logged DENY
+                    // (budget.exceeded), never an error.
+                    let d = c.evaluate(agent).tool("read").send().await.unwrap();
+                    assert!(
+                        d.outcome == DecisionOutcome::Allow
+                            || d.reason().is_some_and(|r| r.code == "budget.exceeded"),
+                        "{:?}",
+                        d.reasons
+                    );
+                    d.outcome == DecisionOutcome::Allow
                 }));
             }
         }
@@ -688,6 +693,20 @@ async fn three_replicas_never_overshoot_a_budget_under_a_race() {
             entries.len(),
             CAP,
             "trial {trial}: allowed entries in the log"
+        );
+        let denied = query_all(
+            &servers[0].client(),
+            AuditFilter {
+                agent_id: agent.clone(),
+                outcome: "deny".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            denied.len(),
+            96 - CAP,
+            "trial {trial}: every refused request is a logged denial"
         );
     }
 }

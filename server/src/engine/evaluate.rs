@@ -330,57 +330,112 @@ impl Engine {
             (result, draft, ops, undo, response_json, guard)
         };
 
+        // Kept only when another replica can win the budget race (shared stores), so the
+        // loss can be logged as the denial it is.
+        let race_draft = guard.as_ref().map(|_| draft.clone());
         let committed = self
             .batcher
             .append_guarded(draft, ops, guard)
             .instrument(tracing::debug_span!(crate::telemetry::span::AUDIT_COMMIT))
             .await;
-        let mut s = self.lock();
-        if let Some(k) = &in_flight_key {
-            s.in_flight.remove(k);
-        }
-        match committed {
-            Ok(c) => {
-                if let Some(a) = undo.event {
-                    let _ = self.approval_events.send(a);
-                }
-                let mut result = result;
-                result.audit_seq = c.seq;
-                if let (Some(rid), Some(response_json)) = (input.request_id, response_json) {
-                    s.requests.insert(
-                        ("evaluate".to_owned(), rid),
-                        Memo {
-                            agent_id: agent.to_owned(),
-                            fingerprint,
-                            response_json,
-                            audit_seq: c.seq,
-                            created_ms: now,
-                        },
-                    );
-                }
-                Ok(result)
+        // The lock is released before the lost-race denial is written (an await).
+        let failed = {
+            let mut s = self.lock();
+            if let Some(k) = &in_flight_key {
+                s.in_flight.remove(k);
             }
-            Err(e) => {
-                if let Some(id) = undo.reservation {
-                    s.ledger.release(&id);
+            match committed {
+                Ok(c) => {
+                    if let Some(a) = undo.event {
+                        let _ = self.approval_events.send(a);
+                    }
+                    let mut result = result;
+                    result.audit_seq = c.seq;
+                    if let (Some(rid), Some(response_json)) = (input.request_id, response_json) {
+                        s.requests.insert(
+                            ("evaluate".to_owned(), rid),
+                            Memo {
+                                agent_id: agent.to_owned(),
+                                fingerprint,
+                                response_json,
+                                audit_seq: c.seq,
+                                created_ms: now,
+                            },
+                        );
+                    }
+                    return Ok(result);
                 }
-                if let Some(r) = undo.held {
-                    s.ledger.reserve(r);
+                Err(e) => {
+                    if let Some(id) = undo.reservation {
+                        s.ledger.release(&id);
+                    }
+                    if let Some(r) = undo.held {
+                        s.ledger.reserve(r);
+                    }
+                    match undo.approval {
+                        Some((_, Some(before))) => s.approvals.put(before),
+                        Some((id, None)) => s.approvals.remove(&id),
+                        None => {}
+                    }
+                    if let Some(key) = undo.loop_call {
+                        s.loops.forget(&key, now);
+                    }
+                    if let Some(id) = undo.open_decision {
+                        s.open_decisions.remove(&id);
+                    }
+                    e
                 }
-                match undo.approval {
-                    Some((_, Some(before))) => s.approvals.put(before),
-                    Some((id, None)) => s.approvals.remove(&id),
-                    None => {}
+            }
+        };
+        match (failed, race_draft) {
+            (crate::audit::batcher::CommitError::Refused(why), Some(draft))
+                if why.starts_with("budget.exceeded") =>
+            {
+                self.deny_lost_race(result, draft, input.explain).await
+            }
+            (e, _) => Err(e.into()),
+        }
+    }
+
+    /// Another replica reserved the rest of the budget between this replica's check and
+    /// its commit: the answer is the DENY the budget stage would have given, and it is
+    /// logged like any other decision.
+    async fn deny_lost_race(
+        &self,
+        mut result: EvaluateResult,
+        mut draft: EntryDraft,
+        explain: bool,
+    ) -> Result<EvaluateResult, EngineError> {
+        let lost = Reason::fail(
+            "budget",
+            "budget.exceeded",
+            "another replica reserved the rest of the budget while this request was decided",
+        );
+        let mut reasons = Vec::with_capacity(result.reasons.len());
+        for r in result.reasons.drain(..) {
+            if r.stage == "budget" {
+                reasons.push(lost.clone());
+                if !explain {
+                    break;
                 }
-                if let Some(key) = undo.loop_call {
-                    s.loops.forget(&key, now);
-                }
-                if let Some(id) = undo.open_decision {
-                    s.open_decisions.remove(&id);
-                }
-                Err(e.into())
+            } else {
+                reasons.push(r);
             }
         }
+        result.verdict = Verdict::Deny;
+        result.reasons = reasons;
+        result.reservation_id = None;
+        result.reservation_expires_ms = None;
+        result.reserved = Amounts::default();
+        result.approval_id = None;
+        draft.outcome = Verdict::Deny.name().to_owned();
+        if let Some(body) = draft.body.as_object_mut() {
+            body.insert("reasons".into(), json!(result.reasons));
+            body.insert("reservation".into(), serde_json::Value::Null);
+            body.insert("approval_id".into(), serde_json::Value::Null);
+        }
+        result.audit_seq = self.append(draft, Vec::new()).await?;
+        Ok(result)
     }
 }
 
