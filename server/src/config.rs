@@ -155,7 +155,9 @@ impl Default for StorageSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
-    /// Policy bundle file. Without one every agent is denied with `scope.no_policy`.
+    /// Policy bundle file. Without one every agent is denied with `scope.no_policy`,
+    /// except on a shared PostgreSQL database that already holds a published bundle,
+    /// which is then served (docs/postgres.md).
     pub path: Option<PathBuf>,
     /// Safety-net re-check interval for hot reload, in milliseconds.
     pub poll_interval_ms: u64,

@@ -95,9 +95,31 @@ impl Application {
         }
         let store: Arc<dyn Store> = open_store(&settings).await?;
 
-        let policy = match &settings.policy.path {
-            Some(path) => Arc::new(loader::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?),
-            None => {
+        // A replica on a shared database without a file of its own serves what the
+        // others published, and does not publish it again: a re-publication could land
+        // after a newer one and turn every replica back.
+        let published = match &settings.policy.path {
+            None if store.shared() => store
+                .published_policy()
+                .await
+                .context("reading the published policy bundle")?,
+            _ => None,
+        };
+        let policy = match (&settings.policy.path, &published) {
+            (Some(path), _) => {
+                Arc::new(loader::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?)
+            }
+            (None, Some(p)) => {
+                let policy = crate::engine::compile_published(p).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the policy bundle published on the database does not compile here \
+                         (start with --policy FILE): {e}"
+                    )
+                })?;
+                tracing::info!(version = %policy.version, source = %policy.source, "serving the policy bundle published on the database");
+                Arc::new(policy)
+            }
+            (None, None) => {
                 tracing::warn!("no policy bundle configured (--policy FILE): every agent is denied with scope.no_policy");
                 Arc::new(CompiledPolicy::empty())
             }
@@ -161,11 +183,13 @@ impl Application {
             ),
             None => {}
         }
-        engine
-            .install_policy(policy.clone())
-            .await
-            .context("recording the policy load")?;
-        tracing::info!(version = %policy.version, source = %policy.source, "policy loaded");
+        if published.is_none() {
+            engine
+                .install_policy(policy.clone())
+                .await
+                .context("recording the policy load")?;
+            tracing::info!(version = %policy.version, source = %policy.source, "policy loaded");
+        }
 
         let mut background = Vec::new();
         if let Some(path) = settings.policy.path.clone() {
@@ -478,6 +502,11 @@ fn spawn_policy_reload(
             match change {
                 loader::Reload::Valid(policy) => {
                     let version = policy.version.clone();
+                    if version == engine.policy().version {
+                        // Already adopted from another replica's publication.
+                        tracing::info!(%version, "policy file changed to the bundle already served");
+                        continue;
+                    }
                     match engine.install_policy(Arc::from(policy)).await {
                         Ok(seq) => {
                             metrics.record_policy_reload(true);

@@ -613,6 +613,141 @@ async fn set_and_see_trust(clients: &[Client]) {
     }
 }
 
+/// A bundle that differs per trial: `tool-{n}` is allowed only from trial `n` on.
+fn trial_policy(n: usize) -> String {
+    format!(
+        "version: 1\nname: trial-{n}\nagents:\n  - id: \"*\"\n    tools: {{allow: [read, \"tool-{n}\"]}}\n"
+    )
+}
+
+/// Polls until `client` allows `tool` for `agent`; how long that took.
+async fn until_tool_allowed(client: &Client, agent: &str, tool: &str) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let d = client.evaluate(agent).tool(tool).send().await.unwrap();
+        if d.outcome == DecisionOutcome::Allow {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{tool} still denied after 10 s: {:?}",
+            d.reasons
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn served_version(client: &Client) -> String {
+    client
+        .get_policy(arbiter_client::proto::GetPolicyRequest {})
+        .await
+        .unwrap()
+        .current
+        .unwrap()
+        .version
+}
+
+async fn policy_loads(client: &Client) -> usize {
+    query_all(
+        client,
+        AuditFilter {
+            kinds: vec!["policy.load".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .len()
+}
+
+#[tokio::test]
+async fn a_policy_change_on_one_replica_reaches_every_replica_within_a_second() {
+    if skip_unless_postgres(
+        "postgres::a_policy_change_on_one_replica_reaches_every_replica_within_a_second",
+    ) {
+        return;
+    }
+    let (servers, keys) = replicas_with(3, &trial_policy(0)).await;
+    let clients: Vec<Client> = servers.iter().map(|s| s.client()).collect();
+    // Each trial edits one replica's file only; the others never see a file change.
+    let mut delays = Vec::new();
+    for n in 1..=15 {
+        let writer = n % 3;
+        let tool = format!("tool-{n}");
+        servers[writer].write_policy(&trial_policy(n));
+        until_tool_allowed(&clients[writer], "any-bot", &tool).await;
+        for (i, other) in clients.iter().enumerate() {
+            if i != writer {
+                delays.push(until_tool_allowed(other, "any-bot", &tool).await);
+            }
+        }
+        let version = served_version(&clients[writer]).await;
+        for c in &clients {
+            assert_eq!(served_version(c).await, version, "trial {n}: one version");
+        }
+    }
+    delays.sort();
+    let p = |q: f64| delays[((delays.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    eprintln!(
+        "policy propagation over {} observations (15 file changes, 2 other replicas each): p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        p(0.50),
+        p(0.99),
+        delays.last().unwrap()
+    );
+    assert!(p(0.99) <= Duration::from_secs(1), "p99 {:?} > 1 s", p(0.99));
+
+    // An invalid bundle on one replica is rejected there and published nowhere.
+    let last = served_version(&clients[0]).await;
+    servers[0].write_policy("version: 2\nagents: nonsense\n");
+    eventually(
+        "the rejection is logged",
+        Duration::from_secs(10),
+        || async {
+            let rejected = query_all(
+                &clients[1],
+                AuditFilter {
+                    kinds: vec!["policy.rejected".into()],
+                    ..Default::default()
+                },
+            )
+            .await;
+            (!rejected.is_empty()).then_some(())
+        },
+    )
+    .await;
+    // Longer than the 1 s re-check, so a wrongly adopted bundle would show.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for c in &clients {
+        assert_eq!(
+            served_version(c).await,
+            last,
+            "the last valid bundle serves"
+        );
+        until_tool_allowed(c, "any-bot", "tool-15").await;
+    }
+
+    // A replica started without a file serves the published bundle and publishes
+    // nothing itself (a re-publication could undo a newer one).
+    let loads = policy_loads(&clients[0]).await;
+    let bare = spawn_server(
+        ServerOptions::new()
+            .database_url(servers[0].database_url().unwrap())
+            .data_dir(keys.path()),
+    )
+    .await;
+    let bare_client = bare.client();
+    assert_eq!(served_version(&bare_client).await, last);
+    until_tool_allowed(&bare_client, "any-bot", "tool-15").await;
+    assert_eq!(
+        policy_loads(&clients[0]).await,
+        loads,
+        "no policy.load entry"
+    );
+    // And it follows the next change like the others.
+    servers[2].write_policy(&trial_policy(16));
+    until_tool_allowed(&bare_client, "any-bot", "tool-16").await;
+}
+
 #[tokio::test]
 async fn one_watchdog_lease_at_a_time() {
     if skip_unless_postgres("postgres::one_watchdog_lease_at_a_time") {

@@ -99,7 +99,9 @@ pub enum Command {
         /// Address to listen on [default: 127.0.0.1:50051; port 0 picks a free port].
         #[arg(long)]
         listen: Option<String>,
-        /// Policy bundle (YAML); hot-reloaded when it changes.
+        /// Policy bundle (YAML); hot-reloaded when it changes. On PostgreSQL the bundle is
+        /// published to every replica; without this flag a replica serves the newest
+        /// bundle another replica published.
         #[arg(long, env = "ARBITER_POLICY")]
         policy: Option<PathBuf>,
         /// SQLite synchronous mode: normal (survives a process crash) or full (also power loss).

@@ -1,4 +1,4 @@
-//! Run-time administration: trust, consent, budget snapshots, agents, policy.
+//! Run-time administration: trust, consent, budget snapshots, agents, policy info.
 
 use super::{Engine, EngineError, Principal};
 use crate::audit::EntryDraft;
@@ -213,55 +213,6 @@ impl Engine {
                 .filter(|t| crate::pipeline::tool_visible(rule, t))
                 .collect(),
         }
-    }
-
-    /// Serves a new bundle and records that it was loaded.
-    pub async fn install_policy(&self, policy: Arc<CompiledPolicy>) -> Result<u64, EngineError> {
-        let now = self.now_ms();
-        let draft = EntryDraft {
-            ts_ms: now,
-            kind: "policy.load".into(),
-            agent_id: String::new(),
-            session_id: String::new(),
-            outcome: "accepted".into(),
-            body: json!({"version": policy.version, "source": policy.source, "name": policy.name}),
-        };
-        let op = StateOp::PolicyLoad {
-            version: policy.version.clone(),
-            source: policy.source.clone(),
-            loaded_ms: now,
-            accepted: true,
-            error: String::new(),
-        };
-        let seq = self.append(draft, vec![op]).await?;
-        self.policy.store(policy);
-        Ok(seq)
-    }
-
-    /// Records a bundle that failed validation; the current one keeps serving.
-    pub async fn reject_policy(
-        &self,
-        source: &str,
-        version: &str,
-        error: &str,
-    ) -> Result<u64, EngineError> {
-        let now = self.now_ms();
-        let draft = EntryDraft {
-            ts_ms: now,
-            kind: "policy.rejected".into(),
-            agent_id: String::new(),
-            session_id: String::new(),
-            outcome: "rejected".into(),
-            body: json!({"version": version, "source": source, "error": error, "serving": self.policy().version}),
-        };
-        let op = StateOp::PolicyLoad {
-            version: version.to_owned(),
-            source: source.to_owned(),
-            loaded_ms: now,
-            accepted: false,
-            error: error.to_owned(),
-        };
-        self.append(draft, vec![op]).await
     }
 
     /// Drops replay answers older than the retention window and expired reservations.

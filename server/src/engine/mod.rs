@@ -12,6 +12,7 @@ mod delegate;
 mod evaluate;
 mod halt;
 mod key_ring;
+mod policy;
 mod presence;
 mod principals;
 mod record;
@@ -21,6 +22,7 @@ pub use audit::VerifyReport;
 pub use delegate::{DelegateInput, Delegated};
 pub use evaluate::{EvaluateInput, EvaluateResult};
 pub use key_ring::key_ring_summary;
+pub use policy::{compile_published, Adoption};
 pub use record::{RecordInput, RecordOutcome, RecordResult};
 
 use crate::audit::batcher::CommitError;
@@ -110,6 +112,8 @@ pub struct Engine {
     principals: Arc<std::sync::RwLock<crate::auth::PrincipalBook>>,
     /// Every change to an approval, for WatchApproval.
     approval_events: tokio::sync::broadcast::Sender<crate::state::Approval>,
+    /// A published bundle that did not compile here, so it is reported once.
+    refused_policy: Mutex<Option<String>>,
 }
 
 impl Engine {
@@ -181,6 +185,7 @@ impl Engine {
         let principals = crate::auth::PrincipalBook::from_rows(&store.principals().await?);
         Ok(Self {
             approval_events: tokio::sync::broadcast::channel(1024).0,
+            refused_policy: Mutex::new(None),
             principals: Arc::new(std::sync::RwLock::new(principals)),
             store,
             batcher,
@@ -240,6 +245,14 @@ impl Engine {
             s.operators.extend(img.operators);
         }
         *self.principals.write().unwrap_or_else(|p| p.into_inner()) = principals;
+        if img
+            .published_policy
+            .is_some_and(|v| v != self.policy.load().version)
+        {
+            if let Adoption::Adopted(version) = self.adopt_published_policy().await? {
+                tracing::info!(%version, "serving the policy bundle another replica published");
+            }
+        }
         Ok(true)
     }
 

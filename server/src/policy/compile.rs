@@ -6,6 +6,7 @@ use super::{
 use crate::domain::{ApiPattern, GlobList, MicroUsd, Period, TrustLevel};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Every problem found in a bundle, each naming the file and the path inside it.
@@ -86,6 +87,7 @@ pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError
     Ok(CompiledPolicy {
         version: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
         source: source.to_owned(),
+        bundle: Arc::from(bytes),
         name: file.name,
         defaults,
         prices,

@@ -12,6 +12,7 @@ pub use prices::{Price, PriceTable};
 
 use crate::domain::{Action, ApiPattern, GlobList, MicroUsd, Period, TrustLevel};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the policy says when no rule is more specific.
@@ -151,6 +152,9 @@ pub enum Redaction {
     Drop,
 }
 
+/// The source name of the built-in empty policy.
+const EMPTY_SOURCE: &str = "<none>";
+
 /// A validated, compiled policy bundle. Immutable; replaced whole on reload.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -158,6 +162,9 @@ pub struct CompiledPolicy {
     pub version: String,
     /// Where it came from ("<none>" for the built-in empty policy).
     pub source: String,
+    /// The exact bytes it was compiled from: what a replica publishes to the others
+    /// through a shared database, which compile them to the same version.
+    pub bundle: Arc<[u8]>,
     pub name: Option<String>,
     pub defaults: Defaults,
     pub prices: PriceTable,
@@ -181,7 +188,12 @@ impl CompiledPolicy {
     /// The policy served when no bundle is configured: every agent is denied with
     /// `scope.no_policy`.
     pub fn empty() -> Self {
-        compile(b"version: 1\n", "<none>").expect("the empty policy compiles")
+        compile(b"version: 1\n", EMPTY_SOURCE).expect("the empty policy compiles")
+    }
+
+    /// Whether this is the built-in empty policy rather than a loaded bundle.
+    pub fn is_builtin(&self) -> bool {
+        self.source == EMPTY_SOURCE
     }
 
     /// The agent rule for an id: an exact id wins, else the first glob in file order.

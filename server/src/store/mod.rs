@@ -88,6 +88,9 @@ pub enum StateOp {
         loaded_ms: i64,
         accepted: bool,
         error: String,
+        /// The bundle's bytes, for an accepted load (replicas adopt it from the
+        /// database); `None` for a rejection.
+        bundle: Option<std::sync::Arc<[u8]>>,
     },
     PutApproval(crate::state::Approval),
     SetOperator {
@@ -157,6 +160,8 @@ pub struct StateImage {
     pub approvals: Vec<crate::state::Approval>,
     /// (agent id, operator principal name)
     pub operators: Vec<(String, String)>,
+    /// Version of the newest published policy bundle (`load_control` only).
+    pub published_policy: Option<String>,
 }
 
 /// Filter for audit queries; `None` fields do not filter.
@@ -197,6 +202,20 @@ pub struct PrincipalRow {
     pub created_by: String,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+}
+
+/// The same query on both backends: rows recorded before bundles were kept (and
+/// rejections) have no bundle and are never adopted.
+const PUBLISHED_POLICY: &str = "SELECT version, source, loaded_ms, bundle FROM policy_loads \
+     WHERE accepted = 1 AND bundle IS NOT NULL ORDER BY id DESC LIMIT 1";
+
+/// The newest accepted bundle on record, with the bytes it was compiled from.
+#[derive(Debug, Clone)]
+pub struct PublishedPolicy {
+    pub version: String,
+    pub source: String,
+    pub loaded_ms: i64,
+    pub bundle: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +294,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SealedEntry>, StoreError>;
     /// Policy load attempts, newest first.
     async fn policy_loads(&self, limit: u32) -> Result<Vec<PolicyLoadRow>, StoreError>;
+    /// The newest accepted load that carries its bundle: on a shared database, the
+    /// policy every replica serves.
+    async fn published_policy(&self) -> Result<Option<PublishedPolicy>, StoreError>;
     /// Every principal, revoked ones included.
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError>;
     /// Periodic housekeeping off the request path (SQLite: WAL checkpoint).
@@ -290,6 +312,11 @@ pub trait Store: Send + Sync + 'static {
 
     // Several replicas on one database. The embedded store has one writer and keeps
     // these defaults, so SQLite mode runs exactly as before.
+
+    /// Whether other servers write this database too (PostgreSQL).
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// A batch transaction holding the sequencer lock, for stores that several servers
     /// write (PostgreSQL); `None` for a store with a single writer.

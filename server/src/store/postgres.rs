@@ -147,6 +147,10 @@ const ENTRY_COLUMNS: &str =
 
 #[async_trait]
 impl Store for PgStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
         sqlx::query(
             "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
@@ -459,6 +463,21 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn published_policy(&self) -> Result<Option<super::PublishedPolicy>, StoreError> {
+        sqlx::query(super::PUBLISHED_POLICY)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok(super::PublishedPolicy {
+                    version: r.try_get("version")?,
+                    source: r.try_get("source")?,
+                    loaded_ms: r.try_get("loaded_ms")?,
+                    bundle: r.try_get("bundle")?,
+                })
+            })
+            .transpose()
+    }
+
     fn pool_stats(&self) -> Option<super::PoolStats> {
         Some(super::PoolStats {
             size: self.pool.size(),
@@ -487,6 +506,11 @@ impl Store for PgStore {
             .await?;
         let mut img = StateImage::default();
         load_control_into(&mut tx, &mut img).await?;
+        img.published_policy = sqlx::query_scalar(
+            "SELECT version FROM policy_loads WHERE accepted = 1 AND bundle IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Some((to_u64(head.unwrap_or(0)), img)))
     }
@@ -1204,13 +1228,15 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             loaded_ms,
             accepted,
             error,
+            bundle,
         } => {
-            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error) VALUES ($1, $2, $3, $4, $5)")
+            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error, bundle) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(version)
                 .bind(source)
                 .bind(loaded_ms)
                 .bind(i64::from(*accepted))
                 .bind(error)
+                .bind(bundle.as_deref())
                 .execute(&mut **tx)
                 .await?;
         }

@@ -578,6 +578,21 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn published_policy(&self) -> Result<Option<super::PublishedPolicy>, StoreError> {
+        sqlx::query(super::PUBLISHED_POLICY)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok(super::PublishedPolicy {
+                    version: r.try_get("version")?,
+                    source: r.try_get("source")?,
+                    loaded_ms: r.try_get("loaded_ms")?,
+                    bundle: r.try_get("bundle")?,
+                })
+            })
+            .transpose()
+    }
+
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
         sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = ? AND key = ?")
             .bind(kind)
@@ -976,13 +991,15 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             loaded_ms,
             accepted,
             error,
+            bundle,
         } => {
-            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error, bundle) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(version)
                 .bind(source)
                 .bind(loaded_ms)
                 .bind(i64::from(*accepted))
                 .bind(error)
+                .bind(bundle.as_deref())
                 .execute(&mut **tx)
                 .await?;
         }
