@@ -748,6 +748,109 @@ async fn a_policy_change_on_one_replica_reaches_every_replica_within_a_second() 
     until_tool_allowed(&bare_client, "any-bot", "tool-16").await;
 }
 
+const WATCHED_BUDGET: &str = r#"
+version: 1
+agents:
+  - id: "*"
+    tools: {allow: [read]}
+budgets:
+  - {name: cap, scope: agent, period: lifetime, max_usd: "10.00"}
+watchdog:
+  halt_over_budget: true
+"#;
+
+#[tokio::test]
+async fn spend_recorded_on_one_replica_is_seen_by_every_replica_within_a_second() {
+    if skip_unless_postgres(
+        "postgres::spend_recorded_on_one_replica_is_seen_by_every_replica_within_a_second",
+    ) {
+        return;
+    }
+    let (servers, _keys) = replicas_with(3, WATCHED_BUDGET).await;
+    let clients: Vec<Client> = servers.iter().map(impatient).collect();
+    let d = clients[0]
+        .evaluate("spender")
+        .tool("read")
+        .cost_micro_usd(1_000_000)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.outcome, DecisionOutcome::Allow, "{:?}", d.reasons);
+    clients[0]
+        .record(&d.decision_id)
+        .cost_micro_usd(7_000_000)
+        .send()
+        .await
+        .unwrap();
+    // GetBudgets on the other replicas shows the spend recorded on the first.
+    for c in &clients[1..] {
+        eventually(
+            "the spend on every replica",
+            Duration::from_secs(1),
+            || async {
+                let a = crate::harness::amount(c, "spender", "", "cap", "micro_usd").await;
+                (a.spent == 7_000_000 && a.remaining == 3_000_000).then_some(())
+            },
+        )
+        .await;
+    }
+    // Their own budget check knows it: a request that no longer fits is denied by the
+    // check itself, not only later by the database's admission step.
+    let d = clients[2]
+        .evaluate("spender")
+        .tool("read")
+        .cost_micro_usd(4_000_000)
+        .send()
+        .await
+        .unwrap();
+    let reason = d.reason().expect("a deciding reason");
+    assert_eq!(reason.code, "budget.exceeded", "{:?}", d.reasons);
+    assert!(
+        !reason.message.contains("another replica"),
+        "denied only by the admission step: {}",
+        reason.message
+    );
+
+    // Spend over the cap, split over two replicas, none over it alone: the watchdog
+    // lease holder sees the total and halts the agent once.
+    for c in &clients[1..3] {
+        let d = c
+            .evaluate("splitter")
+            .tool("read")
+            .cost_micro_usd(1_000_000)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(d.outcome, DecisionOutcome::Allow, "{:?}", d.reasons);
+        c.record(&d.decision_id)
+            .cost_micro_usd(6_000_000)
+            .send()
+            .await
+            .unwrap();
+    }
+    let halts = || async {
+        query_all(
+            &servers[0].client(),
+            AuditFilter {
+                agent_id: "splitter".into(),
+                kinds: vec!["halt.engage".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .len()
+    };
+    eventually(
+        "the watchdog halts the splitter",
+        Duration::from_secs(5),
+        || async { (halts().await > 0).then_some(()) },
+    )
+    .await;
+    // Several watchdog passes later, still one halt.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(halts().await, 1, "one halt, from one replica");
+}
+
 #[tokio::test]
 async fn one_watchdog_lease_at_a_time() {
     if skip_unless_postgres("postgres::one_watchdog_lease_at_a_time") {

@@ -36,6 +36,7 @@ use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Why the engine could not answer. A denial is not an error.
@@ -114,6 +115,9 @@ pub struct Engine {
     approval_events: tokio::sync::broadcast::Sender<crate::state::Approval>,
     /// A published bundle that did not compile here, so it is reported once.
     refused_policy: Mutex<Option<String>>,
+    /// Audit head of the last control snapshot applied: budget counters and agents
+    /// changed after it are the ones to re-read (shared store).
+    changes_seen: AtomicU64,
 }
 
 impl Engine {
@@ -186,6 +190,7 @@ impl Engine {
         Ok(Self {
             approval_events: tokio::sync::broadcast::channel(1024).0,
             refused_policy: Mutex::new(None),
+            changes_seen: AtomicU64::new(0),
             principals: Arc::new(std::sync::RwLock::new(principals)),
             store,
             batcher,
@@ -200,10 +205,13 @@ impl Engine {
 
     /// Replaces the control state (trust, consent, halts, approvals, operators,
     /// principals) with what the shared database holds, so a change committed by another
-    /// replica applies here. Returns false, changing nothing, when the snapshot predates
-    /// a control change this server committed (the caller retries shortly).
+    /// replica applies here; takes in the settled spend and the agents other replicas
+    /// recorded and serves the newest published policy bundle. Returns false, changing nothing, when
+    /// the snapshot predates a control change this server committed (the caller retries
+    /// shortly).
     pub async fn refresh_control(&self) -> Result<bool, StoreError> {
-        let Some((seq, img)) = self.store.load_control().await? else {
+        let changed_after = self.changes_seen.load(Ordering::Acquire);
+        let Some((seq, img)) = self.store.load_control(changed_after).await? else {
             return Ok(true);
         };
         if self.batcher.control_seq() > seq {
@@ -243,7 +251,22 @@ impl Engine {
                 }
             }
             s.operators.extend(img.operators);
+            for (key, spent) in img.counters {
+                s.ledger.merge_spent(key, spent);
+            }
+            for (id, first, last, allowed) in img.agents {
+                let info = s.agents.entry(id).or_insert(AgentInfo {
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                    last_allowed_ms: allowed,
+                    persisted_ms: last,
+                });
+                info.first_seen_ms = info.first_seen_ms.min(first);
+                info.last_seen_ms = info.last_seen_ms.max(last);
+                info.last_allowed_ms = info.last_allowed_ms.max(allowed);
+            }
         }
+        self.changes_seen.fetch_max(seq, Ordering::AcqRel);
         *self.principals.write().unwrap_or_else(|p| p.into_inner()) = principals;
         if img
             .published_policy

@@ -85,8 +85,9 @@ impl Engine {
         let policy = self.policy();
         let w = &policy.watchdog;
         let now = self.now_ms();
-        // Silence is judged by one replica at a time (the lease holder); loop trips and
-        // overspend are acted on by the replica that saw them.
+        // Silence and overspend are judged by one replica at a time (the lease holder,
+        // which sees every replica's settled spend within a second); loop trips are
+        // acted on by the replica that saw them.
         let judge_silence = self.store.lead("watchdog").await;
         let mut actions: Vec<(String, String, String)> = Vec::new(); // (agent, condition key, why)
         {
@@ -121,7 +122,7 @@ impl Engine {
                     actions.push((agent, key, "its loop guard tripped".to_owned()));
                 }
             }
-            if w.halt_over_budget {
+            if w.halt_over_budget && judge_silence {
                 let agents: Vec<String> = s.agents.keys().cloned().collect();
                 for agent in agents {
                     for b in crate::pipeline::budget_view(&policy, &s, Some(&agent), None, now) {

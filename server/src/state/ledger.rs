@@ -75,6 +75,16 @@ impl Ledger {
         self.counters.entry(key).or_default().spent.add(spent);
     }
 
+    /// Takes in a counter's settled spend as the shared database holds it (all
+    /// replicas' Records). Spend in a window only grows, so the larger of the two is
+    /// the newer: this replica's own commits may be ahead of the snapshot or in it.
+    pub fn merge_spent(&mut self, key: CounterKey, spent: Amounts) {
+        let mine = &mut self.counters.entry(key).or_default().spent;
+        mine.micro_usd = mine.micro_usd.max(spent.micro_usd);
+        mine.tokens = mine.tokens.max(spent.tokens);
+        mine.calls = mine.calls.max(spent.calls);
+    }
+
     pub fn reserve(&mut self, r: Reservation) {
         for key in &r.keys {
             self.counters

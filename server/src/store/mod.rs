@@ -324,8 +324,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
     /// Control state another replica may have changed (trust, consent, halts,
-    /// approvals, operators) and the audit head it reflects; `None` when unshared.
-    async fn load_control(&self) -> Result<Option<(u64, StateImage)>, StoreError> {
+    /// approvals, operators, the published policy version), the budget counters
+    /// (settled spend) and agents changed by batches after `changed_after_seq`, and the
+    /// audit head the snapshot reflects; `None` when unshared.
+    async fn load_control(
+        &self,
+        _changed_after_seq: u64,
+    ) -> Result<Option<(u64, StateImage)>, StoreError> {
         Ok(None)
     }
     /// An allowed decision still awaiting Record that another replica made (shared

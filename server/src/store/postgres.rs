@@ -206,18 +206,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
         {
-            img.counters.push((
-                CounterKey {
-                    budget: r.try_get("budget")?,
-                    scope_key: r.try_get("scope_key")?,
-                    window_start_ms: r.try_get("window_start_ms")?,
-                },
-                Amounts {
-                    micro_usd: to_u64(r.try_get("spent_micro_usd")?),
-                    tokens: to_u64(r.try_get("spent_tokens")?),
-                    calls: to_u64(r.try_get("spent_calls")?),
-                },
-            ));
+            img.counters.push(counter_from_row(&r)?);
         }
         for r in sqlx::query(
             "SELECT id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms
@@ -495,7 +484,10 @@ impl Store for PgStore {
         Ok(Some(Box::new(PgBatch { tx })))
     }
 
-    async fn load_control(&self) -> Result<Option<(u64, StateImage)>, StoreError> {
+    async fn load_control(
+        &self,
+        changed_after_seq: u64,
+    ) -> Result<Option<(u64, StateImage)>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // One snapshot: the head and the control tables agree.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -511,6 +503,30 @@ impl Store for PgStore {
         )
         .fetch_optional(&mut *tx)
         .await?;
+        for r in sqlx::query(
+            "SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls \
+             FROM budget_counters WHERE spent_seq > $1",
+        )
+        .bind(to_i64(changed_after_seq))
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            img.counters.push(counter_from_row(&r)?);
+        }
+        for r in sqlx::query(
+            "SELECT agent_id, first_seen_ms, last_seen_ms, last_allowed_ms FROM agents WHERE seen_seq > $1",
+        )
+        .bind(to_i64(changed_after_seq))
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            img.agents.push((
+                r.try_get("agent_id")?,
+                r.try_get("first_seen_ms")?,
+                r.try_get("last_seen_ms")?,
+                r.try_get("last_allowed_ms")?,
+            ));
+        }
         tx.commit().await?;
         Ok(Some((to_u64(head.unwrap_or(0)), img)))
     }
@@ -701,6 +717,22 @@ impl SequencedBatch for PgBatch {
 }
 
 /// Trust, consent, operators, approvals and halts: what other replicas change.
+/// A counter's key and settled spend.
+fn counter_from_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Amounts), StoreError> {
+    Ok((
+        CounterKey {
+            budget: r.try_get("budget")?,
+            scope_key: r.try_get("scope_key")?,
+            window_start_ms: r.try_get("window_start_ms")?,
+        },
+        Amounts {
+            micro_usd: to_u64(r.try_get("spent_micro_usd")?),
+            tokens: to_u64(r.try_get("spent_tokens")?),
+            calls: to_u64(r.try_get("spent_calls")?),
+        },
+    ))
+}
+
 async fn load_control_into(
     conn: &mut sqlx::PgConnection,
     img: &mut StateImage,
@@ -873,19 +905,24 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         }
     }
 
+    // Batches commit in seq order under the sequencer lock, so "changed after seq N"
+    // is a watermark a reader can resume from (`load_control`).
+    let batch_seq = units.last().map_or(0, |u| to_i64(u.entry.seq));
     for chunk in agents.chunks(CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms) ",
+            "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms, seen_seq) ",
         );
         q.push_values(chunk, |mut b, (id, first, last, allowed)| {
             b.push_bind(id.clone())
                 .push_bind(*first)
                 .push_bind(*last)
-                .push_bind(*allowed);
+                .push_bind(*allowed)
+                .push_bind(batch_seq);
         });
         q.push(
             " ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = GREATEST(agents.last_seen_ms, excluded.last_seen_ms), \
-             last_allowed_ms = COALESCE(excluded.last_allowed_ms, agents.last_allowed_ms)",
+             last_allowed_ms = COALESCE(excluded.last_allowed_ms, agents.last_allowed_ms), \
+             seen_seq = excluded.seen_seq",
         );
         q.build().execute(&mut **tx).await?;
     }
@@ -961,7 +998,7 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
     let spend: Vec<(CounterKey, Amounts)> = spend.into_iter().collect();
     for chunk in spend.chunks(CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls) ",
+            "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls, spent_seq) ",
         );
         q.push_values(chunk, |mut b, (k, a)| {
             b.push_bind(k.budget.clone())
@@ -969,13 +1006,15 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
                 .push_bind(k.window_start_ms)
                 .push_bind(to_i64(a.micro_usd))
                 .push_bind(to_i64(a.tokens))
-                .push_bind(to_i64(a.calls));
+                .push_bind(to_i64(a.calls))
+                .push_bind(batch_seq);
         });
         q.push(
             " ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET \
              spent_micro_usd = budget_counters.spent_micro_usd + excluded.spent_micro_usd, \
              spent_tokens = budget_counters.spent_tokens + excluded.spent_tokens, \
-             spent_calls = budget_counters.spent_calls + excluded.spent_calls",
+             spent_calls = budget_counters.spent_calls + excluded.spent_calls, \
+             spent_seq = excluded.spent_seq",
         );
         q.build().execute(&mut **tx).await?;
     }
