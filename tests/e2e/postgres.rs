@@ -851,6 +851,204 @@ async fn spend_recorded_on_one_replica_is_seen_by_every_replica_within_a_second(
     assert_eq!(halts().await, 1, "one halt, from one replica");
 }
 
+const APPROVALS: &str = r#"
+version: 1
+actions:
+  - match: {tool: "refund_*"}
+    approval: always
+agents:
+  - id: "*"
+    tools: {allow: ["*"]}
+"#;
+
+/// Asks for an approval on `clients[0]`; returns its id once every replica knows it.
+async fn pending_everywhere(clients: &[Client], agent: &str) -> String {
+    use arbiter_client::proto as pb;
+    let d = clients[0]
+        .evaluate(agent)
+        .tool("refund_order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        d.outcome,
+        DecisionOutcome::PendingApproval,
+        "{:?}",
+        d.reasons
+    );
+    let id = d.approval_id.expect("an approval id");
+    for c in clients {
+        eventually(
+            "the approval on every replica",
+            Duration::from_secs(2),
+            || async {
+                c.get_approval(pb::GetApprovalRequest {
+                    approval_id: id.clone(),
+                })
+                .await
+                .ok()
+                .map(|_| ())
+            },
+        )
+        .await;
+    }
+    id
+}
+
+#[tokio::test]
+async fn an_approval_raced_across_replicas_has_one_winner_and_is_consumed_once() {
+    if skip_unless_postgres(
+        "postgres::an_approval_raced_across_replicas_has_one_winner_and_is_consumed_once",
+    ) {
+        return;
+    }
+    use arbiter_client::proto as pb;
+    use futures::StreamExt;
+    let (servers, _keys) = replicas_with(3, APPROVALS).await;
+    let clients: Vec<Client> = servers.iter().map(impatient).collect();
+    for trial in 0..6 {
+        // Grant on two replicas and deny on the third, all at once: one decision wins.
+        let id = pending_everywhere(&clients, &format!("racer-{trial}")).await;
+        let mut watch = clients[2]
+            .watch_approval(pb::WatchApprovalRequest {
+                approval_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().state,
+            pb::ApprovalState::Pending as i32
+        );
+        let start = Arc::new(tokio::sync::Barrier::new(3));
+        let tasks: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (c, id, start) = (c.clone(), id.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    c.approve(pb::ApproveRequest {
+                        approval_id: id,
+                        grant: i != 1,
+                        reason: format!("replica {i}"),
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| r.approval)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            winners.extend(t.await.unwrap());
+        }
+        assert_eq!(winners.len(), 1, "trial {trial}: one winner: {winners:?}");
+        let decided = query_all(
+            &clients[0],
+            AuditFilter {
+                kinds: vec!["approval.grant".into(), "approval.deny".into()],
+                agent_id: format!("racer-{trial}"),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(decided.len(), 1, "trial {trial}: one decision in the log");
+        // A watcher on another replica hears the outcome.
+        let seen = loop {
+            let a = tokio::time::timeout(Duration::from_secs(3), watch.next())
+                .await
+                .expect("the watcher hears the decision")
+                .unwrap()
+                .unwrap();
+            if a.state != pb::ApprovalState::Pending as i32 {
+                break a;
+            }
+        };
+        assert_eq!(seen.state, winners[0].state, "trial {trial}");
+    }
+
+    for trial in 0..6 {
+        // A granted approval presented on every replica at once is consumed once.
+        let agent = format!("spender-{trial}");
+        let id = pending_everywhere(&clients, &agent).await;
+        clients[trial % 3]
+            .approve(pb::ApproveRequest {
+                approval_id: id.clone(),
+                grant: true,
+                reason: "go".into(),
+            })
+            .await
+            .unwrap();
+        for c in &clients {
+            eventually(
+                "granted on every replica",
+                Duration::from_secs(2),
+                || async {
+                    let a = c
+                        .get_approval(pb::GetApprovalRequest {
+                            approval_id: id.clone(),
+                        })
+                        .await
+                        .ok()?
+                        .approval?;
+                    (a.state == pb::ApprovalState::Granted as i32).then_some(())
+                },
+            )
+            .await;
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(3));
+        let tasks: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (c, id, agent, start) = (c.clone(), id.clone(), agent.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    c.evaluate(agent)
+                        .tool("refund_order")
+                        .approval_id(id)
+                        .send()
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut allowed = 0;
+        for t in tasks {
+            let d = t.await.unwrap();
+            if d.outcome == DecisionOutcome::Allow {
+                allowed += 1;
+            } else {
+                let code = d.reason().map(|r| r.code.clone()).unwrap_or_default();
+                assert!(
+                    code.starts_with("approval."),
+                    "trial {trial}: {:?}",
+                    d.reasons
+                );
+            }
+        }
+        assert_eq!(allowed, 1, "trial {trial}: consumed exactly once");
+        // Every attempt is a logged decision: the pending one, one allow, two denials.
+        let entries = query_all(
+            &clients[0],
+            AuditFilter {
+                kinds: vec!["evaluate".into()],
+                agent_id: agent.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+        let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(
+            (
+                outcomes.iter().filter(|o| **o == "allow").count(),
+                outcomes.iter().filter(|o| **o == "deny").count()
+            ),
+            (1, 2),
+            "trial {trial}: {outcomes:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_watchdog_lease_at_a_time() {
     if skip_unless_postgres("postgres::one_watchdog_lease_at_a_time") {

@@ -8,6 +8,7 @@ use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntr
 use super::chain::{KeyRing, GENESIS};
 use super::checkpoint;
 use super::merkle::{self, Frontier};
+use crate::state::ApprovalState;
 use crate::store::{
     BudgetGuard, CheckpointRow, CommitUnit, SequencedBatch, StateOp, Store, StoreError, TreeUpdate,
 };
@@ -214,7 +215,33 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
         std::collections::BTreeMap::new();
     let mut kept = Vec::with_capacity(queue.len());
     let mut closed = std::collections::HashSet::new();
+    // Approval states as this batch leaves them, ahead of the database.
+    let mut approvals: std::collections::HashMap<String, Option<ApprovalState>> =
+        std::collections::HashMap::new();
     'subs: for sub in queue.drain(..) {
+        // One transition out of each approval state, whichever replica makes it.
+        for op in &sub.ops {
+            if let StateOp::PutApproval(a) = op {
+                let stored = match approvals.get(&a.id) {
+                    Some(s) => *s,
+                    None => match batch.approval_state(&a.id).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+                            continue 'subs;
+                        }
+                    },
+                };
+                if !a.state.may_follow(stored) {
+                    let was = stored.map_or("missing", ApprovalState::name);
+                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
+                        "approval.conflict: approval {} is already {was} on another replica",
+                        a.id
+                    ))));
+                    continue 'subs;
+                }
+            }
+        }
         // A Record settles its decision once, whichever replica serves it.
         for op in &sub.ops {
             if let StateOp::CloseDecision { decision_id } = op {
@@ -234,6 +261,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
             }
         }
         let Some(guard) = &sub.guard else {
+            note_approvals(&mut approvals, &sub.ops);
             kept.push(sub);
             continue;
         };
@@ -242,6 +270,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 for (key, _) in &guard.keys {
                     pending.entry(key.clone()).or_default().add(guard.amounts);
                 }
+                note_approvals(&mut approvals, &sub.ops);
                 kept.push(sub);
             }
             Ok(false) => {
@@ -255,6 +284,18 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
         }
     }
     *queue = kept;
+}
+
+/// Records the approval states a kept submission writes, for the ones after it.
+fn note_approvals(
+    approvals: &mut std::collections::HashMap<String, Option<ApprovalState>>,
+    ops: &[StateOp],
+) {
+    for op in ops {
+        if let StateOp::PutApproval(a) = op {
+            approvals.insert(a.id.clone(), Some(a.state));
+        }
+    }
 }
 
 pub struct Batcher {
@@ -402,9 +443,9 @@ impl Batcher {
             if let Some(batch) = sequenced.as_mut() {
                 if queue.iter().any(|s| {
                     s.guard.is_some()
-                        || s.ops
-                            .iter()
-                            .any(|o| matches!(o, StateOp::CloseDecision { .. }))
+                        || s.ops.iter().any(|o| {
+                            matches!(o, StateOp::CloseDecision { .. } | StateOp::PutApproval(_))
+                        })
                 }) {
                     admit(batch.as_mut(), &mut queue).await;
                 }

@@ -330,9 +330,11 @@ impl Engine {
             (result, draft, ops, undo, response_json, guard)
         };
 
-        // Kept only when another replica can win the budget race (shared stores), so the
-        // loss can be logged as the denial it is.
-        let race_draft = guard.as_ref().map(|_| draft.clone());
+        // Kept only when another replica can win a race for the budget or the approval
+        // this decision consumes (shared stores), so the loss can be logged as the
+        // denial it is.
+        let race_draft = (guard.is_some() || (undo.approval.is_some() && self.store.shared()))
+            .then(|| draft.clone());
         let committed = self
             .batcher
             .append_guarded(draft, ops, guard)
@@ -391,29 +393,51 @@ impl Engine {
             (crate::audit::batcher::CommitError::Refused(why), Some(draft))
                 if why.starts_with("budget.exceeded") =>
             {
-                self.deny_lost_race(result, draft, input.explain).await
+                let lost = Reason::fail(
+                    "budget",
+                    "budget.exceeded",
+                    "another replica reserved the rest of the budget while this request was decided",
+                );
+                self.deny_lost_race(result, draft, input.explain, lost)
+                    .await
+            }
+            (crate::audit::batcher::CommitError::Refused(why), Some(draft))
+                if why.starts_with("approval.conflict") =>
+            {
+                // Another replica consumed the approval first, or it expired or was
+                // denied there: the code this replica's approval stage would now give.
+                let code = if why.contains("already expired") {
+                    "approval.expired"
+                } else if why.contains("already denied") {
+                    "approval.denied"
+                } else {
+                    "approval.consumed"
+                };
+                let lost = Reason::fail(
+                    "approval",
+                    code,
+                    why.trim_start_matches("approval.conflict: "),
+                );
+                self.deny_lost_race(result, draft, input.explain, lost)
+                    .await
             }
             (e, _) => Err(e.into()),
         }
     }
 
-    /// Another replica reserved the rest of the budget between this replica's check and
-    /// its commit: the answer is the DENY the budget stage would have given, and it is
-    /// logged like any other decision.
+    /// Another replica took what this decision needed (the rest of a budget, or the
+    /// approval it presents) between this replica's check and its commit: the answer is
+    /// the DENY that stage would have given (`lost`), logged like any other decision.
     async fn deny_lost_race(
         &self,
         mut result: EvaluateResult,
         mut draft: EntryDraft,
         explain: bool,
+        lost: Reason,
     ) -> Result<EvaluateResult, EngineError> {
-        let lost = Reason::fail(
-            "budget",
-            "budget.exceeded",
-            "another replica reserved the rest of the budget while this request was decided",
-        );
         let mut reasons = Vec::with_capacity(result.reasons.len());
         for r in result.reasons.drain(..) {
-            if r.stage == "budget" {
+            if r.stage == lost.stage {
                 reasons.push(lost.clone());
                 if !explain {
                     break;

@@ -218,6 +218,7 @@ impl Engine {
             return Ok(false);
         }
         let principals = crate::auth::PrincipalBook::from_rows(&self.store.principals().await?);
+        let mut decided = Vec::new();
         {
             let mut s = self.lock();
             if self.batcher.control_seq() > seq {
@@ -242,11 +243,13 @@ impl Engine {
             // deleted: merge, keeping what this server holds that the snapshot does not
             // (in flight) and never moving an approval back to an earlier state.
             for a in img.approvals {
-                let newer = s
-                    .approvals
-                    .get(&a.id)
-                    .is_none_or(|local| approval_rank(a.state) >= approval_rank(local.state));
-                if newer {
+                let local = s.approvals.get(&a.id).map(|l| l.state);
+                if local.is_none_or(|l| approval_rank(a.state) >= approval_rank(l)) {
+                    if local.is_some_and(|l| l != a.state) {
+                        // WatchApproval streams on this replica hear a decision made on
+                        // another one.
+                        decided.push(a.clone());
+                    }
                     s.approvals.put(a);
                 }
             }
@@ -267,6 +270,9 @@ impl Engine {
             }
         }
         self.changes_seen.fetch_max(seq, Ordering::AcqRel);
+        for a in decided {
+            let _ = self.approval_events.send(a);
+        }
         *self.principals.write().unwrap_or_else(|p| p.into_inner()) = principals;
         if img
             .published_policy

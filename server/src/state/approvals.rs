@@ -30,6 +30,31 @@ impl ApprovalState {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Denied | Self::Expired | Self::Consumed)
     }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Granted,
+            Self::Denied,
+            Self::Expired,
+            Self::Consumed,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// Whether an approval stored in state `from` (`None`: not stored yet) may be
+    /// written in state `self`: created pending; decided or expired only while pending;
+    /// a grant expires or is consumed once. Checked under the sequencer lock, so of two
+    /// replicas racing for one approval exactly one wins.
+    pub fn may_follow(self, from: Option<Self>) -> bool {
+        match (from, self) {
+            (None, Self::Pending) => true,
+            (Some(Self::Pending), Self::Granted | Self::Denied | Self::Expired) => true,
+            (Some(Self::Granted), Self::Expired | Self::Consumed) => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,5 +129,30 @@ impl ApprovalBook {
             .filter(|a| !a.state.is_final() && a.state_at(now_ms) == ApprovalState::Expired)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApprovalState::{self, *};
+
+    #[test]
+    fn each_approval_state_is_left_at_most_once_and_only_forwards() {
+        assert!(Pending.may_follow(None));
+        for to in [Granted, Denied, Expired] {
+            assert!(to.may_follow(Some(Pending)), "{to:?}");
+            assert!(!to.may_follow(None), "{to:?}");
+            assert!(!to.may_follow(Some(to)), "{to:?} twice");
+        }
+        assert!(Consumed.may_follow(Some(Granted)));
+        assert!(Expired.may_follow(Some(Granted)));
+        for from in [Pending, Denied, Expired, Consumed] {
+            assert!(!Consumed.may_follow(Some(from)), "{from:?} -> consumed");
+        }
+        assert!(!Granted.may_follow(Some(Denied)));
+        assert!(!Pending.may_follow(Some(Pending)));
+        for s in [Pending, Granted, Denied, Expired, Consumed] {
+            assert_eq!(ApprovalState::parse(s.name()), Some(s));
+        }
     }
 }

@@ -376,6 +376,12 @@ pub trait SequencedBatch: Send {
     /// Whether the decision is still awaiting Record (so exactly one Record settles it,
     /// whichever replica serves it).
     async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError>;
+    /// An approval's stored state (`None` when it is not stored yet), so exactly one
+    /// transition out of each state wins, whichever replica makes it.
+    async fn approval_state(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<crate::state::ApprovalState>, StoreError>;
     /// The audit head as of now, under the lock.
     async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
     /// Writes the batch and its tree nodes, then commits (releasing the lock).

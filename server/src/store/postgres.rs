@@ -626,6 +626,23 @@ struct PgBatch {
 
 #[async_trait]
 impl SequencedBatch for PgBatch {
+    async fn approval_state(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<crate::state::ApprovalState>, StoreError> {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM approvals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        state
+            .map(|name| {
+                crate::state::ApprovalState::parse(&name).ok_or_else(|| {
+                    StoreError::Corrupt(format!("approval {id} has unknown state {name:?}"))
+                })
+            })
+            .transpose()
+    }
+
     async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError> {
         let open: Option<i64> = sqlx::query_scalar(
             "SELECT 1::BIGINT FROM decisions WHERE decision_id = $1 AND recorded = 0",
