@@ -48,12 +48,15 @@ impl ApprovalState {
     /// a grant expires or is consumed once. Checked under the sequencer lock, so of two
     /// replicas racing for one approval exactly one wins.
     pub fn may_follow(self, from: Option<Self>) -> bool {
-        match (from, self) {
-            (None, Self::Pending) => true,
-            (Some(Self::Pending), Self::Granted | Self::Denied | Self::Expired) => true,
-            (Some(Self::Granted), Self::Expired | Self::Consumed) => true,
-            _ => false,
-        }
+        matches!(
+            (from, self),
+            (None, Self::Pending)
+                | (
+                    Some(Self::Pending),
+                    Self::Granted | Self::Denied | Self::Expired
+                )
+                | (Some(Self::Granted), Self::Expired | Self::Consumed)
+        )
     }
 }
 
