@@ -222,6 +222,7 @@ impl Application {
                 watchdog.watchdog().await;
             }
         }));
+        background.push(spawn_presence_sync(engine.clone()));
         let expirer = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -438,6 +439,11 @@ impl Application {
         for task in background {
             let _ = task.await;
         }
+        // Heartbeats received since the last sync, so a restart (or another replica)
+        // does not lose them.
+        if let Err(e) = self.engine.flush_presence().await {
+            tracing::warn!(error = %e, "shutdown: the last heartbeats could not be stored");
+        }
         self.engine.batcher().close();
         drop(self.engine);
         // Bounded by the store's own timeouts in practice; the cap keeps a wedged
@@ -529,6 +535,36 @@ fn spawn_policy_reload(
                         tracing::error!(error = %e, "could not record the policy rejection");
                     }
                 }
+            }
+        }
+    })
+}
+
+/// How often heartbeats are written to the store and, with several replicas, read back.
+const PRESENCE_SYNC: Duration = Duration::from_millis(250);
+
+/// Writes the heartbeats received here to the store (one upsert per run, never one per
+/// heartbeat: they are not audited and stay off the request path) and takes in those
+/// other replicas received, so the watchdog and ListAgents see every replica's.
+fn spawn_presence_sync(engine: Arc<Engine>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRESENCE_SYNC);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match engine.sync_presence().await {
+                // Once per outage, not four times a second.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot sync presence with the store; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+                Ok(()) if failing => {
+                    tracing::info!("presence syncs with the store again");
+                    failing = false;
+                }
+                Ok(()) => {}
             }
         }
     })

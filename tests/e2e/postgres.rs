@@ -321,6 +321,21 @@ async fn the_server_runs_as_the_documented_least_privilege_role_and_cannot_rewri
     assert_eq!(out.code(), Some(0), "{out}");
     let out = arbiter(&["audit", "verify", "--addr", &server.url()]).await;
     assert_eq!(out.code(), Some(0), "{out}");
+    // Heartbeats are stored outside the audit batch, with the same role.
+    c.heartbeat(arbiter_client::proto::HeartbeatRequest {
+        agent_id: "agent-3".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    eventually("the heartbeat is stored", Duration::from_secs(5), || {
+        let n = psql_try(
+            &db,
+            "SELECT count(*) FROM presence WHERE agent_id = 'agent-3'",
+        );
+        async move { (n.ok()? == "1").then_some(()) }
+    })
+    .await;
 
     // The role cannot change or remove history, nor switch the triggers off.
     let app_psql = |sql: &str| {
@@ -1068,6 +1083,189 @@ async fn one_watchdog_lease_at_a_time() {
         async move { (n == "2").then_some(()) }
     })
     .await;
+}
+
+const WATCHED: &str = r#"
+version: 1
+agents:
+  - id: "*"
+    tools: {allow: [read]}
+watchdog:
+  unresponsive_after: 2s
+  halt_silent_after: 4s
+"#;
+
+/// The granted session-level advisory lock of a singleton job, as (pid of its backend):
+/// the key is FNV-1a of the job's name (store/postgres.rs `job_key`), which pg_locks
+/// shows split into classid (high half) and objid (low half).
+fn lease_pid(db: &str, job: &str) -> Option<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in job.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let pid = crate::harness::psql(
+        db,
+        &format!(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND classid = {} AND objid = {} AND database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())",
+            h >> 32,
+            h & 0xffff_ffff
+        ),
+    );
+    (!pid.is_empty()).then_some(pid)
+}
+
+async fn presence_on(client: &Client, agent: &str) -> (i32, bool) {
+    client
+        .list_agents(arbiter_client::proto::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .agents
+        .into_iter()
+        .find(|a| a.agent_id == agent)
+        .map(|a| (a.presence, a.halted))
+        .unwrap_or_else(|| panic!("{agent} is not listed"))
+}
+
+async fn silence_halts(client: &Client, agent: &str) -> usize {
+    query_all(
+        client,
+        AuditFilter {
+            agent_id: agent.into(),
+            kinds: vec!["halt.engage".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .iter()
+    .filter(|e| e.canonical.contains("\"principal\":\"watchdog\""))
+    .count()
+}
+
+#[tokio::test]
+async fn heartbeats_on_any_replica_keep_an_agent_alive_for_the_watchdog() {
+    if skip_unless_postgres(
+        "postgres::heartbeats_on_any_replica_keep_an_agent_alive_for_the_watchdog",
+    ) {
+        return;
+    }
+    use crate::harness::{create_database, postgres_admin_url, with_database};
+    use arbiter_client::proto as pb;
+    const LIVE: i32 = pb::PresenceStatus::Live as i32;
+    const UNRESPONSIVE: i32 = pb::PresenceStatus::Unresponsive as i32;
+    let beat = |agent: &str| pb::HeartbeatRequest {
+        agent_id: agent.into(),
+        ..Default::default()
+    };
+
+    // Replica 0 starts alone and takes the watchdog lease before the others exist, so
+    // the lease holder is known: the one replica that judges silence.
+    let db = create_database();
+    let url = with_database(&postgres_admin_url(), &db);
+    let keys = tempfile::tempdir().unwrap();
+    let options = ServerOptions::new()
+        .policy(WATCHED)
+        .database_url(url)
+        .data_dir(keys.path());
+    let mut servers = vec![spawn_server(options.clone()).await];
+    let holder = eventually(
+        "replica 0 holds the watchdog lease",
+        Duration::from_secs(10),
+        || {
+            let pid = lease_pid(&db, "watchdog");
+            async move { pid }
+        },
+    )
+    .await;
+    for _ in 0..2 {
+        servers.push(spawn_server(options.clone()).await);
+    }
+    let clients: Vec<Client> = servers.iter().map(|s| s.client()).collect();
+
+    // Every replica lists the agent (it evaluated there); the lease holder hears one
+    // heartbeat, then never again.
+    let agent = "wanderer";
+    for c in &clients {
+        c.evaluate(agent).tool("read").send().await.unwrap();
+    }
+    clients[0].heartbeat(beat(agent)).await.unwrap();
+
+    // Heartbeats reach replica 1 only, then replica 2 only, each for longer than
+    // halt_silent_after: the lease holder must judge from the newest heartbeat any
+    // replica received, and ListAgents everywhere shows the agent live.
+    for (to, others) in [(1, [0, 2]), (2, [0, 1])] {
+        let phase = std::time::Instant::now();
+        while phase.elapsed() < Duration::from_secs(5) {
+            let r = clients[to].heartbeat(beat(agent)).await.unwrap();
+            assert!(
+                !r.halted,
+                "halted while heartbeating to replica {to}: {:?}",
+                r.halt
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for i in others {
+            assert_eq!(
+                presence_on(&clients[i], agent).await,
+                (LIVE, false),
+                "replica {i} while heartbeats go to replica {to}"
+            );
+        }
+    }
+    assert_eq!(silence_halts(&clients[1], agent).await, 0);
+
+    // Silence: the lease holder halts the agent, once, and every replica knows.
+    eventually(
+        "the silent agent is halted",
+        Duration::from_secs(10),
+        || async { (presence_on(&clients[1], agent).await.1).then_some(()) },
+    )
+    .await;
+    // Several more watchdog passes on every replica (twice a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for c in &clients {
+        assert_eq!(presence_on(c, agent).await, (UNRESPONSIVE, true));
+    }
+    assert_eq!(silence_halts(&clients[1], agent).await, 1, "one halt entry");
+
+    // An operator resumes it and the lease holder dies: the replica that takes the
+    // lease over does not halt it again for the same silence.
+    clients[1]
+        .resume(pb::ResumeRequest {
+            target: halt_target(agent),
+            reason: "checked by a human".into(),
+        })
+        .await
+        .unwrap();
+    servers[0].kill9();
+    eventually(
+        "another replica takes the lease",
+        Duration::from_secs(10),
+        || {
+            let pid = lease_pid(&db, "watchdog").filter(|p| *p != holder);
+            async move { pid }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(presence_on(&clients[2], agent).await, (UNRESPONSIVE, false));
+    assert_eq!(
+        silence_halts(&clients[1], agent).await,
+        1,
+        "still one halt entry"
+    );
+
+    // A new silence (after a new heartbeat) is a new condition.
+    clients[2].heartbeat(beat(agent)).await.unwrap();
+    eventually(
+        "a new silence is halted",
+        Duration::from_secs(15),
+        || async { (presence_on(&clients[1], agent).await.1).then_some(()) },
+    )
+    .await;
+    assert_eq!(silence_halts(&clients[1], agent).await, 2);
 }
 
 const CAPPED: &str = r#"

@@ -275,3 +275,73 @@ async fn the_watchdog_marks_silence_and_halts_silent_looping_and_overspending_ag
 async fn principal(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
     create_principal(c, name, &[role], agents).await
 }
+
+async fn presence_of(c: &Client, agent: &str) -> i32 {
+    c.list_agents(pb::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .agents
+        .iter()
+        .find(|a| a.agent_id == agent)
+        .map(|a| a.presence)
+        .unwrap_or_else(|| panic!("{agent} is not listed"))
+}
+
+#[tokio::test]
+async fn presence_and_the_silence_it_measures_survive_a_restart() {
+    let mut server = spawn_server(
+        ServerOptions::new()
+            .policy(POLICY)
+            .clock("2030-01-01T00:00:00Z"),
+    )
+    .await;
+    let c = server.client();
+    c.evaluate("bot-steady").tool("t").send().await.unwrap();
+    c.heartbeat(beat("bot-steady", "")).await.unwrap();
+
+    // At once: the heartbeats received since the last background write are stored at
+    // shutdown.
+    server.restart().await;
+    let c = server.client();
+    assert_eq!(
+        presence_of(&c, "bot-steady").await,
+        pb::PresenceStatus::Live as i32
+    );
+
+    // The silence that began before the restart is judged after it.
+    server.set_time("2030-01-01T00:06:00Z");
+    eventually("bot-steady is halted", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { halted(&c, "bot-steady").await.then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        presence_of(&c, "bot-steady").await,
+        pb::PresenceStatus::Unresponsive as i32
+    );
+
+    // Resumed by a human, then restarted: the same silence is not halted again.
+    c.resume(pb::ResumeRequest {
+        target: Some(pb::HaltTarget {
+            scope: pb::HaltScope::Agent as i32,
+            agent_id: "bot-steady".into(),
+            session_id: String::new(),
+        }),
+        reason: "checked".into(),
+    })
+    .await
+    .unwrap();
+    server.restart().await;
+    let c = server.client();
+    // Several watchdog passes (twice a second) since the start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !halted(&c, "bot-steady").await,
+        "halted again after restart"
+    );
+    assert_eq!(
+        presence_of(&c, "bot-steady").await,
+        pb::PresenceStatus::Unresponsive as i32
+    );
+    assert_eq!(watchdog_halts(&c).await.len(), 1);
+}

@@ -25,6 +25,18 @@ impl Engine {
         mode: HaltMode,
         reason: String,
     ) -> Result<Halt, EngineError> {
+        self.halt_with(who, target, mode, reason, Vec::new()).await
+    }
+
+    /// `halt`, committing `also` in the same transaction (what the watchdog acted on).
+    pub(super) async fn halt_with(
+        &self,
+        who: &Principal,
+        target: HaltTarget,
+        mode: HaltMode,
+        reason: String,
+        also: Vec<StateOp>,
+    ) -> Result<Halt, EngineError> {
         let h = Halt {
             target: target.clone(),
             mode,
@@ -41,8 +53,9 @@ impl Engine {
             outcome: "engaged".into(),
             body: json!({"target": target.key(), "mode": mode.name(), "reason": reason, "principal": who.name}),
         };
-        self.append(draft, vec![StateOp::EngageHalt(h.clone())])
-            .await?;
+        let mut ops = vec![StateOp::EngageHalt(h.clone())];
+        ops.extend(also);
+        self.append(draft, ops).await?;
         self.lock().halts.engage(h.clone());
         Ok(h)
     }

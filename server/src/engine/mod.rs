@@ -173,6 +173,16 @@ impl Engine {
         for h in img.halts {
             s.halts.engage(h);
         }
+        for p in img.presence {
+            s.presence.insert(
+                p.agent_id,
+                crate::state::Presence {
+                    status: p.status,
+                    last_heartbeat_ms: p.last_heartbeat_ms,
+                    silence_halted_ms: p.silence_halted_ms,
+                },
+            );
+        }
         for r in img.replies {
             let memo = Memo {
                 agent_id: r.agent_id,

@@ -1,12 +1,17 @@
 //! Heartbeats, presence and the watchdog. The watchdog acts without the agent's
 //! cooperation: it marks silent agents unresponsive and, when the policy says so, halts
 //! agents that are silent, over budget or looping — once per condition.
+//!
+//! A heartbeat only changes memory. `sync_presence` (a background task) writes the
+//! heartbeats received since its last run to the store in one upsert and, when several
+//! servers share the store, reads back the newest heartbeat of every agent, so each
+//! replica (the watchdog's lease holder above all) sees heartbeats sent to any of them.
 
 use super::{Engine, EngineError};
 use crate::audit::EntryDraft;
 use crate::domain::{Principal, Role};
 use crate::state::{Halt, HaltMode, HaltTarget, Presence, PresenceStatus};
-use crate::store::StateOp;
+use crate::store::{PresenceRow, StateOp, StoreError};
 use serde_json::json;
 use std::time::Duration;
 
@@ -36,13 +41,18 @@ impl Engine {
         let now = self.now_ms();
         let (changed_operator, halt) = {
             let mut s = self.lock();
-            s.presence.insert(
-                agent.to_owned(),
-                Presence {
-                    status,
-                    last_heartbeat_ms: now,
-                },
-            );
+            let beat = Presence {
+                status,
+                last_heartbeat_ms: now,
+                silence_halted_ms: None,
+            };
+            let p = s
+                .presence
+                .entry(agent.to_owned())
+                .or_insert_with(|| beat.clone());
+            p.status = status;
+            p.last_heartbeat_ms = now;
+            s.presence_unsaved.insert(agent.to_owned(), beat);
             if let Some(info) = s.agents.get_mut(agent) {
                 info.last_seen_ms = info.last_seen_ms.max(now);
             }
@@ -80,6 +90,78 @@ impl Engine {
         )
     }
 
+    /// Writes the heartbeats received here since the last call to the store, then (with
+    /// a shared store) takes in the newest heartbeat every other server received.
+    pub async fn sync_presence(&self) -> Result<(), StoreError> {
+        self.flush_presence().await?;
+        self.merge_presence().await
+    }
+
+    /// Writes the heartbeats received since the last flush in one upsert; on failure
+    /// they are kept (unless a newer one arrived meanwhile) for the next flush.
+    pub async fn flush_presence(&self) -> Result<(), StoreError> {
+        let unsaved = std::mem::take(&mut self.lock().presence_unsaved);
+        if unsaved.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<PresenceRow> = unsaved
+            .into_iter()
+            .map(|(agent_id, p)| PresenceRow {
+                agent_id,
+                status: p.status,
+                last_heartbeat_ms: p.last_heartbeat_ms,
+                silence_halted_ms: None,
+            })
+            .collect();
+        let written = self.store.put_presence(&rows).await;
+        if written.is_err() {
+            let mut s = self.lock();
+            for r in rows {
+                s.presence_unsaved.entry(r.agent_id).or_insert(Presence {
+                    status: r.status,
+                    last_heartbeat_ms: r.last_heartbeat_ms,
+                    silence_halted_ms: None,
+                });
+            }
+        }
+        written
+    }
+
+    /// Takes in the heartbeats other servers received (shared store only): per agent,
+    /// the newest heartbeat wins, and a silence already halted for stays halted for.
+    async fn merge_presence(&self) -> Result<(), StoreError> {
+        let Some(rows) = self.store.shared_presence().await? else {
+            return Ok(());
+        };
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        for r in rows {
+            if let Some(info) = s.agents.get_mut(&r.agent_id) {
+                info.last_seen_ms = info.last_seen_ms.max(r.last_heartbeat_ms);
+            }
+            match s.presence.get_mut(&r.agent_id) {
+                Some(p) => {
+                    if r.last_heartbeat_ms > p.last_heartbeat_ms {
+                        p.status = r.status;
+                        p.last_heartbeat_ms = r.last_heartbeat_ms;
+                    }
+                    p.silence_halted_ms = p.silence_halted_ms.max(r.silence_halted_ms);
+                }
+                None => {
+                    s.presence.insert(
+                        r.agent_id,
+                        Presence {
+                            status: r.status,
+                            last_heartbeat_ms: r.last_heartbeat_ms,
+                            silence_halted_ms: r.silence_halted_ms,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One watchdog pass; run periodically.
     pub async fn watchdog(&self) {
         let policy = self.policy();
@@ -89,7 +171,8 @@ impl Engine {
         // which sees every replica's settled spend within a second); loop trips are
         // acted on by the replica that saw them.
         let judge_silence = self.store.lead("watchdog").await;
-        let mut actions: Vec<(String, String, String)> = Vec::new(); // (agent, condition key, why)
+        // (agent, condition key, why, the heartbeat whose silence it is)
+        let mut actions: Vec<(String, String, String, Option<i64>)> = Vec::new();
         {
             let mut s = self.lock();
             let unresponsive_ms = w.unresponsive_after.as_millis() as i64;
@@ -99,7 +182,12 @@ impl Engine {
                 if quiet >= unresponsive_ms {
                     p.status = PresenceStatus::Unresponsive;
                 }
-                if let Some(limit) = w.halt_silent_after.filter(|_| judge_silence) {
+                // Already halted for this silence, here, on another replica or before
+                // a restart (the mark is stored with that halt).
+                let acted = p
+                    .silence_halted_ms
+                    .is_some_and(|h| h >= p.last_heartbeat_ms);
+                if let Some(limit) = w.halt_silent_after.filter(|_| judge_silence && !acted) {
                     if quiet >= limit.as_millis() as i64 {
                         silent.push((
                             agent.clone(),
@@ -110,6 +198,7 @@ impl Engine {
                                     (quiet / 1000) as u64
                                 ))
                             ),
+                            Some(p.last_heartbeat_ms),
                         ));
                     }
                 }
@@ -119,7 +208,7 @@ impl Engine {
             if w.halt_looping {
                 for agent in trips {
                     let key = format!("loop:{agent}:{}", now / 60_000);
-                    actions.push((agent, key, "its loop guard tripped".to_owned()));
+                    actions.push((agent, key, "its loop guard tripped".to_owned(), None));
                 }
             }
             if w.halt_over_budget && judge_silence {
@@ -138,28 +227,37 @@ impl Engine {
                                     b.name, b.scope_key, b.window_start_ms
                                 ),
                                 format!("recorded spend is over budget {:?}", b.name),
+                                None,
                             ));
                         }
                     }
                 }
             }
-            actions.retain(|(agent, key, _)| {
+            actions.retain(|(agent, key, _, _)| {
                 !s.watchdog_done.contains(key)
                     && s.halts.get(&HaltTarget::Agent(agent.clone())).is_none()
             });
-            for (_, key, _) in &actions {
+            for (_, key, _, _) in &actions {
                 s.watchdog_done.insert(key.clone());
             }
         }
         let watchdog =
             Principal::new("watchdog".into(), vec![Role::Operator], vec![]).expect("no patterns");
-        for (agent, key, why) in actions {
+        for (agent, key, why, silence) in actions {
+            let also = silence
+                .map(|heartbeat_ms| StateOp::SilenceHalted {
+                    agent_id: agent.clone(),
+                    heartbeat_ms,
+                })
+                .into_iter()
+                .collect();
             if let Err(e) = self
-                .halt(
+                .halt_with(
                     &watchdog,
                     HaltTarget::Agent(agent.clone()),
                     HaltMode::HaltAll,
                     format!("watchdog: {why}"),
+                    also,
                 )
                 .await
             {
@@ -167,6 +265,9 @@ impl Engine {
                 self.lock().watchdog_done.remove(&key);
             } else {
                 tracing::warn!(%agent, reason = %why, "watchdog halted an agent");
+                if let Some(p) = self.lock().presence.get_mut(&agent) {
+                    p.silence_halted_ms = p.silence_halted_ms.max(silence);
+                }
             }
         }
     }

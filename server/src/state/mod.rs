@@ -36,10 +36,33 @@ pub enum PresenceStatus {
     Unresponsive,
 }
 
+impl PresenceStatus {
+    /// The name stored in the `presence` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Idle => "idle",
+            Self::Unresponsive => "unresponsive",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "live" => Some(Self::Live),
+            "idle" => Some(Self::Idle),
+            "unresponsive" => Some(Self::Unresponsive),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
     pub status: PresenceStatus,
     pub last_heartbeat_ms: i64,
+    /// The heartbeat whose silence the watchdog already halted the agent for (stored,
+    /// so that is done once per silence across restarts and replicas).
+    pub silence_halted_ms: Option<i64>,
 }
 
 /// An allowed decision that Record has not settled yet.
@@ -74,9 +97,12 @@ pub struct RuntimeState {
     pub approvals: ApprovalBook,
     /// Agent → principal name of its registered operator (from Heartbeat).
     pub operators: HashMap<String, String>,
-    /// Agent → presence from heartbeats (kept in memory; unknown after a restart
-    /// until the next heartbeat).
+    /// Agent → presence: the newest heartbeat this server received or read from the
+    /// store (where every server writes the heartbeats it received).
     pub presence: HashMap<String, Presence>,
+    /// Heartbeats received here and not yet written to the store (newest per agent).
+    /// Sorted, so concurrent upserts of several servers lock rows in one order.
+    pub presence_unsaved: BTreeMap<String, Presence>,
     /// Agents whose loop guard tripped since the watchdog last looked.
     pub loop_trips: std::collections::BTreeSet<String>,
     /// Conditions the watchdog already acted on, so it acts once per condition.

@@ -103,6 +103,12 @@ pub enum StateOp {
     LiftHalt {
         target: crate::state::HaltTarget,
     },
+    /// The watchdog halted the agent for its silence since this heartbeat (written with
+    /// the halt, so no server or restart halts it again for the same silence).
+    SilenceHalted {
+        agent_id: String,
+        heartbeat_ms: i64,
+    },
     CreatePrincipal(PrincipalRow),
     RevokePrincipal {
         name: String,
@@ -144,6 +150,17 @@ pub struct ReplyRow {
     pub created_ms: i64,
 }
 
+/// An agent's newest heartbeat, as kept in the `presence` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRow {
+    pub agent_id: String,
+    pub status: crate::state::PresenceStatus,
+    pub last_heartbeat_ms: i64,
+    /// Written only with the watchdog's halt (`StateOp::SilenceHalted`); ignored by
+    /// `Store::put_presence`.
+    pub silence_halted_ms: Option<i64>,
+}
+
 /// Everything needed to rebuild the in-memory state.
 #[derive(Debug, Default)]
 pub struct StateImage {
@@ -162,6 +179,7 @@ pub struct StateImage {
     pub operators: Vec<(String, String)>,
     /// Version of the newest published policy bundle (`load_control` only).
     pub published_policy: Option<String>,
+    pub presence: Vec<PresenceRow>,
 }
 
 /// Filter for audit queries; `None` fields do not filter.
@@ -309,6 +327,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// A stored reply older than what memory keeps.
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError>;
+    /// Writes heartbeats in one statement per chunk, moving each agent's last heartbeat
+    /// only forward. Presence is not audited state, so this is the one write that does
+    /// not arrive through `commit` (ARCHITECTURE.md): heartbeats stay off the log and
+    /// off the request path.
+    async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError>;
 
     // Several replicas on one database. The embedded store has one writer and keeps
     // these defaults, so SQLite mode runs exactly as before.
@@ -344,6 +367,11 @@ pub trait Store: Send + Sync + 'static {
     /// A signal each time any writer commits a control change (LISTEN/NOTIFY).
     fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
         None
+    }
+    /// Every agent's newest heartbeat, whichever server received it (shared store only;
+    /// a single writer has every heartbeat in memory).
+    async fn shared_presence(&self) -> Result<Option<Vec<PresenceRow>>, StoreError> {
+        Ok(None)
     }
     /// Whether this server holds (or just took) the lease for a singleton job such as
     /// the watchdog; always true with a single writer.

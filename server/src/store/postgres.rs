@@ -3,8 +3,8 @@
 
 use super::SequencedBatch;
 use super::{
-    AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage,
-    StateOp, Store, StoreError, TreeUpdate,
+    AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
+    StateImage, StateOp, Store, StoreError, TreeUpdate,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -269,6 +269,7 @@ impl Store for PgStore {
         {
             img.replies.push(reply_from_row(&r)?);
         }
+        img.presence = read_presence(&mut conn).await?;
         Ok(img)
     }
 
@@ -607,6 +608,34 @@ impl Store for PgStore {
         }
     }
 
+    async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO presence (agent_id, status, last_heartbeat_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.agent_id.clone())
+                    .push_bind(r.status.name())
+                    .push_bind(r.last_heartbeat_ms);
+            });
+            // Several replicas write the same rows: a heartbeat older than the stored one
+            // (received elsewhere, or flushed late) changes nothing, and the status stays
+            // the one reported with the newest heartbeat.
+            q.push(
+                " ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, \
+                 last_heartbeat_ms = excluded.last_heartbeat_ms \
+                 WHERE presence.last_heartbeat_ms < excluded.last_heartbeat_ms",
+            );
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn shared_presence(&self) -> Result<Option<Vec<PresenceRow>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(Some(read_presence(&mut conn).await?))
+    }
+
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
         sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = $1 AND key = $2")
             .bind(kind)
@@ -823,6 +852,25 @@ async fn load_control_into(
         });
     }
     Ok(())
+}
+
+/// Every agent's newest heartbeat.
+async fn read_presence(conn: &mut sqlx::PgConnection) -> Result<Vec<PresenceRow>, StoreError> {
+    sqlx::query("SELECT agent_id, status, last_heartbeat_ms, silence_halted_ms FROM presence")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            let status: String = r.try_get("status")?;
+            Ok(PresenceRow {
+                agent_id: r.try_get("agent_id")?,
+                status: crate::state::PresenceStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("presence status {status:?}")))?,
+                last_heartbeat_ms: r.try_get("last_heartbeat_ms")?,
+                silence_halted_ms: r.try_get("silence_halted_ms")?,
+            })
+        })
+        .collect()
 }
 
 fn reply_from_row(r: &PgRow) -> Result<ReplyRow, StoreError> {
@@ -1252,6 +1300,23 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .bind(target.key())
                 .execute(&mut **tx)
                 .await?;
+        }
+        StateOp::SilenceHalted {
+            agent_id,
+            heartbeat_ms,
+        } => {
+            // The heartbeat row exists unless its flush was lost (a crash); then the
+            // silence itself is what the row records.
+            sqlx::query(
+                "INSERT INTO presence (agent_id, status, last_heartbeat_ms, silence_halted_ms)
+                 VALUES ($1, 'unresponsive', $2, $2)
+                 ON CONFLICT (agent_id) DO UPDATE SET silence_halted_ms =
+                   GREATEST(presence.silence_halted_ms, excluded.silence_halted_ms)",
+            )
+            .bind(agent_id)
+            .bind(heartbeat_ms)
+            .execute(&mut **tx)
+            .await?;
         }
         StateOp::CreatePrincipal(p) => {
             let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();

@@ -1,8 +1,8 @@
 //! The embedded backend: SQLite in WAL mode. All SQL for it lives here.
 
 use super::{
-    AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PrincipalRow, ReplyRow, StateImage,
-    StateOp, Store, StoreError, TreeUpdate,
+    AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
+    StateImage, StateOp, Store, StoreError, TreeUpdate,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -350,6 +350,21 @@ impl Store for SqliteStore {
                 engaged_ms: r.try_get("engaged_ms")?,
             });
         }
+        for r in sqlx::query(
+            "SELECT agent_id, status, last_heartbeat_ms, silence_halted_ms FROM presence",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let status: String = r.try_get("status")?;
+            img.presence.push(PresenceRow {
+                agent_id: r.try_get("agent_id")?,
+                status: crate::state::PresenceStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("presence status {status:?}")))?,
+                last_heartbeat_ms: r.try_get("last_heartbeat_ms")?,
+                silence_halted_ms: r.try_get("silence_halted_ms")?,
+            });
+        }
         Ok(img)
     }
 
@@ -591,6 +606,27 @@ impl Store for SqliteStore {
                 })
             })
             .transpose()
+    }
+
+    async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO presence (agent_id, status, last_heartbeat_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.agent_id.clone())
+                    .push_bind(r.status.name())
+                    .push_bind(r.last_heartbeat_ms);
+            });
+            // Only forward: the status stays the one reported with the newest heartbeat.
+            q.push(
+                " ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, \
+                 last_heartbeat_ms = excluded.last_heartbeat_ms \
+                 WHERE presence.last_heartbeat_ms < excluded.last_heartbeat_ms",
+            );
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
@@ -959,6 +995,24 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .bind(target.key())
                 .execute(&mut **tx)
                 .await?;
+        }
+        StateOp::SilenceHalted {
+            agent_id,
+            heartbeat_ms,
+        } => {
+            // The heartbeat row exists unless its write was lost (a crash); then the
+            // silence itself is what the row records.
+            sqlx::query(
+                "INSERT INTO presence (agent_id, status, last_heartbeat_ms, silence_halted_ms)
+                 VALUES (?, 'unresponsive', ?, ?)
+                 ON CONFLICT (agent_id) DO UPDATE SET silence_halted_ms =
+                   MAX(COALESCE(silence_halted_ms, excluded.silence_halted_ms), excluded.silence_halted_ms)",
+            )
+            .bind(agent_id)
+            .bind(heartbeat_ms)
+            .bind(heartbeat_ms)
+            .execute(&mut **tx)
+            .await?;
         }
         StateOp::CreatePrincipal(p) => {
             let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
