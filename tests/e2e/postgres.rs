@@ -952,7 +952,7 @@ async fn spend_recorded_on_one_replica_is_seen_by_every_replica_within_a_second(
     ) {
         return;
     }
-    let (servers, _keys) = replicas_with(3, WATCHED_BUDGET).await;
+    let (mut servers, _keys) = replicas_with(3, WATCHED_BUDGET).await;
     let clients: Vec<Client> = servers.iter().map(impatient).collect();
     let d = clients[0]
         .evaluate("spender")
@@ -1035,6 +1035,30 @@ async fn spend_recorded_on_one_replica_is_seen_by_every_replica_within_a_second(
     // Several watchdog passes later, still one halt.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(halts().await, 1, "one halt, from one replica");
+
+    // An operator resumes it, still over the cap; every replica restarts, so the lease
+    // changes hands and no memory survives: the condition is not halted again.
+    clients[1]
+        .resume(arbiter_client::proto::ResumeRequest {
+            target: halt_target("splitter"),
+            reason: "checked".into(),
+        })
+        .await
+        .unwrap();
+    for server in servers.iter_mut() {
+        server.restart().await;
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let after = query_all(
+        &servers[2].client(),
+        AuditFilter {
+            agent_id: "splitter".into(),
+            kinds: vec!["halt.engage".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(after.len(), 1, "not halted again after the hand-over");
 }
 
 const APPROVALS: &str = r#"

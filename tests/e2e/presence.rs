@@ -345,3 +345,50 @@ async fn presence_and_the_silence_it_measures_survive_a_restart() {
     );
     assert_eq!(watchdog_halts(&c).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_overspend_halt_resumed_by_an_operator_is_not_repeated_after_a_restart() {
+    let mut server = spawn_server(
+        ServerOptions::new()
+            .policy(POLICY)
+            .clock("2030-01-01T00:00:00Z"),
+    )
+    .await;
+    let c = server.client();
+    let ok = c
+        .evaluate("bot-spend")
+        .tool("t")
+        .cost_micro_usd(500_000)
+        .send()
+        .await
+        .unwrap();
+    c.record(&ok.decision_id)
+        .cost_micro_usd(2_000_000)
+        .send()
+        .await
+        .unwrap();
+    eventually("bot-spend is halted", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { halted(&c, "bot-spend").await.then_some(()) }
+    })
+    .await;
+
+    // A human looked and let it go on, still over the cap in this window; a restart
+    // must not undo that decision.
+    c.resume(pb::ResumeRequest {
+        target: Some(pb::HaltTarget {
+            scope: pb::HaltScope::Agent as i32,
+            agent_id: "bot-spend".into(),
+            session_id: String::new(),
+        }),
+        reason: "checked the invoice".into(),
+    })
+    .await
+    .unwrap();
+    server.restart().await;
+    let c = server.client();
+    // Several watchdog passes (twice a second) since the start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!halted(&c, "bot-spend").await, "halted again after restart");
+    assert_eq!(watchdog_halts(&c).await.len(), 1);
+}

@@ -218,7 +218,26 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     // Approval states as this batch leaves them, ahead of the database.
     let mut approvals: std::collections::HashMap<String, Option<ApprovalState>> =
         std::collections::HashMap::new();
+    let mut marked = std::collections::HashSet::new();
     'subs: for sub in queue.drain(..) {
+        // The watchdog halts once per condition, whichever replica holds its lease.
+        for op in &sub.ops {
+            if let StateOp::WatchdogMark { condition, .. } = op {
+                let done = match batch.watchdog_marked(condition).await {
+                    Ok(done) => done || marked.contains(condition),
+                    Err(e) => {
+                        let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+                        continue 'subs;
+                    }
+                };
+                if done {
+                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
+                        "watchdog.done: already halted for {condition}"
+                    ))));
+                    continue 'subs;
+                }
+            }
+        }
         // One transition out of each approval state, whichever replica makes it.
         for op in &sub.ops {
             if let StateOp::PutApproval(a) = op {
@@ -261,7 +280,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
             }
         }
         let Some(guard) = &sub.guard else {
-            note_approvals(&mut approvals, &sub.ops);
+            note_kept(&mut approvals, &mut marked, &sub.ops);
             kept.push(sub);
             continue;
         };
@@ -270,7 +289,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 for (key, _) in &guard.keys {
                     pending.entry(key.clone()).or_default().add(guard.amounts);
                 }
-                note_approvals(&mut approvals, &sub.ops);
+                note_kept(&mut approvals, &mut marked, &sub.ops);
                 kept.push(sub);
             }
             Ok(false) => {
@@ -286,14 +305,22 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     *queue = kept;
 }
 
-/// Records the approval states a kept submission writes, for the ones after it.
-fn note_approvals(
+/// Records what a kept submission writes (approval states, watchdog marks), for the
+/// submissions after it in the same batch.
+fn note_kept(
     approvals: &mut std::collections::HashMap<String, Option<ApprovalState>>,
+    marked: &mut std::collections::HashSet<String>,
     ops: &[StateOp],
 ) {
     for op in ops {
-        if let StateOp::PutApproval(a) = op {
-            approvals.insert(a.id.clone(), Some(a.state));
+        match op {
+            StateOp::PutApproval(a) => {
+                approvals.insert(a.id.clone(), Some(a.state));
+            }
+            StateOp::WatchdogMark { condition, .. } => {
+                marked.insert(condition.clone());
+            }
+            _ => {}
         }
     }
 }
@@ -444,7 +471,12 @@ impl Batcher {
                 if queue.iter().any(|s| {
                     s.guard.is_some()
                         || s.ops.iter().any(|o| {
-                            matches!(o, StateOp::CloseDecision { .. } | StateOp::PutApproval(_))
+                            matches!(
+                                o,
+                                StateOp::CloseDecision { .. }
+                                    | StateOp::PutApproval(_)
+                                    | StateOp::WatchdogMark { .. }
+                            )
                         })
                 }) {
                     admit(batch.as_mut(), &mut queue).await;

@@ -173,6 +173,7 @@ impl Engine {
         for h in img.halts {
             s.halts.engage(h);
         }
+        s.watchdog_done.extend(img.watchdog_marks);
         for p in img.presence {
             s.presence.insert(
                 p.agent_id,

@@ -244,13 +244,17 @@ impl Engine {
         let watchdog =
             Principal::new("watchdog".into(), vec![Role::Operator], vec![]).expect("no patterns");
         for (agent, key, why, silence) in actions {
-            let also = silence
-                .map(|heartbeat_ms| StateOp::SilenceHalted {
+            // A silence is marked on its presence row; the other conditions by key.
+            let also = vec![match silence {
+                Some(heartbeat_ms) => StateOp::SilenceHalted {
                     agent_id: agent.clone(),
                     heartbeat_ms,
-                })
-                .into_iter()
-                .collect();
+                },
+                None => StateOp::WatchdogMark {
+                    condition: key.clone(),
+                    marked_ms: now,
+                },
+            }];
             if let Err(e) = self
                 .halt_with(
                     &watchdog,
@@ -261,8 +265,14 @@ impl Engine {
                 )
                 .await
             {
-                tracing::error!(error = %e, %agent, "watchdog could not halt; will retry");
-                self.lock().watchdog_done.remove(&key);
+                if matches!(e, EngineError::Aborted(_)) {
+                    // Another replica (or this one before a restart) already halted for
+                    // this condition: done, nothing to retry.
+                    tracing::info!(%agent, condition = %key, "watchdog: already halted for this condition");
+                } else {
+                    tracing::error!(error = %e, %agent, "watchdog could not halt; will retry");
+                    self.lock().watchdog_done.remove(&key);
+                }
             } else {
                 tracing::warn!(%agent, reason = %why, "watchdog halted an agent");
                 if let Some(p) = self.lock().presence.get_mut(&agent) {

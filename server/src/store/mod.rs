@@ -109,6 +109,12 @@ pub enum StateOp {
         agent_id: String,
         heartbeat_ms: i64,
     },
+    /// The watchdog halted an agent for this condition (`budget:…`, `loop:…`); written
+    /// with the halt, refused under the sequencer lock if already marked.
+    WatchdogMark {
+        condition: String,
+        marked_ms: i64,
+    },
     CreatePrincipal(PrincipalRow),
     RevokePrincipal {
         name: String,
@@ -179,6 +185,8 @@ pub struct StateImage {
     pub operators: Vec<(String, String)>,
     /// Version of the newest published policy bundle (`load_control` only).
     pub published_policy: Option<String>,
+    /// Conditions the watchdog already halted for (`load` only).
+    pub watchdog_marks: Vec<String>,
     pub presence: Vec<PresenceRow>,
 }
 
@@ -410,6 +418,8 @@ pub trait SequencedBatch: Send {
         &mut self,
         id: &str,
     ) -> Result<Option<crate::state::ApprovalState>, StoreError>;
+    /// Whether the watchdog already halted for this condition (on any replica).
+    async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError>;
     /// The audit head as of now, under the lock.
     async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
     /// Writes the batch and its tree nodes, then commits (releasing the lock).

@@ -250,6 +250,9 @@ impl Store for PgStore {
                 r.try_get("last_allowed_ms")?,
             ));
         }
+        img.watchdog_marks = sqlx::query_scalar("SELECT condition FROM watchdog_marks")
+            .fetch_all(&self.pool)
+            .await?;
         for r in sqlx::query("SELECT agent_id, session_id, started_ms FROM sessions")
             .fetch_all(&self.pool)
             .await?
@@ -670,6 +673,15 @@ impl SequencedBatch for PgBatch {
                 })
             })
             .transpose()
+    }
+
+    async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError> {
+        let marked: Option<i64> =
+            sqlx::query_scalar("SELECT 1::BIGINT FROM watchdog_marks WHERE condition = $1")
+                .bind(condition)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        Ok(marked.is_some())
     }
 
     async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError> {
@@ -1300,6 +1312,18 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .bind(target.key())
                 .execute(&mut **tx)
                 .await?;
+        }
+        StateOp::WatchdogMark {
+            condition,
+            marked_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO watchdog_marks (condition, marked_ms) VALUES ($1, $2) ON CONFLICT (condition) DO NOTHING",
+            )
+            .bind(condition)
+            .bind(marked_ms)
+            .execute(&mut **tx)
+            .await?;
         }
         StateOp::SilenceHalted {
             agent_id,

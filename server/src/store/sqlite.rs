@@ -293,6 +293,9 @@ impl Store for SqliteStore {
                 r.try_get("last_allowed_ms")?,
             ));
         }
+        img.watchdog_marks = sqlx::query_scalar("SELECT condition FROM watchdog_marks")
+            .fetch_all(&self.pool)
+            .await?;
         for r in sqlx::query("SELECT agent_id, session_id, started_ms FROM sessions")
             .fetch_all(&self.pool)
             .await?
@@ -995,6 +998,18 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .bind(target.key())
                 .execute(&mut **tx)
                 .await?;
+        }
+        StateOp::WatchdogMark {
+            condition,
+            marked_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO watchdog_marks (condition, marked_ms) VALUES (?, ?) ON CONFLICT (condition) DO NOTHING",
+            )
+            .bind(condition)
+            .bind(marked_ms)
+            .execute(&mut **tx)
+            .await?;
         }
         StateOp::SilenceHalted {
             agent_id,
