@@ -242,6 +242,7 @@ impl Application {
             loop {
                 tick.tick().await;
                 pruner.prune();
+                pruner.prune_loop_ticks().await;
             }
         }));
 

@@ -1259,6 +1259,109 @@ async fn an_approval_raced_across_replicas_has_one_winner_and_is_consumed_once()
     }
 }
 
+const LOOPING: &str = r#"
+version: 1
+agents:
+  - id: "*"
+    tools: {allow: [search]}
+    loop_guard: {max_calls: 5, window: 60s}
+watchdog:
+  halt_looping: true
+"#;
+
+#[tokio::test]
+async fn the_loop_guard_counts_calls_served_by_every_replica() {
+    if skip_unless_postgres("postgres::the_loop_guard_counts_calls_served_by_every_replica") {
+        return;
+    }
+    const MAX: usize = 5;
+    let (servers, _keys) = replicas_with(3, LOOPING).await;
+    let clients: Vec<Client> = servers.iter().map(impatient).collect();
+    for trial in 0..4 {
+        // 3 replicas × 4 concurrent calls of one tool in one session: without a shared
+        // count each replica would allow 4 (12 in all).
+        let agent = format!("looper-{trial}");
+        let start = Arc::new(tokio::sync::Barrier::new(12));
+        let mut tasks = Vec::new();
+        for c in &clients {
+            for _ in 0..4 {
+                let (c, agent, start) = (c.clone(), agent.clone(), start.clone());
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    let d = c
+                        .evaluate(agent)
+                        .session("s1")
+                        .tool("search")
+                        .send()
+                        .await
+                        .unwrap();
+                    // The watchdog may halt the looper before the last calls land.
+                    assert!(
+                        d.outcome == DecisionOutcome::Allow
+                            || d.reason().is_some_and(|r| {
+                                r.code == "loop.detected" || r.code.starts_with("halt.")
+                            }),
+                        "{:?}",
+                        d.reasons
+                    );
+                    d.outcome == DecisionOutcome::Allow
+                }));
+            }
+        }
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += usize::from(t.await.unwrap());
+        }
+        assert_eq!(allowed, MAX, "trial {trial}: exactly max_calls allowed");
+        let denied = query_all(
+            &servers[0].client(),
+            AuditFilter {
+                agent_id: agent.clone(),
+                outcome: "deny".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            denied.len(),
+            12 - MAX,
+            "trial {trial}: every denial is logged"
+        );
+        // A later call on any replica is still counted against the full window.
+        let d = clients[trial % 3]
+            .evaluate(&agent)
+            .session("s1")
+            .tool("search")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(d.outcome, DecisionOutcome::Allow, "trial {trial}");
+    }
+    // The trips halt each looping agent once, from whichever replica saw one.
+    eventually("every looper halted", Duration::from_secs(5), || async {
+        let halts = query_all(
+            &servers[0].client(),
+            AuditFilter {
+                kinds: vec!["halt.engage".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+        (halts.len() >= 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let halts = query_all(
+        &servers[1].client(),
+        AuditFilter {
+            kinds: vec!["halt.engage".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(halts.len(), 4, "one halt per looping agent");
+}
+
 #[tokio::test]
 async fn one_watchdog_lease_at_a_time() {
     if skip_unless_postgres("postgres::one_watchdog_lease_at_a_time") {

@@ -219,7 +219,44 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     let mut approvals: std::collections::HashMap<String, Option<ApprovalState>> =
         std::collections::HashMap::new();
     let mut marked = std::collections::HashSet::new();
+    // Loop-guard calls admitted earlier in this batch, per (agent, session, tool).
+    let mut ticked: std::collections::HashMap<(String, String, String), u64> =
+        std::collections::HashMap::new();
     'subs: for sub in queue.drain(..) {
+        // The loop guard counts every replica's calls.
+        for op in &sub.ops {
+            if let StateOp::LoopTick {
+                agent_id,
+                session_id,
+                tool,
+                ts_ms,
+                window_ms,
+                max_calls,
+            } = op
+            {
+                let stored = match batch
+                    .loop_calls(agent_id, session_id, tool, ts_ms - window_ms)
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+                        continue 'subs;
+                    }
+                };
+                let key = (agent_id.clone(), session_id.clone(), tool.clone());
+                let count = stored + ticked.get(&key).copied().unwrap_or(0);
+                if count + 1 > u64::from(*max_calls) {
+                    let window = humantime::format_duration(std::time::Duration::from_millis(
+                        (*window_ms).max(0) as u64,
+                    ));
+                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
+                        "loop.detected: tool {tool:?} called {count} times in the last {window} in this session, across replicas; the limit is {max_calls}"
+                    ))));
+                    continue 'subs;
+                }
+            }
+        }
         // The watchdog halts once per condition, whichever replica holds its lease.
         for op in &sub.ops {
             if let StateOp::WatchdogMark { condition, .. } = op {
@@ -280,7 +317,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
             }
         }
         let Some(guard) = &sub.guard else {
-            note_kept(&mut approvals, &mut marked, &sub.ops);
+            note_kept(&mut approvals, &mut marked, &mut ticked, &sub.ops);
             kept.push(sub);
             continue;
         };
@@ -289,7 +326,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 for (key, _) in &guard.keys {
                     pending.entry(key.clone()).or_default().add(guard.amounts);
                 }
-                note_kept(&mut approvals, &mut marked, &sub.ops);
+                note_kept(&mut approvals, &mut marked, &mut ticked, &sub.ops);
                 kept.push(sub);
             }
             Ok(false) => {
@@ -305,15 +342,26 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     *queue = kept;
 }
 
-/// Records what a kept submission writes (approval states, watchdog marks), for the
-/// submissions after it in the same batch.
+/// Records what a kept submission writes (approval states, watchdog marks, loop-guard
+/// calls), for the submissions after it in the same batch.
 fn note_kept(
     approvals: &mut std::collections::HashMap<String, Option<ApprovalState>>,
     marked: &mut std::collections::HashSet<String>,
+    ticked: &mut std::collections::HashMap<(String, String, String), u64>,
     ops: &[StateOp],
 ) {
     for op in ops {
         match op {
+            StateOp::LoopTick {
+                agent_id,
+                session_id,
+                tool,
+                ..
+            } => {
+                *ticked
+                    .entry((agent_id.clone(), session_id.clone(), tool.clone()))
+                    .or_default() += 1;
+            }
             StateOp::PutApproval(a) => {
                 approvals.insert(a.id.clone(), Some(a.state));
             }
@@ -476,6 +524,7 @@ impl Batcher {
                                 StateOp::CloseDecision { .. }
                                     | StateOp::PutApproval(_)
                                     | StateOp::WatchdogMark { .. }
+                                    | StateOp::LoopTick { .. }
                             )
                         })
                 }) {

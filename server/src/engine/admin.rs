@@ -215,6 +215,27 @@ impl Engine {
         }
     }
 
+    /// Deletes the stored loop-guard calls no window of the current policy can count
+    /// any more (shared store; one replica at a time, the watchdog lease holder).
+    pub async fn prune_loop_ticks(&self) {
+        if !self.store.shared() || !self.store.lead("watchdog").await {
+            return;
+        }
+        let longest = self
+            .policy()
+            .agents
+            .iter()
+            .filter_map(|r| r.loop_guard)
+            .map(|g| g.window)
+            .max()
+            .unwrap_or_default();
+        // A minute of slack for replicas whose clocks disagree slightly.
+        let cutoff = self.now_ms() - longest.as_millis() as i64 - 60_000;
+        if let Err(e) = self.store.prune_loop_ticks(cutoff).await {
+            tracing::warn!(error = %e, "could not prune loop-guard calls; will retry");
+        }
+    }
+
     /// Drops replay answers older than the retention window and expired reservations.
     pub fn prune(&self) {
         let policy = self.policy();

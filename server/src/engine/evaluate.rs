@@ -239,6 +239,16 @@ impl Engine {
             }
             if let Some((key, window_ms)) = decision.intents.loop_call {
                 s.loops.record(key.clone(), now, window_ms);
+                if let Some(guard) = policy.agent_rule(agent).and_then(|r| r.loop_guard) {
+                    ops.push(StateOp::LoopTick {
+                        agent_id: key.0.clone(),
+                        session_id: key.1.clone(),
+                        tool: key.2.clone(),
+                        ts_ms: now,
+                        window_ms,
+                        max_calls: guard.max_calls,
+                    });
+                }
                 undo.loop_call = Some(key);
             }
             if decision.verdict == Verdict::Allow {
@@ -333,8 +343,9 @@ impl Engine {
         // Kept only when another replica can win a race for the budget or the approval
         // this decision consumes (shared stores), so the loss can be logged as the
         // denial it is.
-        let race_draft = (guard.is_some() || (undo.approval.is_some() && self.store.shared()))
-            .then(|| draft.clone());
+        let race_draft = (guard.is_some()
+            || ((undo.approval.is_some() || undo.loop_call.is_some()) && self.store.shared()))
+        .then(|| draft.clone());
         let committed = self
             .batcher
             .append_guarded(draft, ops, guard)
@@ -417,6 +428,19 @@ impl Engine {
                     "approval",
                     code,
                     why.trim_start_matches("approval.conflict: "),
+                );
+                self.deny_lost_race(result, draft, input.explain, lost)
+                    .await
+            }
+            (crate::audit::batcher::CommitError::Refused(why), Some(draft))
+                if why.starts_with("loop.detected") =>
+            {
+                // Calls served by other replicas filled the window first.
+                self.lock().loop_trips.insert(agent.to_owned());
+                let lost = Reason::fail(
+                    "scope",
+                    "loop.detected",
+                    why.trim_start_matches("loop.detected: "),
                 );
                 self.deny_lost_race(result, draft, input.explain, lost)
                     .await

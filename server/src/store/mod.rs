@@ -109,6 +109,17 @@ pub enum StateOp {
         agent_id: String,
         heartbeat_ms: i64,
     },
+    /// A call counted by the loop guard. A shared store counts the window again under
+    /// the sequencer lock (refusing the call past `max_calls`) and keeps the tick; the
+    /// embedded store's single server counts exactly in memory and stores nothing.
+    LoopTick {
+        agent_id: String,
+        session_id: String,
+        tool: String,
+        ts_ms: i64,
+        window_ms: i64,
+        max_calls: u32,
+    },
     /// The watchdog halted an agent for this condition (`budget:…`, `loop:…`); written
     /// with the halt, refused under the sequencer lock if already marked.
     WatchdogMark {
@@ -344,6 +355,10 @@ pub trait Store: Send + Sync + 'static {
     // Several replicas on one database. The embedded store has one writer and keeps
     // these defaults, so SQLite mode runs exactly as before.
 
+    /// Deletes stored loop-guard calls older than `before_ms` (shared store only).
+    async fn prune_loop_ticks(&self, _before_ms: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Whether other servers write this database too (PostgreSQL).
     fn shared(&self) -> bool {
         false
@@ -418,6 +433,14 @@ pub trait SequencedBatch: Send {
         &mut self,
         id: &str,
     ) -> Result<Option<crate::state::ApprovalState>, StoreError>;
+    /// Loop-guard calls stored for (agent, session, tool) after `since_ms`.
+    async fn loop_calls(
+        &mut self,
+        agent_id: &str,
+        session_id: &str,
+        tool: &str,
+        since_ms: i64,
+    ) -> Result<u64, StoreError>;
     /// Whether the watchdog already halted for this condition (on any replica).
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError>;
     /// The audit head as of now, under the lock.

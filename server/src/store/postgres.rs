@@ -151,6 +151,14 @@ impl Store for PgStore {
         true
     }
 
+    async fn prune_loop_ticks(&self, before_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM loop_ticks WHERE ts_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
         sqlx::query(
             "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
@@ -588,15 +596,22 @@ impl Store for PgStore {
     }
 
     async fn lead(&self, job: &'static str) -> bool {
+        // Bounded like pool acquisition: a database that drops packets must not hold
+        // the lease jobs (and this mutex) for the operating system's TCP timeout.
+        const LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
         let mut leases = self.leases.lock().await;
         if let Some(conn) = leases.get_mut(job) {
-            if conn.ping().await.is_ok() {
+            if matches!(
+                tokio::time::timeout(LEASE_TIMEOUT, conn.ping()).await,
+                Ok(Ok(()))
+            ) {
                 return true;
             }
             // The session (and its lock) is gone; try to take the lease again.
             leases.remove(job);
         }
-        let Ok(mut conn) = self.options.connect().await else {
+        let Ok(Ok(mut conn)) = tokio::time::timeout(LEASE_TIMEOUT, self.options.connect()).await
+        else {
             return false;
         };
         let held: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -673,6 +688,25 @@ impl SequencedBatch for PgBatch {
                 })
             })
             .transpose()
+    }
+
+    async fn loop_calls(
+        &mut self,
+        agent_id: &str,
+        session_id: &str,
+        tool: &str,
+        since_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM loop_ticks WHERE agent_id = $1 AND session_id = $2 AND tool = $3 AND ts_ms > $4",
+        )
+        .bind(agent_id)
+        .bind(session_id)
+        .bind(tool)
+        .bind(since_ms)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(to_u64(n))
     }
 
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError> {
@@ -933,6 +967,7 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
     let mut closed = Vec::new();
     let mut replies = Vec::new();
     let mut admin = Vec::new();
+    let mut ticks = Vec::new();
     for unit in units {
         for op in &unit.ops {
             match op {
@@ -961,6 +996,13 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
                 }
                 StateOp::OpenDecision(d) => opened.push(d.clone()),
                 StateOp::CloseDecision { decision_id } => closed.push(decision_id.clone()),
+                StateOp::LoopTick {
+                    agent_id,
+                    session_id,
+                    tool,
+                    ts_ms,
+                    ..
+                } => ticks.push((agent_id.clone(), session_id.clone(), tool.clone(), *ts_ms)),
                 StateOp::Remember {
                     kind,
                     key,
@@ -1095,6 +1137,18 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         );
         q.build().execute(&mut **tx).await?;
     }
+    for chunk in ticks.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO loop_ticks (agent_id, session_id, tool, ts_ms) ",
+        );
+        q.push_values(chunk, |mut b, (agent, session, tool, ts)| {
+            b.push_bind(agent.clone())
+                .push_bind(session.clone())
+                .push_bind(tool.clone())
+                .push_bind(*ts);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
     for chunk in settled.chunks(CHUNK) {
         // Only a reservation still open is taken off the counters (an expired one was
         // taken off when it expired).
@@ -1210,7 +1264,8 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
         | StateOp::AddSpend { .. }
         | StateOp::OpenDecision(_)
         | StateOp::CloseDecision { .. }
-        | StateOp::Remember { .. } => unreachable!("batched by write_batch"),
+        | StateOp::Remember { .. }
+        | StateOp::LoopTick { .. } => unreachable!("batched by write_batch"),
         StateOp::SetTrust(a) => {
             sqlx::query(
                 "INSERT INTO trust_assignments (agent_id, scope, level, assigned_by, assigned_ms) VALUES ($1, $2, $3, $4, $5)

@@ -999,6 +999,8 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .execute(&mut **tx)
                 .await?;
         }
+        // One server: its memory counts the window exactly (docs/postgres.md).
+        StateOp::LoopTick { .. } => {}
         StateOp::WatchdogMark {
             condition,
             marked_ms,
