@@ -1281,37 +1281,16 @@ async fn the_loop_guard_counts_calls_served_by_every_replica() {
         // 3 replicas × 4 concurrent calls of one tool in one session: without a shared
         // count each replica would allow 4 (12 in all).
         let agent = format!("looper-{trial}");
-        let start = Arc::new(tokio::sync::Barrier::new(12));
-        let mut tasks = Vec::new();
-        for c in &clients {
-            for _ in 0..4 {
-                let (c, agent, start) = (c.clone(), agent.clone(), start.clone());
-                tasks.push(tokio::spawn(async move {
-                    start.wait().await;
-                    let d = c
-                        .evaluate(agent)
-                        .session("s1")
-                        .tool("search")
-                        .send()
-                        .await
-                        .unwrap();
-                    // The watchdog may halt the looper before the last calls land.
-                    assert!(
-                        d.outcome == DecisionOutcome::Allow
-                            || d.reason().is_some_and(|r| {
-                                r.code == "loop.detected" || r.code.starts_with("halt.")
-                            }),
-                        "{:?}",
-                        d.reasons
-                    );
-                    d.outcome == DecisionOutcome::Allow
-                }));
-            }
-        }
-        let mut allowed = 0;
-        for t in tasks {
-            allowed += usize::from(t.await.unwrap());
-        }
+        // The watchdog may halt the looper before the last calls land.
+        let allowed = burst(
+            &clients,
+            4,
+            &agent,
+            "s1",
+            "search",
+            &["loop.detected", "halt."],
+        )
+        .await;
         assert_eq!(allowed, MAX, "trial {trial}: exactly max_calls allowed");
         let denied = query_all(
             &servers[0].client(),
@@ -1566,6 +1545,51 @@ async fn heartbeats_on_any_replica_keep_an_agent_alive_for_the_watchdog() {
     assert_eq!(silence_halts(&clients[1], agent).await, 2);
 }
 
+/// `per_client` Evaluates of `tool` by `agent` (in `session`, unless empty) on every
+/// client, released at once. Each must be allowed or denied with a code from `codes`
+/// (one ending in "." is a prefix); returns how many were allowed.
+async fn burst(
+    clients: &[Client],
+    per_client: usize,
+    agent: &str,
+    session: &str,
+    tool: &str,
+    codes: &'static [&'static str],
+) -> usize {
+    let start = Arc::new(tokio::sync::Barrier::new(clients.len() * per_client));
+    let mut tasks = Vec::new();
+    for c in clients {
+        for _ in 0..per_client {
+            let (c, start) = (c.clone(), start.clone());
+            let (agent, session, tool) = (agent.to_owned(), session.to_owned(), tool.to_owned());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let mut e = c.evaluate(agent).tool(tool);
+                if !session.is_empty() {
+                    e = e.session(session);
+                }
+                let d = e.send().await.unwrap();
+                let expected = d.reason().is_some_and(|r| {
+                    codes.iter().any(|code| {
+                        r.code == *code || (code.ends_with('.') && r.code.starts_with(code))
+                    })
+                });
+                assert!(
+                    d.outcome == DecisionOutcome::Allow || expected,
+                    "{:?}",
+                    d.reasons
+                );
+                d.outcome == DecisionOutcome::Allow
+            }));
+        }
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    allowed
+}
+
 const CAPPED: &str = r#"
 version: 1
 agents:
@@ -1586,30 +1610,9 @@ async fn three_replicas_never_overshoot_a_budget_under_a_race() {
     for trial in 0..8 {
         // 3 replicas × 32 concurrent clients, one Evaluate each, on one agent's counter.
         let agent = format!("racer-{trial}");
-        let start = Arc::new(tokio::sync::Barrier::new(96));
-        let mut tasks = Vec::new();
-        for c in &clients {
-            for _ in 0..32 {
-                let (c, agent, start) = (c.clone(), agent.clone(), start.clone());
-                tasks.push(tokio::spawn(async move {
-                    start.wait().await;
-                    // A request that lost the race to another replica is a logged DENY
-                    // (budget.exceeded), never an error.
-                    let d = c.evaluate(agent).tool("read").send().await.unwrap();
-                    assert!(
-                        d.outcome == DecisionOutcome::Allow
-                            || d.reason().is_some_and(|r| r.code == "budget.exceeded"),
-                        "{:?}",
-                        d.reasons
-                    );
-                    d.outcome == DecisionOutcome::Allow
-                }));
-            }
-        }
-        let mut allowed = 0;
-        for t in tasks {
-            allowed += usize::from(t.await.unwrap());
-        }
+        // A request that lost the race to another replica is a logged DENY
+        // (budget.exceeded), never an error.
+        let allowed = burst(&clients, 32, &agent, "", "read", &["budget.exceeded"]).await;
         assert_eq!(allowed, CAP, "trial {trial}: exactly the cap is allowed");
         // And the log agrees: CAP allowed decisions for this agent.
         let entries = query_all(
