@@ -10,8 +10,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
 DURATION="${1:-10}"
 CONC="${2:-32}"
 
-cargo build --release --bin arbiter --locked >&2
-BIN="$CARGO_TARGET_DIR/release/arbiter"
+# ARBITER_BIN measures a given binary instead (e.g. an older build, to compare two
+# versions in one session on the same machine).
+if [ -n "${ARBITER_BIN:-}" ]; then
+  BIN="$ARBITER_BIN"
+else
+  cargo build --release --bin arbiter --locked >&2
+  BIN="$CARGO_TARGET_DIR/release/arbiter"
+fi
 WORK="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

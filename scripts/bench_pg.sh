@@ -7,8 +7,8 @@
 #   scripts/bench_pg.sh [DURATION_SECONDS] [CONCURRENCY] [budget|nobudget]
 #
 # `nobudget` drops the budget from the policy, which separates the cost of the
-# database-side budget check (it sums the open reservations of the budget key) from the
-# rest of the pipeline.
+# database-side budget admission (a read of the budget's counter row, checked against
+# the caps under the sequencer lock) from the rest of the pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
@@ -16,8 +16,14 @@ DURATION="${1:-10}"
 CONC="${2:-32}"
 BUDGET="${3:-budget}"
 
-cargo build --release --bin arbiter --locked >&2
-BIN="$CARGO_TARGET_DIR/release/arbiter"
+# ARBITER_BIN measures a given binary instead (e.g. an older build, to compare two
+# versions in one session on the same machine).
+if [ -n "${ARBITER_BIN:-}" ]; then
+  BIN="$ARBITER_BIN"
+else
+  cargo build --release --bin arbiter --locked >&2
+  BIN="$CARGO_TARGET_DIR/release/arbiter"
+fi
 WORK="$(mktemp -d)"
 chmod 755 "$WORK"   # the cluster runs as the postgres user
 PIDS=()

@@ -5,7 +5,7 @@ use crate::api::{admin::AdminApi, audit::AuditApi, control::ControlApi, decision
 use crate::audit::Batcher;
 use crate::clock::{Clock, FileClock, SystemClock};
 use crate::config::{ClientAuth, Settings};
-use crate::engine::Engine;
+use crate::engine::{Engine, KeyRingRecord};
 use crate::metrics::Metrics;
 use crate::policy::{loader, CompiledPolicy};
 use crate::store::{PgStore, SqliteStore, Store};
@@ -147,8 +147,17 @@ impl Application {
         .await?;
         let engine =
             Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys, tokens).await?);
-        if let Some(seq) = engine.record_key_ring(key_ring).await? {
-            tracing::warn!(seq, "the audit key ring changed since the last start (rotation or revocation); recorded as a keys.changed entry");
+        match engine.record_key_ring(key_ring).await? {
+            KeyRingRecord::Unchanged => {}
+            KeyRingRecord::First(seq) => {
+                tracing::info!(
+                    seq,
+                    "recorded the audit key ring in a new log (keys.changed)"
+                );
+            }
+            KeyRingRecord::Changed(seq) => {
+                tracing::warn!(seq, "the audit key ring changed since the last start (rotation or revocation); recorded as a keys.changed entry");
+            }
         }
         let client_auth = tls.as_ref().map_or(ClientAuth::None, |t| t.client_auth);
         let (key_principals, tls_principals) = engine.credential_kinds();

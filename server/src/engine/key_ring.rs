@@ -30,10 +30,21 @@ pub fn key_ring_summary(
     })
 }
 
+/// What [`Engine::record_key_ring`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRingRecord {
+    /// The ring equals the last recorded one: nothing was appended.
+    Unchanged,
+    /// The log held no ring yet (a new log): the first `keys.changed` entry.
+    First(u64),
+    /// The ring differs from the last recorded one (a rotation or revocation).
+    Changed(u64),
+}
+
 impl Engine {
     /// Appends a `keys.changed` entry when the ring differs from the last recorded one
-    /// (or none was recorded yet). Returns its seq.
-    pub async fn record_key_ring(&self, summary: Value) -> Result<Option<u64>, EngineError> {
+    /// (or none was recorded yet).
+    pub async fn record_key_ring(&self, summary: Value) -> Result<KeyRingRecord, EngineError> {
         let q = AuditQuery {
             kinds: vec!["keys.changed".into()],
             ..Default::default()
@@ -49,8 +60,9 @@ impl Engine {
                 .and_then(|e| e.pointer("/body/after").cloned());
         }
         if last.as_ref() == Some(&summary) {
-            return Ok(None);
+            return Ok(KeyRingRecord::Unchanged);
         }
+        let first = last.is_none();
         let draft = EntryDraft {
             ts_ms: self.now_ms(),
             kind: "keys.changed".into(),
@@ -59,6 +71,11 @@ impl Engine {
             outcome: String::new(),
             body: json!({"before": last, "after": summary}),
         };
-        Ok(Some(self.append(draft, Vec::new()).await?))
+        let seq = self.append(draft, Vec::new()).await?;
+        Ok(if first {
+            KeyRingRecord::First(seq)
+        } else {
+            KeyRingRecord::Changed(seq)
+        })
     }
 }

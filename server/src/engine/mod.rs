@@ -21,7 +21,7 @@ pub use admin::{BudgetView, PolicyInfo};
 pub use audit::VerifyReport;
 pub use delegate::{DelegateInput, Delegated};
 pub use evaluate::{EvaluateInput, EvaluateResult};
-pub use key_ring::key_ring_summary;
+pub use key_ring::{key_ring_summary, KeyRingRecord};
 pub use policy::{compile_published, Adoption};
 pub use record::{RecordInput, RecordOutcome, RecordResult};
 
