@@ -374,5 +374,6 @@ fn approval_pb(a: Approval) -> pb::Approval {
         decided_by: a.decided_by,
         decision_reason: a.decision_reason,
         decided_at: a.decided_ms.map(timestamp),
+        action_json: a.action_json,
     }
 }

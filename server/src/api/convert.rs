@@ -2,7 +2,7 @@
 //! domain → proto written out by hand.
 
 use crate::domain::{
-    check_len, check_map, Action, ApiCall, ApiPattern, DataAccess, Estimate, GlobList, Id,
+    check_len, check_map, Action, ApiCall, Arguments, ApiPattern, DataAccess, Estimate, GlobList, Id,
     MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
 };
 use crate::engine::{
@@ -140,6 +140,48 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
         data,
         category: optional_text("action.category", a.category, 128)?,
         budget: optional_text("action.budget", a.budget, 128)?,
+        arguments: match a.arguments {
+            None => None,
+            Some(s) => Arguments::parse("action.arguments", struct_to_json(s)?)?,
+        },
+    })
+}
+
+/// `google.protobuf.Struct` → JSON. Integral numbers within ±2^53 become JSON integers
+/// (so `100` and `100.0` are one value in the digest); NaN and infinities have no JSON
+/// form and are refused. The nesting depth is bounded by prost's decoder (100) and
+/// checked against the documented limit by `Arguments::parse`.
+fn struct_to_json(s: prost_types::Struct) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| Ok((k, value_to_json(v)?)))
+        .collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> Result<serde_json::Value, ParseError> {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    Ok(match v.kind {
+        None | Some(Kind::NullValue(_)) => J::Null,
+        Some(Kind::BoolValue(b)) => J::Bool(b),
+        Some(Kind::StringValue(s)) => J::String(s),
+        Some(Kind::NumberValue(n)) => {
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if n.fract() == 0.0 && n.abs() <= EXACT {
+                J::from(n as i64)
+            } else {
+                J::from(serde_json::Number::from_f64(n).ok_or_else(|| {
+                    ParseError::new("action.arguments", "numbers must be finite (no NaN or infinity)")
+                })?)
+            }
+        }
+        Some(Kind::ListValue(l)) => J::Array(
+            l.values
+                .into_iter()
+                .map(value_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Kind::StructValue(s)) => J::Object(struct_to_json(s)?),
     })
 }
 

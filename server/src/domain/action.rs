@@ -1,4 +1,4 @@
-use super::MicroUsd;
+use super::{Arguments, MicroUsd};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -35,6 +35,8 @@ pub struct Action {
     pub data: Vec<DataAccess>,
     pub category: Option<String>,
     pub budget: Option<String>,
+    /// The call's arguments; `None` for none (an empty object is none too).
+    pub arguments: Option<Arguments>,
 }
 
 /// SHA-256 over the JCS encoding of an action, written `sha256:<hex>`.
@@ -48,9 +50,11 @@ impl fmt::Display for ActionDigest {
 }
 
 impl Action {
-    /// The canonical JSON form that digests, approvals and audit entries share.
+    /// The canonical JSON form that digests, approvals and audit entries share. An
+    /// action without arguments has no `arguments` key, so its digest is the one it had
+    /// before arguments existed.
     pub fn to_json(&self) -> serde_json::Value {
-        json!({
+        let mut v = json!({
             "tool": self.tool,
             "api": self.api.as_ref().map(|a| json!({"method": a.method, "url": a.url})),
             "model": self.model,
@@ -59,7 +63,11 @@ impl Action {
             "data": self.data.iter().map(|d| json!({"data_type": d.data_type, "purpose": d.purpose})).collect::<Vec<_>>(),
             "category": self.category,
             "budget": self.budget,
-        })
+        });
+        if let Some(args) = &self.arguments {
+            v["arguments"] = serde_json::Value::Object(args.as_map().clone());
+        }
+        v
     }
 
     pub fn digest(&self) -> ActionDigest {
@@ -99,5 +107,26 @@ mod tests {
         assert_ne!(a.digest(), b.digest());
         assert!(a.digest().0.starts_with("sha256:"));
         assert_eq!(a.digest().0.len(), 7 + 64);
+    }
+
+    #[test]
+    fn the_digest_binds_argument_values_but_not_their_spelling() {
+        let with = |v: serde_json::Value| Action {
+            tool: Some("delete.user".into()),
+            arguments: Arguments::parse("action.arguments", v.as_object().unwrap().clone())
+                .unwrap(),
+            ..Default::default()
+        };
+        let u1 = with(json!({"user_id": "u1", "hard": true}));
+        assert_ne!(u1.digest(), with(json!({"user_id": "u2", "hard": true})).digest());
+        // Key order is not part of the meaning (RFC 8785 sorts keys).
+        assert_eq!(u1.digest(), with(json!({"hard": true, "user_id": "u1"})).digest());
+        // No arguments and an empty object are the same action as before arguments existed.
+        let none = Action {
+            tool: Some("delete.user".into()),
+            ..Default::default()
+        };
+        assert_eq!(with(json!({})).digest(), none.digest());
+        assert_ne!(u1.digest(), none.digest());
     }
 }

@@ -2,6 +2,7 @@
 //! the server never sees an unchecked id, amount or pattern. No async, no I/O.
 
 mod action;
+mod arguments;
 mod ids;
 mod money;
 mod pattern;
@@ -11,6 +12,9 @@ mod tls_identity;
 mod trust;
 
 pub use action::{Action, ActionDigest, ApiCall, DataAccess, Estimate};
+pub use arguments::{
+    Arguments, MAX_ARGUMENT_BYTES, MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_KEY_CHARS, MAX_ARGUMENT_NODES,
+};
 pub use ids::{AgentId, Id, SessionId};
 pub use money::{MicroUsd, MAX_MICRO_USD, MAX_TOKENS};
 pub use pattern::{ApiPattern, GlobList};

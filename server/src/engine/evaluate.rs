@@ -44,6 +44,23 @@ pub struct EvaluateResult {
     pub replayed: bool,
 }
 
+/// The one-line summary an approver reads: what is done, with the recorded (redacted)
+/// arguments, shortened; the full action is in the approval's `action_json`.
+fn approval_summary(action: &Action, recorded: &serde_json::Value) -> String {
+    const MAX_ARGS: usize = 240;
+    let mut text = action.summary();
+    if let Some(args) = recorded.get("arguments") {
+        let args = args.to_string();
+        if args.chars().count() > MAX_ARGS {
+            let cut: String = args.chars().take(MAX_ARGS).collect();
+            text.push_str(&format!(" with {cut}…"));
+        } else {
+            text.push_str(&format!(" with {args}"));
+        }
+    }
+    text
+}
+
 impl EvaluateInput {
     /// What must match for a repeated request id to be a retry rather than a reuse.
     fn fingerprint(&self, digest: &str) -> String {
@@ -105,6 +122,7 @@ impl Engine {
             }
         }
 
+        let recorded_action = self.recorded_action(&policy, &input.action);
         let (result, draft, ops, undo, response_json, guard) = {
             let mut s = self.lock();
             s.ledger.release_expired(now);
@@ -200,7 +218,11 @@ impl Engine {
                         agent_id: agent.to_owned(),
                         session_id: session.unwrap_or("").to_owned(),
                         action_digest: digest.0.clone(),
-                        action_summary: input.action.summary(),
+                        action_summary: approval_summary(&input.action, &recorded_action),
+                        action_json: String::from_utf8(
+                            serde_jcs::to_vec(&recorded_action).expect("action JSON"),
+                        )
+                        .expect("JCS is UTF-8"),
                         policy_version: policy.version.clone(),
                         reason: why.clone(),
                         state: ApprovalState::Pending,
@@ -300,7 +322,7 @@ impl Engine {
                 body: json!({
                     "decision_id": decision_id,
                     "request_id": input.request_id,
-                    "action": input.action.to_json(),
+                    "action": recorded_action,
                     "action_digest": digest.0,
                     "policy_version": policy.version,
                     "reasons": result.reasons,

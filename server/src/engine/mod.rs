@@ -28,7 +28,7 @@ pub use record::{RecordInput, RecordOutcome, RecordResult};
 use crate::audit::batcher::CommitError;
 use crate::audit::{BatcherHandle, EntryDraft, KeyRing};
 use crate::clock::Clock;
-use crate::domain::ParseError;
+use crate::domain::{Action, ParseError};
 use crate::policy::{CompiledPolicy, Redaction};
 use crate::state::{AgentInfo, Memo, RuntimeState};
 use crate::store::{StateOp, Store, StoreError};
@@ -359,6 +359,53 @@ impl Engine {
             }
         }
         serde_json::Value::Object(out)
+    }
+
+    /// The action as audit entries and approvals record it: argument values under a
+    /// sensitive key (at any depth) become keyed digests or are left out. The action
+    /// digest is computed over the raw action, so it still binds the exact values.
+    fn recorded_action(&self, policy: &CompiledPolicy, action: &Action) -> serde_json::Value {
+        let mut v = action.to_json();
+        if let Some(args) = action.arguments.as_ref() {
+            v["arguments"] = self.redact_json(policy, args.as_map());
+        }
+        v
+    }
+
+    fn redact_json(
+        &self,
+        policy: &CompiledPolicy,
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> serde_json::Value {
+        use serde_json::Value;
+        let mut out = serde_json::Map::new();
+        for (k, v) in map {
+            let kept = match policy.sensitive_keys.get(k) {
+                Some(Redaction::Drop) => continue,
+                // A string digests like a context value of the same text, so the two
+                // correlate; anything else digests by its canonical JSON.
+                Some(Redaction::Digest) => Value::from(match v {
+                    Value::String(s) => self.digest_value(s),
+                    other => self.digest_value(
+                        &String::from_utf8(serde_jcs::to_vec(other).expect("JSON value"))
+                            .expect("JCS is UTF-8"),
+                    ),
+                }),
+                None => self.redact_value(policy, v),
+            };
+            out.insert(k.clone(), kept);
+        }
+        Value::Object(out)
+    }
+
+    fn redact_value(&self, policy: &CompiledPolicy, v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => self.redact_json(policy, m),
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items.iter().map(|i| self.redact_value(policy, i)).collect(),
+            ),
+            other => other.clone(),
+        }
     }
 
     /// Marks an agent (and session) as seen; returns the state changes to persist.

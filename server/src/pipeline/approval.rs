@@ -14,8 +14,14 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>, escalated: bool) -> (Reason
     let rules: Vec<_> = snap.policy.action_rules(req.action).collect();
     let why = if escalated {
         Some("trust escalation (agent at L3_ACT_APPROVE)".to_owned())
-    } else if rules.iter().any(|r| r.approval == ApprovalMode::Always) {
-        Some("policy requires approval for this action".to_owned())
+    } else if let Some(rule) = rules.iter().find(|r| r.approval == ApprovalMode::Always) {
+        Some(match &rule.reason {
+            Some(reason) => format!(
+                "policy requires approval for this action (actions[{}]: {reason})",
+                rule.index
+            ),
+            None => "policy requires approval for this action".to_owned(),
+        })
     } else if rules.iter().any(|r| r.irreversible || r.external) {
         Some("irreversible or external actions are never auto-approved".to_owned())
     } else {

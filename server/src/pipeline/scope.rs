@@ -1,7 +1,7 @@
 //! Stage 5: scope (default deny) and the loop guard. Owns `scope.no_policy`,
 //! `scope.tool_denied`, `scope.tool_hidden`, `scope.tool_not_allowed`,
-//! `scope.api_denied`, `scope.api_not_allowed`, `scope.model_not_allowed` and
-//! `loop.detected`, and the delegation codes `delegation.forged`, `delegation.expired`,
+//! `scope.api_denied`, `scope.api_not_allowed`, `scope.model_not_allowed`,
+//! `scope.action_denied`, `scope.arguments_unreadable` and `loop.detected`, and the delegation codes `delegation.forged`, `delegation.expired`,
 //! `delegation.wrong_subject`, `delegation.out_of_scope` and `delegation.issuer_scope`.
 
 use super::{Reason, Request, Snapshot};
@@ -100,6 +100,40 @@ fn check_targets(req: &Request<'_>, rule: &AgentRule) -> Result<String, Reason> 
     Ok(ok.join("; "))
 }
 
+/// Action rules that deny, and argument conditions the request's arguments cannot
+/// answer: both deny, because an unreadable condition may be the one that asks for a
+/// human or marks the call as denied.
+fn check_action_rules(req: &Request<'_>, snap: &Snapshot<'_>) -> Result<(), Reason> {
+    for rule in &snap.policy.actions {
+        if let Some(fault) = rule.argument_fault(req.action) {
+            return Err(Reason::fail(
+                "scope",
+                "scope.arguments_unreadable",
+                format!(
+                    "actions[{}] cannot be applied: {}; the action is denied",
+                    rule.index, fault.0
+                ),
+            ));
+        }
+    }
+    match snap
+        .policy
+        .actions
+        .iter()
+        .find(|r| r.deny && r.matches(req.action))
+    {
+        Some(rule) => Err(Reason::fail(
+            "scope",
+            "scope.action_denied",
+            match &rule.reason {
+                Some(why) => format!("denied by actions[{}]: {why}", rule.index),
+                None => format!("denied by actions[{}]", rule.index),
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey, i64)>) {
     let Some(rule) = snap.policy.agent_rule(req.agent_id) else {
         return (
@@ -115,7 +149,10 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, Option<(LoopKey
             None,
         );
     };
-    let mut allowed = match check_targets(req, rule) {
+    let mut allowed = match check_targets(req, rule).and_then(|t| {
+        check_action_rules(req, snap)?;
+        Ok(t)
+    }) {
         Ok(text) => text,
         Err(reason) => return (reason, None),
     };

@@ -1,4 +1,5 @@
-use super::model::{AllowDenyFile, ConsentDefault, PolicyFile};
+use super::arguments::ArgMatcher;
+use super::model::{AllowDenyFile, ConsentDefault, MatchFile, PolicyFile};
 use super::{
     ActionRule, AgentRule, ApiScope, ApprovalMode, Budget, BudgetScope, Caps, CompiledPolicy,
     Defaults, LoopGuard, Price, PriceTable, Redaction, ToolScope,
@@ -236,11 +237,20 @@ fn compile_actions(file: &PolicyFile, p: &mut Problems) -> Vec<ActionRule> {
     for (i, rule) in file.actions.iter().enumerate() {
         let path = format!("actions[{i}]");
         let m = &rule.matcher;
-        if m.tool.is_none() && m.api.is_none() && m.model.is_none() {
+        if m.tool.is_none() && m.api.is_none() && m.model.is_none() && m.arguments.is_none() {
             p.push(
                 format!("{path}.match"),
-                "must name at least one of tool, api or model",
+                "must name at least one of tool, api, model or arguments",
             );
+        }
+        let arguments = argument_matchers(p, &format!("{path}.match.arguments"), m);
+        if let Some(r) = &rule.reason {
+            if r.chars().count() > 256 || r.chars().any(char::is_control) {
+                p.push(
+                    format!("{path}.reason"),
+                    "must be at most 256 characters without control characters",
+                );
+            }
         }
         let api = m.api.as_ref().and_then(|a| match ApiPattern::parse(a) {
             Ok(pat) => Some(pat),
@@ -290,7 +300,37 @@ fn compile_actions(file: &PolicyFile, p: &mut Problems) -> Vec<ActionRule> {
             approval,
             irreversible: rule.irreversible,
             external: rule.external,
+            arguments,
+            deny: rule.deny,
+            reason: rule.reason.clone(),
+            index: i,
         });
+    }
+    out
+}
+
+fn argument_matchers(p: &mut Problems, path: &str, m: &MatchFile) -> Vec<ArgMatcher> {
+    let Some(conditions) = &m.arguments else {
+        return Vec::new();
+    };
+    if conditions.is_empty() {
+        p.push(path, "must name at least one argument");
+    }
+    let mut out = Vec::new();
+    for (arg, condition) in conditions {
+        match ArgMatcher::compile(arg, condition) {
+            Ok(matcher) => out.push(matcher),
+            Err(problems) => {
+                for (sub, problem) in problems {
+                    let at = if sub.is_empty() {
+                        format!("{path}.{arg}")
+                    } else {
+                        format!("{path}.{arg}.{sub}")
+                    };
+                    p.push(at, problem);
+                }
+            }
+        }
     }
     out
 }

@@ -2,11 +2,13 @@
 //! [`CompiledPolicy`] with pre-built glob sets and a version hash. A reload swaps the
 //! whole compiled policy at once (see `loader`).
 
+mod arguments;
 mod compile;
 pub mod loader;
 pub mod model;
 mod prices;
 
+pub use arguments::{ArgMatcher, Fault};
 pub use compile::{compile, PolicyError};
 pub use prices::{Price, PriceTable};
 
@@ -49,11 +51,40 @@ pub struct ActionRule {
     pub approval: ApprovalMode,
     pub irreversible: bool,
     pub external: bool,
+    /// Conditions on the call's arguments; all must hold.
+    pub arguments: Vec<ArgMatcher>,
+    /// Matching actions are denied in the scope stage (`scope.action_denied`).
+    pub deny: bool,
+    /// The rule's `reason`, quoted where it decides.
+    pub reason: Option<String>,
+    /// Position in `actions`, for messages (`actions[3]`).
+    pub index: usize,
 }
 
 impl ActionRule {
-    /// A rule matches when every matcher it names matches the action.
+    /// A rule matches when every matcher it names matches the action. Argument
+    /// conditions the arguments cannot answer count as no match here: `argument_fault`
+    /// reports them and the scope stage denies such an action.
     pub fn matches(&self, action: &Action) -> bool {
+        self.matches_target(action)
+            && self
+                .arguments
+                .iter()
+                .all(|m| m.eval(action.arguments.as_ref()) == Ok(true))
+    }
+
+    /// The first argument condition this rule cannot evaluate for an action whose tool,
+    /// API and model it matches.
+    pub fn argument_fault(&self, action: &Action) -> Option<Fault> {
+        if self.arguments.is_empty() || !self.matches_target(action) {
+            return None;
+        }
+        self.arguments
+            .iter()
+            .find_map(|m| m.eval(action.arguments.as_ref()).err())
+    }
+
+    fn matches_target(&self, action: &Action) -> bool {
         let tool_ok = self
             .tool
             .as_ref()

@@ -78,6 +78,9 @@ pub struct MatchFile {
     pub tool: Option<String>,
     pub api: Option<String>,
     pub model: Option<String>,
+    /// Conditions on the call's arguments, by dotted path: a value (equality) or a map
+    /// of operators (see `policy::arguments`).
+    pub arguments: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,11 @@ pub struct ActionRuleFile {
     pub irreversible: bool,
     #[serde(default)]
     pub external: bool,
+    /// Matching actions are denied (`scope.action_denied`).
+    #[serde(default)]
+    pub deny: bool,
+    /// Why, for people: quoted in the denial and the approval request.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -79,6 +79,11 @@ pub struct Approval {
     pub reservation: Option<Reservation>,
     /// The Evaluate that requested it.
     pub decision_id: String,
+    /// The action as its audit entry records it (canonical JSON, sensitive argument
+    /// values as digests): what the approver is asked to allow. Empty for approvals
+    /// stored before arguments existed.
+    #[serde(default)]
+    pub action_json: String,
 }
 
 impl Approval {
