@@ -166,7 +166,7 @@ impl Core {
     }
 
     /// Evaluate: decides whether an action may proceed.
-    #[pyo3(signature = (agent_id, *, session_id=None, tool=None, api=None, model=None, max_tokens=None, cost_micro_usd=None, tokens=None, data=Vec::new(), category=None, budget=None, min_trust=None, approval_id=None, delegation_token=None, context=HashMap::new(), explain=false, receipt=false, request_id=None, timeout=None))]
+    #[pyo3(signature = (agent_id, *, session_id=None, tool=None, api=None, model=None, max_tokens=None, cost_micro_usd=None, tokens=None, data=Vec::new(), category=None, budget=None, min_trust=None, approval_id=None, delegation_token=None, context=HashMap::new(), arguments_json=None, explain=false, receipt=false, request_id=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
@@ -185,6 +185,7 @@ impl Core {
         approval_id: Option<String>,
         delegation_token: Option<String>,
         context: HashMap<String, String>,
+        arguments_json: Option<String>,
         explain: bool,
         receipt: bool,
         request_id: Option<String>,
@@ -192,6 +193,14 @@ impl Core {
     ) -> PyResult<Pending> {
         let client = self.client(None)?;
         let mut b = client.evaluate(agent_id).explain(explain).receipt(receipt);
+        if let Some(text) = arguments_json {
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| PyValueError::new_err(format!("arguments: not JSON: {e}")))?;
+            if !value.is_object() {
+                return Err(PyValueError::new_err("arguments: must be a JSON object"));
+            }
+            b = b.arguments(value);
+        }
         if let Some(v) = session_id {
             b = b.session(v);
         }

@@ -198,6 +198,7 @@ pub fn approval(a: proto::Approval) -> Value {
         "decided_by" => non_empty(a.decided_by),
         "decision_reason" => non_empty(a.decision_reason),
         "decided_at" => timestamp(a.decided_at),
+        "action_json" => a.action_json,
     }
 }
 

@@ -294,6 +294,8 @@ pub struct EvaluateBuilder {
     client: Client,
     request: proto::EvaluateRequest,
     timeout: Option<Duration>,
+    /// Set when a builder method got a value the request cannot carry; `send` returns it.
+    invalid: Option<(String, String)>,
 }
 
 impl EvaluateBuilder {
@@ -323,6 +325,25 @@ impl EvaluateBuilder {
             method: method.into(),
             url: url.into(),
         });
+        self
+    }
+
+    /// The call's arguments, a JSON object (a tool call's arguments, an HTTP body).
+    /// They are part of the action digest: an approval granted for one set of arguments
+    /// is refused for any other. Anything but an object makes `send` fail with
+    /// `INVALID_ARGUMENT` for `action.arguments` without calling the server.
+    pub fn arguments(mut self, arguments: serde_json::Value) -> Self {
+        match arguments {
+            serde_json::Value::Object(o) => {
+                self.action().arguments = Some(crate::arguments::to_struct(&o));
+            }
+            other => {
+                self.invalid = Some((
+                    "action.arguments".into(),
+                    format!("must be a JSON object, got {other}"),
+                ));
+            }
+        }
         self
     }
 
@@ -434,6 +455,14 @@ impl EvaluateBuilder {
     /// decision was obtained, and the caller chooses what to do (see
     /// [`send_or_deny`](Self::send_or_deny) for the fail-closed choice).
     pub async fn send(self) -> Result<Decision, Error> {
+        if let Some((field, problem)) = self.invalid {
+            return Err(Error::Status {
+                code: tonic::Code::InvalidArgument,
+                message: format!("{field}: {problem}"),
+                field: Some(field),
+                reason: None,
+            });
+        }
         let client = self.client.clone();
         let timeout = self.timeout;
         client.evaluate_with(self.into_request(), timeout).await
@@ -595,6 +624,7 @@ impl Client {
                 ..Default::default()
             },
             timeout: None,
+            invalid: None,
         }
     }
 

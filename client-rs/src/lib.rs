@@ -58,6 +58,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod arguments;
 mod audit;
 mod breaker;
 mod call;

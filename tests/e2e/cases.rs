@@ -153,6 +153,9 @@ struct Request {
     budget: Option<String>,
     #[serde(default)]
     min_trust: Option<String>,
+    /// `action.arguments`: a map, sent as a protobuf Struct.
+    #[serde(default)]
+    arguments: Option<serde_json::Value>,
     #[serde(default)]
     explain: bool,
 }
@@ -479,6 +482,9 @@ async fn evaluate(client: &Client, r: &Request) -> Result<Decision, String> {
     }
     if let Some(level) = &r.min_trust {
         b = b.min_trust(trust_level(level)?);
+    }
+    if let Some(arguments) = &r.arguments {
+        b = b.arguments(arguments.clone());
     }
     b.send().await.map_err(|e| e.to_string())
 }

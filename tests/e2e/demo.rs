@@ -11,6 +11,9 @@ async fn the_demo_runs_end_to_end_and_verifies_its_audit_log() {
         "DENY",
         "trust.insufficient",
         "budget.exceeded",
+        "scope.action_denied",
+        "approval.mismatch",
+        "approval.consumed",
         "verified",
     ] {
         assert!(

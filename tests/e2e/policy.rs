@@ -182,3 +182,32 @@ async fn policy_check_exits_1_naming_file_and_path_for_a_bad_bundle_and_0_for_a_
     let out = arbiter(&["policy", "check", &example.display().to_string()]).await;
     assert_eq!(out.code(), Some(0), "the shipped example is valid:\n{out}");
 }
+
+#[tokio::test]
+async fn policy_check_names_every_bad_argument_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("args.yaml");
+    std::fs::write(
+        &bad,
+        r#"version: 1
+actions:
+  - match: {tool: refund, arguments: {amount: {gtt: 100}, "a..b": 1, to: {glob: "[x"}, n: {gt: "5"}, l: [1, 2]}}
+    approval: always
+  - match: {arguments: {}}
+    deny: true
+"#,
+    )
+    .unwrap();
+    let out = arbiter(&["policy", "check", &bad.display().to_string()]).await;
+    assert_eq!(out.code(), Some(1), "{out}");
+    for needle in [
+        "actions[0].match.arguments.amount.gtt: unknown operator",
+        "actions[0].match.arguments.a..b: an argument path",
+        "actions[0].match.arguments.to.glob: invalid glob",
+        "actions[0].match.arguments.n.gt: must be a number",
+        "actions[0].match.arguments.l: must be a value or a map of operators",
+        "actions[1].match.arguments: must name at least one argument",
+    ] {
+        assert!(out.text().contains(needle), "output names {needle}:\n{out}");
+    }
+}

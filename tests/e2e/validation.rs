@@ -155,7 +155,77 @@ fn cases() -> Vec<(&'static str, EvaluateRequest, &'static str)> {
             with(|r| r.request_id = "r".repeat(129)),
             "request_id",
         ),
+        (
+            "arguments nested 17 deep",
+            with_action(|a| a.arguments = Some(nested(17))),
+            "action.arguments",
+        ),
+        (
+            "1,025 argument keys",
+            with_action(|a| {
+                a.arguments = Some(arguments(
+                    (0..1025).map(|i| (format!("k{i}"), number(i as f64))),
+                ))
+            }),
+            "action.arguments",
+        ),
+        (
+            "65,537 bytes of arguments",
+            with_action(|a| {
+                a.arguments = Some(arguments([(
+                    "k".to_owned(),
+                    text(&"x".repeat(65_537)),
+                )]))
+            }),
+            "action.arguments",
+        ),
+        (
+            "NaN argument",
+            with_action(|a| {
+                a.arguments = Some(arguments([("amount".to_owned(), number(f64::NAN))]))
+            }),
+            "action.arguments",
+        ),
+        (
+            "argument key with ESC",
+            with_action(|a| {
+                a.arguments = Some(arguments([("a\u{1b}[2J".to_owned(), number(1.0))]))
+            }),
+            "action.arguments",
+        ),
     ]
+}
+
+fn arguments(fields: impl IntoIterator<Item = (String, prost_types::Value)>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: fields.into_iter().collect(),
+    }
+}
+
+fn number(n: f64) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::NumberValue(n)),
+    }
+}
+
+fn text(s: &str) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(s.into())),
+    }
+}
+
+/// An arguments object with `depth` levels of objects (the outermost is level 1).
+fn nested(depth: usize) -> prost_types::Struct {
+    let mut s = arguments([("leaf".to_owned(), number(1.0))]);
+    for _ in 1..depth {
+        s = arguments([(
+            "k".to_owned(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StructValue(s)),
+            },
+        )]);
+    }
+    s
 }
 
 #[tokio::test]

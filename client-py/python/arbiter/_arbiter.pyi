@@ -175,6 +175,7 @@ class Core:
         approval_id: Optional[str] = None,
         delegation_token: Optional[str] = None,
         context: dict[str, str] = ...,
+        arguments_json: Optional[str] = None,
         explain: bool = False,
         receipt: bool = False,
         request_id: Optional[str] = None,

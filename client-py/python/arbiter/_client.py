@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -302,6 +303,7 @@ class _Base:
         approval_id: Optional[str] = None,
         delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
+        arguments: Optional[Mapping[str, Any]] = None,
         explain: bool = False,
         receipt: bool = False,
         request_id: Optional[str] = None,
@@ -323,6 +325,7 @@ class _Base:
             approval_id=approval_id,
             delegation_token=_token(delegation_token),
             context=dict(context or {}),
+            arguments_json=_arguments_json(arguments),
             explain=explain,
             receipt=receipt,
             request_id=request_id,
@@ -518,6 +521,7 @@ class _Base:
         min_trust: Union[TrustLevel, int, str, None] = None,
         delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
+        arguments: Optional[Mapping[str, Any]] = None,
         wait_for_approval: Union[bool, float] = False,
         fail_open: bool = False,
     ) -> Guard:
@@ -558,6 +562,7 @@ class _Base:
                 min_trust=min_trust,
                 delegation_token=delegation_token,
                 context=context,
+                arguments=arguments,
             ),
             wait_for_approval=_approval_wait(wait_for_approval),
             fail_open=fail_open,
@@ -580,14 +585,23 @@ class _Base:
         min_trust: Union[TrustLevel, int, str, None] = None,
         delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
+        arguments: Union[str, Mapping[str, Any], Callable[..., Mapping[str, Any]], None] = "call",
         wait_for_approval: Union[bool, float] = False,
         fail_open: bool = False,
     ) -> Callable[[F], F]:
         """Decorate a function (plain or ``async def``) so every call runs inside
         ``guard(...)`` with these arguments. ``tool`` defaults to the function's name.
-        Inside the function, ``arbiter.current_guard()`` reports usage."""
+        Inside the function, ``arbiter.current_guard()`` reports usage.
+
+        ``arguments`` says which call arguments the decision binds (an approval for
+        ``delete_user("u1")`` is then refused for ``delete_user("u2")``): ``"call"``
+        (the default) binds the function's own arguments by parameter name, defaults
+        filled in, and raises ``TypeError`` naming a parameter whose value is not JSON;
+        a callable gets the call's ``*args, **kwargs`` and returns the mapping to bind;
+        a mapping binds those fixed values; ``None`` binds none."""
 
         def decorate(fn: F) -> F:
+            bind = _call_arguments(fn, arguments)
             make = functools.partial(
                 self.guard,
                 agent_id,
@@ -611,19 +625,76 @@ class _Base:
 
                 @functools.wraps(fn)
                 async def run_async(*args: Any, **kwargs: Any) -> Any:
-                    async with make():
+                    async with make(arguments=bind(args, kwargs)):
                         return await fn(*args, **kwargs)
 
                 return cast(F, run_async)
 
             @functools.wraps(fn)
             def run(*args: Any, **kwargs: Any) -> Any:
-                with make():
+                with make(arguments=bind(args, kwargs)):
                     return fn(*args, **kwargs)
 
             return cast(F, run)
 
         return decorate
+
+
+def _arguments_json(arguments: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The call's arguments as JSON text for the core (which sends a protobuf Struct)."""
+    if arguments is None:
+        return None
+    if not isinstance(arguments, Mapping):
+        raise ValueError(f"arguments: must be a mapping, got {type(arguments).__name__}")
+    try:
+        return json.dumps(dict(arguments), allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"arguments: must be JSON (str keys, finite numbers): {e}") from None
+
+
+_Bind = Callable[[tuple[Any, ...], dict[str, Any]], Optional[Mapping[str, Any]]]
+
+
+def _call_arguments(
+    fn: Callable[..., Any],
+    arguments: Union[str, Mapping[str, Any], Callable[..., Mapping[str, Any]], None],
+) -> _Bind:
+    """How ``governed`` turns one call of ``fn`` into the arguments its decision binds."""
+    if arguments is None:
+        return lambda args, kwargs: None
+    if isinstance(arguments, Mapping):
+        fixed = dict(arguments)
+        return lambda args, kwargs: fixed
+    if callable(arguments):
+        produce = arguments
+        return lambda args, kwargs: produce(*args, **kwargs)
+    if arguments != "call":
+        raise ValueError(
+            f'arguments: must be "call", a mapping, a callable or None, got {arguments!r}'
+        )
+    signature = inspect.signature(fn)
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Mapping[str, Any]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                out.update(value)
+                continue
+            out[name] = list(value) if kind is inspect.Parameter.VAR_POSITIONAL else value
+        for name, value in out.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"governed {fn.__name__}: argument {name!r} ({type(value).__name__}) is "
+                    "not JSON; pass arguments= a callable that returns what to bind"
+                ) from None
+        return out
+
+    return bind
 
 
 def _approval_wait(wait: Union[bool, float]) -> Optional[float]:
@@ -1157,6 +1228,7 @@ class Client(_Base):
         approval_id: Optional[str] = None,
         delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
+        arguments: Optional[Mapping[str, Any]] = None,
         explain: bool = False,
         receipt: bool = False,
         request_id: Optional[str] = None,
@@ -1196,6 +1268,7 @@ class Client(_Base):
             approval_id=approval_id,
             delegation_token=delegation_token,
             context=context,
+            arguments=arguments,
             explain=explain,
             receipt=receipt,
             request_id=request_id,
@@ -1492,6 +1565,7 @@ class AsyncClient(_Base):
         approval_id: Optional[str] = None,
         delegation_token: Optional[Token] = None,
         context: Optional[Mapping[str, str]] = None,
+        arguments: Optional[Mapping[str, Any]] = None,
         explain: bool = False,
         receipt: bool = False,
         request_id: Optional[str] = None,
@@ -1531,6 +1605,7 @@ class AsyncClient(_Base):
             approval_id=approval_id,
             delegation_token=delegation_token,
             context=context,
+            arguments=arguments,
             explain=explain,
             receipt=receipt,
             request_id=request_id,

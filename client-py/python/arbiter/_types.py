@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -325,6 +326,10 @@ class Approval:
     """Reason the approver gave."""
     decided_at: Optional[datetime]
     """When it was granted or denied."""
+    action: Optional[dict[str, Any]] = None
+    """The action as its audit entry records it (tool, api, model, estimate, data,
+    category, budget and ``arguments``, sensitive argument values as digests): what the
+    approver is asked to allow. None for approvals made before arguments existed."""
 
     @classmethod
     def _from(cls, d: dict[str, Any]) -> Approval:
@@ -342,6 +347,7 @@ class Approval:
             decided_by=d["decided_by"],
             decision_reason=d["decision_reason"],
             decided_at=_time(d["decided_at"]),
+            action=json.loads(d["action_json"]) if d.get("action_json") else None,
         )
 
 

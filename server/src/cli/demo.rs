@@ -14,8 +14,12 @@ defaults:
 actions:
   - match: {tool: "refund_*"}
     trust: L4_ACT_REPORT
-  - match: {tool: "wire_transfer"}
+  - match: {tool: "wire_transfer", arguments: {amount_usd: {gt: 100}}}
     approval: always
+    reason: wires over $100 need a human
+  - match: {tool: "wire_transfer", arguments: {to: {glob: "*.example.net"}}}
+    deny: true
+    reason: sanctioned counterparty
   - match: {tool: "page_oncall"}
     critical: true
 agents:
@@ -223,15 +227,23 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
 
-    let d = c
-        .evaluate(agent)
-        .session("s-4")
-        .tool("wire_transfer")
-        .cost_micro_usd(10_000)
-        .send()
-        .await?;
+    let wire = |to: &str, amount_usd: u64| {
+        c.evaluate(agent)
+            .session("s-4")
+            .tool("wire_transfer")
+            .arguments(serde_json::json!({"to": to, "amount_usd": amount_usd}))
+    };
+    show(
+        "billing-agent wires $40 to ACME: rules look at arguments, and this one needs no human",
+        &wire("acme.example.com", 40).send().await?,
+    );
+    show(
+        "...and tries a counterparty a rule denies by its argument",
+        &wire("shell.example.net", 40).send().await?,
+    );
+    let d = wire("acme.example.com", 120).send().await?;
     let approval = d.approval_id.clone().unwrap_or_default();
-    println!("\n▶ billing-agent wants to wire money, which the policy says a human must approve");
+    println!("\n▶ billing-agent wants to wire $120 to ACME, which the policy says a human must approve");
     println!(
         "  PENDING_APPROVAL: approval {approval} ({})",
         d.reason().map(|r| r.message.as_str()).unwrap_or("")
@@ -243,20 +255,19 @@ pub async fn run() -> anyhow::Result<()> {
     })
     .await?;
     println!("  an operator grants it (`arbiter approvals approve {approval}`)");
-    let d = c
-        .evaluate(agent)
-        .session("s-4")
-        .tool("wire_transfer")
-        .cost_micro_usd(10_000)
+    show(
+        "billing-agent presents that approval for $9,000 instead: it binds the exact arguments",
+        &wire("acme.example.com", 9_000)
+            .approval_id(&approval)
+            .send()
+            .await?,
+    );
+    let d = wire("acme.example.com", 120)
         .approval_id(&approval)
         .send()
         .await?;
-    show("billing-agent asks again, presenting the approval", &d);
-    let d = c
-        .evaluate(agent)
-        .session("s-4")
-        .tool("wire_transfer")
-        .cost_micro_usd(10_000)
+    show("billing-agent asks again for the $120 it was approved for", &d);
+    let d = wire("acme.example.com", 120)
         .approval_id(&approval)
         .send()
         .await?;

@@ -1078,6 +1078,10 @@ pub async fn approvals(r: &Remote, cmd: ApprovalsCommand) -> anyhow::Result<()> 
                 a.action_digest,
                 a.policy_version
             );
+            // Canonical JSON escapes control characters, so this is safe to print.
+            if !a.action_json.is_empty() {
+                println!("  action {}", a.action_json);
+            }
         }
         ApprovalsCommand::Approve { id, reason } => decide(&c, id, true, reason).await?,
         ApprovalsCommand::Deny { id, reason } => decide(&c, id, false, reason).await?,

@@ -39,15 +39,27 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>, escalated: bool) -> (Reason
                 ApprovalIntent::None,
             );
         };
-        if a.agent_id != req.agent_id
-            || a.action_digest != req.action.digest().0
-            || a.policy_version != snap.policy.version
-        {
+        let digest = req.action.digest().0;
+        // Say which binding differs (never the other agent's name): an agent that changed
+        // an argument learns that the approval was for another action.
+        let mismatch = if a.agent_id != req.agent_id {
+            Some("another agent".to_owned())
+        } else if a.action_digest != digest {
+            Some(format!(
+                "another action ({}, this request is {digest}: tool, API, model, estimate, data, category, budget and arguments must be identical)",
+                a.action_digest
+            ))
+        } else if a.policy_version != snap.policy.version {
+            Some(format!("policy version {}", a.policy_version))
+        } else {
+            None
+        };
+        if let Some(what) = mismatch {
             return (
                 Reason::fail(
                     "approval",
                     "approval.mismatch",
-                    format!("approval {id} was given for another agent, action or policy version; ask again for this action"),
+                    format!("approval {id} was given for {what}; ask again for this action"),
                 ),
                 ApprovalIntent::None,
             );
