@@ -122,3 +122,85 @@ def test_async_principals_and_approvals(authed_server: Server, agent: str) -> No
             await op.list_halts()
 
     asyncio.run(main())
+
+
+def test_an_approval_binds_the_call_arguments(authed_server: Server, agent: str) -> None:
+    """Issue 13: an approval granted for refund {order: o-1} must not cover o-2."""
+    _admin, bot, op = principals(authed_server)
+    d = bot.evaluate(agent, tool="refund_order", arguments={"order": "o-1", "amount": 10})
+    assert d.pending and d.approval_id is not None
+    (shown,) = [
+        a for a in op.list_approvals(state="pending").approvals if a.approval_id == d.approval_id
+    ]
+    assert shown.action is not None and shown.action["arguments"] == {"order": "o-1", "amount": 10}
+    op.approve(d.approval_id, reason="fine")
+
+    other = bot.evaluate(
+        agent,
+        tool="refund_order",
+        arguments={"order": "o-2", "amount": 10},
+        approval_id=d.approval_id,
+    )
+    assert other.denied and other.reason is not None and other.reason.code == "approval.mismatch"
+
+    same = bot.evaluate(
+        agent,
+        tool="refund_order",
+        arguments={"amount": 10.0, "order": "o-1"},
+        approval_id=d.approval_id,
+    )
+    assert same.allowed, same.reasons
+
+
+def test_governed_binds_the_functions_own_arguments(authed_server: Server, agent: str) -> None:
+    _admin, bot, op = principals(authed_server)
+    deleted: list[str] = []
+
+    @bot.governed(agent, tool="refund_user", wait_for_approval=20)
+    def refund_user(user_id: str, amount: int = 5) -> None:
+        deleted.append(user_id)
+
+    def approve_pending() -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            pending = op.list_approvals(state="pending").approvals
+            for a in pending:
+                assert a.action is not None
+                # The operator sees (and approves) exactly u1 with the default amount.
+                assert a.action["arguments"] == {"user_id": "u1", "amount": 5}
+                op.approve(a.approval_id, reason="ok")
+                return
+            time.sleep(0.05)
+
+    approver = threading.Thread(target=approve_pending)
+    approver.start()
+    refund_user("u1")
+    approver.join()
+    assert deleted == ["u1"]
+
+    class Opaque:
+        pass
+
+    @bot.governed(agent, tool="refund_user")
+    def takes_an_object(thing: object) -> None:
+        pytest.fail("ran without a decision")
+
+    with pytest.raises(TypeError, match="'thing'"):
+        takes_an_object(Opaque())
+
+    @bot.governed(agent, tool="refund_user", arguments=lambda thing: {"kind": type(thing).__name__})
+    def picked(thing: object) -> None:
+        pass
+
+    with pytest.raises(arbiter.ApprovalRequired):
+        picked(Opaque())
+
+
+def test_arguments_must_be_json(client: arbiter.Client, agent: str) -> None:
+    with pytest.raises(ValueError, match="arguments"):
+        client.evaluate(agent, tool="t", arguments={"x": float("nan")})
+    with pytest.raises(ValueError, match="arguments"):
+        client.evaluate(agent, tool="t", arguments={"x": object()})
+    with pytest.raises(arbiter.InvalidArgument) as caught:
+        client.evaluate(agent, tool="t", arguments={"k" * 257: 1})
+    assert "action.arguments" in str(caught.value)

@@ -36,7 +36,11 @@ mod tests {
 
     #[test]
     fn nested_values_keep_their_shape() {
-        let s = to_struct(json!({"a": [1, "x", null, {"b": true}]}).as_object().unwrap());
+        let s = to_struct(
+            json!({"a": [1, "x", null, {"b": true}]})
+                .as_object()
+                .unwrap(),
+        );
         let Some(Kind::ListValue(list)) = &s.fields["a"].kind else {
             panic!("a list")
         };

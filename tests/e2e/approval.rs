@@ -625,32 +625,60 @@ async fn an_approval_binds_the_calls_arguments_and_hides_sensitive_ones() {
     let call = |args: serde_json::Value| bot.evaluate("bot-1").tool("delete.user").arguments(args);
     let u1 = serde_json::json!({"user_id": "u1", "hard": true, "password": "hunter2", "ssn": "078-05-1120"});
     let d = call(u1.clone()).send().await.unwrap();
-    assert_eq!(d.outcome, DecisionOutcome::PendingApproval, "{:?}", d.reasons);
+    assert_eq!(
+        d.outcome,
+        DecisionOutcome::PendingApproval,
+        "{:?}",
+        d.reasons
+    );
     let id = d.approval_id.clone().unwrap();
 
     // The approver sees the arguments, with the sensitive ones digested or left out.
     let a = get(&op, &id).await;
-    assert!(a.action_summary.contains("\"user_id\":\"u1\""), "{}", a.action_summary);
+    assert!(
+        a.action_summary.contains("\"user_id\":\"u1\""),
+        "{}",
+        a.action_summary
+    );
     let shown: serde_json::Value = serde_json::from_str(&a.action_json).unwrap();
     assert_eq!(shown["arguments"]["user_id"], "u1");
-    assert!(shown["arguments"]["password"].as_str().unwrap().starts_with("hmac-sha256:"));
+    assert!(shown["arguments"]["password"]
+        .as_str()
+        .unwrap()
+        .starts_with("hmac-sha256:"));
     assert!(shown["arguments"].get("ssn").is_none(), "{shown}");
     op.approve(approve(&id, true)).await.unwrap();
 
     // Other arguments, a changed sensitive value, a dropped one: each is another action.
     for (what, args) in [
-        ("another user", serde_json::json!({"user_id": "u2", "hard": true, "password": "hunter2", "ssn": "078-05-1120"})),
-        ("another password", serde_json::json!({"user_id": "u1", "hard": true, "password": "x", "ssn": "078-05-1120"})),
-        ("another dropped value", serde_json::json!({"user_id": "u1", "hard": true, "password": "hunter2", "ssn": "1"})),
+        (
+            "another user",
+            serde_json::json!({"user_id": "u2", "hard": true, "password": "hunter2", "ssn": "078-05-1120"}),
+        ),
+        (
+            "another password",
+            serde_json::json!({"user_id": "u1", "hard": true, "password": "x", "ssn": "078-05-1120"}),
+        ),
+        (
+            "another dropped value",
+            serde_json::json!({"user_id": "u1", "hard": true, "password": "hunter2", "ssn": "1"}),
+        ),
         ("no arguments", serde_json::json!({})),
-        ("a number as text", serde_json::json!({"user_id": "u1", "hard": "true", "password": "hunter2", "ssn": "078-05-1120"})),
+        (
+            "a number as text",
+            serde_json::json!({"user_id": "u1", "hard": "true", "password": "hunter2", "ssn": "078-05-1120"}),
+        ),
     ] {
         let d = call(args).approval_id(&id).send().await.unwrap();
         assert_eq!(d.outcome, DecisionOutcome::Deny, "{what}: {:?}", d.reasons);
         assert_eq!(d.reason().unwrap().code, "approval.mismatch", "{what}");
         assert!(d.reason().unwrap().message.contains("arguments"), "{what}");
     }
-    assert_eq!(get(&op, &id).await.state, pb::ApprovalState::Granted as i32, "refusals consume nothing");
+    assert_eq!(
+        get(&op, &id).await.state,
+        pb::ApprovalState::Granted as i32,
+        "refusals consume nothing"
+    );
 
     // The same call, keys in another order: allowed once.
     let same = serde_json::json!({"ssn": "078-05-1120", "password": "hunter2", "hard": true, "user_id": "u1"});
@@ -668,7 +696,11 @@ async fn an_approval_binds_the_calls_arguments_and_hides_sensitive_ones() {
     .await;
     assert!(!entries.is_empty());
     for e in &entries {
-        assert!(!e.canonical.contains("hunter2") && !e.canonical.contains("078-05-1120"), "{}", e.canonical);
+        assert!(
+            !e.canonical.contains("hunter2") && !e.canonical.contains("078-05-1120"),
+            "{}",
+            e.canonical
+        );
     }
     let last: serde_json::Value = serde_json::from_str(&entries.last().unwrap().canonical).unwrap();
     assert_eq!(last["body"]["action"]["arguments"]["user_id"], "u1");

@@ -172,10 +172,7 @@ fn cases() -> Vec<(&'static str, EvaluateRequest, &'static str)> {
         (
             "65,537 bytes of arguments",
             with_action(|a| {
-                a.arguments = Some(arguments([(
-                    "k".to_owned(),
-                    text(&"x".repeat(65_537)),
-                )]))
+                a.arguments = Some(arguments([("k".to_owned(), text(&"x".repeat(65_537)))]))
             }),
             "action.arguments",
         ),
@@ -196,7 +193,9 @@ fn cases() -> Vec<(&'static str, EvaluateRequest, &'static str)> {
     ]
 }
 
-fn arguments(fields: impl IntoIterator<Item = (String, prost_types::Value)>) -> prost_types::Struct {
+fn arguments(
+    fields: impl IntoIterator<Item = (String, prost_types::Value)>,
+) -> prost_types::Struct {
     prost_types::Struct {
         fields: fields.into_iter().collect(),
     }

@@ -2,8 +2,8 @@
 //! domain → proto written out by hand.
 
 use crate::domain::{
-    check_len, check_map, Action, ApiCall, Arguments, ApiPattern, DataAccess, Estimate, GlobList, Id,
-    MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
+    check_len, check_map, Action, ApiCall, ApiPattern, Arguments, DataAccess, Estimate, GlobList,
+    Id, MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
 };
 use crate::engine::{
     DelegateInput, EvaluateInput, EvaluateResult, RecordInput, RecordOutcome, RecordResult,
@@ -151,7 +151,9 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
 /// (so `100` and `100.0` are one value in the digest); NaN and infinities have no JSON
 /// form and are refused. The nesting depth is bounded by prost's decoder (100) and
 /// checked against the documented limit by `Arguments::parse`.
-fn struct_to_json(s: prost_types::Struct) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
+fn struct_to_json(
+    s: prost_types::Struct,
+) -> Result<serde_json::Map<String, serde_json::Value>, ParseError> {
     s.fields
         .into_iter()
         .map(|(k, v)| Ok((k, value_to_json(v)?)))
@@ -171,7 +173,10 @@ fn value_to_json(v: prost_types::Value) -> Result<serde_json::Value, ParseError>
                 J::from(n as i64)
             } else {
                 J::from(serde_json::Number::from_f64(n).ok_or_else(|| {
-                    ParseError::new("action.arguments", "numbers must be finite (no NaN or infinity)")
+                    ParseError::new(
+                        "action.arguments",
+                        "numbers must be finite (no NaN or infinity)",
+                    )
                 })?)
             }
         }

@@ -243,7 +243,9 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let d = wire("acme.example.com", 120).send().await?;
     let approval = d.approval_id.clone().unwrap_or_default();
-    println!("\n▶ billing-agent wants to wire $120 to ACME, which the policy says a human must approve");
+    println!(
+        "\n▶ billing-agent wants to wire $120 to ACME, which the policy says a human must approve"
+    );
     println!(
         "  PENDING_APPROVAL: approval {approval} ({})",
         d.reason().map(|r| r.message.as_str()).unwrap_or("")
@@ -266,7 +268,10 @@ pub async fn run() -> anyhow::Result<()> {
         .approval_id(&approval)
         .send()
         .await?;
-    show("billing-agent asks again for the $120 it was approved for", &d);
+    show(
+        "billing-agent asks again for the $120 it was approved for",
+        &d,
+    );
     let d = wire("acme.example.com", 120)
         .approval_id(&approval)
         .send()

@@ -118,9 +118,15 @@ mod tests {
             ..Default::default()
         };
         let u1 = with(json!({"user_id": "u1", "hard": true}));
-        assert_ne!(u1.digest(), with(json!({"user_id": "u2", "hard": true})).digest());
+        assert_ne!(
+            u1.digest(),
+            with(json!({"user_id": "u2", "hard": true})).digest()
+        );
         // Key order is not part of the meaning (RFC 8785 sorts keys).
-        assert_eq!(u1.digest(), with(json!({"hard": true, "user_id": "u1"})).digest());
+        assert_eq!(
+            u1.digest(),
+            with(json!({"hard": true, "user_id": "u1"})).digest()
+        );
         // No arguments and an empty object are the same action as before arguments existed.
         let none = Action {
             tool: Some("delete.user".into()),

@@ -26,7 +26,12 @@ impl Arguments {
             return Ok(None);
         }
         let mut nodes = 0;
-        check_children(field, &mut map.iter().map(|(k, v)| (Some(k), v)), 1, &mut nodes)?;
+        check_children(
+            field,
+            &mut map.iter().map(|(k, v)| (Some(k), v)),
+            1,
+            &mut nodes,
+        )?;
         let bytes = serde_jcs::to_vec(&map).map_err(|e| ParseError::new(field, e.to_string()))?;
         if bytes.len() > MAX_ARGUMENT_BYTES {
             return Err(ParseError::new(
@@ -99,12 +104,18 @@ fn check_children<'a>(
             ));
         }
         match child {
-            Value::Object(m) => {
-                check_children(field, &mut m.iter().map(|(k, v)| (Some(k), v)), depth + 1, nodes)?
-            }
-            Value::Array(items) => {
-                check_children(field, &mut items.iter().map(|v| (None, v)), depth + 1, nodes)?
-            }
+            Value::Object(m) => check_children(
+                field,
+                &mut m.iter().map(|(k, v)| (Some(k), v)),
+                depth + 1,
+                nodes,
+            )?,
+            Value::Array(items) => check_children(
+                field,
+                &mut items.iter().map(|v| (None, v)),
+                depth + 1,
+                nodes,
+            )?,
             _ => {}
         }
     }
@@ -161,8 +172,14 @@ mod tests {
         let big = json!({ "k": "x".repeat(MAX_ARGUMENT_BYTES) });
         assert!(args(big).unwrap_err().problem.contains("65536 bytes"));
 
-        assert!(args(json!({ "": 1 })).unwrap_err().problem.contains("1–256"));
-        assert!(args(json!({ "a\u{1b}b": 1 })).unwrap_err().problem.contains("control"));
+        assert!(args(json!({ "": 1 }))
+            .unwrap_err()
+            .problem
+            .contains("1–256"));
+        assert!(args(json!({ "a\u{1b}b": 1 }))
+            .unwrap_err()
+            .problem
+            .contains("control"));
     }
 
     #[test]

@@ -42,7 +42,8 @@ enum Cmp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault(pub String);
 
-const OPERATORS: &str = "eq, ne, in, not_in, glob, not_glob, gt, gte, lt, lte, present, ignore_case";
+const OPERATORS: &str =
+    "eq, ne, in, not_in, glob, not_glob, gt, gte, lt, lte, present, ignore_case";
 
 impl ArgMatcher {
     /// Compiles `path: condition`. A scalar condition means `eq`. Problems are returned
@@ -59,7 +60,12 @@ impl ArgMatcher {
         let ops = match condition {
             Value::Object(map) => compile_ops(map, &mut problems),
             Value::Array(_) => {
-                problems.push((String::new(), format!("must be a value or a map of operators ({OPERATORS}); use `in` for a list")));
+                problems.push((
+                    String::new(),
+                    format!(
+                        "must be a value or a map of operators ({OPERATORS}); use `in` for a list"
+                    ),
+                ));
                 Vec::new()
             }
             scalar => vec![Op::Eq(scalar.clone())],
@@ -92,9 +98,9 @@ impl ArgMatcher {
                     let mut any = false;
                     // Every value is checked, so a fault anywhere is seen.
                     for v in vs {
-                        any |= op.holds(v).map_err(|why| {
-                            Fault(format!("argument {:?} {why}", self.path))
-                        })?;
+                        any |= op
+                            .holds(v)
+                            .map_err(|why| Fault(format!("argument {:?} {why}", self.path)))?;
                     }
                     any
                 }
@@ -115,9 +121,8 @@ impl Op {
             Op::Glob { text, glob } => glob.is_match(string(v, "glob", text)?),
             Op::NotGlob { text, glob } => !glob.is_match(string(v, "not_glob", text)?),
             Op::Cmp(cmp, limit) => {
-                let n = number(v).ok_or_else(|| {
-                    format!("must be a number for a comparison, got {}", kind(v))
-                })?;
+                let n = number(v)
+                    .ok_or_else(|| format!("must be a number for a comparison, got {}", kind(v)))?;
                 match cmp {
                     Cmp::Gt => n > *limit,
                     Cmp::Gte => n >= *limit,
@@ -241,7 +246,9 @@ fn compile_ops(
                 Value::Bool(b) => ops.push(Op::Present(*b)),
                 _ => bad("must be true or false".into()),
             },
-            other => bad(format!("unknown operator {other:?} (expected one of {OPERATORS})")),
+            other => bad(format!(
+                "unknown operator {other:?} (expected one of {OPERATORS})"
+            )),
         }
     }
     ops
@@ -298,8 +305,16 @@ mod tests {
     #[test]
     fn a_value_the_rule_cannot_read_is_a_fault_not_a_no() {
         let over = m("amount", json!({"gt": 100}));
-        for bad in [json!("lots"), json!(" 150"), json!(true), json!({"v": 1}), json!(null)] {
-            let e = over.eval(Some(&args(json!({"amount": bad.clone()})))).unwrap_err();
+        for bad in [
+            json!("lots"),
+            json!(" 150"),
+            json!(true),
+            json!({"v": 1}),
+            json!(null),
+        ] {
+            let e = over
+                .eval(Some(&args(json!({"amount": bad.clone()}))))
+                .unwrap_err();
             assert!(e.0.contains("\"amount\""), "{bad}: {}", e.0);
         }
         let e = m("to", json!({"glob": "*@x.com"}))
@@ -310,7 +325,10 @@ mod tests {
 
     #[test]
     fn arrays_hold_if_any_element_holds_and_fault_if_any_element_faults() {
-        let outside = m("to", json!({"not_glob": "*@example.com", "ignore_case": true}));
+        let outside = m(
+            "to",
+            json!({"not_glob": "*@example.com", "ignore_case": true}),
+        );
         let only_ours = args(json!({"to": ["a@example.com", "b@EXAMPLE.com"]}));
         let one_out = args(json!({"to": ["a@example.com", "evil@else.com"]}));
         assert_eq!(outside.eval(Some(&only_ours)), Ok(false));
@@ -322,9 +340,18 @@ mod tests {
 
     #[test]
     fn equality_and_lists() {
-        assert_eq!(m("id", json!("u1")).eval(Some(&args(json!({"id": "u1"})))), Ok(true));
-        assert_eq!(m("id", json!("u1")).eval(Some(&args(json!({"id": "u2"})))), Ok(false));
-        assert_eq!(m("n", json!(100)).eval(Some(&args(json!({"n": 100.0})))), Ok(true));
+        assert_eq!(
+            m("id", json!("u1")).eval(Some(&args(json!({"id": "u1"})))),
+            Ok(true)
+        );
+        assert_eq!(
+            m("id", json!("u1")).eval(Some(&args(json!({"id": "u2"})))),
+            Ok(false)
+        );
+        assert_eq!(
+            m("n", json!(100)).eval(Some(&args(json!({"n": 100.0})))),
+            Ok(true)
+        );
         let env = m("env", json!({"in": ["prod", "staging"]}));
         assert_eq!(env.eval(Some(&args(json!({"env": "prod"})))), Ok(true));
         assert_eq!(env.eval(Some(&args(json!({"env": "dev"})))), Ok(false));
@@ -340,8 +367,14 @@ mod tests {
     #[test]
     fn globs_cross_slashes_and_spaces() {
         let rm = m("command", json!({"glob": "*rm -rf*"}));
-        assert_eq!(rm.eval(Some(&args(json!({"command": "cd /tmp && rm -rf /"})))), Ok(true));
-        assert_eq!(rm.eval(Some(&args(json!({"command": "ls -la /"})))), Ok(false));
+        assert_eq!(
+            rm.eval(Some(&args(json!({"command": "cd /tmp && rm -rf /"})))),
+            Ok(true)
+        );
+        assert_eq!(
+            rm.eval(Some(&args(json!({"command": "ls -la /"})))),
+            Ok(false)
+        );
         assert_eq!(
             m("p", json!({"glob": "/srv/*"})).eval(Some(&args(json!({"p": "/srv/a/b"})))),
             Ok(true)
