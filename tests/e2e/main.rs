@@ -6,6 +6,7 @@
 mod harness;
 
 mod approval;
+mod arguments;
 mod audit;
 mod auth;
 mod budget;

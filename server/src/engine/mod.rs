@@ -362,8 +362,9 @@ impl Engine {
     }
 
     /// The action as audit entries and approvals record it: argument values under a
-    /// sensitive key (at any depth) become keyed digests or are left out. The action
-    /// digest is computed over the raw action, so it still binds the exact values.
+    /// sensitive key (at any depth) become keyed digests or are left out, non-integer
+    /// numbers become their RFC 8785 text. The action digest is computed over the raw
+    /// action, so it still binds the exact values.
     fn recorded_action(&self, policy: &CompiledPolicy, action: &Action) -> serde_json::Value {
         let mut v = action.to_json();
         if let Some(args) = action.arguments.as_ref() {
@@ -403,6 +404,11 @@ impl Engine {
             serde_json::Value::Object(m) => self.redact_json(policy, m),
             serde_json::Value::Array(items) => serde_json::Value::Array(
                 items.iter().map(|i| self.redact_value(policy, i)).collect(),
+            ),
+            // Entries hold no floats (SPEC §6: every language re-derives the bytes), so a
+            // non-integer number is recorded as its RFC 8785 text; the digest keeps the number.
+            serde_json::Value::Number(n) if n.is_f64() => serde_json::Value::String(
+                serde_jcs::to_string(n).unwrap_or_else(|_| n.to_string()),
             ),
             other => other.clone(),
         }
