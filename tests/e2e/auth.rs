@@ -642,3 +642,77 @@ async fn a_key_that_acts_for_an_agent_cannot_govern_it_even_with_the_operator_ro
 async fn create(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
     create_principal(c, name, &[role], agents).await
 }
+
+/// Under a flood of unauthenticated calls the refusal queue fills; the refusals it
+/// cannot take are counted in `arbiter_auth_refusals_dropped_total` and audited as
+/// summary `auth.denied` entries (`dropped`), so the log accounts for every refusal.
+#[tokio::test]
+async fn a_refusal_flood_is_audited_entry_by_entry_or_in_a_summary_and_counted() {
+    // A queue of one, so a small flood overflows it.
+    let server = spawn_server(
+        ServerOptions::new()
+            .policy(POLICY)
+            .env("ARBITER_DEV__REFUSAL_QUEUE", "1"),
+    )
+    .await;
+    let admin_key = create(&server.client(), "root", pb::Role::Admin, &[]).await;
+    let admin = keyed(&server, &admin_key);
+    let intruder = keyed(&server, "arb_not_a_key");
+    const CALLS: u64 = 400;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let c = intruder.clone();
+        calls.spawn(async move { c.ping().await });
+    }
+    while let Some(got) = calls.join_next().await {
+        let got = got.unwrap();
+        assert!(
+            matches!(&got, Err(e) if e.code() == Code::Unauthenticated),
+            "{got:?}"
+        );
+    }
+    // The consumer audits in the background: wait until the log accounts for every call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (one_by_one, summarized) = loop {
+        let entries = query_all(
+            &admin,
+            pb::AuditFilter {
+                kinds: vec!["auth.denied".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+        let (mut one, mut summary) = (0u64, 0u64);
+        for e in &entries {
+            let entry: serde_json::Value = serde_json::from_str(&e.canonical).unwrap();
+            let body = &entry["body"];
+            assert_eq!(body["principal"], "unauthenticated", "{body}");
+            match body["dropped"].as_u64() {
+                Some(n) => {
+                    assert!(n > 0, "{body}");
+                    summary += n;
+                }
+                None => one += 1,
+            }
+        }
+        if one + summary >= CALLS || std::time::Instant::now() > deadline {
+            break (one, summary);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        one_by_one + summarized,
+        CALLS,
+        "every refused call is in the log, alone or in a summary"
+    );
+    assert!(
+        summarized > 0,
+        "a queue of one must overflow under {CALLS} concurrent calls"
+    );
+    let (_, metrics) = server.scrape_metrics().await;
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("arbiter_auth_refusals_dropped_total "))
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert_eq!(counted, Some(summarized as f64), "{metrics}");
+}

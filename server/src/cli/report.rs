@@ -191,7 +191,16 @@ impl Tally {
             "consent.revoke" => self.changes.consent_revocations += 1,
             "principal.create" => self.changes.principals_created += 1,
             "principal.revoke" => self.changes.principals_revoked += 1,
-            "auth.denied" => count(&mut self.security.auth_denied, str_of(e.body, "rpc")),
+            // A summary entry (`dropped`) stands for that many refusals the queue
+            // could not take one by one.
+            "auth.denied" => {
+                let refusals = e.body.get("dropped").and_then(Value::as_u64).unwrap_or(1);
+                *self
+                    .security
+                    .auth_denied
+                    .entry(str_of(e.body, "rpc").to_owned())
+                    .or_default() += refusals;
+            }
             "delegation.issued" => self.security.delegations_issued += 1,
             "delegation.refused" => count(
                 &mut self.security.delegations_refused,
