@@ -636,4 +636,19 @@ mod tests {
         assert_eq!(t.changes.policy.len(), 1);
         assert_eq!(t.by_day["2026-01-01"], 7);
     }
+
+    #[test]
+    fn a_summary_refusal_entry_counts_as_the_refusals_it_stands_for() {
+        let one = json!({"principal": "unauthenticated", "rpc": "*", "reason": "unknown key"});
+        let summary =
+            json!({"principal": "unauthenticated", "rpc": "*", "reason": "…", "dropped": 40});
+        let role = json!({"principal": "bob", "rpc": "Halt", "reason": "Halt requires …"});
+        let mut t = Tally::default();
+        t.add(&seen(1, "auth.denied", "denied", &one));
+        t.add(&seen(2, "auth.denied", "denied", &summary));
+        t.add(&seen(3, "auth.denied", "denied", &role));
+        assert_eq!(t.security.auth_denied["*"], 41);
+        assert_eq!(t.security.auth_denied["Halt"], 1);
+        assert_eq!(t.by_kind["auth.denied"], 3, "entries are still entries");
+    }
 }
