@@ -716,3 +716,67 @@ async fn a_refusal_flood_is_audited_entry_by_entry_or_in_a_summary_and_counted()
         .map(|v| v.trim().parse::<f64>().unwrap());
     assert_eq!(counted, Some(summarized as f64), "{metrics}");
 }
+
+/// docs/security.md §7: a Heartbeat may register as the agent's operator only an active
+/// principal holding the `operator` role, other than the caller; the check runs at
+/// registration, so revoking the operator later leaves it registered.
+#[tokio::test]
+async fn a_registered_operator_must_be_an_active_operator_principal_other_than_the_runtime() {
+    let (server, [agent_key, _, admin_key, _]) = server_with_roles().await;
+    let runtime = keyed(&server, &agent_key);
+    let admin = keyed(&server, &admin_key);
+    let beat = |operator: &str| {
+        let runtime = runtime.clone();
+        let operator = operator.to_owned();
+        async move {
+            runtime
+                .heartbeat(pb::HeartbeatRequest {
+                    agent_id: "bot-1".into(),
+                    operator,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    // Unknown, admin-only, auditor and the runtime itself: all refused, naming the field.
+    for name in ["nobody-such", "root", "audrey", "bot-runtime"] {
+        let err = beat(name).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.field()),
+            (Code::InvalidArgument, Some("operator")),
+            "{name}: {err:?}"
+        );
+    }
+    let registered = || async {
+        admin
+            .list_agents(pb::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .agents
+            .into_iter()
+            .find(|a| a.agent_id == "bot-1")
+            .map(|a| a.operator)
+    };
+    // An agent is listed once it has acted.
+    runtime.evaluate("bot-1").tool("t").send().await.unwrap();
+    assert_eq!(registered().await.as_deref(), Some(""));
+    beat("alice").await.unwrap();
+    assert_eq!(registered().await.as_deref(), Some("alice"));
+    admin
+        .revoke_principal(pb::RevokePrincipalRequest {
+            name: "alice".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        registered().await.as_deref(),
+        Some("alice"),
+        "revoking the operator does not clear the registration"
+    );
+    let err = beat("alice").await.unwrap_err();
+    assert_eq!(
+        err.field(),
+        Some("operator"),
+        "a revoked operator cannot be named again"
+    );
+}
