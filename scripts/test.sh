@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, the proto contract, unit tests, end-to-end
+# The one test command: formatting, lints, the proto contract (lint, and breaking
+# changes against the last release's image), unit tests, end-to-end
 # tests against the real `arbiter` binary, the Python verifier's tests, the `arbiter`
 # Python package (built with maturin, tested against the real binary, ruff, mypy --strict),
 # and the Helm chart (lint, Kubernetes schemas, the rendered pod run with the binary).
@@ -43,6 +44,16 @@ fi
 if command -v buf >/dev/null 2>&1; then
   buf lint
   echo "buf lint: clean"
+else
+  missing "buf (needs Go to install)"
+fi
+
+step "buf breaking (WIRE_JSON) against the last released contract"
+# "The contract only grows": the .proto files must stay wire- and JSON-compatible with
+# the stored image of the last release (proto/baseline/README.md says how it moves).
+if command -v buf >/dev/null 2>&1; then
+  buf breaking --against proto/baseline/arbiter-v1.binpb
+  echo "buf breaking: compatible with proto/baseline/arbiter-v1.binpb"
 else
   missing "buf (needs Go to install)"
 fi

@@ -525,7 +525,8 @@ impl Core {
         })
     }
 
-    /// SetTrust: assigns a trust level.
+    /// SetTrust: assigns a trust level. `level` is a proto TrustLevel value (level + 1);
+    /// the facade converts.
     fn set_trust(&self, agent_id: String, level: i32, scope: String, reason: String) -> Pending {
         let client = self.client.clone();
         Pending::new(async move {

@@ -81,5 +81,5 @@ def test_trust_levels_are_ordered_and_parse_from_names() -> None:
     assert arbiter.TrustLevel.parse("L3_ACT_APPROVE") is arbiter.TrustLevel.L3_ACT_APPROVE
     assert arbiter.TrustLevel.parse("trust_level_l5_autonomous") is arbiter.TrustLevel.L5_AUTONOMOUS
     assert arbiter.TrustLevel.parse("l0") is arbiter.TrustLevel.L0_OBSERVER
-    assert arbiter.TrustLevel.parse(4) is arbiter.TrustLevel.L3_ACT_APPROVE
+    assert arbiter.TrustLevel.parse(4) is arbiter.TrustLevel.L4_ACT_REPORT
     assert typing.get_args(arbiter.Outcome) == ("allow", "deny", "pending_approval")

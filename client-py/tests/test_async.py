@@ -45,7 +45,7 @@ def test_every_async_method_answers_like_the_sync_one(server: Server, agent: str
             assert (await a.heartbeat(agent)).halted
             await a.resume(agent, reason="go")
 
-            assert (await a.set_trust(agent, "L4_ACT_REPORT")).level == 5
+            assert (await a.set_trust(agent, "L4_ACT_REPORT")).level == 4
             assert (await a.get_trust(agent)).effective_level == arbiter.TrustLevel.L4_ACT_REPORT
             assert len(await a.list_trust(agent)) == 1
             grant = await a.grant_consent(agent, "user_email")

@@ -230,11 +230,23 @@ impl MetricsSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevSettings {
     /// Read the time from this file (tests and demos only).
     pub clock_file: Option<PathBuf>,
+    /// Unauthenticated refusals queued for the audit log before further ones are only
+    /// counted (and audited as one summary entry). 1–1 000 000; tests make it small.
+    pub refusal_queue: usize,
+}
+
+impl Default for DevSettings {
+    fn default() -> Self {
+        Self {
+            clock_file: None,
+            refusal_queue: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -314,6 +326,9 @@ impl Settings {
         }
         if !(1..=10_000).contains(&self.audit.max_batch) {
             bad.push("audit.max_batch: must be 1–10000".to_owned());
+        }
+        if !(1..=1_000_000).contains(&self.dev.refusal_queue) {
+            bad.push("dev.refusal_queue: must be 1–1000000".to_owned());
         }
         if self.policy.poll_interval_ms < 100 {
             bad.push("policy.poll_interval_ms: must be at least 100".to_owned());

@@ -97,6 +97,7 @@ struct Inner {
     pool_max: IntGauge,
     policy_accepted: IntCounter,
     policy_rejected: IntCounter,
+    refusals_dropped: IntCounter,
     rpc: RpcMetrics,
 }
 
@@ -188,6 +189,11 @@ impl Metrics {
         let policy_accepted = reloads.get_metric_with_label_values(&["accepted"])?;
         let policy_rejected = reloads.get_metric_with_label_values(&["rejected"])?;
         registry.register(Box::new(reloads))?;
+        let refusals_dropped = IntCounter::new(
+            name::AUTH_REFUSALS_DROPPED,
+            "Unauthenticated refusals that found the audit queue full: audited in a summary auth.denied entry (`dropped`), not one by one.",
+        )?;
+        registry.register(Box::new(refusals_dropped.clone()))?;
         let rpc = RpcMetrics::new(&registry)?;
 
         Ok(Self {
@@ -205,6 +211,7 @@ impl Metrics {
                 pool_max,
                 policy_accepted,
                 policy_rejected,
+                refusals_dropped,
                 rpc,
             }),
         })
@@ -213,6 +220,12 @@ impl Metrics {
     /// The audit writer's instruments, registered here.
     pub fn audit(&self) -> AuditMetrics {
         self.inner.audit.clone()
+    }
+
+    /// The counter of refusals the interceptor's queue could not take
+    /// (`auth::RefusalQueue` increments it).
+    pub fn refusals_dropped(&self) -> IntCounter {
+        self.inner.refusals_dropped.clone()
     }
 
     /// Counts one Evaluate and its latency. `decision` is `None` when it could not

@@ -143,6 +143,7 @@ impl Application {
             settings.audit.max_batch,
             settings.audit.mirror.as_deref(),
             metrics.audit(),
+            clock.clone(),
         )
         .await?;
         let engine =
@@ -313,11 +314,17 @@ impl Application {
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        let (refusals, mut refused) = tokio::sync::mpsc::channel(1024);
+        let (refusals, mut refused) = crate::auth::RefusalQueue::new(
+            self.settings.dev.refusal_queue,
+            self.metrics.refusals_dropped(),
+        );
         let auditor = self.engine.clone();
         let refusal_task = tokio::spawn(async move {
-            while let Some(r) = refused.recv().await {
-                auditor.record_refusal(r).await;
+            while let Some(queued) = refused.next().await {
+                match queued {
+                    crate::auth::Queued::Refusal(r) => auditor.record_refusal(r).await,
+                    crate::auth::Queued::Dropped(n) => auditor.record_dropped_refusals(n).await,
+                }
             }
         });
         let auth = crate::auth::Authenticator {

@@ -26,9 +26,9 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub const ATTR_AGENT_ID: &str = "arbiter.agent_id";
-pub const ATTR_DECISION: &str = "arbiter.decision";
-pub const ATTR_STAGE: &str = "arbiter.stage";
+// Attribute names (`arbiter.agent_id`, `arbiter.decision`, `arbiter.stage`) are written
+// where they are set: `tracing`'s `fields(...)` and `debug_span!` take field names as
+// literal tokens, not constants (docs/observability.md lists them).
 
 /// Span names. Stage spans are named after their stage (`halt`, `trust`, `budget`,
 /// `consent`, `scope`, `approval`) and carry `arbiter.stage`.
@@ -55,6 +55,7 @@ pub mod metric {
     pub const DB_POOL_CONNECTIONS: &str = "arbiter_db_pool_connections";
     pub const DB_POOL_MAX: &str = "arbiter_db_pool_max_connections";
     pub const POLICY_RELOADS: &str = "arbiter_policy_reloads_total";
+    pub const AUTH_REFUSALS_DROPPED: &str = "arbiter_auth_refusals_dropped_total";
     pub const GRPC_REQUESTS: &str = "arbiter_grpc_requests_total";
     pub const GRPC_SECONDS: &str = "arbiter_grpc_request_duration_seconds";
 }

@@ -642,3 +642,156 @@ async fn a_key_that_acts_for_an_agent_cannot_govern_it_even_with_the_operator_ro
 async fn create(c: &Client, name: &str, role: pb::Role, agents: &[&str]) -> String {
     create_principal(c, name, &[role], agents).await
 }
+
+/// Under a flood of unauthenticated calls the refusal queue fills; the refusals it
+/// cannot take are counted in `arbiter_auth_refusals_dropped_total` and audited as
+/// summary `auth.denied` entries (`dropped`), so the log accounts for every refusal.
+#[tokio::test]
+async fn a_refusal_flood_is_audited_entry_by_entry_or_in_a_summary_and_counted() {
+    // A queue of one, so a small flood overflows it.
+    let server = spawn_server(
+        ServerOptions::new()
+            .policy(POLICY)
+            .env("ARBITER_DEV__REFUSAL_QUEUE", "1"),
+    )
+    .await;
+    let admin_key = create(&server.client(), "root", pb::Role::Admin, &[]).await;
+    let admin = keyed(&server, &admin_key);
+    let intruder = keyed(&server, "arb_not_a_key");
+    const BURST: u64 = 400;
+    let mut calls_made = 0u64;
+    // A burst overflows a queue of one unless the writer keeps pace with every call;
+    // a few bursts make that practically impossible even on a loaded machine.
+    let (one_by_one, summarized) = loop {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..BURST {
+            let c = intruder.clone();
+            calls.spawn(async move { c.ping().await });
+        }
+        while let Some(got) = calls.join_next().await {
+            let got = got.unwrap();
+            assert!(
+                matches!(&got, Err(e) if e.code() == Code::Unauthenticated),
+                "{got:?}"
+            );
+        }
+        calls_made += BURST;
+        let counted = audited_refusals(&admin, calls_made).await;
+        if counted.1 > 0 || calls_made >= 5 * BURST {
+            break counted;
+        }
+    };
+    assert_eq!(
+        one_by_one + summarized,
+        calls_made,
+        "every refused call is in the log, alone or in a summary"
+    );
+    assert!(
+        summarized > 0,
+        "a queue of one must overflow under bursts of {BURST} concurrent calls"
+    );
+    let (_, metrics) = server.scrape_metrics().await;
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("arbiter_auth_refusals_dropped_total "))
+        .map(|v| v.trim().parse::<f64>().unwrap());
+    assert_eq!(counted, Some(summarized as f64), "{metrics}");
+}
+
+/// docs/security.md §7: a Heartbeat may register as the agent's operator only an active
+/// principal holding the `operator` role, other than the caller; the check runs at
+/// registration, so revoking the operator later leaves it registered.
+#[tokio::test]
+async fn a_registered_operator_must_be_an_active_operator_principal_other_than_the_runtime() {
+    let (server, [agent_key, _, admin_key, _]) = server_with_roles().await;
+    let runtime = keyed(&server, &agent_key);
+    let admin = keyed(&server, &admin_key);
+    let beat = |operator: &str| {
+        let runtime = runtime.clone();
+        let operator = operator.to_owned();
+        async move {
+            runtime
+                .heartbeat(pb::HeartbeatRequest {
+                    agent_id: "bot-1".into(),
+                    operator,
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    // Unknown, admin-only, auditor and the runtime itself: all refused, naming the field.
+    for name in ["nobody-such", "root", "audrey", "bot-runtime"] {
+        let err = beat(name).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.field()),
+            (Code::InvalidArgument, Some("operator")),
+            "{name}: {err:?}"
+        );
+    }
+    let registered = || async {
+        admin
+            .list_agents(pb::ListAgentsRequest {})
+            .await
+            .unwrap()
+            .agents
+            .into_iter()
+            .find(|a| a.agent_id == "bot-1")
+            .map(|a| a.operator)
+    };
+    // An agent is listed once it has acted.
+    runtime.evaluate("bot-1").tool("t").send().await.unwrap();
+    assert_eq!(registered().await.as_deref(), Some(""));
+    beat("alice").await.unwrap();
+    assert_eq!(registered().await.as_deref(), Some("alice"));
+    admin
+        .revoke_principal(pb::RevokePrincipalRequest {
+            name: "alice".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        registered().await.as_deref(),
+        Some("alice"),
+        "revoking the operator does not clear the registration"
+    );
+    let err = beat("alice").await.unwrap_err();
+    assert_eq!(
+        err.field(),
+        Some("operator"),
+        "a revoked operator cannot be named again"
+    );
+}
+
+/// Unauthenticated refusals in the log (audited one by one, counted in summaries), once
+/// they account for `expected` calls or 30 s have passed: the consumer audits in the
+/// background.
+async fn audited_refusals(admin: &Client, expected: u64) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let entries = query_all(
+            admin,
+            pb::AuditFilter {
+                kinds: vec!["auth.denied".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+        let (mut one, mut summary) = (0u64, 0u64);
+        for e in &entries {
+            let entry: serde_json::Value = serde_json::from_str(&e.canonical).unwrap();
+            let body = &entry["body"];
+            assert_eq!(body["principal"], "unauthenticated", "{body}");
+            match body["dropped"].as_u64() {
+                Some(n) => {
+                    assert!(n > 0, "{body}");
+                    summary += n;
+                }
+                None => one += 1,
+            }
+        }
+        if one + summary >= expected || std::time::Instant::now() > deadline {
+            return (one, summary);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -181,7 +181,8 @@ class Core:
         request_id: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> Pending:
-        """Evaluate: decides whether an action may proceed."""
+        """Evaluate: decides whether an action may proceed. `min_trust` is a proto
+        TrustLevel value (level + 1); the facade converts."""
     def record(
         self,
         decision_id: str,
@@ -245,7 +246,8 @@ class Core:
     def list_halts(self) -> Pending:
         """ListHalts: the engaged halts."""
     def set_trust(self, agent_id: str, level: int, scope: str, reason: str) -> Pending:
-        """SetTrust: assigns a trust level."""
+        """SetTrust: assigns a trust level. `level` is a proto TrustLevel value
+        (level + 1); the facade converts."""
     def get_trust(self, agent_id: str, scope: str) -> Pending:
         """GetTrust: an agent's effective trust level."""
     def list_trust(self, agent_id: str) -> Pending:

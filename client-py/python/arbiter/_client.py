@@ -54,6 +54,8 @@ from arbiter._types import (
     VerifyResult,
     _error,
     _micros,
+    _trust,
+    _trust_to_wire,
 )
 
 logger = logging.getLogger("arbiter")
@@ -201,6 +203,11 @@ def _non_negative(value: Optional[int], what: str) -> Optional[int]:
     return value
 
 
+def _min_trust(level: Union[TrustLevel, int, str, None]) -> Optional[int]:
+    """``min_trust`` as the proto value the core sends; None leaves the policy's level."""
+    return None if level is None else _trust_to_wire(TrustLevel.parse(level, "min_trust"))
+
+
 def _wait_result(approval_id: str) -> Callable[[dict[str, Any]], Approval]:
     def parse(d: dict[str, Any]) -> Approval:
         last = None if d["approval"] is None else Approval._from(d["approval"])
@@ -321,7 +328,7 @@ class _Base:
             data=_data(data),
             category=category,
             budget=budget,
-            min_trust=None if min_trust is None else int(TrustLevel.parse(min_trust)),
+            min_trust=_min_trust(min_trust),
             approval_id=approval_id,
             delegation_token=_token(delegation_token),
             context=dict(context or {}),
@@ -429,14 +436,15 @@ class _Base:
     def _set_trust(
         self, agent_id: str, level: Union[TrustLevel, int, str], scope: Optional[str], reason: str
     ) -> _Op[TrustAssignment]:
-        pending = self._core.set_trust(agent_id, int(TrustLevel.parse(level)), scope or "", reason)
+        wire = _trust_to_wire(TrustLevel.parse(level, "level"))
+        pending = self._core.set_trust(agent_id, wire, scope or "", reason)
         return _Op(pending, lambda d: TrustAssignment._from(d["assignment"]))
 
     def _get_trust(self, agent_id: str, scope: Optional[str]) -> _Op[TrustInfo]:
         def parse(d: dict[str, Any]) -> TrustInfo:
             level = d["effective_level"]
             return TrustInfo(
-                effective_level=TrustLevel(level) if level else None,
+                effective_level=_trust(level),
                 assignment=None
                 if d["assignment"] is None
                 else TrustAssignment._from(d["assignment"]),
@@ -545,6 +553,8 @@ class _Base:
         without a decision instead (``g.decision`` is then None and nothing is
         recorded).
         """
+        # A bad level fails here, where the guard is written, not at its first call.
+        _min_trust(min_trust)
         return Guard(
             self,
             dict(
@@ -599,6 +609,8 @@ class _Base:
         filled in, and raises ``TypeError`` naming a parameter whose value is not JSON;
         a callable gets the call's ``*args, **kwargs`` and returns the mapping to bind;
         a mapping binds those fixed values; ``None`` binds none."""
+
+        _min_trust(min_trust)
 
         def decorate(fn: F) -> F:
             bind = _call_arguments(fn, arguments)
@@ -1242,13 +1254,15 @@ class Client(_Base):
         (Decimal, str, int or float; converted exactly to micro-USD), ``tokens`` the
         estimated tokens, ``budget`` a named budget to charge too, ``category`` the
         budget category, ``data`` the personal data touched (``[("user_email",
-        "notifications")]``), ``min_trust`` raises the required trust level,
-        ``approval_id`` presents a granted approval, ``delegation_token`` (from
-        ``delegate``) narrows the agent's scope to policy ∩ token (outside it:
-        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit
-        entry. ``explain`` reports every stage, ``receipt`` asks for a verifiable
-        receipt. A ``request_id`` (idempotency key) is generated unless
-        given; retries after UNAVAILABLE reuse it, so they never spend twice.
+        "notifications")]``), ``min_trust`` raises the required trust level
+        (a ``TrustLevel``, an int 0 to 5 or a name such as ``"L4"``; see
+        ``TrustLevel.parse``), ``approval_id`` presents a granted approval,
+        ``delegation_token`` (from ``delegate``) narrows the agent's scope to
+        policy ∩ token (outside it: DENY ``delegation.out_of_scope``), ``context``
+        is recorded in the audit entry. ``explain`` reports every stage,
+        ``receipt`` asks for a verifiable receipt. A ``request_id`` (idempotency
+        key) is generated unless given; retries after UNAVAILABLE reuse it, so
+        they never spend twice.
 
         Raises ``Unavailable`` when Arbiter cannot be asked, ``InvalidArgument``,
         ``PermissionDenied``."""
@@ -1407,7 +1421,8 @@ class Client(_Base):
         scope: Optional[str] = None,
         reason: str = "",
     ) -> TrustAssignment:
-        """Assign a trust level, for all actions or one ``scope`` (tool or category)."""
+        """Assign a trust level, for all actions or one ``scope`` (tool or category).
+        ``level`` is a ``TrustLevel``, an int 0 to 5 or a name (``"L3"``, any case)."""
         return self._set_trust(agent_id, level, scope, reason).wait()
 
     def get_trust(self, agent_id: str, *, scope: Optional[str] = None) -> TrustInfo:
@@ -1579,13 +1594,15 @@ class AsyncClient(_Base):
         (Decimal, str, int or float; converted exactly to micro-USD), ``tokens`` the
         estimated tokens, ``budget`` a named budget to charge too, ``category`` the
         budget category, ``data`` the personal data touched (``[("user_email",
-        "notifications")]``), ``min_trust`` raises the required trust level,
-        ``approval_id`` presents a granted approval, ``delegation_token`` (from
-        ``delegate``) narrows the agent's scope to policy ∩ token (outside it:
-        DENY ``delegation.out_of_scope``), ``context`` is recorded in the audit
-        entry. ``explain`` reports every stage, ``receipt`` asks for a verifiable
-        receipt. A ``request_id`` (idempotency key) is generated unless
-        given; retries after UNAVAILABLE reuse it, so they never spend twice.
+        "notifications")]``), ``min_trust`` raises the required trust level
+        (a ``TrustLevel``, an int 0 to 5 or a name such as ``"L4"``; see
+        ``TrustLevel.parse``), ``approval_id`` presents a granted approval,
+        ``delegation_token`` (from ``delegate``) narrows the agent's scope to
+        policy ∩ token (outside it: DENY ``delegation.out_of_scope``), ``context``
+        is recorded in the audit entry. ``explain`` reports every stage,
+        ``receipt`` asks for a verifiable receipt. A ``request_id`` (idempotency
+        key) is generated unless given; retries after UNAVAILABLE reuse it, so
+        they never spend twice.
 
         Raises ``Unavailable`` when Arbiter cannot be asked, ``InvalidArgument``,
         ``PermissionDenied``."""
@@ -1744,7 +1761,8 @@ class AsyncClient(_Base):
         scope: Optional[str] = None,
         reason: str = "",
     ) -> TrustAssignment:
-        """Assign a trust level, for all actions or one ``scope`` (tool or category)."""
+        """Assign a trust level, for all actions or one ``scope`` (tool or category).
+        ``level`` is a ``TrustLevel``, an int 0 to 5 or a name (``"L3"``, any case)."""
         return await self._set_trust(agent_id, level, scope, reason).future()
 
     async def get_trust(self, agent_id: str, *, scope: Optional[str] = None) -> TrustInfo:

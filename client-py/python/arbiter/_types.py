@@ -31,34 +31,60 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class TrustLevel(enum.IntEnum):
-    """Trust levels, lowest to highest; comparable (``L3_ACT_APPROVE > L2_SUGGEST``)."""
+    """Trust levels, lowest to highest; comparable (``L3_ACT_APPROVE > L2_SUGGEST``).
 
-    L0_OBSERVER = 1
+    The int value is the level: ``TrustLevel(3) is TrustLevel.L3_ACT_APPROVE``.
+    """
+
+    L0_OBSERVER = 0
     """May observe only."""
-    L1_MONITOR = 2
+    L1_MONITOR = 1
     """May monitor and report."""
-    L2_SUGGEST = 3
+    L2_SUGGEST = 2
     """May suggest actions for a human to take."""
-    L3_ACT_APPROVE = 4
+    L3_ACT_APPROVE = 3
     """May act, with human approval for actions above its level."""
-    L4_ACT_REPORT = 5
+    L4_ACT_REPORT = 4
     """May act and report afterwards."""
-    L5_AUTONOMOUS = 6
+    L5_AUTONOMOUS = 5
     """Fully autonomous within its scope."""
 
     @classmethod
-    def parse(cls, level: Union[TrustLevel, int, str]) -> TrustLevel:
-        """Accept a member, its number, or its name (``"L3_ACT_APPROVE"``, ``"l3"``)."""
+    def parse(cls, level: Union[TrustLevel, int, str], name: str = "level") -> TrustLevel:
+        """Accept a member, its level as an int (0 to 5), or its name in any case:
+        the full name (``"L3_ACT_APPROVE"``), the short form (``"l3"``) or the
+        proto name (``"TRUST_LEVEL_L3_ACT_APPROVE"``). Anything else (other ints,
+        bools, floats, digit strings, None) raises ``ValueError`` naming ``name``,
+        the parameter it came from."""
         if isinstance(level, TrustLevel):
             return level
         if isinstance(level, int) and not isinstance(level, bool):
-            return cls(level)
-        if isinstance(level, str):
-            name = level.strip().upper().removeprefix("TRUST_LEVEL_")
+            if level in cls._value2member_map_:
+                return cls(level)
+        elif isinstance(level, str):
+            wanted = level.strip().upper()
+            if wanted.startswith("TRUST_LEVEL_"):
+                wanted = wanted[len("TRUST_LEVEL_") :]
             for member in cls:
-                if member.name == name or member.name.split("_", 1)[0] == name:
+                if wanted in (member.name, member.name.split("_", 1)[0]):
                     return member
-        raise ValueError(f"trust level: unknown level {level!r}")
+        raise ValueError(
+            f"{name}: unknown trust level {level!r}; use an int 0 to 5, a TrustLevel, or a name "
+            "such as 'L3' or 'L3_ACT_APPROVE' (any case)"
+        )
+
+
+# The proto enum has TRUST_LEVEL_UNSPECIFIED = 0, so level n travels as n + 1. These two
+# functions are the only place that knows it: the Rust core passes proto values through.
+def _trust_to_wire(level: TrustLevel) -> int:
+    return int(level) + 1
+
+
+def _trust(value: int) -> Optional[TrustLevel]:
+    """A proto TrustLevel value as a level; None for UNSPECIFIED (or a value this
+    package does not know)."""
+    level = value - 1
+    return TrustLevel(level) if level in TrustLevel._value2member_map_ else None
 
 
 def _time(micros: Optional[int]) -> Optional[datetime]:
@@ -94,10 +120,6 @@ _FAULTS: dict[int, str] = {
     6: "column_mismatch",
     7: "truncated",
 }
-
-
-def _trust(value: int) -> Optional[TrustLevel]:
-    return TrustLevel(value) if value in TrustLevel._value2member_map_ else None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntr
 use super::chain::{KeyRing, GENESIS};
 use super::checkpoint;
 use super::merkle::{self, Frontier};
+use crate::clock::Clock;
 use crate::state::ApprovalState;
 use crate::store::{
     BudgetGuard, CheckpointRow, CommitUnit, SequencedBatch, StateOp, Store, StoreError, TreeUpdate,
@@ -168,6 +169,7 @@ async fn catch_up_tree(
     store: &dyn Store,
     signer: &TreeSigner,
     head_seq: u64,
+    now_ms: i64,
 ) -> Result<Frontier, StoreError> {
     let stored = store.tree_size().await?;
     let mut frontier = load_frontier(store, stored).await?;
@@ -182,7 +184,7 @@ async fn catch_up_tree(
                 nodes.extend(frontier.push(merkle::leaf_hash(e.canonical.as_bytes())));
             }
         }
-        let checkpoint = Some(signer.checkpoint(&frontier, chrono::Utc::now().timestamp_millis()));
+        let checkpoint = Some(signer.checkpoint(&frontier, now_ms));
         store.put_tree(&TreeUpdate { nodes, checkpoint }).await?;
         tracing::info!(
             leaves = frontier.size - stored,
@@ -383,6 +385,10 @@ pub struct Batcher {
     head_mac: [u8; 32],
     max_batch: usize,
     metrics: crate::metrics::AuditMetrics,
+    /// The server's clock, for the checkpoints signed outside a batch (the catch-up
+    /// at start and the last one at shutdown); a batch's checkpoint takes the time of
+    /// its newest entry, which came from the same clock.
+    clock: Arc<dyn Clock>,
 }
 
 fn decode_mac(hex_mac: &str) -> Result<[u8; 32], StoreError> {
@@ -411,13 +417,14 @@ impl Batcher {
         max_batch: usize,
         mirror_path: Option<&std::path::Path>,
         metrics: crate::metrics::AuditMetrics,
+        clock: Arc<dyn Clock>,
     ) -> Result<(BatcherHandle, tokio::task::JoinHandle<()>), StoreError> {
         let (head_seq, head_mac) = read_head(store.as_ref()).await?;
         let mirror = match mirror_path {
             Some(p) => Some(super::mirror::Mirror::open(p, store.as_ref(), head_seq).await?),
             None => None,
         };
-        let frontier = catch_up_tree(store.as_ref(), &signer, head_seq).await?;
+        let frontier = catch_up_tree(store.as_ref(), &signer, head_seq, clock.now_ms()).await?;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
         let (health_tx, healthy) = watch::channel(true);
@@ -444,6 +451,7 @@ impl Batcher {
             signer,
             mirror,
             metrics,
+            clock,
         };
         let task = tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats));
         Ok((handle, task))
@@ -662,10 +670,7 @@ impl Batcher {
             }
         };
         if covered != self.head_seq && self.frontier.size == self.head_seq {
-            let checkpoint = Some(
-                self.signer
-                    .checkpoint(&self.frontier, chrono::Utc::now().timestamp_millis()),
-            );
+            let checkpoint = Some(self.signer.checkpoint(&self.frontier, self.clock.now_ms()));
             let tree = TreeUpdate {
                 nodes: Vec::new(),
                 checkpoint,

@@ -23,7 +23,9 @@ pub use tls::certificate_identities;
 use crate::domain::{Principal, Role, TlsIdentity};
 use crate::store::PrincipalRow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
 use tonic::{Request, Status};
 
 /// Active principals, found by key hash or by client-certificate identity.
@@ -144,6 +146,94 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// The interceptor's refusals on their way to the audit log, off the request path. The
+/// queue is bounded; a refusal that finds it full is not queued but counted (in
+/// `arbiter_auth_refusals_dropped_total` and in a tally the consumer audits as one
+/// summary `auth.denied` entry with `dropped`), so under a flood every refusal is still
+/// accounted for in the log, one by one or in a summary.
+#[derive(Clone)]
+pub struct RefusalQueue {
+    tx: mpsc::Sender<Refusal>,
+    shared: Arc<DropTally>,
+    dropped_total: prometheus::IntCounter,
+}
+
+/// Refusals dropped since the consumer last took the count.
+#[derive(Default)]
+struct DropTally {
+    dropped: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+/// What the consumer audits next.
+#[derive(Debug)]
+pub enum Queued {
+    /// One refusal, audited as it is.
+    Refusal(Refusal),
+    /// This many refusals found the queue full; audited as one summary entry.
+    Dropped(u64),
+}
+
+impl RefusalQueue {
+    /// A queue of `capacity` refusals and its one consumer.
+    pub fn new(capacity: usize, dropped_total: prometheus::IntCounter) -> (Self, RefusalDrain) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let shared = Arc::new(DropTally::default());
+        let drain = RefusalDrain {
+            rx,
+            shared: shared.clone(),
+        };
+        (
+            Self {
+                tx,
+                shared,
+                dropped_total,
+            },
+            drain,
+        )
+    }
+
+    /// Queues a refusal, never waiting: a full (or closed) queue counts it instead.
+    pub fn push(&self, refusal: Refusal) {
+        if self.tx.try_send(refusal).is_err() {
+            self.dropped_total.inc();
+            self.shared.dropped.fetch_add(1, Ordering::AcqRel);
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+/// The consumer's end of a `RefusalQueue`.
+pub struct RefusalDrain {
+    rx: mpsc::Receiver<Refusal>,
+    shared: Arc<DropTally>,
+}
+
+impl RefusalDrain {
+    /// The next thing to audit: the count of refusals dropped since the last call, if
+    /// any, else the next queued refusal. None once every sender is gone, the queue is
+    /// empty and nothing is left uncounted.
+    pub async fn next(&mut self) -> Option<Queued> {
+        loop {
+            let dropped = self.shared.dropped.swap(0, Ordering::AcqRel);
+            if dropped > 0 {
+                return Some(Queued::Dropped(dropped));
+            }
+            tokio::select! {
+                biased;
+                r = self.rx.recv() => match r {
+                    Some(r) => return Some(Queued::Refusal(r)),
+                    None => {
+                        let dropped = self.shared.dropped.swap(0, Ordering::AcqRel);
+                        return (dropped > 0).then_some(Queued::Dropped(dropped));
+                    }
+                },
+                () = self.shared.wake.notified() => {}
+            }
+        }
+    }
+}
+
 /// Reads the key from `authorization: Bearer <key>` (or `x-api-key`).
 fn presented_key<T>(req: &Request<T>) -> Option<String> {
     let md = req.metadata();
@@ -225,7 +315,7 @@ fn ambiguous(names: &[String]) -> String {
 pub struct Authenticator {
     pub book: Arc<RwLock<PrincipalBook>>,
     /// Where refusals go to be audited (sent off the request path).
-    pub refusals: tokio::sync::mpsc::Sender<Refusal>,
+    pub refusals: RefusalQueue,
 }
 
 impl tonic::service::Interceptor for Authenticator {
@@ -242,7 +332,7 @@ impl tonic::service::Interceptor for Authenticator {
                 Ok(req)
             }
             Err(reason) => {
-                let _ = self.refusals.try_send(Refusal {
+                self.refusals.push(Refusal {
                     principal: "unauthenticated".into(),
                     rpc: "*",
                     reason: reason.clone(),
@@ -319,6 +409,59 @@ fn names(roles: &[Role]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(reason: &str) -> Refusal {
+        Refusal {
+            principal: "unauthenticated".into(),
+            rpc: "*",
+            reason: reason.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_that_find_the_queue_full_are_counted_and_handed_over_as_one_tally() {
+        let metric = prometheus::IntCounter::new("dropped", "test").unwrap();
+        let (queue, mut drain) = RefusalQueue::new(2, metric.clone());
+        for i in 0..5 {
+            queue.push(refusal(&format!("r{i}")));
+        }
+        assert_eq!(metric.get(), 3);
+        // The tally comes first, so a flood cannot postpone it behind the queue.
+        assert!(matches!(drain.next().await, Some(Queued::Dropped(3))));
+        for want in ["r0", "r1"] {
+            match drain.next().await {
+                Some(Queued::Refusal(r)) => assert_eq!(r.reason, want),
+                other => panic!("expected {want}, got {other:?}"),
+            }
+        }
+        // A drop wakes a consumer that is waiting on an empty queue.
+        let waiting = tokio::spawn(async move {
+            let first = drain.next().await;
+            (first, drain)
+        });
+        queue.push(refusal("r5"));
+        queue.push(refusal("r6"));
+        queue.push(refusal("r7"));
+        let (first, mut drain) = waiting.await.unwrap();
+        let mut seen = vec![first];
+        drop(queue);
+        while let Some(q) = drain.next().await {
+            seen.push(Some(q));
+        }
+        let queued = seen
+            .iter()
+            .filter(|q| matches!(q, Some(Queued::Refusal(_))))
+            .count() as u64;
+        let dropped: u64 = seen
+            .iter()
+            .map(|q| match q {
+                Some(Queued::Dropped(n)) => *n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(queued + dropped, 3, "{seen:?}");
+        assert_eq!(metric.get(), 3 + dropped);
+    }
 
     fn row(name: &str, key: Option<&str>, identity: Option<&str>) -> PrincipalRow {
         PrincipalRow {

@@ -191,7 +191,16 @@ impl Tally {
             "consent.revoke" => self.changes.consent_revocations += 1,
             "principal.create" => self.changes.principals_created += 1,
             "principal.revoke" => self.changes.principals_revoked += 1,
-            "auth.denied" => count(&mut self.security.auth_denied, str_of(e.body, "rpc")),
+            // A summary entry (`dropped`) stands for that many refusals the queue
+            // could not take one by one.
+            "auth.denied" => {
+                let refusals = e.body.get("dropped").and_then(Value::as_u64).unwrap_or(1);
+                *self
+                    .security
+                    .auth_denied
+                    .entry(str_of(e.body, "rpc").to_owned())
+                    .or_default() += refusals;
+            }
             "delegation.issued" => self.security.delegations_issued += 1,
             "delegation.refused" => count(
                 &mut self.security.delegations_refused,
@@ -626,5 +635,20 @@ mod tests {
         assert_eq!(t.agents["bot"].decisions, 4);
         assert_eq!(t.changes.policy.len(), 1);
         assert_eq!(t.by_day["2026-01-01"], 7);
+    }
+
+    #[test]
+    fn a_summary_refusal_entry_counts_as_the_refusals_it_stands_for() {
+        let one = json!({"principal": "unauthenticated", "rpc": "*", "reason": "unknown key"});
+        let summary =
+            json!({"principal": "unauthenticated", "rpc": "*", "reason": "…", "dropped": 40});
+        let role = json!({"principal": "bob", "rpc": "Halt", "reason": "Halt requires …"});
+        let mut t = Tally::default();
+        t.add(&seen(1, "auth.denied", "denied", &one));
+        t.add(&seen(2, "auth.denied", "denied", &summary));
+        t.add(&seen(3, "auth.denied", "denied", &role));
+        assert_eq!(t.security.auth_denied["*"], 41);
+        assert_eq!(t.security.auth_denied["Halt"], 1);
+        assert_eq!(t.by_kind["auth.denied"], 3, "entries are still entries");
     }
 }

@@ -174,4 +174,31 @@ impl Engine {
             tracing::error!(error = %e, "could not audit a refused call");
         }
     }
+
+    /// Audits `dropped` unauthenticated refusals that found the refusal queue full, as
+    /// one `auth.denied` entry whose `dropped` says how many it stands for.
+    pub async fn record_dropped_refusals(&self, dropped: u64) {
+        tracing::warn!(
+            dropped,
+            "refusal queue full: unauthenticated refusals audited as one summary entry"
+        );
+        let draft = EntryDraft {
+            ts_ms: self.now_ms(),
+            kind: "auth.denied".into(),
+            agent_id: String::new(),
+            session_id: String::new(),
+            outcome: "denied".into(),
+            body: json!({
+                "principal": "unauthenticated",
+                "rpc": "*",
+                "reason": format!(
+                    "{dropped} unauthenticated calls were refused while the refusal queue was full; this entry stands for all of them"
+                ),
+                "dropped": dropped,
+            }),
+        };
+        if let Err(e) = self.append(draft, Vec::new()).await {
+            tracing::error!(error = %e, dropped, "could not audit dropped refusals");
+        }
+    }
 }
