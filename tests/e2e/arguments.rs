@@ -51,7 +51,10 @@ async fn entries_with_arguments_of_every_json_type_verify_everywhere() {
     let entry = &entries.last().unwrap().canonical;
     let v: serde_json::Value = serde_json::from_str(entry).unwrap();
     let recorded = &v["body"]["action"]["arguments"];
-    assert_eq!(recorded["temperature"], "0.7", "floats are recorded as their JCS text");
+    assert_eq!(
+        recorded["temperature"], "0.7",
+        "floats are recorded as their JCS text"
+    );
     assert_eq!(recorded["big"], "1e+300");
     assert_eq!(recorded["count"], 3);
     assert_eq!(recorded["nested"]["list"][1], "2.5");
@@ -60,7 +63,10 @@ async fn entries_with_arguments_of_every_json_type_verify_everywhere() {
         .as_str()
         .unwrap()
         .starts_with("hmac-sha256:"));
-    assert!(recorded["token"].as_str().unwrap().starts_with("hmac-sha256:"));
+    assert!(recorded["token"]
+        .as_str()
+        .unwrap()
+        .starts_with("hmac-sha256:"));
 
     // The digest is over the raw action: recomputed here from the call itself.
     let raw = serde_json::json!({

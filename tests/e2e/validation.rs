@@ -156,6 +156,46 @@ fn cases() -> Vec<(&'static str, EvaluateRequest, &'static str)> {
             "request_id",
         ),
         (
+            "backslash in a URL (clients read it as /)",
+            with_action(|a| a.api = Some(api("https://api.example.com\\admin/users"))),
+            "action.api.url",
+        ),
+        (
+            "user info in a URL",
+            with_action(|a| a.api = Some(api("https://u:p@api.example.com/x"))),
+            "action.api.url",
+        ),
+        (
+            "encoded slash in a URL path",
+            with_action(|a| a.api = Some(api("https://api.example.com/a%2F..%2Fadmin"))),
+            "action.api.url",
+        ),
+        (
+            "ESC in a URL",
+            with_action(|a| a.api = Some(api("https://api.example.com/\u{1b}[2J"))),
+            "action.api.url",
+        ),
+        (
+            "bidi override in a tool name",
+            with_action(|a| a.tool = "resu_\u{202e}eteled".into()),
+            "action.tool",
+        ),
+        (
+            "zero-width space in a model name",
+            with_action(|a| a.model = "gpt\u{200b}-4o".into()),
+            "action.model",
+        ),
+        (
+            "not-NFC data type",
+            with_action(|a| {
+                a.data = vec![proto::DataAccess {
+                    data_type: "caf\u{65}\u{301}".into(),
+                    purpose: String::new(),
+                }]
+            }),
+            "action.data[0].data_type",
+        ),
+        (
             "arguments nested 17 deep",
             with_action(|a| a.arguments = Some(nested(17))),
             "action.arguments",
@@ -191,6 +231,13 @@ fn cases() -> Vec<(&'static str, EvaluateRequest, &'static str)> {
             "action.arguments",
         ),
     ]
+}
+
+fn api(url: &str) -> ApiCall {
+    ApiCall {
+        method: "GET".into(),
+        url: url.into(),
+    }
 }
 
 fn arguments(

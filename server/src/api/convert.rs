@@ -2,8 +2,8 @@
 //! domain → proto written out by hand.
 
 use crate::domain::{
-    check_len, check_map, Action, ApiCall, ApiPattern, Arguments, DataAccess, Estimate, GlobList,
-    Id, MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
+    canonical_url, check_len, check_map, text, Action, ApiCall, ApiPattern, Arguments, DataAccess,
+    Estimate, GlobList, Id, MicroUsd, ParseError, TrustLevel, MAX_TOKENS,
 };
 use crate::engine::{
     DelegateInput, EvaluateInput, EvaluateResult, RecordInput, RecordOutcome, RecordResult,
@@ -63,17 +63,21 @@ pub fn trust_to_pb(l: TrustLevel) -> pb::TrustLevel {
     pb::TrustLevel::try_from(i32::from(l.rank()) + 1).unwrap_or(pb::TrustLevel::Unspecified)
 }
 
+/// A name a person reads (tool, model, data type, purpose, category, budget): the
+/// length limit, then the character set of `domain::text::check_name`.
+fn optional_name(
+    field: &str,
+    v: String,
+    max: usize,
+    allow_spaces: bool,
+) -> Result<Option<String>, ParseError> {
+    check_len(field, &v, 0, max)?;
+    text::check_name(field, &v, allow_spaces)?;
+    Ok((!v.is_empty()).then_some(v))
+}
+
 fn action(a: pb::Action) -> Result<Action, ParseError> {
-    let tool = optional_text("action.tool", a.tool, 256)?;
-    if tool
-        .as_deref()
-        .is_some_and(|t| t.contains(char::is_whitespace))
-    {
-        return Err(ParseError::new(
-            "action.tool",
-            "must not contain whitespace",
-        ));
-    }
+    let tool = optional_name("action.tool", a.tool, 256, false)?;
     let api = match a.api {
         None => None,
         Some(api) => {
@@ -87,22 +91,13 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
                     "must be 1–16 letters, e.g. GET or POST",
                 ));
             }
-            check_len("action.api.url", &api.url, 1, 2048)?;
-            if !(api.url.starts_with("https://") || api.url.starts_with("http://"))
-                || api.url.contains(char::is_whitespace)
-            {
-                return Err(ParseError::new(
-                    "action.api.url",
-                    "must be an absolute http(s) URL without spaces",
-                ));
-            }
             Some(ApiCall {
                 method,
-                url: normalize_url(&api.url)?,
+                url: canonical_url("action.api.url", &api.url)?,
             })
         }
     };
-    let model = optional_text("action.model", a.model, 128)?;
+    let model = optional_name("action.model", a.model, 128, false)?;
     if tool.is_none() && api.is_none() && model.is_none() {
         return Err(ParseError::new(
             "action",
@@ -121,10 +116,12 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
         .into_iter()
         .enumerate()
         .map(|(i, d)| {
-            check_len(&format!("action.data[{i}].data_type"), &d.data_type, 1, 128)?;
+            let field = format!("action.data[{i}].data_type");
+            check_len(&field, &d.data_type, 1, 128)?;
+            text::check_name(&field, &d.data_type, false)?;
             Ok(DataAccess {
                 data_type: d.data_type,
-                purpose: optional_text(&format!("action.data[{i}].purpose"), d.purpose, 128)?,
+                purpose: optional_name(&format!("action.data[{i}].purpose"), d.purpose, 128, true)?,
             })
         })
         .collect::<Result<Vec<_>, ParseError>>()?;
@@ -138,8 +135,8 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
             tokens: count("action.estimate.tokens", estimate.tokens, MAX_TOKENS)?,
         },
         data,
-        category: optional_text("action.category", a.category, 128)?,
-        budget: optional_text("action.budget", a.budget, 128)?,
+        category: optional_name("action.category", a.category, 128, false)?,
+        budget: optional_name("action.budget", a.budget, 128, false)?,
         arguments: match a.arguments {
             None => None,
             Some(s) => Arguments::parse("action.arguments", struct_to_json(s)?)?,
@@ -188,51 +185,6 @@ fn value_to_json(v: prost_types::Value) -> Result<serde_json::Value, ParseError>
         ),
         Some(Kind::StructValue(s)) => J::Object(struct_to_json(s)?),
     })
-}
-
-/// Lower-cases scheme and host and refuses URLs whose path could read differently to
-/// the API server than to a glob (dot segments, empty segments, encoded unreserved
-/// characters), so a deny pattern cannot be sidestepped by spelling.
-fn normalize_url(url: &str) -> Result<String, ParseError> {
-    let bad =
-        |why: &str| ParseError::new("action.api.url", format!("must be a normalized URL: {why}"));
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme"))?;
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(bad("needs a host and no user info"));
-    }
-    let path_only = path.split(['?', '#']).next().unwrap_or("");
-    if path_only.contains("//") {
-        return Err(bad("empty path segment (//)"));
-    }
-    if path_only.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(bad("dot segment (. or ..)"));
-    }
-    let bytes = path_only.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                None => return Err(bad("broken percent-encoding")),
-                Some(c) if c.is_ascii_alphanumeric() || b"-._~".contains(&c) => {
-                    return Err(bad("percent-encoded unreserved character"))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    Ok(format!(
-        "{}://{}{}",
-        scheme.to_ascii_lowercase(),
-        authority.to_ascii_lowercase(),
-        path
-    ))
 }
 
 impl TryFrom<pb::EvaluateRequest> for EvaluateInput {
@@ -419,23 +371,55 @@ pub fn plain_text(field: &str, v: String, max: usize) -> Result<Option<String>, 
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_url;
+    use super::action;
+    use arbiter_proto::v1 as pb;
+
+    fn api(url: &str) -> pb::Action {
+        pb::Action {
+            api: Some(pb::ApiCall {
+                method: "post".into(),
+                url: url.into(),
+            }),
+            ..Default::default()
+        }
+    }
 
     #[test]
-    fn urls_are_lower_cased_and_ambiguous_paths_refused() {
+    fn every_spelling_of_a_url_is_one_action_with_one_digest() {
+        let want = action(api("https://api.example.com/pay/charge")).unwrap();
         assert_eq!(
-            normalize_url("HTTPS://API.Example.com/v1/Charges").unwrap(),
-            "https://api.example.com/v1/Charges"
+            want.api.as_ref().unwrap().url,
+            "https://api.example.com/pay/charge"
         );
-        for bad in [
-            "https://api.example.com/v1//admin",
-            "https://api.example.com/v1/../admin",
-            "https://api.example.com/v1/%61dmin",
-            "https://user@api.example.com/",
-            "https:///x",
+        for spelling in [
+            "https://api.example.com:443/pay/charge",
+            "https://api.example.com./pay/charge",
+            "HTTPS://API.EXAMPLE.COM/pay/charge",
+            "https://api.example.com/pay/x/../charge",
+            "https://api.example.com/pay/%63harge#top",
         ] {
-            assert!(normalize_url(bad).is_err(), "{bad}");
+            let got = action(api(spelling)).unwrap();
+            assert_eq!(got.digest(), want.digest(), "{spelling}");
         }
-        assert!(normalize_url("https://api.example.com/a%2Fb?q=1").is_ok());
+    }
+
+    #[test]
+    fn names_refuse_spoofing_characters_naming_the_field() {
+        let with_tool = |t: &str| {
+            action(pb::Action {
+                tool: t.into(),
+                ..Default::default()
+            })
+        };
+        for bad in [
+            "delete\u{202e}resu",
+            "send\u{200b}email",
+            "a\u{1b}[2J",
+            "two words",
+        ] {
+            assert_eq!(with_tool(bad).unwrap_err().field, "action.tool", "{bad:?}");
+        }
+        let e = action(api("https://api.example.com\\admin")).unwrap_err();
+        assert_eq!(e.field, "action.api.url");
     }
 }

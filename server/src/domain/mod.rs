@@ -2,16 +2,19 @@
 //! the server never sees an unchecked id, amount or pattern. No async, no I/O.
 
 mod action;
+mod api_url;
 mod arguments;
 mod ids;
 mod money;
 mod pattern;
 mod period;
 mod principal;
+pub mod text;
 mod tls_identity;
 mod trust;
 
 pub use action::{Action, ActionDigest, ApiCall, DataAccess, Estimate};
+pub use api_url::{canonical_url, canonical_url_glob};
 pub use arguments::{
     Arguments, MAX_ARGUMENT_BYTES, MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_KEY_CHARS, MAX_ARGUMENT_NODES,
 };

@@ -78,10 +78,12 @@ impl ApiPattern {
             .ok_or_else(|| format!("{text:?} must look like \"METHOD URL-glob\", e.g. \"GET https://api.example.com/**\""))?;
         let method = method.to_ascii_uppercase();
         let method = if method == "*" { None } else { Some(method) };
+        // Requests are matched in canonical form, so the glob is brought to it too.
+        let url = super::canonical_url_glob(url.trim())?;
         Ok(Self {
             text: text.to_owned(),
             method,
-            url: GlobList::new(&[url.trim().to_owned()], true)?,
+            url: GlobList::new(&[url], true)?,
         })
     }
 
@@ -116,5 +118,20 @@ mod tests {
         let any = ApiPattern::parse("* https://api.example.com/**").unwrap();
         assert!(any.matches("DELETE", "https://api.example.com/v1/a/b"));
         assert!(ApiPattern::parse("https://nope").is_err());
+    }
+
+    #[test]
+    fn api_patterns_match_every_spelling_of_a_url() {
+        let deny = ApiPattern::parse("* HTTPS://API.example.com:443/admin/**").unwrap();
+        for spelling in [
+            "https://api.example.com:443/admin/users",
+            "https://api.example.com./admin/users",
+            "https://API.EXAMPLE.COM/admin/users",
+            "https://api.example.com/x/../admin/users",
+            "https://api.example.com/%61dmin/users",
+        ] {
+            let url = super::super::canonical_url("action.api.url", spelling).unwrap();
+            assert!(deny.matches("GET", &url), "{spelling} → {url}");
+        }
     }
 }

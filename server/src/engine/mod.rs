@@ -407,9 +407,9 @@ impl Engine {
             ),
             // Entries hold no floats (SPEC §6: every language re-derives the bytes), so a
             // non-integer number is recorded as its RFC 8785 text; the digest keeps the number.
-            serde_json::Value::Number(n) if n.is_f64() => serde_json::Value::String(
-                serde_jcs::to_string(n).unwrap_or_else(|_| n.to_string()),
-            ),
+            serde_json::Value::Number(n) if n.is_f64() => {
+                serde_json::Value::String(serde_jcs::to_string(n).unwrap_or_else(|_| n.to_string()))
+            }
             other => other.clone(),
         }
     }
