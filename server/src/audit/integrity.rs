@@ -210,8 +210,10 @@ impl CheckpointFile {
 
 fn write_atomically(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::io::Write;
+    // One temporary name per process: replicas sharing a data directory must not
+    // write into each other's half-written file.
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     {
         let mut f = std::fs::File::create(&tmp)?;
