@@ -691,19 +691,24 @@ async fn a_database_rolled_back_to_an_older_copy_is_refused_at_start() {
     );
 }
 
-/// PostgreSQL: a replica that finds the shared log cut back under it (its head is
-/// below what it sealed) fails every commit from then on and stays NOT_SERVING; a
-/// replica starting on that database refuses to start.
+/// The log cut back under a running server. SQLite has one writer, which seals after
+/// the head it holds in memory: the next entry gets the next new number, never a
+/// covered one, and `audit verify` reports the hole. PostgreSQL replicas read the head
+/// under the sequencer lock: a replica that finds it below what it sealed fails every
+/// commit from then on and stays NOT_SERVING, and a replica starting on that database
+/// refuses to start.
 #[tokio::test]
-async fn a_replica_that_finds_the_shared_log_truncated_stays_not_serving() {
-    if crate::harness::skip_unless_postgres(
-        "a_replica_that_finds_the_shared_log_truncated_stays_not_serving",
-    ) {
-        return;
-    }
+async fn a_log_cut_back_under_a_running_server_never_reuses_a_sequence_number() {
     let mut h = server_with_history().await;
     tamper(&h.server, &["delete_newest", "2"]).await;
     let client = h.server.client();
+    if !crate::harness::on_postgres() {
+        let next = evaluate(&h.server, 20..21).await[0];
+        assert_eq!(next, h.size + 1, "no sequence number is handed out twice");
+        let out = arbiter(&["audit", "verify", "--addr", &h.server.url()]).await;
+        expect_fail(&out, "arbiter audit verify", (h.size - 1, "gap"));
+        return;
+    }
     let err = client
         .evaluate("agent")
         .tool("lookup")
@@ -711,6 +716,8 @@ async fn a_replica_that_finds_the_shared_log_truncated_stays_not_serving() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("Unavailable"), "{err:?}");
+    let why = format!("went back from seq {} to seq {}", h.size, h.size - 2);
+    assert!(h.server.log().contains(&why), "{}", h.server.log_tail());
     crate::harness::eventually(
         "health NOT_SERVING",
         std::time::Duration::from_secs(10),
