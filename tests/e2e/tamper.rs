@@ -463,7 +463,7 @@ async fn deleting_the_newest_entries_is_found_as_truncation_by_every_verifier() 
 }
 
 #[tokio::test]
-async fn a_deleted_oldest_entry_is_found_at_seq_1() {
+async fn a_deleted_oldest_entry_is_found_at_seq_1_and_stops_a_restart() {
     let h = server_with_history().await;
     tamper(&h.server, &["delete", "1"]).await;
     let found = Found {
@@ -475,10 +475,18 @@ async fn a_deleted_oldest_entry_is_found_at_seq_1() {
         python: (2, "seq_mismatch"),
     };
     assert_found(&h, found).await;
+    refused_at_start(h, "gap").await;
+}
+
+/// Stops the server of `h` and checks that it refuses to start again, naming `fault`.
+async fn refused_at_start(mut h: History, fault: &str) {
+    h.server.stop().await;
+    let out = h.server.start_refused().await;
+    assert!(out.text().contains(fault), "expected {fault:?}:\n{out}");
 }
 
 #[tokio::test]
-async fn a_deleted_entry_in_the_middle_is_found_as_a_gap_at_its_sequence_number() {
+async fn a_deleted_entry_in_the_middle_is_found_as_a_gap_and_stops_a_restart() {
     let h = server_with_history().await;
     let target = h.seqs[5];
     tamper(&h.server, &["delete", &target.to_string()]).await;
@@ -489,6 +497,7 @@ async fn a_deleted_entry_in_the_middle_is_found_as_a_gap_at_its_sequence_number(
         python: (target, "gap"),
     };
     assert_found(&h, found).await;
+    refused_at_start(h, "gap").await;
 }
 
 #[tokio::test]
@@ -693,7 +702,7 @@ async fn a_database_rolled_back_to_an_older_copy_is_refused_at_start() {
 
 /// The log cut back under a running server. SQLite has one writer, which seals after
 /// the head it holds in memory: the next entry gets the next new number, never a
-/// covered one, and `audit verify` reports the hole. PostgreSQL replicas read the head
+/// covered one, `audit verify` reports the hole and a restart is refused. PostgreSQL replicas read the head
 /// under the sequencer lock: a replica that finds it below what it sealed fails every
 /// commit from then on and stays NOT_SERVING, and a replica starting on that database
 /// refuses to start.
@@ -707,6 +716,7 @@ async fn a_log_cut_back_under_a_running_server_never_reuses_a_sequence_number() 
         assert_eq!(next, h.size + 1, "no sequence number is handed out twice");
         let out = arbiter(&["audit", "verify", "--addr", &h.server.url()]).await;
         expect_fail(&out, "arbiter audit verify", (h.size - 1, "gap"));
+        refused_at_start(h, "gap").await;
         return;
     }
     let err = client

@@ -515,6 +515,7 @@ async fn check_whole(
         };
     let facts = integrity::StartFacts {
         head_seq,
+        entry_count: store.audit_count().await?,
         checkpoint,
         tree_size,
         tree_root,

@@ -81,6 +81,8 @@ impl Rebuild {
 pub struct StartFacts {
     /// Newest entry's seq (0 for an empty log).
     pub head_seq: u64,
+    /// Entries in the log: `head_seq` unless some were deleted below the head.
+    pub entry_count: u64,
     /// Newest signed checkpoint in the database: size and root.
     pub checkpoint: Option<(u64, Hash)>,
     /// Leaves in the stored tree.
@@ -157,6 +159,13 @@ pub fn start_check(f: &StartFacts) -> Result<(), String> {
             f.head_seq,
             size + 1,
             f.head_seq
+        ));
+    }
+    if f.entry_count != f.head_seq {
+        return refuse(format!(
+            "gap: the log holds {} entries up to seq {} (entries below the head were \
+             deleted; `arbiter audit verify` names the first)",
+            f.entry_count, f.head_seq
         ));
     }
     if f.tree_size != size || f.tree_root != root {
@@ -276,6 +285,7 @@ mod tests {
     fn facts(head: u64, cp: u64, tree: u64) -> StartFacts {
         StartFacts {
             head_seq: head,
+            entry_count: head,
             checkpoint: (cp > 0).then_some((cp, [1; 32])),
             tree_size: tree,
             tree_root: [1; 32],
@@ -318,6 +328,11 @@ mod tests {
         assert!(start_check(&facts(3, 0, 3))
             .unwrap_err()
             .contains("no signed checkpoint"));
+        let mut holed = facts(8, 8, 8);
+        holed.entry_count = 7;
+        assert!(start_check(&holed)
+            .unwrap_err()
+            .contains("7 entries up to seq 8"));
     }
 
     #[test]
