@@ -105,47 +105,59 @@ pub fn start_check(f: &StartFacts) -> Result<(), String> {
                   to see the damage. The server never assigns a sequence number a signed \
                   checkpoint already covers, so it does not start on this log.";
     let refuse = |what: String| Err(format!("audit log integrity: {what}. {advice}"));
-    if let Some((path, ext)) = &f.external {
-        let size = f.checkpoint.map_or(0, |c| c.0);
-        if ext.size > size {
-            return refuse(format!(
-                "rollback: the checkpoint kept outside the database ({}) was signed at size {}, \
-                 but the database holds a log of {} entries with a newest checkpoint of size {size} \
-                 (the database was replaced by an older copy of itself, or truncated). If you \
-                 restored an older backup on purpose and accept losing entries {}..{}, move {} \
-                 aside (keep it as evidence) and start again",
-                path.display(),
-                ext.size,
-                f.head_seq,
-                size + 1,
-                ext.size,
-                path.display()
-            ));
-        }
-        if f.extends_external == Some(false) {
-            return refuse(format!(
-                "fork: the database's checkpoint of size {size} does not extend the checkpoint of \
-                 size {} kept in {} (the first {} entries were rewritten)",
-                ext.size,
-                path.display(),
-                ext.size
-            ));
-        }
+    if let Some(what) = against_external(f) {
+        return refuse(what);
     }
+    against_itself(f).map_or(Ok(()), refuse)
+}
+
+/// The database against the checkpoint kept outside it: a rollback or a fork.
+fn against_external(f: &StartFacts) -> Option<String> {
+    let (path, ext) = f.external.as_ref()?;
+    let size = f.checkpoint.map_or(0, |c| c.0);
+    if ext.size > size {
+        return Some(format!(
+            "rollback: the checkpoint kept outside the database ({}) was signed at size {}, \
+             but the database holds a log of {} entries with a newest checkpoint of size {size} \
+             (the database was replaced by an older copy of itself, or truncated). If you \
+             restored an older backup on purpose and accept losing entries {}..{}, move {} \
+             aside (keep it as evidence) and start again",
+            path.display(),
+            ext.size,
+            f.head_seq,
+            size + 1,
+            ext.size,
+            path.display()
+        ));
+    }
+    (f.extends_external == Some(false)).then(|| {
+        format!(
+            "fork: the database's checkpoint of size {size} does not extend the checkpoint of \
+             size {} kept in {} (the first {} entries were rewritten)",
+            ext.size,
+            path.display(),
+            ext.size
+        )
+    })
+}
+
+/// The entries' head and count, the stored tree and the newest checkpoint, which one
+/// transaction per batch keeps equal.
+fn against_itself(f: &StartFacts) -> Option<String> {
     let Some((size, root)) = f.checkpoint else {
         if f.tree_size == 0 {
             // An empty log, or one written before the tree existed: the batcher builds
             // the tree and signs its first checkpoint.
-            return Ok(());
+            return None;
         }
-        return refuse(format!(
+        return Some(format!(
             "the stored Merkle tree has {} leaves but no signed checkpoint exists (checkpoints \
              were deleted)",
             f.tree_size
         ));
     };
     if f.head_seq < size {
-        return refuse(format!(
+        return Some(format!(
             "truncated: the newest entry is seq {}, but the server signed a checkpoint of size \
              {size}; entries {}..{size} are missing",
             f.head_seq,
@@ -153,7 +165,7 @@ pub fn start_check(f: &StartFacts) -> Result<(), String> {
         ));
     }
     if f.head_seq > size {
-        return refuse(format!(
+        return Some(format!(
             "tree_mismatch: the newest entry is seq {}, but the newest signed checkpoint has size \
              {size}; entries {}..{} were added outside the server",
             f.head_seq,
@@ -162,20 +174,20 @@ pub fn start_check(f: &StartFacts) -> Result<(), String> {
         ));
     }
     if f.entry_count != f.head_seq {
-        return refuse(format!(
+        return Some(format!(
             "gap: the log holds {} entries up to seq {} (entries below the head were \
              deleted; `arbiter audit verify` names the first)",
             f.entry_count, f.head_seq
         ));
     }
     if f.tree_size != size || f.tree_root != root {
-        return refuse(format!(
+        return Some(format!(
             "tree_mismatch: the stored Merkle tree (size {}) does not fold to the root of the \
              newest signed checkpoint (size {size})",
             f.tree_size
         ));
     }
-    Ok(())
+    None
 }
 
 /// A copy of the newest signed checkpoint in a file outside the database, so a database

@@ -1095,24 +1095,19 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
     Ok(())
 }
 
-/// Proves from the entries themselves that the server's log extends `old`: every entry
-/// up to the server's newest checkpoint `new` is read, its leaf hashed, and the rebuilt
-/// tree must have `old`'s root at `old`'s size and `new`'s root at `new`'s size; the
-/// server's consistency proof (from its stored nodes) must hold between the two. A log
-/// cut back after `new` was stored, or rewritten under either checkpoint, fails here
-/// even when the stored nodes still look whole.
-async fn extends(
+/// The tree of the server's entries 1..`to`, read through `ExportAudit`, keeping its
+/// root at `target`; fails at the first entry out of place.
+async fn rebuild_from_entries(
     c: &Client,
-    old: &crate::audit::checkpoint::TreeHead,
-    new: &crate::audit::checkpoint::TreeHead,
-) -> anyhow::Result<()> {
-    use crate::audit::integrity::Rebuild;
+    to: u64,
+    target: u64,
+) -> anyhow::Result<crate::audit::integrity::Rebuild> {
+    let mut rebuild = crate::audit::integrity::Rebuild::new(target);
     let failure = |msg: String| anyhow::Error::from(Exit(1, format!("FAIL: {msg}")));
-    let mut rebuild = Rebuild::new(old.size);
     let mut lines = c
         .export_audit(pb::ExportAuditRequest {
             from_seq: 1,
-            to_seq: new.size.max(old.size),
+            to_seq: to,
         })
         .await
         .map_err(fail)?;
@@ -1135,6 +1130,22 @@ async fn extends(
         }
         rebuild.push(crate::audit::merkle::leaf_hash(canonical.as_bytes()));
     }
+    Ok(rebuild)
+}
+
+/// Proves from the entries themselves that the server's log extends `old`: every entry
+/// up to the server's newest checkpoint `new` is read, its leaf hashed, and the rebuilt
+/// tree must have `old`'s root at `old`'s size and `new`'s root at `new`'s size; the
+/// server's consistency proof (from its stored nodes) must hold between the two. A log
+/// cut back after `new` was stored, or rewritten under either checkpoint, fails here
+/// even when the stored nodes still look whole.
+async fn extends(
+    c: &Client,
+    old: &crate::audit::checkpoint::TreeHead,
+    new: &crate::audit::checkpoint::TreeHead,
+) -> anyhow::Result<()> {
+    let failure = |msg: String| anyhow::Error::from(Exit(1, format!("FAIL: {msg}")));
+    let rebuild = rebuild_from_entries(c, new.size.max(old.size), old.size).await?;
     let have = rebuild.size();
     for (what, head) in [("saved", old), ("server's newest", new)] {
         if have < head.size {

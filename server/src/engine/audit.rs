@@ -188,26 +188,7 @@ impl Engine {
         }
         let root = integrity::root_of(cp)?;
         if rebuild.root_at_target() != Some(root) {
-            return match self.first_leaf_off_tree(cp.size).await? {
-                Some(seq) => fail(
-                    seq,
-                    Fault::TreeMismatch,
-                    format!(
-                        "entry {seq} does not hash to its leaf in the signed tree: rewritten \
-                         after the checkpoint of size {} was signed",
-                        cp.size
-                    ),
-                ),
-                None => fail(
-                    cp.size,
-                    Fault::TreeMismatch,
-                    format!(
-                        "entries 1..{} do not rebuild the root of the signed checkpoint of that \
-                         size (entries and stored leaves were rewritten together)",
-                        cp.size
-                    ),
-                ),
-            };
+            return Ok(Some(self.rewritten(cp.size).await?));
         }
         // The stored tree serves every proof: it must fold to the signed root as well.
         if integrity::stored_root(self.store.as_ref(), cp.size).await? != Some(root) {
@@ -236,6 +217,31 @@ impl Engine {
             );
         }
         Ok(None)
+    }
+
+    /// Names what the entries that do not rebuild the signed root of `size` changed.
+    async fn rewritten(&self, size: u64) -> Result<Failure, EngineError> {
+        let (seq, message) = match self.first_leaf_off_tree(size).await? {
+            Some(seq) => (
+                seq,
+                format!(
+                    "entry {seq} does not hash to its leaf in the signed tree: rewritten after \
+                     the checkpoint of size {size} was signed"
+                ),
+            ),
+            None => (
+                size,
+                format!(
+                    "entries 1..{size} do not rebuild the root of the signed checkpoint of that \
+                     size (entries and stored leaves were rewritten together)"
+                ),
+            ),
+        };
+        Ok(Failure {
+            seq,
+            fault: Fault::TreeMismatch,
+            message,
+        })
     }
 
     /// The first entry whose leaf hash is not the stored leaf, if any (a rewrite with
