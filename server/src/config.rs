@@ -183,6 +183,10 @@ pub struct AuditSettings {
     pub origin: Option<String>,
     /// Also append every committed entry to this JSONL file (export format).
     pub mirror: Option<PathBuf>,
+    /// Copy of the newest signed checkpoint, kept outside the database so a database
+    /// rolled back to an older copy of itself is refused at start; defaults to
+    /// `<data_dir>/audit-checkpoint.txt`.
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 impl Default for AuditSettings {
@@ -192,6 +196,7 @@ impl Default for AuditSettings {
             keys_file: None,
             origin: None,
             mirror: None,
+            checkpoint_file: None,
         }
     }
 }
@@ -345,6 +350,13 @@ impl Settings {
             .keys_file
             .clone()
             .unwrap_or_else(|| self.storage.data_dir.join("keys").join("hmac.json"))
+    }
+
+    pub fn checkpoint_file(&self) -> PathBuf {
+        self.audit
+            .checkpoint_file
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("audit-checkpoint.txt"))
     }
 
     pub fn database_file(&self) -> PathBuf {

@@ -134,18 +134,30 @@ impl Application {
         let metrics = Metrics::new();
         let retired = crate::keys::retired_signing_keys(&signing_path)?;
         let key_ring = crate::engine::key_ring_summary(&keys, &signer, &retired);
+        let checkpoint_file = crate::audit::integrity::CheckpointFile {
+            path: settings.checkpoint_file(),
+            origin: signer.origin.clone(),
+            trusted: std::iter::once(signer.key.verifying_key())
+                .chain(retired.iter().copied())
+                .collect(),
+        };
         let tokens =
             crate::delegation::TokenKeys::new(signer.origin.clone(), signer.key.clone(), retired);
+        let options = crate::audit::batcher::BatcherOptions {
+            max_batch: settings.audit.max_batch,
+            mirror: settings.audit.mirror.as_deref(),
+            checkpoint_file: Some(checkpoint_file),
+        };
         let (batcher, batcher_task) = Batcher::start(
             store.clone(),
             keys.clone(),
             signer,
-            settings.audit.max_batch,
-            settings.audit.mirror.as_deref(),
+            options,
             metrics.audit(),
             clock.clone(),
         )
-        .await?;
+        .await
+        .context("checking the audit log before serving")?;
         let engine =
             Arc::new(Engine::load(store, batcher, policy.clone(), clock, keys, tokens).await?);
         match engine.record_key_ring(key_ring).await? {

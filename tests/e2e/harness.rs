@@ -570,6 +570,34 @@ impl TestServer {
         out.stdout
     }
 
+    /// Replaces this server's PostgreSQL database with a dump of it taken earlier
+    /// ([`TestServer::pg_dump`]); the server must be stopped.
+    pub fn pg_restore(&self, dump: &[u8]) {
+        let db = self.database.as_ref().expect("a PostgreSQL server");
+        self.drop_database();
+        psql("postgres", &format!("CREATE DATABASE {db}"));
+        let url = self.database_url().expect("a PostgreSQL server");
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(dump)
+            .expect("the dump reaches psql");
+        let out = child.wait_with_output().expect("psql ends");
+        assert!(
+            out.status.success(),
+            "restoring the dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Drops this server's PostgreSQL database (the server must be stopped).
     pub fn drop_database(&self) {
         let db = self.database.as_ref().expect("a PostgreSQL server");
@@ -729,6 +757,36 @@ impl TestServer {
             .append(true)
             .open(&self.log_path)
             .expect("server log");
+        let mut cmd = self.serve_command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log.try_clone().unwrap()));
+        self.run_until_serving(cmd, log).await;
+    }
+
+    /// Starts the process (again) expecting it to refuse: waits for it to exit without
+    /// ever printing its address, and returns what it said (also appended to the log).
+    pub async fn start_refused(&mut self) -> CliOutput {
+        assert!(self.child.is_none(), "the server is already running");
+        let mut cmd = tokio::process::Command::from(self.serve_command());
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(START_DEADLINE, cmd.output())
+            .await
+            .expect("a refused start exits in time")
+            .expect("arbiter runs");
+        let out = CliOutput::from(out);
+        if let Ok(mut log) = OpenOptions::new().append(true).open(&self.log_path) {
+            let _ = write!(log, "{}{}", out.stdout, out.stderr);
+        }
+        assert!(
+            !out.status.success() && !out.stdout.contains("arbiter listening on"),
+            "the server was expected to refuse to start:\n{out}"
+        );
+        out
+    }
+
+    /// `arbiter serve` with this server's data directory, database, policy and settings.
+    fn serve_command(&self) -> Command {
         let mut cmd = Command::new(arbiter_bin());
         cmd.arg("serve")
             .arg("--listen")
@@ -745,10 +803,7 @@ impl TestServer {
             .env("NO_COLOR", "1")
             // A free port per server: tests run in parallel.
             .env("ARBITER_METRICS__LISTEN", "127.0.0.1:0")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log.try_clone().unwrap()));
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some(policy) = &self.policy_path {
             cmd.arg("--policy").arg(policy);
         }
@@ -772,6 +827,10 @@ impl TestServer {
                 cmd.env("ARBITER_SERVER__TLS__CLIENT_CA_FILE", ca);
             }
         }
+        cmd
+    }
+
+    async fn run_until_serving(&mut self, mut cmd: Command, log: File) {
         let mut child = cmd.spawn().expect("spawn arbiter serve");
         let stdout = child.stdout.take().expect("piped stdout");
         self.child = Some(child);
@@ -1087,4 +1146,21 @@ pub async fn create_principal(
     .await
     .expect("CreatePrincipal")
     .api_key
+}
+
+/// Whether the server's health check (whole server, "") answers SERVING now.
+pub async fn serving(server: &TestServer) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
 }

@@ -119,6 +119,7 @@ _FAULTS: dict[int, str] = {
     5: "unknown_key",
     6: "column_mismatch",
     7: "truncated",
+    8: "tree_mismatch",
 }
 
 

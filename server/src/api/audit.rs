@@ -87,6 +87,8 @@ fn fault(f: crate::audit::verify::Fault) -> pb::AuditFault {
         NotCanonical => pb::AuditFault::NotCanonical,
         UnknownKey | RevokedKey => pb::AuditFault::UnknownKey,
         ColumnMismatch => pb::AuditFault::ColumnMismatch,
+        Truncated => pb::AuditFault::Truncated,
+        TreeMismatch => pb::AuditFault::TreeMismatch,
     }
 }
 
@@ -291,6 +293,7 @@ impl AuditService for AuditApi {
             message,
             head_seq: rep.head_seq,
             head_mac: rep.head_mac,
+            checkpoint_size: rep.checkpoint_size,
         }))
     }
 

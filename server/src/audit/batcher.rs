@@ -7,6 +7,7 @@
 use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntry};
 use super::chain::{KeyRing, GENESIS};
 use super::checkpoint;
+use super::integrity::{self, CheckpointFile};
 use super::merkle::{self, Frontier};
 use crate::clock::Clock;
 use crate::state::ApprovalState;
@@ -53,6 +54,9 @@ pub struct BatcherHandle {
     head: Arc<AtomicU64>,
     stats: Arc<BatchStats>,
     close: Arc<watch::Sender<bool>>,
+    /// Set for good when the batcher finds the shared log shorter than what it (or a
+    /// signed checkpoint) already covers: health stays NOT_SERVING, nothing is sealed.
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Counters for benchmarks and metrics.
@@ -114,6 +118,9 @@ impl BatcherHandle {
     /// commit. Safe: the batcher re-reads the head after every failure, and a commit on a
     /// stale head conflicts on `seq` and fails closed again.
     pub fn clear_failure(&self) {
+        if self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
         self.health_tx
             .send_if_modified(|h| !std::mem::replace(h, true));
     }
@@ -384,11 +391,144 @@ pub struct Batcher {
     head_seq: u64,
     head_mac: [u8; 32],
     max_batch: usize,
+    /// The copy of the newest checkpoint outside the database, written off the commit path.
+    kept: Option<KeptCheckpoint>,
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
     metrics: crate::metrics::AuditMetrics,
     /// The server's clock, for the checkpoints signed outside a batch (the catch-up
     /// at start and the last one at shutdown); a batch's checkpoint takes the time of
     /// its newest entry, which came from the same clock.
     clock: Arc<dyn Clock>,
+}
+
+/// How the batcher runs, besides its store and keys.
+pub struct BatcherOptions<'a> {
+    /// Most entries per group commit.
+    pub max_batch: usize,
+    /// The JSONL mirror file, if any.
+    pub mirror: Option<&'a std::path::Path>,
+    /// Where the newest signed checkpoint is kept outside the database, if anywhere.
+    pub checkpoint_file: Option<CheckpointFile>,
+}
+
+/// The kept checkpoint's writer: a task that replaces the file with the newest note it
+/// was handed, so the batcher only hands it over (a channel send) and never waits for
+/// the file system. Notes handed over while it writes, or during the pause after a
+/// write, are coalesced into one write of the newest.
+struct KeptCheckpoint {
+    file: CheckpointFile,
+    newest: Option<watch::Sender<String>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Shortest time between two writes of the kept checkpoint.
+const KEPT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl KeptCheckpoint {
+    fn start(file: CheckpointFile) -> Self {
+        let (tx, mut rx) = watch::channel(String::new());
+        let writer = file.clone();
+        let task = tokio::spawn(async move {
+            let mut failing = false;
+            while rx.changed().await.is_ok() {
+                let note = rx.borrow_and_update().clone();
+                let w = writer.clone();
+                let done = tokio::task::spawn_blocking(move || w.write(&note, false)).await;
+                match done {
+                    Ok(Ok(())) => failing = false,
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, path = %writer.path.display(), "cannot keep the newest checkpoint outside the database; a rolled-back database would not be caught at start");
+                    }
+                    _ => {}
+                }
+                // A replace costs about 1–2 ms on ext4 (rename over a file flushes its
+                // data), so under load the file is rewritten at most every
+                // KEPT_CHECKPOINT_INTERVAL. It may lag the database by that much, never
+                // lead it, so a crash never makes the next start refuse; a rollback to
+                // a copy older than the lag is still caught.
+                tokio::time::sleep(KEPT_CHECKPOINT_INTERVAL).await;
+            }
+        });
+        Self {
+            file,
+            newest: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    fn hand_over(&self, note: &str) {
+        if let Some(tx) = &self.newest {
+            tx.send_replace(note.to_owned());
+        }
+    }
+
+    /// Stops the writer, then writes `note` and forces it to disk (shutdown).
+    async fn finish(&mut self, note: Option<String>) {
+        self.newest = None;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(note) = note {
+            let file = self.file.clone();
+            match tokio::task::spawn_blocking(move || file.write(&note, true)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, path = %self.file.path.display(), "cannot write the kept checkpoint at shutdown")
+                }
+                Err(e) => tracing::error!(error = %e, "the kept checkpoint writer panicked"),
+            }
+        }
+    }
+}
+
+/// Refuses to start on a log that is not whole: the entries' head, the stored tree and
+/// the newest signed checkpoint must agree, and the database must not be older than the
+/// checkpoint kept outside it. Cheap (a few rows and O(log n) nodes); the full rebuild
+/// from entries is `arbiter audit verify`.
+async fn check_whole(
+    store: &dyn Store,
+    head_seq: u64,
+    file: Option<&CheckpointFile>,
+) -> Result<(), StoreError> {
+    let external = match file {
+        Some(f) => f.read()?.map(|h| (f.path.clone(), h)),
+        None => None,
+    };
+    let checkpoint = match store.checkpoint(None).await? {
+        Some(c) => Some((c.size, integrity::root_of(&c)?)),
+        None => None,
+    };
+    let tree_size = store.tree_size().await?;
+    let tree_root = match load_frontier(store, tree_size).await {
+        Ok(f) => f.root(),
+        // A missing node is reported as a tree that does not fold to the checkpoint.
+        Err(StoreError::Corrupt(_)) => merkle::empty_root(),
+        Err(e) => return Err(e),
+    };
+    let extends_external =
+        match (&external, checkpoint) {
+            (Some((_, ext)), Some((size, root))) if ext.size <= size && ext.size > 0 => {
+                let proof = integrity::stored_proof(store, |node| {
+                    merkle::consistency_proof(ext.size, size, node)
+                })
+                .await?;
+                Some(proof.is_some_and(|p| {
+                    merkle::verify_consistency(ext.size, size, &ext.root, &root, &p)
+                }))
+            }
+            _ => None,
+        };
+    let facts = integrity::StartFacts {
+        head_seq,
+        entry_count: store.audit_count().await?,
+        checkpoint,
+        tree_size,
+        tree_root,
+        external,
+        extends_external,
+    };
+    integrity::start_check(&facts).map_err(StoreError::Corrupt)
 }
 
 fn decode_mac(hex_mac: &str) -> Result<[u8; 32], StoreError> {
@@ -408,30 +548,32 @@ async fn read_head(store: &dyn Store) -> Result<(u64, [u8; 32]), StoreError> {
 }
 
 impl Batcher {
-    /// Reads the chain head and starts the writer task. The task ends when every handle
-    /// is dropped and the queue is drained; the returned join handle reports that.
+    /// Reads the chain head, refuses a log that is not whole (`integrity::start_check`)
+    /// and starts the writer task. The task ends when every handle is dropped and the
+    /// queue is drained; the returned join handle reports that.
     pub async fn start(
         store: Arc<dyn Store>,
         keys: KeyRing,
         signer: TreeSigner,
-        max_batch: usize,
-        mirror_path: Option<&std::path::Path>,
+        options: BatcherOptions<'_>,
         metrics: crate::metrics::AuditMetrics,
         clock: Arc<dyn Clock>,
     ) -> Result<(BatcherHandle, tokio::task::JoinHandle<()>), StoreError> {
         let (head_seq, head_mac) = read_head(store.as_ref()).await?;
-        let mirror = match mirror_path {
+        check_whole(store.as_ref(), head_seq, options.checkpoint_file.as_ref()).await?;
+        let mirror = match options.mirror {
             Some(p) => Some(super::mirror::Mirror::open(p, store.as_ref(), head_seq).await?),
             None => None,
         };
         let frontier = catch_up_tree(store.as_ref(), &signer, head_seq, clock.now_ms()).await?;
-        let (tx, rx) = mpsc::channel(max_batch * 4);
+        let (tx, rx) = mpsc::channel(options.max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
         let (health_tx, healthy) = watch::channel(true);
         let health_tx = Arc::new(health_tx);
         let head = Arc::new(AtomicU64::new(head_seq));
         let stats = Arc::new(BatchStats::default());
         let (close, closing) = watch::channel(false);
+        let poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handle = BatcherHandle {
             tx,
             committed: committed.clone(),
@@ -440,21 +582,33 @@ impl Batcher {
             head: head.clone(),
             stats: stats.clone(),
             close: Arc::new(close),
+            poisoned: poisoned.clone(),
         };
+        let kept = options.checkpoint_file.map(KeptCheckpoint::start);
         let batcher = Batcher {
             store,
             keys,
             head_seq,
             head_mac,
-            max_batch,
+            max_batch: options.max_batch,
             frontier,
             signer,
             mirror,
+            kept,
+            poisoned,
             metrics,
             clock,
         };
         let task = tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats));
         Ok((handle, task))
+    }
+
+    /// Fails every batch from now on and keeps health NOT_SERVING: the log went
+    /// backwards under this server, so sealing would reuse covered sequence numbers.
+    fn poison(&self, why: &str) -> StoreError {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(error = %why, "audit log integrity fault; this server stops writing and reports NOT_SERVING");
+        StoreError::Corrupt(why.to_owned())
     }
 
     /// Takes the sequencer lock of a shared store and moves the head (and the tree
@@ -467,9 +621,28 @@ impl Batcher {
             Some((seq, mac)) => (seq, decode_mac(&mac)?),
             None => (0, *GENESIS),
         };
+        if seq < self.head_seq {
+            return Err(self.poison(&format!(
+                "the shared audit log went back from seq {} to seq {seq} (truncated or \
+                 rolled back); sealing now would reuse sequence numbers a signed checkpoint \
+                 covers. Restore the database from a backup and run `arbiter audit verify`",
+                self.head_seq
+            )));
+        }
         if seq != self.head_seq || mac != self.head_mac {
-            // Another server committed since our last batch: its leaves are in the
-            // stored tree (nodes commit with their entries), so rebuild the frontier.
+            // Another server committed since our last batch. Its batch signed a
+            // checkpoint in the same transaction, so the newest one must be exactly its
+            // head; its leaves are in the stored tree, so rebuild the frontier.
+            let signed = self.store.checkpoint(None).await?.map_or(0, |c| c.size);
+            if signed != seq || (seq == self.head_seq && mac != self.head_mac) {
+                return Err(self.poison(&format!(
+                    "the shared audit log's head is seq {seq} but its newest signed \
+                     checkpoint has size {signed} (was seq {} here); the log was changed \
+                     outside the servers. Restore the database from a backup and run \
+                     `arbiter audit verify`",
+                    self.head_seq
+                )));
+            }
             self.frontier = load_frontier(self.store.as_ref(), seq).await?;
             self.head_seq = seq;
             self.head_mac = mac;
@@ -506,6 +679,15 @@ impl Batcher {
             };
             if received == 0 {
                 break;
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                health.send_if_modified(|h| std::mem::replace(h, false));
+                for sub in queue.drain(..) {
+                    let _ = sub.reply.send(Err(CommitError::Unavailable(
+                        "the audit log failed its integrity check; see the server log".into(),
+                    )));
+                }
+                continue;
             }
             // Shared store (PostgreSQL): take the sequencer lock and seal after whatever
             // another server committed. Single writer (SQLite): `None`, nothing changes.
@@ -578,6 +760,7 @@ impl Batcher {
                 self.signer
                     .checkpoint(&frontier, units.last().map_or(0, |u| u.entry.ts_ms)),
             );
+            let note = checkpoint.as_ref().map(|c| c.note.clone());
             let tree = TreeUpdate { nodes, checkpoint };
             let started = std::time::Instant::now();
             let outcome = match sequenced {
@@ -610,6 +793,9 @@ impl Batcher {
                         .entries
                         .fetch_add(units.len() as u64, Ordering::Relaxed);
                     health.send_if_modified(|h| !std::mem::replace(h, true));
+                    if let (Some(kept), Some(note)) = (&self.kept, &note) {
+                        kept.hand_over(note);
+                    }
                     if let Some(m) = self.mirror.as_mut() {
                         let entries: Vec<SealedEntry> =
                             units.iter().map(|u| u.entry.clone()).collect();
@@ -638,6 +824,14 @@ impl Batcher {
                     }
                     // Whether the failed transaction landed is unknown; re-read the head.
                     match read_head(self.store.as_ref()).await {
+                        Ok((s, _)) if s < self.head_seq => {
+                            // Whether or not the batch landed, the head cannot be below
+                            // what committed before it.
+                            let _ = self.poison(&format!(
+                                "the audit log went back from seq {} to seq {s} under a running server (truncated)",
+                                self.head_seq
+                            ));
+                        }
                         Ok((s, m)) => {
                             match load_frontier(self.store.as_ref(), s).await {
                                 Ok(f) => self.frontier = f,
@@ -662,22 +856,32 @@ impl Batcher {
     /// transaction, so this only writes after an unusual history) and force the
     /// mirror to disk.
     async fn finish(&mut self) {
-        let covered = match self.store.checkpoint(None).await {
-            Ok(c) => c.map_or(0, |c| c.size),
+        let newest = match self.store.checkpoint(None).await {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the last checkpoint at shutdown");
                 return;
             }
         };
-        if covered != self.head_seq && self.frontier.size == self.head_seq {
+        let covered = newest.as_ref().map_or(0, |c| c.size);
+        let mut note = newest.map(|c| c.note);
+        if self.poisoned.load(Ordering::Acquire) {
+            // Never copy a damaged log's checkpoint over the good one kept outside it.
+            note = None;
+        } else if covered != self.head_seq && self.frontier.size == self.head_seq {
             let checkpoint = Some(self.signer.checkpoint(&self.frontier, self.clock.now_ms()));
             let tree = TreeUpdate {
                 nodes: Vec::new(),
                 checkpoint,
             };
+            note = tree.checkpoint.as_ref().map(|c| c.note.clone());
             if let Err(e) = self.store.put_tree(&tree).await {
                 tracing::error!(error = %e, "cannot sign the final checkpoint");
+                note = None;
             }
+        }
+        if let Some(kept) = self.kept.as_mut() {
+            kept.finish(note).await;
         }
         if let Some(m) = self.mirror.as_mut() {
             if let Err(e) = m.sync() {

@@ -5,6 +5,7 @@ pub mod batcher;
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
+pub mod integrity;
 pub mod merkle;
 pub mod mirror;
 pub mod offline;

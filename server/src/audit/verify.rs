@@ -13,6 +13,12 @@ pub enum Fault {
     UnknownKey,
     RevokedKey,
     ColumnMismatch,
+    /// Fewer entries than the newest signed checkpoint covers (found by the tree check,
+    /// not the chain: a log cut after seq n is a valid chain of n entries).
+    Truncated,
+    /// An entry whose leaf hash is not the one the signed tree holds (rewritten, even
+    /// with valid MACs), or entries the server never signed.
+    TreeMismatch,
 }
 
 impl Fault {
@@ -25,6 +31,8 @@ impl Fault {
             Self::UnknownKey => "unknown_key",
             Self::RevokedKey => "revoked_key",
             Self::ColumnMismatch => "column_mismatch",
+            Self::Truncated => "truncated",
+            Self::TreeMismatch => "tree_mismatch",
         }
     }
 }

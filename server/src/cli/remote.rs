@@ -639,29 +639,9 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
                 .map_err(fail)?;
             let new = crate::audit::checkpoint::verify(&now.checkpoint, &origin, &key)
                 .map_err(|e| Exit(1, format!("FAIL: server checkpoint: {e}")))?;
-            if new.size < old.size {
-                return Err(Exit(
-                    1,
-                    format!(
-                        "FAIL: seq {}: truncated: the log has {} entries, the saved checkpoint {}",
-                        new.size + 1,
-                        new.size,
-                        old.size
-                    ),
-                )
-                .into());
-            }
-            let proof = c
-                .get_consistency_proof(pb::GetConsistencyProofRequest {
-                    from_size: old.size,
-                    to_size: new.size,
-                })
-                .await
-                .map_err(fail)?;
-            crate::audit::receipt::verify_extension(&old, &new, &proof.hashes)
-                .map_err(|e| Exit(1, format!("FAIL: {e}")))?;
+            extends(&c, &old, &new).await?;
             println!(
-                "OK: the log (size {}) extends the saved checkpoint (size {})",
+                "OK: the log's {} entries rebuild its signed checkpoint and extend the saved checkpoint (size {})",
                 new.size, old.size
             );
         }
@@ -701,8 +681,16 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             if v.ok {
+                let signed = if v.checkpoint_size > 0 {
+                    format!(
+                        "; they rebuild the signed checkpoint of size {}",
+                        v.checkpoint_size
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
-                    "OK: {} entries verified; head seq {} mac {}",
+                    "OK: {} entries verified; head seq {} mac {}{signed}",
                     v.checked, v.head_seq, v.head_mac
                 );
             } else {
@@ -1109,6 +1097,90 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
         .map_err(fail)?;
     println!("{}", show_approval(&resp.approval.unwrap_or_default()));
     Ok(())
+}
+
+/// The tree of the server's entries 1..`to`, read through `ExportAudit`, keeping its
+/// root at `target`; fails at the first entry out of place.
+async fn rebuild_from_entries(
+    c: &Client,
+    to: u64,
+    target: u64,
+) -> anyhow::Result<crate::audit::integrity::Rebuild> {
+    let mut rebuild = crate::audit::integrity::Rebuild::new(target);
+    let failure = |msg: String| anyhow::Error::from(Exit(1, format!("FAIL: {msg}")));
+    let mut lines = c
+        .export_audit(pb::ExportAuditRequest {
+            from_seq: 1,
+            to_seq: to,
+        })
+        .await
+        .map_err(fail)?;
+    while let Some(line) = lines.next().await {
+        let line = line.map_err(fail)?;
+        let expected = rebuild.size() + 1;
+        let canonical = line
+            .strip_prefix("{\"entry\":")
+            .and_then(|rest| rest.rsplit_once(",\"mac\":\""))
+            .map(|(entry, _)| entry)
+            .ok_or_else(|| failure(format!("seq {expected}: parse_error: not an export line")))?;
+        let seq = serde_json::from_str::<serde_json::Value>(canonical)
+            .ok()
+            .and_then(|v| v["seq"].as_u64());
+        if seq != Some(expected) {
+            return Err(failure(format!(
+                "seq {expected}: gap: expected entry {expected}, the log has {} there",
+                seq.map_or("an unreadable entry".to_owned(), |s| format!("entry {s}"))
+            )));
+        }
+        rebuild.push(crate::audit::merkle::leaf_hash(canonical.as_bytes()));
+    }
+    Ok(rebuild)
+}
+
+/// Proves from the entries themselves that the server's log extends `old`: every entry
+/// up to the server's newest checkpoint `new` is read, its leaf hashed, and the rebuilt
+/// tree must have `old`'s root at `old`'s size and `new`'s root at `new`'s size; the
+/// server's consistency proof (from its stored nodes) must hold between the two. A log
+/// cut back after `new` was stored, or rewritten under either checkpoint, fails here
+/// even when the stored nodes still look whole.
+async fn extends(
+    c: &Client,
+    old: &crate::audit::checkpoint::TreeHead,
+    new: &crate::audit::checkpoint::TreeHead,
+) -> anyhow::Result<()> {
+    let failure = |msg: String| anyhow::Error::from(Exit(1, format!("FAIL: {msg}")));
+    let rebuild = rebuild_from_entries(c, new.size.max(old.size), old.size).await?;
+    let have = rebuild.size();
+    for (what, head) in [("saved", old), ("server's newest", new)] {
+        if have < head.size {
+            return Err(failure(format!(
+                "seq {}: truncated: the {what} checkpoint covers {} entries, the log holds {have}",
+                have + 1,
+                head.size
+            )));
+        }
+    }
+    if rebuild.root_at_target() != Some(old.root) {
+        return Err(failure(format!(
+            "seq {}: tree_mismatch: entries 1..{} do not rebuild the saved checkpoint's root (rewritten after it was saved)",
+            old.size, old.size
+        )));
+    }
+    if have != new.size || rebuild.root() != new.root {
+        return Err(failure(format!(
+            "seq {}: tree_mismatch: the log's {have} entries do not rebuild the root of the server's newest checkpoint (size {})",
+            new.size, new.size
+        )));
+    }
+    let proof = c
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            from_size: old.size,
+            to_size: new.size,
+        })
+        .await
+        .map_err(fail)?;
+    crate::audit::receipt::verify_extension(old, new, &proof.hashes)
+        .map_err(|e| failure(format!("seq {}: {e}", old.size)))
 }
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<ed25519_dalek::VerifyingKey>)> {

@@ -286,6 +286,9 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, units: &[CommitUnit], tree: &TreeUpdate) -> Result<(), StoreError>;
     /// Writes tree nodes alone (rebuilding the tree of an older log at start).
     async fn put_tree(&self, tree: &TreeUpdate) -> Result<(), StoreError>;
+    /// Entries in the log (equal to the head's seq in a whole log: seqs are gapless
+    /// from 1); read once at start.
+    async fn audit_count(&self) -> Result<u64, StoreError>;
     /// Leaves in the stored tree.
     async fn tree_size(&self) -> Result<u64, StoreError>;
     /// A stored perfect subtree hash.

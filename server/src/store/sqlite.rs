@@ -387,6 +387,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn audit_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_entries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(to_u64(n))
+    }
+
     async fn tree_size(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merkle_nodes WHERE level = 0")
             .fetch_one(&self.pool)
