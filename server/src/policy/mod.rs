@@ -70,6 +70,64 @@ impl ActionRule {
             .is_none_or(|g| action.model.as_deref().is_some_and(|m| g.is_match(m)));
         tool_ok && api_ok && model_ok
     }
+
+    /// Whether this rule, matching `action`, speaks for that facet of it: a rule covers
+    /// only the facets its `match` names. `{tool: escalate_to_human}` says nothing about
+    /// an API call or a model the same action also makes.
+    pub fn covers(&self, action: &Action, facet: Facet) -> bool {
+        self.matches(action)
+            && match facet {
+                Facet::Tool => self.tool.is_some(),
+                Facet::Api => self.api.is_some(),
+                Facet::Model => self.model.is_some(),
+                // No matcher selects data accesses, so no rule speaks for one.
+                Facet::Data => false,
+            }
+    }
+}
+
+/// One thing an action does. A property that exempts or classifies an action (critical,
+/// a category) holds for the action only if it holds for every facet: otherwise a
+/// harmless facet would carry any other facet along with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facet {
+    Tool,
+    Api,
+    Model,
+    /// Reading personal data (`action.data`).
+    Data,
+}
+
+/// The facets of an action. The destructuring names every field, so a new field of
+/// `Action` does not compile until someone decides here whether it is something the
+/// action does.
+pub fn facets(action: &Action) -> Vec<Facet> {
+    let Action {
+        tool,
+        api,
+        model,
+        // The size and cost of the model call, not something of their own.
+        max_tokens: _,
+        estimate: _,
+        data,
+        // Labels the caller puts on the action (8.2, 8.3), not things it does.
+        category: _,
+        budget: _,
+    } = action;
+    let mut out = Vec::new();
+    if tool.is_some() {
+        out.push(Facet::Tool);
+    }
+    if api.is_some() {
+        out.push(Facet::Api);
+    }
+    if model.is_some() {
+        out.push(Facet::Model);
+    }
+    if !data.is_empty() {
+        out.push(Facet::Data);
+    }
+    out
 }
 
 /// Allow/deny lists for one kind of target. Deny wins; hidden tools are also denied.
@@ -209,6 +267,18 @@ impl CompiledPolicy {
         action: &'a Action,
     ) -> impl Iterator<Item = &'a ActionRule> + 'a {
         self.actions.iter().filter(move |r| r.matches(action))
+    }
+
+    /// A critical action: every facet it has is covered by a matching rule marked
+    /// `critical: true`. An action with no facet at all is not critical.
+    pub fn is_critical_action(&self, action: &Action) -> bool {
+        let facets = facets(action);
+        !facets.is_empty()
+            && facets.iter().all(|&f| {
+                self.actions
+                    .iter()
+                    .any(|r| r.critical && r.covers(action, f))
+            })
     }
 
     pub fn budget(&self, name: &str) -> Option<&Budget> {
