@@ -118,6 +118,9 @@ pub struct Engine {
     /// Audit head of the last control snapshot applied: budget counters and agents
     /// changed after it are the ones to re-read (shared store).
     changes_seen: AtomicU64,
+    /// Serializes halt changes on this server, so the halt a change replaces is the one
+    /// its release rule was checked against.
+    halt_changes: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -202,6 +205,7 @@ impl Engine {
             approval_events: tokio::sync::broadcast::channel(1024).0,
             refused_policy: Mutex::new(None),
             changes_seen: AtomicU64::new(0),
+            halt_changes: tokio::sync::Mutex::new(()),
             principals: Arc::new(std::sync::RwLock::new(principals)),
             store,
             batcher,
