@@ -49,6 +49,9 @@ pub struct ActionRule {
     pub approval: ApprovalMode,
     pub irreversible: bool,
     pub external: bool,
+    /// The category this rule classifies matching actions into: it selects trust
+    /// assignments scoped to it (for the facets the rule covers) and category budgets.
+    pub category: Option<String>,
 }
 
 impl ActionRule {
@@ -279,6 +282,25 @@ impl CompiledPolicy {
                     .iter()
                     .any(|r| r.critical && r.covers(action, f))
             })
+    }
+
+    /// The categories the policy classifies an action into: those of every matching
+    /// action rule, in file order (with repeats).
+    pub fn categories<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a str> + 'a {
+        self.action_rules(action)
+            .filter_map(|r| r.category.as_deref())
+    }
+
+    /// The categories whose rules cover one facet of an action.
+    pub fn categories_covering<'a>(
+        &'a self,
+        action: &'a Action,
+        facet: Facet,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.actions
+            .iter()
+            .filter(move |r| r.covers(action, facet))
+            .filter_map(|r| r.category.as_deref())
     }
 
     pub fn budget(&self, name: &str) -> Option<&Budget> {

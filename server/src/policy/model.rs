@@ -93,6 +93,8 @@ pub struct ActionRuleFile {
     pub irreversible: bool,
     #[serde(default)]
     pub external: bool,
+    /// The category the policy puts matching actions in (trust scopes, category budgets).
+    pub category: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
