@@ -1829,3 +1829,98 @@ async fn a_replica_never_replaces_its_own_newer_control_change_with_an_older_sna
         c.await.unwrap();
     }
 }
+
+/// Issue 14, defect 11: the loser of an approval race across replicas gets the code a
+/// loser gets on one server, FAILED_PRECONDITION, and from that answer on its replica
+/// shows the winner's decision: the agent presenting the approval there gets the final
+/// answer (ALLOW for a grant, DENY `approval.denied` for a denial), never
+/// PENDING_APPROVAL.
+#[tokio::test]
+async fn the_loser_of_an_approval_race_across_replicas_gets_failed_precondition_and_sees_the_winner(
+) {
+    if skip_unless_postgres(
+        "postgres::the_loser_of_an_approval_race_across_replicas_gets_failed_precondition_and_sees_the_winner",
+    ) {
+        return;
+    }
+    use arbiter_client::proto as pb;
+    let (servers, _keys) = replicas_with(3, APPROVALS).await;
+    let clients: Vec<Client> = servers.iter().map(impatient).collect();
+    let mut losers = 0;
+    for trial in 0..12 {
+        let agent = format!("race-{trial}");
+        let id = pending_everywhere(&clients, &agent).await;
+        let start = Arc::new(tokio::sync::Barrier::new(3));
+        // Grants and denials in every arrangement over the trials.
+        let grants = [trial % 2 == 0, trial % 3 != 0, trial % 4 == 1];
+        let tasks: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (c, id, start, grant) = (c.clone(), id.clone(), start.clone(), grants[i]);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let r = c
+                        .approve(pb::ApproveRequest {
+                            approval_id: id.clone(),
+                            grant,
+                            reason: format!("replica {i}"),
+                        })
+                        .await;
+                    // What the loser's own replica shows right after its answer.
+                    let shown = c
+                        .get_approval(pb::GetApprovalRequest { approval_id: id })
+                        .await
+                        .unwrap()
+                        .approval
+                        .unwrap()
+                        .state;
+                    (i, r.map(|r| r.approval.unwrap().state), shown)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let won: Vec<i32> = results
+            .iter()
+            .filter_map(|(_, r, _)| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(won.len(), 1, "trial {trial}: one winner: {results:?}");
+        let winner = won[0];
+        for (i, r, shown) in &results {
+            if let Err(e) = r {
+                losers += 1;
+                assert_eq!(
+                    e.code(),
+                    tonic::Code::FailedPrecondition,
+                    "trial {trial} replica {i}: {e:?}"
+                );
+                assert_eq!(
+                    *shown, winner,
+                    "trial {trial} replica {i}: shows the winner at once"
+                );
+                // The agent presents the approval where the race was lost.
+                let d = clients[*i]
+                    .evaluate(&agent)
+                    .tool("refund_order")
+                    .approval_id(&id)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_ne!(
+                    d.outcome,
+                    DecisionOutcome::PendingApproval,
+                    "trial {trial}: {:?}",
+                    d.reasons
+                );
+                if winner == pb::ApprovalState::Denied as i32 {
+                    assert_eq!(d.reason().unwrap().code, "approval.denied", "trial {trial}");
+                }
+                break;
+            }
+        }
+    }
+    assert!(losers > 0);
+}
