@@ -1737,7 +1737,7 @@ async fn a_replica_never_replaces_its_own_newer_control_change_with_an_older_sna
         churn.push(tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let level = if n % 2 == 0 {
+                let level = if n.is_multiple_of(2) {
                     pb::TrustLevel::L1Monitor
                 } else {
                     pb::TrustLevel::L2Suggest

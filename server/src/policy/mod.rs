@@ -307,3 +307,64 @@ impl CompiledPolicy {
         self.budgets.iter().find(|b| b.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ApiCall;
+
+    const BUNDLE: &str = r#"
+version: 1
+actions:
+  - match: {tool: escalate_to_human}
+    critical: true
+  - match: {api: "POST https://pager.example.com/**"}
+    critical: true
+    category: paging
+"#;
+
+    fn action(tool: Option<&str>, url: Option<&str>, model: Option<&str>) -> Action {
+        Action {
+            tool: tool.map(Into::into),
+            api: url.map(|u| ApiCall {
+                method: "POST".into(),
+                url: u.into(),
+            }),
+            model: model.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_action_is_critical_only_if_every_facet_is_covered() {
+        let p = compile(BUNDLE.as_bytes(), "t.yaml").unwrap();
+        let page = "https://pager.example.com/v1";
+        assert!(p.is_critical_action(&action(Some("escalate_to_human"), None, None)));
+        assert!(p.is_critical_action(&action(Some("escalate_to_human"), Some(page), None)));
+        assert!(!p.is_critical_action(&action(
+            Some("escalate_to_human"),
+            Some("https://api.example.com/x"),
+            None
+        )));
+        assert!(!p.is_critical_action(&action(Some("escalate_to_human"), None, Some("m"))));
+        assert!(!p.is_critical_action(&Action::default()));
+        let mut with_data = action(Some("escalate_to_human"), None, None);
+        with_data.data.push(crate::domain::DataAccess {
+            data_type: "email".into(),
+            purpose: None,
+        });
+        assert!(!p.is_critical_action(&with_data));
+    }
+
+    #[test]
+    fn a_category_covers_only_the_facets_its_rule_matches() {
+        let p = compile(BUNDLE.as_bytes(), "t.yaml").unwrap();
+        let a = action(Some("x"), Some("https://pager.example.com/v1"), None);
+        assert_eq!(p.categories(&a).collect::<Vec<_>>(), ["paging"]);
+        assert_eq!(
+            p.categories_covering(&a, Facet::Api).collect::<Vec<_>>(),
+            ["paging"]
+        );
+        assert_eq!(p.categories_covering(&a, Facet::Tool).count(), 0);
+    }
+}
