@@ -795,3 +795,124 @@ async fn audited_refusals(admin: &Client, expected: u64) -> (u64, u64) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Issue 14, defect 2: replacing a halt with one no stronger is a release. A key that
+/// may not lift a halt (it acts for the halted agent, or holds the agent role under a
+/// global halt) cannot weaken it or rewrite who engaged it; a stronger mode is fine,
+/// and the log keeps the halt each engage replaced.
+#[tokio::test]
+async fn a_key_that_may_not_lift_a_halt_cannot_weaken_or_rewrite_it_either() {
+    let (server, keys) = server_with_roles().await;
+    let admin = keyed(&server, &keys[2]);
+    let op = keyed(&server, &keys[1]);
+    let both = keyed(
+        &server,
+        &create_principal(
+            &admin,
+            "bot-and-op",
+            &[pb::Role::Agent, pb::Role::Operator],
+            &["bot-1"],
+        )
+        .await,
+    );
+    let halt_target = |scope: pb::HaltScope, agent: &str, session: &str| {
+        Some(pb::HaltTarget {
+            scope: scope as i32,
+            agent_id: agent.into(),
+            session_id: session.into(),
+        })
+    };
+    let engage = |c: &Client, t: Option<pb::HaltTarget>, mode: pb::HaltMode| {
+        let c = c.clone();
+        async move {
+            c.halt(pb::HaltRequest {
+                target: t,
+                mode: mode as i32,
+                reason: "by test".into(),
+            })
+            .await
+            .map(|r| r.halt.unwrap())
+        }
+    };
+    use pb::HaltMode::{Emergency, HaltAll, HaltNoncritical};
+    let targets = [
+        halt_target(pb::HaltScope::Global, "", ""),
+        halt_target(pb::HaltScope::Agent, "bot-1", ""),
+        halt_target(pb::HaltScope::Session, "bot-1", "s-1"),
+    ];
+    for t in &targets {
+        for (held, tried) in [
+            (Emergency, HaltNoncritical),
+            (Emergency, HaltAll),
+            (Emergency, Emergency),
+            (HaltAll, HaltNoncritical),
+            (HaltAll, HaltAll),
+            (HaltNoncritical, HaltNoncritical),
+        ] {
+            engage(&op, t.clone(), held).await.unwrap();
+            let err = engage(&both, t.clone(), tried).await.unwrap_err();
+            assert_eq!(
+                err.code(),
+                Code::PermissionDenied,
+                "{t:?} {held:?} → {tried:?}"
+            );
+            let halts = op.list_halts(pb::ListHaltsRequest {}).await.unwrap().halts;
+            assert_eq!(halts.len(), 1, "{t:?}");
+            assert_eq!(
+                (halts[0].mode, halts[0].engaged_by.as_str()),
+                (held as i32, "alice"),
+                "{t:?} {held:?} → {tried:?}: the halt stands as engaged"
+            );
+            // The operator who may lift it may also weaken it.
+            if tried < held {
+                engage(&op, t.clone(), tried).await.unwrap();
+            }
+            op.resume(pb::ResumeRequest {
+                target: t.clone(),
+                reason: "next".into(),
+            })
+            .await
+            .unwrap();
+        }
+        // Strengthening only adds, so the same key may do it; the log keeps what it
+        // replaced.
+        engage(&op, t.clone(), HaltNoncritical).await.unwrap();
+        let h = engage(&both, t.clone(), Emergency).await.unwrap();
+        assert_eq!(h.engaged_by, "bot-and-op");
+        op.resume(pb::ResumeRequest {
+            target: t.clone(),
+            reason: "done".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let engages = query_all(
+        &admin,
+        pb::AuditFilter {
+            kinds: vec!["halt.engage".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let last: serde_json::Value = serde_json::from_str(&engages.last().unwrap().canonical).unwrap();
+    let body = &last["body"];
+    assert_eq!(body["principal"], "bot-and-op", "{last}");
+    assert_eq!(
+        (&body["replaces"]["principal"], &body["replaces"]["mode"]),
+        (
+            &serde_json::json!("alice"),
+            &serde_json::json!("HALT_NONCRITICAL")
+        ),
+        "{last}"
+    );
+    // Refusals are audited like any other.
+    let refusals = query_all(
+        &admin,
+        pb::AuditFilter {
+            kinds: vec!["auth.denied".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(refusals.len() >= 18, "{}", refusals.len());
+}

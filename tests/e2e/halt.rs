@@ -304,3 +304,223 @@ async fn the_cli_halts_lists_and_resumes() {
     assert_eq!(out.code(), Some(0), "{}", out.text());
     assert!(allowed(&server.client(), "bot", "s", "summarize").await);
 }
+
+/// Issue 14, defect 1: a critical rule speaks only for the facets it matches. Every
+/// facet of an action (tool, API call, model, data access) must be covered by a
+/// critical rule, or a global halt stops the whole action.
+const FACETS_POLICY: &str = r#"
+version: 1
+actions:
+  - match: {tool: escalate_to_human}
+    critical: true
+  - match: {api: "POST https://pager.example.com/**"}
+    critical: true
+  - match: {model: "gpt-4o-mini*"}
+    critical: true
+  - match: {tool: summarize, model: "claude-*"}
+    critical: true
+agents:
+  - id: "bot*"
+    tools: {allow: ["*"]}
+    apis: {allow: ["* https://**"]}
+    models: ["*"]
+defaults:
+  consent: allow
+"#;
+
+/// (what, tool, api url, model, data access, passes a global HALT_ALL / HALT_NONCRITICAL)
+type FacetCase = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    bool,
+    bool,
+);
+
+const FACET_CASES: &[FacetCase] = &[
+    (
+        "critical tool alone",
+        Some("escalate_to_human"),
+        None,
+        None,
+        false,
+        true,
+    ),
+    (
+        "critical api alone",
+        None,
+        Some("https://pager.example.com/v1/page"),
+        None,
+        false,
+        true,
+    ),
+    (
+        "critical model alone",
+        None,
+        None,
+        Some("gpt-4o-mini"),
+        false,
+        true,
+    ),
+    (
+        "critical tool + critical api",
+        Some("escalate_to_human"),
+        Some("https://pager.example.com/x"),
+        None,
+        false,
+        true,
+    ),
+    (
+        "one rule covering tool and model",
+        Some("summarize"),
+        None,
+        Some("claude-sonnet-4"),
+        false,
+        true,
+    ),
+    (
+        "critical tool + other api",
+        Some("escalate_to_human"),
+        Some("https://api.example.com/x"),
+        None,
+        false,
+        false,
+    ),
+    (
+        "critical tool + other api, upper-case host",
+        Some("escalate_to_human"),
+        Some("https://API.example.com/x"),
+        None,
+        false,
+        false,
+    ),
+    (
+        "critical tool + other model",
+        Some("escalate_to_human"),
+        None,
+        Some("gpt-4o"),
+        false,
+        false,
+    ),
+    (
+        "critical api + other tool",
+        Some("refund_order"),
+        Some("https://pager.example.com/x"),
+        None,
+        false,
+        false,
+    ),
+    (
+        "critical model + other api",
+        None,
+        Some("https://api.example.com/x"),
+        Some("gpt-4o-mini"),
+        false,
+        false,
+    ),
+    (
+        "critical tool + data access",
+        Some("escalate_to_human"),
+        None,
+        None,
+        true,
+        false,
+    ),
+    (
+        "tool of a two-matcher rule without its model",
+        Some("summarize"),
+        None,
+        None,
+        false,
+        false,
+    ),
+    (
+        "tool of a two-matcher rule with another model",
+        Some("summarize"),
+        None,
+        Some("gpt-4o"),
+        false,
+        false,
+    ),
+    (
+        "all three critical + another tool's api",
+        Some("escalate_to_human"),
+        Some("https://api.example.com/pay"),
+        Some("gpt-4o-mini"),
+        false,
+        false,
+    ),
+];
+
+async fn facet_decision(c: &Client, case: &FacetCase, explain: bool) -> arbiter_client::Decision {
+    let (_, tool, url, model, data, _) = *case;
+    let mut b = c.evaluate("bot").explain(explain).cost_micro_usd(1);
+    if let Some(t) = tool {
+        b = b.tool(t);
+    }
+    if let Some(u) = url {
+        b = b.api("POST", u);
+    }
+    if let Some(m) = model {
+        b = b.model(m);
+    }
+    if data {
+        b = b.data("user_email", Some("support"));
+    }
+    b.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_global_halt_passes_an_action_only_if_every_facet_is_covered_by_a_critical_rule() {
+    let server = spawn_server(ServerOptions::new().policy(FACETS_POLICY)).await;
+    let c = server.client();
+    // Without a halt every case is allowed: the halt alone decides below.
+    for case in FACET_CASES {
+        assert!(
+            facet_decision(&c, case, false).await.allowed(),
+            "{}: no halt",
+            case.0
+        );
+    }
+    for mode in [pb::HaltMode::HaltAll, pb::HaltMode::HaltNoncritical] {
+        c.halt(pb::HaltRequest {
+            target: target(pb::HaltScope::Global, "", ""),
+            mode: mode as i32,
+            reason: "incident".into(),
+        })
+        .await
+        .unwrap();
+        for case in FACET_CASES {
+            for explain in [false, true] {
+                let d = facet_decision(&c, case, explain).await;
+                let halt = d.reasons.iter().find(|r| r.stage == "halt").unwrap();
+                assert_eq!(
+                    (d.allowed(), halt.passed),
+                    (case.5, case.5),
+                    "{mode:?} explain={explain} {}: {:?}",
+                    case.0,
+                    d.reasons
+                );
+                if !case.5 {
+                    assert_eq!(halt.code, "halt.engaged", "{}", case.0);
+                }
+            }
+        }
+    }
+    // EMERGENCY stops even fully critical actions.
+    c.halt(pb::HaltRequest {
+        target: target(pb::HaltScope::Global, "", ""),
+        mode: pb::HaltMode::Emergency as i32,
+        reason: "incident".into(),
+    })
+    .await
+    .unwrap();
+    for case in FACET_CASES {
+        assert!(
+            !facet_decision(&c, case, false).await.allowed(),
+            "EMERGENCY {}",
+            case.0
+        );
+    }
+}

@@ -1703,3 +1703,224 @@ async fn a_decision_made_on_one_replica_is_recorded_on_another_exactly_once() {
     );
     assert_eq!(spent, "300000", "settled exactly once");
 }
+
+/// Issue 14, defect 10: a control refresh never replaces a newer change with an older
+/// snapshot. While two replicas stream trust changes (every one a NOTIFY and a refresh
+/// on the third), the third must show its own changes at once, in order, every time:
+/// a principal it just created authenticates, one it just revoked is refused, a halt
+/// it just engaged denies, one it just lifted allows, a level it just set is read back.
+#[tokio::test]
+async fn a_replica_never_replaces_its_own_newer_control_change_with_an_older_snapshot() {
+    if skip_unless_postgres(
+        "postgres::a_replica_never_replaces_its_own_newer_control_change_with_an_older_snapshot",
+    ) {
+        return;
+    }
+    use crate::harness::{create_principal, keyed};
+    use arbiter_client::proto as pb;
+    let (servers, _keys) = replicas(3).await;
+    let root = create_principal(&servers[0].client(), "root", &[pb::Role::Admin], &[]).await;
+    let admins: Vec<Client> = servers.iter().map(|s| keyed(s, &root)).collect();
+    for a in &admins {
+        eventually(
+            "the admin on every replica",
+            Duration::from_secs(2),
+            || async { a.list_halts(pb::ListHaltsRequest {}).await.ok() },
+        )
+        .await;
+    }
+    let runtime = create_principal(&admins[0], "runtime", &[pb::Role::Agent], &["*"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut churn = Vec::new();
+    for (i, a) in admins.iter().enumerate().skip(1) {
+        let (a, stop) = (a.clone(), stop.clone());
+        churn.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let level = if n.is_multiple_of(2) {
+                    pb::TrustLevel::L1Monitor
+                } else {
+                    pb::TrustLevel::L2Suggest
+                };
+                crate::harness::set_trust(&a, &format!("churn-{i}"), level, "").await;
+                n += 1;
+            }
+        }));
+    }
+    let target = &servers[0];
+    let admin = &admins[0];
+    let agent = keyed(target, &runtime);
+    eventually(
+        "the runtime key on the target",
+        Duration::from_secs(2),
+        || async { agent.ping().await.ok() },
+    )
+    .await;
+    for trial in 0..60 {
+        let name = format!("p-{trial}");
+        let key = create_principal(admin, &name, &[pb::Role::Operator], &[]).await;
+        let fresh = keyed(target, &key);
+        fresh
+            .list_halts(pb::ListHaltsRequest {})
+            .await
+            .unwrap_or_else(|e| {
+                panic!("trial {trial}: a principal just created is refused: {e:?}")
+            });
+        admin
+            .revoke_principal(pb::RevokePrincipalRequest { name: name.clone() })
+            .await
+            .unwrap();
+        let err = fresh.list_halts(pb::ListHaltsRequest {}).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::Unauthenticated,
+            "trial {trial}: revoked key"
+        );
+
+        let bot = format!("bot-{trial}");
+        admin
+            .halt(pb::HaltRequest {
+                target: halt_target(&bot),
+                mode: pb::HaltMode::Emergency as i32,
+                reason: "order drill".into(),
+            })
+            .await
+            .unwrap();
+        let d = agent.evaluate(&bot).tool("read").send().await.unwrap();
+        assert!(
+            d.is_denied(),
+            "trial {trial}: a halt just engaged: {:?}",
+            d.reasons
+        );
+        admin
+            .resume(pb::ResumeRequest {
+                target: halt_target(&bot),
+                reason: "over".into(),
+            })
+            .await
+            .unwrap();
+        let d = agent.evaluate(&bot).tool("read").send().await.unwrap();
+        assert!(
+            d.allowed(),
+            "trial {trial}: a halt just lifted: {:?}",
+            d.reasons
+        );
+
+        let level = if trial % 2 == 0 {
+            pb::TrustLevel::L3ActApprove
+        } else {
+            pb::TrustLevel::L4ActReport
+        };
+        crate::harness::set_trust(admin, &bot, level, "").await;
+        let got = admin
+            .get_trust(pb::GetTrustRequest {
+                agent_id: bot.clone(),
+                scope: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            got.effective_level, level as i32,
+            "trial {trial}: a level just set"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in churn {
+        c.await.unwrap();
+    }
+}
+
+/// Issue 14, defect 11: the loser of an approval race across replicas gets the code a
+/// loser gets on one server, FAILED_PRECONDITION, and from that answer on its replica
+/// shows the winner's decision: the agent presenting the approval there gets the final
+/// answer (ALLOW for a grant, DENY `approval.denied` for a denial), never
+/// PENDING_APPROVAL.
+#[tokio::test]
+async fn the_loser_of_an_approval_race_across_replicas_gets_failed_precondition_and_sees_the_winner(
+) {
+    if skip_unless_postgres(
+        "postgres::the_loser_of_an_approval_race_across_replicas_gets_failed_precondition_and_sees_the_winner",
+    ) {
+        return;
+    }
+    use arbiter_client::proto as pb;
+    let (servers, _keys) = replicas_with(3, APPROVALS).await;
+    let clients: Vec<Client> = servers.iter().map(impatient).collect();
+    let mut losers = 0;
+    for trial in 0..12 {
+        let agent = format!("race-{trial}");
+        let id = pending_everywhere(&clients, &agent).await;
+        let start = Arc::new(tokio::sync::Barrier::new(3));
+        // Grants and denials in every arrangement over the trials.
+        let grants = [trial % 2 == 0, trial % 3 != 0, trial % 4 == 1];
+        let tasks: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (c, id, start, grant) = (c.clone(), id.clone(), start.clone(), grants[i]);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let r = c
+                        .approve(pb::ApproveRequest {
+                            approval_id: id.clone(),
+                            grant,
+                            reason: format!("replica {i}"),
+                        })
+                        .await;
+                    // What the loser's own replica shows right after its answer.
+                    let shown = c
+                        .get_approval(pb::GetApprovalRequest { approval_id: id })
+                        .await
+                        .unwrap()
+                        .approval
+                        .unwrap()
+                        .state;
+                    (i, r.map(|r| r.approval.unwrap().state), shown)
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let won: Vec<i32> = results
+            .iter()
+            .filter_map(|(_, r, _)| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(won.len(), 1, "trial {trial}: one winner: {results:?}");
+        let winner = won[0];
+        for (i, r, shown) in &results {
+            if let Err(e) = r {
+                losers += 1;
+                assert_eq!(
+                    e.code(),
+                    tonic::Code::FailedPrecondition,
+                    "trial {trial} replica {i}: {e:?}"
+                );
+                assert_eq!(
+                    *shown, winner,
+                    "trial {trial} replica {i}: shows the winner at once"
+                );
+                // The agent presents the approval where the race was lost.
+                let d = clients[*i]
+                    .evaluate(&agent)
+                    .tool("refund_order")
+                    .approval_id(&id)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_ne!(
+                    d.outcome,
+                    DecisionOutcome::PendingApproval,
+                    "trial {trial}: {:?}",
+                    d.reasons
+                );
+                if winner == pb::ApprovalState::Denied as i32 {
+                    assert_eq!(d.reason().unwrap().code, "approval.denied", "trial {trial}");
+                }
+                break;
+            }
+        }
+    }
+    assert!(losers > 0);
+}

@@ -200,3 +200,80 @@ async fn recording_an_unknown_decision_is_not_found() {
     let err = client.record(&denied.decision_id).send().await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
 }
+
+/// Issue 14, defect 7: Records racing for one decision all get the first Record's
+/// result (never NOT_FOUND or ABORTED while it commits), whatever each reports, and the
+/// spend is counted once; after the commit, and after a restart, retries answer it too.
+#[tokio::test]
+async fn concurrent_records_for_one_decision_all_answer_the_first_result() {
+    let mut server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let client = server.client();
+    let mut decisions = Vec::new();
+    for i in 0..6 {
+        let d = client
+            .evaluate(format!("racer-{i}"))
+            .tool("t")
+            .cost_micro_usd(1_000)
+            .send()
+            .await
+            .unwrap();
+        assert!(d.allowed());
+        decisions.push(d.decision_id);
+    }
+    let head = audit_head(&client).await;
+    for (i, id) in decisions.iter().enumerate() {
+        // Sixteen Records at once, each reporting something different: only the first
+        // to commit counts, and every one answers what it recorded.
+        let sends = (0..16u64).map(|k| {
+            let c = client.clone();
+            let id = id.clone();
+            async move {
+                let mut b = c.record(&id).cost_micro_usd(100 + k);
+                if k % 2 == 1 {
+                    b = b.outcome(ActionOutcome::Failure);
+                }
+                b.send().await
+            }
+        });
+        let results: Vec<_> = futures::future::join_all(sends).await;
+        let results: Vec<_> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("decision {i}: {e:?}")))
+            .collect();
+        assert_eq!(
+            results.iter().filter(|r| !r.duplicate).count(),
+            1,
+            "decision {i}"
+        );
+        let first = results.iter().find(|r| !r.duplicate).unwrap();
+        for r in &results {
+            assert_eq!(
+                (r.audit_seq, &r.actual),
+                (first.audit_seq, &first.actual),
+                "decision {i}"
+            );
+        }
+        let spent = amount(&client, &format!("racer-{i}"), "", "cap", "micro_usd")
+            .await
+            .spent;
+        assert_eq!(
+            spent,
+            first.actual.as_ref().unwrap().micro_usd,
+            "decision {i}: charged once"
+        );
+    }
+    assert_eq!(
+        audit_head(&client).await,
+        head + decisions.len() as u64,
+        "one entry each"
+    );
+    // After a restart the stored replies answer, still without a new entry.
+    server.restart().await;
+    let client = server.client();
+    let head = audit_head(&client).await;
+    for id in &decisions {
+        let r = client.record(id).cost_micro_usd(1).send().await.unwrap();
+        assert!(r.duplicate);
+    }
+    assert_eq!(audit_head(&client).await, head);
+}

@@ -52,7 +52,7 @@ async fn refuse_self_governance(
     agent: Option<&str>,
     rpc: &'static str,
 ) -> Result<(), Status> {
-    if who.is_anonymous() || !who.has(Role::Agent) || agent.is_some_and(|a| !who.acts_for(a)) {
+    if who.governs(agent) {
         return Ok(());
     }
     let reason = match agent {

@@ -106,6 +106,14 @@ impl Principal {
     pub fn acts_for(&self, agent: &str) -> bool {
         self.has(Role::Agent) && self.agents.is_match(agent)
     }
+
+    /// Whether this principal may govern `agent` (lift its halts, raise its trust,
+    /// grant it consent); `None` for global targets. A principal that acts for the agent
+    /// must not (SPEC §5: "an agent can never clear its own halt"), and one holding the
+    /// agent role governs no global target, since that would lift its own agents' halt.
+    pub fn governs(&self, agent: Option<&str>) -> bool {
+        self.is_anonymous() || !self.has(Role::Agent) || agent.is_some_and(|a| !self.acts_for(a))
+    }
 }
 
 #[cfg(test)]

@@ -64,10 +64,10 @@ impl Engine {
     pub fn get_trust(&self, agent: &AgentId, scope: &str) -> EffectiveTrust {
         let policy = self.policy();
         let s = self.lock();
-        let scopes: Vec<&str> = if scope.is_empty() {
-            vec![]
+        let scopes = if scope.is_empty() {
+            crate::state::TrustScopes::default()
         } else {
-            vec![scope]
+            crate::state::TrustScopes::one(scope)
         };
         s.trust.effective(
             agent.as_str(),
@@ -185,7 +185,7 @@ impl Engine {
             .map(|(id, info)| {
                 let t = s.trust.effective(
                     id,
-                    &[],
+                    &crate::state::TrustScopes::default(),
                     policy.defaults.trust_level,
                     policy.defaults.trust_decay_days,
                     info.last_allowed_ms,

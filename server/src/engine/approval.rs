@@ -124,15 +124,48 @@ impl Engine {
                 Ok(after)
             }
             Err(e) => {
-                let mut s = self.lock();
-                if let (false, Some(r)) = (grant, &before.reservation) {
-                    if !s.ledger.is_open(&r.id) && r.expires_ms > now {
-                        s.ledger.reserve(r.clone());
+                {
+                    let mut s = self.lock();
+                    if let (false, Some(r)) = (grant, &before.reservation) {
+                        if !s.ledger.is_open(&r.id) && r.expires_ms > now {
+                            s.ledger.reserve(r.clone());
+                        }
+                    }
+                    // Put it back only if nothing newer (a refresh bringing the winner's
+                    // decision) replaced this attempt meanwhile.
+                    if s.approvals.get(id).is_some_and(|a| *a == after) {
+                        s.approvals.put(before);
                     }
                 }
-                s.approvals.put(before);
-                Err(e)
+                match e {
+                    EngineError::Aborted(why) => Err(self.lost_approval_race(id, why).await),
+                    e => Err(e),
+                }
             }
+        }
+    }
+
+    /// Another replica decided the approval first (the sequencer refused this step).
+    /// That is the same fault as deciding an approval no longer pending on one server,
+    /// so it gets the same code, FAILED_PRECONDITION. The winner's decision is read
+    /// before answering, so from the answer on this replica shows it too: no window in
+    /// which the approval still looks pending here.
+    async fn lost_approval_race(&self, id: &str, why: String) -> EngineError {
+        if let Err(e) = self.refresh_control().await {
+            tracing::warn!(error = %e, approval = id, "cannot re-read the approval after a lost race");
+        }
+        let now = self.now_ms();
+        let state = self.approval(id).map(|a| (a.state_at(now), a.decided_by));
+        match state {
+            Some((st, by)) if st != ApprovalState::Pending => {
+                EngineError::FailedPrecondition(format!(
+                    "approval {id} is already {} (by {by}, on another replica)",
+                    st.name()
+                ))
+            }
+            _ => EngineError::FailedPrecondition(format!(
+                "approval {id} was decided on another replica first: {why}"
+            )),
         }
     }
 

@@ -37,6 +37,11 @@ impl Engine {
         reason: String,
         also: Vec<StateOp>,
     ) -> Result<Halt, EngineError> {
+        let _serial = self.halt_changes.lock().await;
+        let previous = self.lock().halts.get(&target).cloned();
+        if let Some(p) = &previous {
+            self.refuse_weakening(who, p, mode).await?;
+        }
         let h = Halt {
             target: target.clone(),
             mode,
@@ -45,13 +50,23 @@ impl Engine {
             engaged_ms: self.now_ms(),
         };
         let (agent, session) = ids(&target);
+        let mut body = json!({"target": target.key(), "mode": mode.name(), "reason": reason, "principal": who.name});
+        if let Some(p) = &previous {
+            // The halt this one replaces: who engaged what stays in the log.
+            body["replaces"] = json!({
+                "mode": p.mode.name(),
+                "reason": p.reason,
+                "principal": p.engaged_by,
+                "engaged_ms": p.engaged_ms,
+            });
+        }
         let draft = EntryDraft {
             ts_ms: h.engaged_ms,
             kind: "halt.engage".into(),
             agent_id: agent,
             session_id: session,
             outcome: "engaged".into(),
-            body: json!({"target": target.key(), "mode": mode.name(), "reason": reason, "principal": who.name}),
+            body,
         };
         let mut ops = vec![StateOp::EngageHalt(h.clone())];
         ops.extend(also);
@@ -67,6 +82,7 @@ impl Engine {
         target: HaltTarget,
         reason: String,
     ) -> Result<Halt, EngineError> {
+        let _serial = self.halt_changes.lock().await;
         let Some(h) = self.lock().halts.get(&target).cloned() else {
             return Err(EngineError::NotFound(format!(
                 "no halt is engaged on {}",
@@ -91,6 +107,35 @@ impl Engine {
         .await?;
         self.lock().halts.lift(&target);
         Ok(h)
+    }
+
+    /// Replacing a halt with one no stronger takes away what the old one stopped (or,
+    /// with the same mode, who engaged it and why): that is a release, so only a
+    /// principal that may lift the halt may do it. A stronger halt only adds.
+    async fn refuse_weakening(
+        &self,
+        who: &Principal,
+        previous: &Halt,
+        mode: HaltMode,
+    ) -> Result<(), EngineError> {
+        if mode > previous.mode || who.governs(previous.target.agent()) {
+            return Ok(());
+        }
+        let reason = format!(
+            "Halt: {} may not lift the {} halt on {} (it acts for the agent it halts), \
+             so it cannot replace it with a {} halt; only a stronger mode may be engaged",
+            who.name,
+            previous.mode.name(),
+            previous.target.describe(),
+            mode.name()
+        );
+        self.record_refusal(crate::auth::Refusal {
+            principal: who.name.clone(),
+            rpc: "Halt",
+            reason: reason.clone(),
+        })
+        .await;
+        Err(EngineError::PermissionDenied(reason))
     }
 
     pub fn halts(&self) -> Vec<Halt> {

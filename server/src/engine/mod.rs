@@ -118,6 +118,9 @@ pub struct Engine {
     /// Audit head of the last control snapshot applied: budget counters and agents
     /// changed after it are the ones to re-read (shared store).
     changes_seen: AtomicU64,
+    /// Serializes halt changes on this server, so the halt a change replaces is the one
+    /// its release rule was checked against.
+    halt_changes: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -202,6 +205,7 @@ impl Engine {
             approval_events: tokio::sync::broadcast::channel(1024).0,
             refused_policy: Mutex::new(None),
             changes_seen: AtomicU64::new(0),
+            halt_changes: tokio::sync::Mutex::new(()),
             principals: Arc::new(std::sync::RwLock::new(principals)),
             store,
             batcher,
@@ -228,13 +232,29 @@ impl Engine {
         if self.batcher.control_seq() > seq {
             return Ok(false);
         }
-        let principals = crate::auth::PrincipalBook::from_rows(&self.store.principals().await?);
+        let principals = img
+            .principals
+            .as_deref()
+            .map(crate::auth::PrincipalBook::from_rows);
         let mut decided = Vec::new();
         {
+            // Changes apply in sequence order only. Under both locks: a local change
+            // commits (raising control_seq) before it takes either lock to apply itself,
+            // so a snapshot older than it either sees control_seq and stands back, or is
+            // applied first and then overtaken by the local apply.
             let mut s = self.lock();
+            let mut book = self.principals.write().unwrap_or_else(|p| p.into_inner());
             if self.batcher.control_seq() > seq {
                 return Ok(false);
             }
+            if seq < self.changes_seen.load(Ordering::Acquire) {
+                // Older than the snapshot already applied: never replaces it.
+                return Ok(true);
+            }
+            if let Some(principals) = principals {
+                *book = principals;
+            }
+            drop(book);
             let mut trust = crate::state::TrustBook::default();
             for a in img.trust {
                 trust.set(a);
@@ -279,12 +299,11 @@ impl Engine {
                 info.last_seen_ms = info.last_seen_ms.max(last);
                 info.last_allowed_ms = info.last_allowed_ms.max(allowed);
             }
+            self.changes_seen.fetch_max(seq, Ordering::AcqRel);
         }
-        self.changes_seen.fetch_max(seq, Ordering::AcqRel);
         for a in decided {
             let _ = self.approval_events.send(a);
         }
-        *self.principals.write().unwrap_or_else(|p| p.into_inner()) = principals;
         if img
             .published_policy
             .is_some_and(|v| v != self.policy.load().version)

@@ -49,14 +49,47 @@ pub struct RecordResult {
     pub duplicate: bool,
 }
 
+/// One try at a Record: its answer, or the Record for the same decision that is being
+/// committed right now, to wait for.
+enum Attempt {
+    Done(RecordResult),
+    Wait(tokio::sync::watch::Receiver<()>),
+}
+
 impl Engine {
     /// Settles a decision's reservation with what the action really used. A second
-    /// Record for the same decision returns the first answer and writes nothing.
+    /// Record for the same decision returns the first answer and writes nothing; one
+    /// that arrives while the first commits waits for it and answers its result (the
+    /// open decision is gone from memory by then, and NOT_FOUND would be false).
     pub async fn record(
         &self,
         input: RecordInput,
         who: &crate::domain::Principal,
     ) -> Result<RecordResult, EngineError> {
+        loop {
+            match self.record_attempt(&input, who).await? {
+                Attempt::Done(result) => return Ok(result),
+                Attempt::Wait(mut first) => {
+                    // The sender is dropped when the first Record's commit ends.
+                    let waited =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), first.changed())
+                            .await;
+                    if waited.is_err() {
+                        return Err(EngineError::Aborted(format!(
+                            "a Record for decision {} is still being written; retry shortly",
+                            input.decision_id
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn record_attempt(
+        &self,
+        input: &RecordInput,
+        who: &crate::domain::Principal,
+    ) -> Result<Attempt, EngineError> {
         let now = self.now_ms();
         let policy = self.policy();
         let in_flight_key = format!("record:{}", input.decision_id);
@@ -65,6 +98,9 @@ impl Engine {
         // reservation) so this replica can settle it; the database admits one Record.
         let known = {
             let s = self.lock();
+            if let Some(first) = s.in_flight.get(&in_flight_key) {
+                return Ok(Attempt::Wait(first.subscribe()));
+            }
             s.recorded.contains_key(&input.decision_id)
                 || s.open_decisions.contains_key(&input.decision_id)
         };
@@ -109,20 +145,16 @@ impl Engine {
         let prepared = {
             let mut s = self.lock();
             if let Some(memo) = s.recorded.get(&input.decision_id) {
-                return duplicate(memo);
+                return duplicate(memo).map(Attempt::Done);
+            }
+            if let Some(first) = s.in_flight.get(&in_flight_key) {
+                return Ok(Attempt::Wait(first.subscribe()));
             }
             match s.open_decisions.get(&input.decision_id).cloned() {
                 None => None,
                 Some(open) => {
-                    if s.in_flight
-                        .insert(in_flight_key.clone(), tokio::sync::watch::channel(()).0)
-                        .is_some()
-                    {
-                        return Err(EngineError::Aborted(format!(
-                            "a Record for decision {} is being written right now; retry shortly",
-                            input.decision_id
-                        )));
-                    }
+                    s.in_flight
+                        .insert(in_flight_key.clone(), tokio::sync::watch::channel(()).0);
                     let model = input.model.clone().or(open.model.clone());
                     let price = model.as_deref().and_then(|m| policy.prices.get(m));
                     // A model without a price and no reported cost is charged $0 but flagged.
@@ -220,7 +252,8 @@ impl Engine {
                     response_json: row.response,
                     audit_seq: row.audit_seq,
                     created_ms: row.created_ms,
-                }),
+                })
+                .map(Attempt::Done),
                 None => Err(EngineError::NotFound(format!(
                     "decision_id: {} is not an allowed decision awaiting Record",
                     input.decision_id
@@ -236,7 +269,7 @@ impl Engine {
                 let mut result = result;
                 result.audit_seq = c.seq;
                 s.recorded.insert(
-                    input.decision_id,
+                    input.decision_id.clone(),
                     Memo {
                         agent_id: open.agent_id,
                         fingerprint: String::new(),
@@ -245,7 +278,7 @@ impl Engine {
                         created_ms: now,
                     },
                 );
-                Ok(result)
+                Ok(Attempt::Done(result))
             }
             Err(e) => {
                 if let Some(r) = &open.reservation {

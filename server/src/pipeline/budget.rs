@@ -27,15 +27,22 @@ pub fn estimate(req: &Request<'_>, policy: &CompiledPolicy) -> Result<Amounts, S
     })
 }
 
-/// Budgets that apply to this request, in policy order, plus the one it names.
+/// Budgets that apply to this request, in policy order, plus the one it names. A
+/// category budget applies when the policy classifies the action into its category
+/// (an action rule's `category`) or the request declares it: budgets only add limits,
+/// so a declared category can add one but never take away the policy's.
 fn applicable<'p>(req: &Request<'_>, policy: &'p CompiledPolicy) -> Vec<&'p Budget> {
+    let classified: Vec<&str> = policy.categories(req.action).collect();
     let mut out: Vec<&Budget> = policy
         .budgets
         .iter()
         .filter(|b| b.agents.is_match(req.agent_id))
-        .filter(|b| {
-            b.scope != BudgetScope::Category
-                || b.category.as_deref() == req.action.category.as_deref()
+        .filter(|b| match (b.scope, b.category.as_deref()) {
+            (BudgetScope::Category, Some(c)) => {
+                classified.contains(&c) || req.action.category.as_deref() == Some(c)
+            }
+            (BudgetScope::Category, None) => false,
+            _ => true,
         })
         .collect();
     if let Some(named) = req.action.budget.as_deref().and_then(|n| policy.budget(n)) {

@@ -10,7 +10,9 @@ pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> Reason {
         .policy
         .agent_rule(req.agent_id)
         .is_some_and(|r| r.critical);
-    let action_critical = snap.policy.action_rules(req.action).any(|r| r.critical);
+    // Every facet must be covered by a critical rule: a critical tool does not carry an
+    // API call or a model call made in the same action through a halt.
+    let action_critical = snap.policy.is_critical_action(req.action);
     let mut exempt = Vec::new();
     // A halted agent cannot keep working through the agents it delegated to: its
     // agent halt applies to every request carrying a token it issued.

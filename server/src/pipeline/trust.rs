@@ -4,7 +4,8 @@
 
 use super::{Reason, Request, Snapshot};
 use crate::domain::TrustLevel;
-use crate::policy::ApprovalMode;
+use crate::policy::{facets, ApprovalMode, Facet};
+use crate::state::TrustScopes;
 
 /// The level an action needs: the policy default, raised by every matching action
 /// rule, raised again by the request's `min_trust` (a request can never lower it).
@@ -17,15 +18,34 @@ pub fn required_level(req: &Request<'_>, snap: &Snapshot<'_>) -> TrustLevel {
         .fold(policy.defaults.required_trust, TrustLevel::max)
 }
 
+/// Which scoped assignments can apply: per facet (tool, API call, model), the tool's own
+/// name and the categories of the action rules covering that facet. The policy
+/// classifies; the caller's `category` is passed apart, to narrow only. Data accesses
+/// are not a trust facet: consent governs them (8.4), and no rule sets their trust.
+fn trust_scopes<'a>(req: &Request<'a>, snap: &Snapshot<'a>) -> TrustScopes<'a> {
+    let action = req.action;
+    let facets = facets(action)
+        .into_iter()
+        .filter(|f| *f != Facet::Data)
+        .map(|f| {
+            let own = match f {
+                Facet::Tool => action.tool.as_deref(),
+                _ => None,
+            };
+            own.into_iter()
+                .chain(snap.policy.categories_covering(action, f))
+                .collect()
+        })
+        .collect();
+    TrustScopes {
+        facets,
+        declared: action.category.as_deref(),
+    }
+}
+
 pub fn check(req: &Request<'_>, snap: &Snapshot<'_>) -> (Reason, bool) {
     let required = required_level(req, snap);
-    let scopes: Vec<&str> = req
-        .action
-        .tool
-        .as_deref()
-        .into_iter()
-        .chain(req.action.category.as_deref())
-        .collect();
+    let scopes = trust_scopes(req, snap);
     let last_active = snap
         .state
         .agents

@@ -274,6 +274,13 @@ fn compile_actions(file: &PolicyFile, p: &mut Problems) -> Vec<ActionRule> {
         if approval == ApprovalMode::Never && (rule.irreversible || rule.external) {
             p.push(format!("{path}.approval"), "cannot be \"never\" for an irreversible or external action (a human must approve those)");
         }
+        if rule
+            .category
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c.chars().count() > 128)
+        {
+            p.push(format!("{path}.category"), "must be 1–128 characters");
+        }
         out.push(ActionRule {
             tool: m.tool.as_ref().map(|t| {
                 globs(
@@ -304,6 +311,7 @@ fn compile_actions(file: &PolicyFile, p: &mut Problems) -> Vec<ActionRule> {
             deny: rule.deny,
             reason: rule.reason.clone(),
             index: i,
+            category: rule.category.clone(),
         });
     }
     out

@@ -59,6 +59,9 @@ pub struct ActionRule {
     pub reason: Option<String>,
     /// Position in `actions`, for messages (`actions[3]`).
     pub index: usize,
+    /// The category this rule classifies matching actions into: it selects trust
+    /// assignments scoped to it (for the facets the rule covers) and category budgets.
+    pub category: Option<String>,
 }
 
 impl ActionRule {
@@ -101,6 +104,67 @@ impl ActionRule {
             .is_none_or(|g| action.model.as_deref().is_some_and(|m| g.is_match(m)));
         tool_ok && api_ok && model_ok
     }
+
+    /// Whether this rule, matching `action`, speaks for that facet of it: a rule covers
+    /// only the facets its `match` names. `{tool: escalate_to_human}` says nothing about
+    /// an API call or a model the same action also makes.
+    pub fn covers(&self, action: &Action, facet: Facet) -> bool {
+        self.matches(action)
+            && match facet {
+                Facet::Tool => self.tool.is_some(),
+                Facet::Api => self.api.is_some(),
+                Facet::Model => self.model.is_some(),
+                // No matcher selects data accesses, so no rule speaks for one.
+                Facet::Data => false,
+            }
+    }
+}
+
+/// One thing an action does. A property that exempts or classifies an action (critical,
+/// a category) holds for the action only if it holds for every facet: otherwise a
+/// harmless facet would carry any other facet along with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facet {
+    Tool,
+    Api,
+    Model,
+    /// Reading personal data (`action.data`).
+    Data,
+}
+
+/// The facets of an action. The destructuring names every field, so a new field of
+/// `Action` does not compile until someone decides here whether it is something the
+/// action does.
+pub fn facets(action: &Action) -> Vec<Facet> {
+    let Action {
+        tool,
+        api,
+        model,
+        // The size and cost of the model call, not something of their own.
+        max_tokens: _,
+        estimate: _,
+        data,
+        // Labels the caller puts on the action (8.2, 8.3), not things it does.
+        category: _,
+        budget: _,
+        // The arguments of the tool or API call: they qualify that facet (rules match
+        // on them together with it), they are not something done on their own.
+        arguments: _,
+    } = action;
+    let mut out = Vec::new();
+    if tool.is_some() {
+        out.push(Facet::Tool);
+    }
+    if api.is_some() {
+        out.push(Facet::Api);
+    }
+    if model.is_some() {
+        out.push(Facet::Model);
+    }
+    if !data.is_empty() {
+        out.push(Facet::Data);
+    }
+    out
 }
 
 /// Allow/deny lists for one kind of target. Deny wins; hidden tools are also denied.
@@ -242,7 +306,99 @@ impl CompiledPolicy {
         self.actions.iter().filter(move |r| r.matches(action))
     }
 
+    /// A critical action: every facet it has is covered by a matching rule marked
+    /// `critical: true`. An action with no facet at all is not critical.
+    pub fn is_critical_action(&self, action: &Action) -> bool {
+        let facets = facets(action);
+        !facets.is_empty()
+            && facets.iter().all(|&f| {
+                self.actions
+                    .iter()
+                    .any(|r| r.critical && r.covers(action, f))
+            })
+    }
+
+    /// The categories the policy classifies an action into: those of every matching
+    /// action rule, in file order (with repeats).
+    pub fn categories<'a>(&'a self, action: &'a Action) -> impl Iterator<Item = &'a str> + 'a {
+        self.action_rules(action)
+            .filter_map(|r| r.category.as_deref())
+    }
+
+    /// The categories whose rules cover one facet of an action.
+    pub fn categories_covering<'a>(
+        &'a self,
+        action: &'a Action,
+        facet: Facet,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.actions
+            .iter()
+            .filter(move |r| r.covers(action, facet))
+            .filter_map(|r| r.category.as_deref())
+    }
+
     pub fn budget(&self, name: &str) -> Option<&Budget> {
         self.budgets.iter().find(|b| b.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ApiCall;
+
+    const BUNDLE: &str = r#"
+version: 1
+actions:
+  - match: {tool: escalate_to_human}
+    critical: true
+  - match: {api: "POST https://pager.example.com/**"}
+    critical: true
+    category: paging
+"#;
+
+    fn action(tool: Option<&str>, url: Option<&str>, model: Option<&str>) -> Action {
+        Action {
+            tool: tool.map(Into::into),
+            api: url.map(|u| ApiCall {
+                method: "POST".into(),
+                url: u.into(),
+            }),
+            model: model.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_action_is_critical_only_if_every_facet_is_covered() {
+        let p = compile(BUNDLE.as_bytes(), "t.yaml").unwrap();
+        let page = "https://pager.example.com/v1";
+        assert!(p.is_critical_action(&action(Some("escalate_to_human"), None, None)));
+        assert!(p.is_critical_action(&action(Some("escalate_to_human"), Some(page), None)));
+        assert!(!p.is_critical_action(&action(
+            Some("escalate_to_human"),
+            Some("https://api.example.com/x"),
+            None
+        )));
+        assert!(!p.is_critical_action(&action(Some("escalate_to_human"), None, Some("m"))));
+        assert!(!p.is_critical_action(&Action::default()));
+        let mut with_data = action(Some("escalate_to_human"), None, None);
+        with_data.data.push(crate::domain::DataAccess {
+            data_type: "email".into(),
+            purpose: None,
+        });
+        assert!(!p.is_critical_action(&with_data));
+    }
+
+    #[test]
+    fn a_category_covers_only_the_facets_its_rule_matches() {
+        let p = compile(BUNDLE.as_bytes(), "t.yaml").unwrap();
+        let a = action(Some("x"), Some("https://pager.example.com/v1"), None);
+        assert_eq!(p.categories(&a).collect::<Vec<_>>(), ["paging"]);
+        assert_eq!(
+            p.categories_covering(&a, Facet::Api).collect::<Vec<_>>(),
+            ["paging"]
+        );
+        assert_eq!(p.categories_covering(&a, Facet::Tool).count(), 0);
     }
 }

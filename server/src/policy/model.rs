@@ -101,6 +101,8 @@ pub struct ActionRuleFile {
     pub deny: bool,
     /// Why, for people: quoted in the denial and the approval request.
     pub reason: Option<String>,
+    /// The category the policy puts matching actions in (trust scopes, category budgets).
+    pub category: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,7 +17,7 @@ pub use consent::{ConsentBook, ConsentCheck, ConsentGrant};
 pub use halts::{Halt, HaltBoard, HaltMode, HaltTarget};
 pub use ledger::{Amounts, Counter, CounterKey, Ledger, Reservation};
 pub use loops::{LoopKey, LoopWindows};
-pub use trust::{EffectiveTrust, TrustAssignment, TrustBook};
+pub use trust::{EffectiveTrust, TrustAssignment, TrustBook, TrustScopes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentInfo {

@@ -194,6 +194,8 @@ pub struct StateImage {
     pub approvals: Vec<crate::state::Approval>,
     /// (agent id, operator principal name)
     pub operators: Vec<(String, String)>,
+    /// Every principal, read in the control snapshot (`load_control` only).
+    pub principals: Option<Vec<PrincipalRow>>,
     /// Version of the newest published policy bundle (`load_control` only).
     pub published_policy: Option<String>,
     /// Conditions the watchdog already halted for (`load` only).

@@ -160,35 +160,8 @@ impl Store for PgStore {
     }
 
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
-        sqlx::query(
-            "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            let roles: String = r.try_get("roles")?;
-            let agents: String = r.try_get("agents")?;
-            let tls_identity: Option<String> = r.try_get("tls_identity")?;
-            Ok(PrincipalRow {
-                name: r.try_get("name")?,
-                roles: roles
-                    .split(',')
-                    .filter(|x| !x.is_empty())
-                    .map(|x| x.parse().map_err(StoreError::Corrupt))
-                    .collect::<Result<_, _>>()?,
-                agents: json(&agents)?,
-                key_hash: r.try_get("key_hash")?,
-                key_prefix: r.try_get("key_prefix")?,
-                tls_identity: tls_identity
-                    .map(|t| t.parse().map_err(StoreError::Corrupt))
-                    .transpose()?,
-                created_by: r.try_get("created_by")?,
-                created_ms: r.try_get("created_ms")?,
-                revoked_ms: r.try_get("revoked_ms")?,
-            })
-        })
-        .collect()
+        let mut conn = self.pool.acquire().await?;
+        read_principals(&mut conn).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -517,6 +490,9 @@ impl Store for PgStore {
             .await?;
         let mut img = StateImage::default();
         load_control_into(&mut tx, &mut img).await?;
+        // In the same snapshot as the rest: a principal set read apart could be older
+        // than the snapshot's sequence number says, and replace a newer one.
+        img.principals = Some(read_principals(&mut tx).await?);
         img.published_policy = sqlx::query_scalar(
             "SELECT version FROM policy_loads WHERE accepted = 1 AND bundle IS NOT NULL ORDER BY id DESC LIMIT 1",
         )
@@ -908,6 +884,38 @@ async fn load_control_into(
 }
 
 /// Every agent's newest heartbeat.
+async fn read_principals(conn: &mut sqlx::PgConnection) -> Result<Vec<PrincipalRow>, StoreError> {
+    sqlx::query(
+        "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        let roles: String = r.try_get("roles")?;
+        let agents: String = r.try_get("agents")?;
+        let tls_identity: Option<String> = r.try_get("tls_identity")?;
+        Ok(PrincipalRow {
+            name: r.try_get("name")?,
+            roles: roles
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(|x| x.parse().map_err(StoreError::Corrupt))
+                .collect::<Result<_, _>>()?,
+            agents: json(&agents)?,
+            key_hash: r.try_get("key_hash")?,
+            key_prefix: r.try_get("key_prefix")?,
+            tls_identity: tls_identity
+                .map(|t| t.parse().map_err(StoreError::Corrupt))
+                .transpose()?,
+            created_by: r.try_get("created_by")?,
+            created_ms: r.try_get("created_ms")?,
+            revoked_ms: r.try_get("revoked_ms")?,
+        })
+    })
+    .collect()
+}
+
 async fn read_presence(conn: &mut sqlx::PgConnection) -> Result<Vec<PresenceRow>, StoreError> {
     sqlx::query("SELECT agent_id, status, last_heartbeat_ms, silence_halted_ms FROM presence")
         .fetch_all(&mut *conn)
