@@ -1005,14 +1005,16 @@ fn show_approval(a: &pb::Approval) -> String {
     } else {
         format!(" by {} ({})", a.decided_by, a.decision_reason)
     };
+    // Free text an agent or an approver chose: escaped, so it cannot rewrite the terminal.
+    let esc = crate::domain::text::escape_text;
     format!(
         "{}\t{}{}\tagent {}\t{}\t{}\texpires {}",
         a.approval_id,
         approval_state_name(a.state),
-        decided,
+        esc(&decided),
         a.agent_id,
-        a.action_summary,
-        a.reason,
+        esc(&a.action_summary),
+        esc(&a.reason),
         ts(&a.expires_at)
     )
 }
