@@ -2,6 +2,7 @@
 //! each sends its next request when the previous answer arrives) or fixed rate (open
 //! loop; latency counted from the scheduled send time, so a stall is not hidden).
 
+use super::term::say;
 use arbiter_client::Client;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -168,12 +169,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let target = format!("{:?}", a.target).to_lowercase();
     let mode = a.rate.map_or("closed".to_owned(), |r| format!("rate={r}"));
     if a.json {
-        println!(
+        say!(
             "{{\"target\":\"{target}\",\"mode\":\"{mode}\",\"concurrency\":{},\"duration_s\":{},\"ok\":{ok},\"errors\":{errs},\"throughput\":{throughput:.1},\"p50_ms\":{:.3},\"p95_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
             a.concurrency, a.duration, ms(0.5), ms(0.95), ms(0.99), h.max() as f64 / 1000.0
         );
     } else {
-        println!(
+        say!(
             "{target:<9} {mode:<10} c={:<4} ok={ok} errors={errs} throughput={throughput:.0}/s p50={:.3}ms p95={:.3}ms p99={:.3}ms max={:.3}ms",
             a.concurrency, ms(0.5), ms(0.95), ms(0.99), h.max() as f64 / 1000.0
         );
