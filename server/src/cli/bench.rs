@@ -15,6 +15,9 @@ pub enum Target {
     Ping,
     /// A full-pipeline Evaluate with a durable audit entry.
     Evaluate,
+    /// A gated action as an agent runs it: Evaluate with a cost, then Record the
+    /// outcome; every 16th call asks for a tool the policy denies (a logged DENY).
+    Mixed,
 }
 
 #[derive(Args, Debug)]
@@ -57,7 +60,35 @@ async fn call(c: &Client, target: Target, agent: &str, n: u64) -> bool {
             .send()
             .await
             .is_ok_and(|d| d.allowed()),
+        Target::Mixed => mixed(c, agent, n).await,
     }
+}
+
+async fn mixed(c: &Client, agent: &str, n: u64) -> bool {
+    let tool = if n % 16 == 15 {
+        "bench_denied"
+    } else {
+        "bench_tool"
+    };
+    let Ok(d) = c
+        .evaluate(agent)
+        .session(format!("bench-{}", n % 64))
+        .tool(tool)
+        .cost_micro_usd(2)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    if !d.allowed() {
+        return tool == "bench_denied";
+    }
+    c.record(&d.decision_id)
+        .outcome(arbiter_client::ActionOutcome::Success)
+        .cost_micro_usd(1)
+        .send()
+        .await
+        .is_ok()
 }
 
 fn histogram() -> Histogram<u64> {
