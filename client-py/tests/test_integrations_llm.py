@@ -240,3 +240,79 @@ def test_async_anthropic_stream_and_failure(
     client = llm_server.client()
     assert money(client, agent) == (cost(CLAUDE, streamed), 0)
     assert [r["outcome"] for r in records(client, agent)] == ["success", "failure"]
+
+
+def tool_loop(llm: Any, tools: Any, ask: str) -> Any:
+    """The usual Anthropic tool loop: call, run the tool_use blocks, send the results."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": ask}]
+    while True:
+        message = llm.messages.create(model="claude-test", max_tokens=256, messages=messages)
+        if message.stop_reason != "tool_use":
+            return message
+        messages.append({"role": "assistant", "content": message.content})
+        messages.append({"role": "user", "content": tools.run(message)})
+
+
+def tool_results(provider: FakeProvider) -> list[dict[str, Any]]:
+    """Every tool_result block the model was sent."""
+    out = []
+    for _, body in provider.requests:
+        for message in body["messages"]:
+            content = message["content"]
+            if isinstance(content, list):
+                out += [b for b in content if b.get("type") == "tool_result"]
+    return out
+
+
+def anthropic_tools(server: Server, provider: FakeProvider, agent: str, ran: list[str]) -> Any:
+    from arbiter.integrations import AnthropicTools
+
+    client = server.client()
+    llm = wrap_anthropic(
+        anthropic.Anthropic(base_url=provider.url, api_key="t", max_retries=0),
+        client,
+        agent_id=agent,
+    )
+    tools = AnthropicTools(
+        client,
+        {
+            "lookup_order": lambda order_id: ran.append(order_id) or {"status": "shipped"},
+            "delete_account": lambda user: ran.append(user) or "deleted",
+        },
+        agent_id=agent,
+    )
+    return llm, tools
+
+
+def test_anthropic_tool_use_runs_allowed_tools_and_returns_denials_as_errors(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    ran: list[str] = []
+    llm, tools = anthropic_tools(llm_server, provider, agent, ran)
+    provider.script(
+        Reply(tool="lookup_order", arguments={"order_id": "42"}),
+        Reply(tool="delete_account", arguments={"user": "u1"}),
+        Reply(text="done"),
+    )
+    assert tool_loop(llm, tools, "check 42 and delete u1").content[0].text == "done"
+    assert ran == ["42"]
+    allowed, denied = tool_results(provider)[-2:]
+    assert json.loads(allowed["content"]) == {"status": "shipped"} and "is_error" not in allowed
+    assert denied["is_error"] is True and "Arbiter denied" in denied["content"]
+    assert check(tools).ok
+
+
+def test_anthropic_tool_use_stops_on_a_halt(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    ran: list[str] = []
+    llm, tools = anthropic_tools(llm_server, provider, agent, ran)
+    client = llm_server.client()
+    halt = lambda: client.halt(agent, reason="stop")  # noqa: E731
+    provider.script(Reply(tool="lookup_order", arguments={"order_id": "1"}, on_request=halt))
+    try:
+        with pytest.raises(arbiter.Halted):
+            tool_loop(llm, tools, "look up 1")
+    finally:
+        client.resume(agent, reason="done")
+    assert ran == [] and provider.count == 1
