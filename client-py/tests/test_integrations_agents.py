@@ -157,3 +157,25 @@ def test_a_halt_mid_run_stops_the_run(
     finally:
         client.resume(agent, reason="done")
     assert RAN == [] and provider.count == 1
+
+
+def test_a_streamed_run_on_the_responses_api_is_governed_and_recorded(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    client = llm_server.async_client()
+    provider.script(Reply(text="streamed answer", input_tokens=321, output_tokens=12))
+    raw = openai.AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="test", max_retries=0)
+    model = agents.OpenAIResponsesModel(
+        model="gpt-test", openai_client=wrap_openai(raw, client, agent_id=agent)
+    )
+    bot = agents.Agent(name="s", instructions="Answer.", model=model)
+
+    async def run() -> Any:
+        result = agents.Runner.run_streamed(bot, "hi")
+        async for _ in result.stream_events():
+            pass
+        return result.final_output
+
+    assert asyncio.run(run()) == "streamed answer"
+    (budget,) = [b for b in llm_server.client().budget(agent) if b.name == "cap"]
+    assert budget.usd is not None and (budget.usd.spent, budget.usd.reserved) == (321 + 24, 0)

@@ -165,6 +165,8 @@ def test_copies_of_a_wrapped_client_are_governed_and_helpers_are_refused(
         llm.with_options(timeout=5).chat.completions.create(model="gpt-4o", messages=MESSAGES)
     with pytest.raises(NotCovered):
         llm.chat.completions.stream(model="gpt-test", messages=MESSAGES)
+    with pytest.raises(AttributeError, match="not governed"):
+        llm.chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)
     assert provider.count == 0
     assert not check(openai.OpenAI(api_key="x")).ok
 

@@ -58,6 +58,28 @@ def refuse_method(resource: Any, name: str, instead: str) -> None:
     setattr(resource, name, refused)
 
 
+class _RefusedNamespace:
+    """Stands in for ``with_raw_response`` / ``with_streaming_response``: the SDK builds
+    them from the unwrapped methods, so every attribute is refused. It is an
+    AttributeError so that SDKs probing for it (the Agents SDK does) fall back to the
+    governed ``create``."""
+
+    def __init__(self, what: str, instead: str) -> None:
+        self._what = what
+        self._instead = instead
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{self._what}.{name} is not governed by Arbiter; use {self._instead}")
+
+
+def refuse_namespaces(resource: Any, instead: str) -> None:
+    """Refuse the raw and streaming-response namespaces of a wrapped resource."""
+    kind = type(resource).__name__
+    for name in ("with_raw_response", "with_streaming_response"):
+        if hasattr(type(resource), name):
+            setattr(resource, name, _RefusedNamespace(f"{kind}.{name}", instead))
+
+
 def _sync_method(original: Callable[..., Any], gate: Gate, plan: Planner, read: Reader) -> Any:
     @functools.wraps(original)
     def governed(*args: Any, **kwargs: Any) -> Any:

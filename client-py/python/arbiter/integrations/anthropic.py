@@ -26,6 +26,7 @@ from arbiter.integrations._llm import (
     Plan,
     given_int,
     refuse_method,
+    refuse_namespaces,
     required_model,
     usage_of,
     wrap_method,
@@ -70,6 +71,7 @@ def _govern(client: Any, gate: Gate, max_tokens: int) -> None:
                 wrap_method(messages, name, gate, _plan(max_tokens), _usage)
         refuse_method(messages, "stream", "messages.create(stream=True)")
         refuse_method(messages, "tool_runner", "messages.create and AnthropicTools")
+        refuse_namespaces(messages, "messages.create")
         batches = getattr(messages, "batches", None)
         if batches is not None:
             refuse_method(batches, "create", "messages.create")

@@ -21,6 +21,7 @@ from arbiter.integrations._llm import (
     Plan,
     given_int,
     refuse_method,
+    refuse_namespaces,
     required_model,
     usage_of,
     wrap_method,
@@ -81,6 +82,7 @@ def _govern_chat(completions: Any, gate: Gate, max_tokens: int) -> None:
         if hasattr(completions, name):
             wrap_method(completions, name, gate, _chat_plan(max_tokens), _chat_usage)
     refuse_method(completions, "stream", "chat.completions.create(stream=True)")
+    refuse_namespaces(completions, "chat.completions.create")
 
 
 def _govern_responses(responses: Any, gate: Gate, max_tokens: int) -> None:
@@ -89,6 +91,7 @@ def _govern_responses(responses: Any, gate: Gate, max_tokens: int) -> None:
             wrap_method(responses, name, gate, _responses_plan(max_tokens), _responses_usage)
     refuse_method(responses, "stream", "responses.create(stream=True)")
     refuse_method(responses, "connect", "responses.create")
+    refuse_namespaces(responses, "responses.create")
 
 
 def _govern_copies(client: Any, name: str, gate: Gate, max_tokens: int) -> None:
