@@ -121,6 +121,12 @@ def _handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _pieces(text: str) -> list[str]:
+    """The text in streamed pieces that join back to exactly the text."""
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + words[-1:]
+
+
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
@@ -167,8 +173,8 @@ def _chat(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
 def _chat_events(body: dict[str, Any], reply: Reply) -> Iterator[tuple[Optional[str], Any]]:
     base = {"id": _id("chatcmpl"), "object": "chat.completion.chunk", "created": 1}
     base["model"] = body.get("model", "?")
-    for word in reply.text.split(" "):
-        delta = {"role": "assistant", "content": word + " "}
+    for piece in _pieces(reply.text):
+        delta = {"role": "assistant", "content": piece}
         yield None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
     yield None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     if (body.get("stream_options") or {}).get("include_usage"):
@@ -225,7 +231,7 @@ def _response_events(body: dict[str, Any], reply: Reply) -> Iterator[tuple[Optio
         {"type": "response.created", "sequence_number": 0, "response": started},
     )
     seq = 1
-    for word in reply.text.split(" "):
+    for piece in _pieces(reply.text):
         yield (
             "response.output_text.delta",
             {
@@ -234,7 +240,7 @@ def _response_events(body: dict[str, Any], reply: Reply) -> Iterator[tuple[Optio
                 "item_id": done["output"][0]["id"],
                 "output_index": 0,
                 "content_index": 0,
-                "delta": word + " ",
+                "delta": piece,
                 "logprobs": [],
             },
         )
@@ -278,8 +284,8 @@ def _message_events(body: dict[str, Any], reply: Reply) -> Iterator[tuple[Option
         "content_block": {"type": "text", "text": ""},
     }
     yield "content_block_start", block
-    for word in reply.text.split(" "):
-        delta = {"type": "text_delta", "text": word + " "}
+    for piece in _pieces(reply.text):
+        delta = {"type": "text_delta", "text": piece}
         yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
     yield (

@@ -159,15 +159,15 @@ def test_a_halt_mid_run_stops_the_run(
     assert RAN == [] and provider.count == 1
 
 
-def test_a_streamed_run_on_the_responses_api_is_governed_and_recorded(
-    llm_server: Server, provider: FakeProvider, agent: str
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
+def test_a_streamed_run_is_governed_and_recorded(
+    llm_server: Server, provider: FakeProvider, agent: str, api: str
 ) -> None:
     client = llm_server.async_client()
     provider.script(Reply(text="streamed answer", input_tokens=321, output_tokens=12))
     raw = openai.AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="test", max_retries=0)
-    model = agents.OpenAIResponsesModel(
-        model="gpt-test", openai_client=wrap_openai(raw, client, agent_id=agent)
-    )
+    kind = agents.OpenAIResponsesModel if api == "responses" else agents.OpenAIChatCompletionsModel
+    model = kind(model="gpt-test", openai_client=wrap_openai(raw, client, agent_id=agent))
     bot = agents.Agent(name="s", instructions="Answer.", model=model)
 
     async def run() -> Any:
