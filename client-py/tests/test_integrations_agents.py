@@ -89,6 +89,10 @@ def test_an_allowed_tool_runs_and_every_call_is_recorded(
     page = llm_server.client().audit.query(agent_id=agent, kinds=["record"])
     assert [e.outcome for e in page.entries] == ["success"] * 3  # two LLM calls, one tool
     assert check(bot).ok
+    # A hosted tool cannot be governed here, and check() says so.
+    bot.tools.append(agents.WebSearchTool())
+    report = check(bot)
+    assert not report.ok and "NOT governed: WebSearchTool" in str(report)
 
 
 def test_a_denied_tool_never_runs_and_the_model_reads_why(

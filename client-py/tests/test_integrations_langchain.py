@@ -120,10 +120,13 @@ def test_a_denied_tool_never_runs_and_the_model_reads_the_error(
     assert "Arbiter denied" in str(message.content)
 
 
-def test_a_direct_call_of_a_denied_tool_raises_denied(llm_server: Server, agent: str) -> None:
-    delete = governed(llm_server, agent)[2]
+def test_a_direct_call_raises_denied_or_approval_required(llm_server: Server, agent: str) -> None:
+    _, refund, delete = governed(llm_server, agent)
     with pytest.raises(arbiter.Denied):
         delete.invoke({"user": "u1"})
+    # Outside a graph there is nothing to pause: the pending call is an exception.
+    with pytest.raises(arbiter.ApprovalRequired):
+        refund.invoke({"order_id": "9", "amount": 1.0})
     assert RAN == []
 
 

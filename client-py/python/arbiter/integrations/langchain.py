@@ -167,21 +167,23 @@ class GovernedTool(BaseTool):
 
     def _decide(self, arguments: dict[str, Any], request_id: Optional[str]) -> Decision:
         decision: Decision = self._first(arguments, request_id).wait()
-        while decision.pending and self.on_pending == "interrupt":
-            self._pause(decision, arguments)
+        while decision.pending and self._pause(decision, arguments):
             op = self.gate.tool_op(self.name, arguments, approval_id=decision.approval_id)
             decision = op.wait()
         return decision
 
     async def _adecide(self, arguments: dict[str, Any], request_id: Optional[str]) -> Decision:
         decision: Decision = await self._first(arguments, request_id).future()
-        while decision.pending and self.on_pending == "interrupt":
-            self._pause(decision, arguments)
+        while decision.pending and self._pause(decision, arguments):
             op = self.gate.tool_op(self.name, arguments, approval_id=decision.approval_id)
             decision = await op.future()
         return decision
 
-    def _pause(self, decision: Decision, arguments: dict[str, Any]) -> None:
+    def _pause(self, decision: Decision, arguments: dict[str, Any]) -> bool:
+        """Pause the graph for the approval; False when there is no graph to pause (the
+        pending call is then refused like a denial)."""
+        if self.on_pending != "interrupt" or not _in_graph():
+            return False
         from langgraph.types import interrupt
 
         # Returns only when the graph is resumed; the resume value is deliberately unused.
@@ -193,6 +195,7 @@ class GovernedTool(BaseTool):
                 "reason": denial_text(decision),
             }
         )
+        return True
 
     def _refusal(self, decision: Decision, call_id: Optional[str]) -> Optional[ToolMessage]:
         if decision.allowed:
@@ -205,6 +208,12 @@ class GovernedTool(BaseTool):
             name=self.name,
             status="error",
         )
+
+
+def _in_graph() -> bool:
+    """True inside a LangGraph node (where ``interrupt()`` can pause)."""
+    configurable = _current_config().get("configurable") or {}
+    return any(str(key).startswith("__pregel_") for key in configurable)
 
 
 def _current_config() -> Mapping[str, Any]:
