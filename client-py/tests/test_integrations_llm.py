@@ -213,10 +213,34 @@ def test_anthropic_messages_plain_and_streamed_are_settled(
     )
     assert [e.type for e in events][-1] == "message_stop"
     assert money(client, agent) == (cost(CLAUDE, plain) + cost(CLAUDE, streamed), 0)
-    with pytest.raises(NotCovered):
-        llm.messages.stream(model="claude-test", max_tokens=10, messages=MESSAGES)
     with pytest.raises(arbiter.Denied):
         llm.messages.create(model="claude-opus-4", max_tokens=10, messages=MESSAGES)
+    with pytest.raises(NotCovered):
+        llm.beta.messages.tool_runner(model="claude-test", max_tokens=10, messages=MESSAGES)
+    assert provider.count == 2
+
+
+def test_anthropic_stream_helper_is_evaluated_on_entry_and_settled_on_exit(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    client = llm_server.client()
+    whole = Reply(text="all of it", input_tokens=600, output_tokens=80)
+    provider.script(whole, Reply(text=" ".join(["more"] * 40)))
+    llm = wrap_anthropic(
+        anthropic.Anthropic(base_url=provider.url, api_key="t", max_retries=0),
+        client,
+        agent_id=agent,
+    )
+    with llm.messages.stream(model="claude-test", max_tokens=128, messages=MESSAGES) as stream:
+        assert "".join(stream.text_stream) == "all of it"
+    assert money(client, agent) == (cost(CLAUDE, whole), 0)
+    with llm.messages.stream(model="claude-test", max_tokens=128, messages=MESSAGES) as stream:
+        next(iter(stream.text_stream))  # and leave early
+    spent, reserved = money(client, agent)
+    assert reserved == 0 and spent >= cost(CLAUDE, whole) + 128 * CLAUDE[1]
+    manager = llm.messages.stream(model="claude-opus-4", max_tokens=10, messages=MESSAGES)
+    with pytest.raises(arbiter.Denied), manager:
+        pass
     assert provider.count == 2
 
 
@@ -224,7 +248,8 @@ def test_async_anthropic_stream_and_failure(
     llm_server: Server, provider: FakeProvider, agent: str
 ) -> None:
     streamed = Reply(text="p q r", input_tokens=250, output_tokens=25)
-    provider.script(streamed, Reply(status=529))
+    helper = Reply(text="s t", input_tokens=50, output_tokens=5)
+    provider.script(streamed, helper, Reply(status=529))
 
     async def run() -> None:
         raw = anthropic.AsyncAnthropic(base_url=provider.url, api_key="t", max_retries=0)
@@ -235,13 +260,16 @@ def test_async_anthropic_stream_and_failure(
         async with events:
             async for _ in events:
                 pass
+        manager = llm.messages.stream(model="claude-test", max_tokens=64, messages=MESSAGES)
+        async with manager as stream:
+            assert [t async for t in stream.text_stream] == ["s ", "t"]
         with pytest.raises(anthropic.APIStatusError):
             await llm.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES)
 
     asyncio.run(run())
     client = llm_server.client()
-    assert money(client, agent) == (cost(CLAUDE, streamed), 0)
-    assert [r["outcome"] for r in records(client, agent)] == ["success", "failure"]
+    assert money(client, agent) == (cost(CLAUDE, streamed) + cost(CLAUDE, helper), 0)
+    assert [r["outcome"] for r in records(client, agent)] == ["success", "success", "failure"]
 
 
 def tool_loop(llm: Any, tools: Any, ask: str) -> Any:

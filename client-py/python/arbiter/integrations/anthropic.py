@@ -17,6 +17,7 @@ from arbiter.integrations import _registry
 from arbiter.integrations._gate import (
     DEFAULT_MAX_TOKENS,
     ArbiterClient,
+    Call,
     Gate,
     Usage,
     denial_text,
@@ -34,10 +35,16 @@ from arbiter.integrations._llm import (
 
 C = TypeVar("C")
 
-COVERS = ("messages.create", "messages.parse", "beta.messages.create", "beta.messages.parse")
-"""The governed calls. ``messages.stream``, ``beta.messages.stream``,
-``beta.messages.tool_runner`` and ``messages.batches.create`` raise ``NotCovered``;
-``count_tokens`` and the rest pass through (they spend no tokens)."""
+COVERS = (
+    "messages.create",
+    "messages.parse",
+    "messages.stream",
+    "beta.messages.create",
+    "beta.messages.parse",
+    "beta.messages.stream",
+)
+"""The governed calls. ``beta.messages.tool_runner`` and ``messages.batches.create`` raise
+``NotCovered``; ``count_tokens`` and the rest pass through (they spend no tokens)."""
 
 _CACHE_INPUTS = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
@@ -69,7 +76,8 @@ def _govern(client: Any, gate: Gate, max_tokens: int) -> None:
         for name in ("create", "parse"):
             if hasattr(messages, name):
                 wrap_method(messages, name, gate, _plan(max_tokens), _usage)
-        refuse_method(messages, "stream", "messages.create(stream=True)")
+        if hasattr(messages, "stream"):
+            _wrap_stream(messages, gate, max_tokens)
         refuse_method(messages, "tool_runner", "messages.create and AnthropicTools")
         refuse_namespaces(messages, "messages.create")
         batches = getattr(messages, "batches", None)
@@ -113,6 +121,81 @@ def _plan(default_cap: int) -> Any:
         )
 
     return plan
+
+
+def _wrap_stream(messages: Any, gate: Gate, default_cap: int) -> None:
+    original = messages.stream
+    plan = _plan(default_cap)
+
+    def stream(*args: Any, **kwargs: Any) -> Any:
+        p = plan(kwargs)
+        return _StreamManager(original(*args, **p.kwargs), gate, p)
+
+    messages.stream = stream
+
+
+class _StreamManager:
+    """``messages.stream(...)``: the SDK sends the request when the ``with`` block is
+    entered, so the evaluate happens there; the record happens when the block is left,
+    with the usage of the SDK's own message snapshot."""
+
+    def __init__(self, inner: Any, gate: Gate, plan: Plan) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._plan = plan
+        self._call: Optional[Call] = None
+        self._stream: Any = None
+
+    def _begin(self, decision: Decision) -> Call:
+        estimate = Usage(self._plan.input_tokens, self._plan.max_tokens)
+        return self._gate.llm_call(decision, self._plan.model, estimate)
+
+    def _op(self) -> Any:
+        return self._gate.llm_op(self._plan.model, self._plan.max_tokens, self._plan.input_tokens)
+
+    def __enter__(self) -> Any:
+        call = self._call = self._begin(self._op().wait())
+        try:
+            self._stream = self._inner.__enter__()
+        except BaseException as error:
+            call.finish(None, error)
+            raise
+        return self._stream
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        try:
+            self._inner.__exit__(exc_type, exc, tb)
+        finally:
+            if self._call is not None:
+                self._call.finish(_snapshot_usage(self._stream), exc)
+
+    async def __aenter__(self) -> Any:
+        call = self._call = self._begin(await self._op().future())
+        try:
+            self._stream = await self._inner.__aenter__()
+        except BaseException as error:
+            await call.afinish(None, error)
+            raise
+        return self._stream
+
+    async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._call is not None:
+                await self._call.afinish(_snapshot_usage(self._stream), exc)
+
+
+def _snapshot_usage(stream: Any) -> Optional[Usage]:
+    """The usage of a finished stream; None for one left early (the worst case is then
+    charged), since its snapshot counts only what had arrived."""
+    try:
+        snapshot = stream.current_message_snapshot
+    except (AssertionError, AttributeError):
+        return None
+    if getattr(snapshot, "stop_reason", None) is None:
+        return None
+    return _usage(snapshot)
 
 
 def _usage(message: Any) -> Optional[Usage]:
