@@ -29,6 +29,7 @@ mod retries;
 mod scope;
 mod service;
 mod shutdown;
+mod streams;
 mod tamper;
 mod tls;
 mod traces;
