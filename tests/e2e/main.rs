@@ -24,6 +24,7 @@ mod postgres;
 mod presence;
 mod record;
 mod report;
+mod replicas;
 mod restart;
 mod retries;
 mod scope;

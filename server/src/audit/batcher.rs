@@ -747,6 +747,7 @@ impl Batcher {
                                     | StateOp::PutApproval(_)
                                     | StateOp::WatchdogMark { .. }
                                     | StateOp::LoopTick { .. }
+                                    | StateOp::ExpectHalt { .. }
                             )
                         })
                 }) {
