@@ -258,6 +258,11 @@ impl Application {
         if let Some(changes) = engine.store().watch_changes() {
             background.push(spawn_control_refresh(engine.clone(), changes));
         }
+        if engine.store().shared() {
+            // TailAudit followers hear what other replicas commit (engine::tail).
+            let follower = engine.clone();
+            background.push(tokio::spawn(async move { follower.watch_log_head().await }));
+        }
         let pruner = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));

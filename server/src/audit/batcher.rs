@@ -228,6 +228,9 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     let mut approvals: std::collections::HashMap<String, Option<ApprovalState>> =
         std::collections::HashMap::new();
     let mut marked = std::collections::HashSet::new();
+    // Halts as this batch leaves them, by target key, ahead of the database.
+    let mut halts: std::collections::HashMap<String, Option<crate::state::Halt>> =
+        std::collections::HashMap::new();
     // Loop-guard calls admitted earlier in this batch, per (agent, session, tool).
     let mut ticked: std::collections::HashMap<(String, String, String), u64> =
         std::collections::HashMap::new();
@@ -284,6 +287,28 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 }
             }
         }
+        // A halt change applies to the halt it was checked against, or not at all.
+        for op in &sub.ops {
+            if let StateOp::ExpectHalt { target, current } = op {
+                let stored = match halts.get(&target.key()) {
+                    Some(h) => h.clone(),
+                    None => match batch.halt(target).await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+                            continue 'subs;
+                        }
+                    },
+                };
+                if stored != *current {
+                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
+                        "halt.changed: the halt on {} was changed on another replica",
+                        target.describe()
+                    ))));
+                    continue 'subs;
+                }
+            }
+        }
         // One transition out of each approval state, whichever replica makes it.
         for op in &sub.ops {
             if let StateOp::PutApproval(a) = op {
@@ -326,7 +351,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
             }
         }
         let Some(guard) = &sub.guard else {
-            note_kept(&mut approvals, &mut marked, &mut ticked, &sub.ops);
+            note_kept(&mut approvals, &mut marked, &mut halts, &mut ticked, &sub.ops);
             kept.push(sub);
             continue;
         };
@@ -335,7 +360,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 for (key, _) in &guard.keys {
                     pending.entry(key.clone()).or_default().add(guard.amounts);
                 }
-                note_kept(&mut approvals, &mut marked, &mut ticked, &sub.ops);
+                note_kept(&mut approvals, &mut marked, &mut halts, &mut ticked, &sub.ops);
                 kept.push(sub);
             }
             Ok(false) => {
@@ -351,11 +376,12 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     *queue = kept;
 }
 
-/// Records what a kept submission writes (approval states, watchdog marks, loop-guard
+/// Records what a kept submission writes (approval states, watchdog marks, halts, loop-guard
 /// calls), for the submissions after it in the same batch.
 fn note_kept(
     approvals: &mut std::collections::HashMap<String, Option<ApprovalState>>,
     marked: &mut std::collections::HashSet<String>,
+    halts: &mut std::collections::HashMap<String, Option<crate::state::Halt>>,
     ticked: &mut std::collections::HashMap<(String, String, String), u64>,
     ops: &[StateOp],
 ) {
@@ -376,6 +402,12 @@ fn note_kept(
             }
             StateOp::WatchdogMark { condition, .. } => {
                 marked.insert(condition.clone());
+            }
+            StateOp::EngageHalt(h) => {
+                halts.insert(h.target.key(), Some(h.clone()));
+            }
+            StateOp::LiftHalt { target } => {
+                halts.insert(target.key(), None);
             }
             _ => {}
         }
@@ -715,6 +747,7 @@ impl Batcher {
                                     | StateOp::PutApproval(_)
                                     | StateOp::WatchdogMark { .. }
                                     | StateOp::LoopTick { .. }
+                                    | StateOp::ExpectHalt { .. }
                             )
                         })
                 }) {

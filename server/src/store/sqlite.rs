@@ -1007,7 +1007,7 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .await?;
         }
         // One server: its memory counts the window exactly (docs/postgres.md).
-        StateOp::LoopTick { .. } => {}
+        StateOp::LoopTick { .. } | StateOp::ExpectHalt { .. } => {}
         StateOp::WatchdogMark {
             condition,
             marked_ms,
