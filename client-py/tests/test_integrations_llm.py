@@ -346,3 +346,22 @@ def test_anthropic_tool_use_stops_on_a_halt(
     finally:
         client.resume(agent, reason="done")
     assert ran == [] and provider.count == 1
+
+
+def test_check_lists_live_wrapped_clients_and_forgets_collected_ones(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    import gc
+
+    llm = wrap_openai(sync_openai(provider), llm_server.client(), agent_id=agent)
+    mine = [str(w) for w in check().wrapped if w.agent_id == agent]
+    assert mine == [f"openai OpenAI (agent {agent}): " + ", ".join(openai_covers())]
+    del llm
+    gc.collect()
+    assert [w for w in check().wrapped if w.agent_id == agent] == []
+
+
+def openai_covers() -> tuple[str, ...]:
+    from arbiter.integrations.openai import COVERS
+
+    return COVERS
