@@ -169,6 +169,8 @@ def test_copies_of_a_wrapped_client_are_governed_and_helpers_are_refused(
         llm.chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)
     assert provider.count == 0
     assert not check(openai.OpenAI(api_key="x")).ok
+    with pytest.raises(ValueError, match="already governed"):
+        wrap_openai(llm, llm_server.client(), agent_id=agent)
 
 
 def test_async_openai_responses_plain_and_streamed_are_settled(

@@ -46,6 +46,13 @@ def register(obj: Any, entry: Wrapped) -> None:
         _wrapped[key] = (weakref.ref(obj, forget), entry)
 
 
+def refuse_twice(obj: Any) -> None:
+    """Wrapping twice would evaluate and record every call twice: refuse it."""
+    found = lookup(obj)
+    if found is not None:
+        raise ValueError(f"already governed: {found}; wrap each client or tool once")
+
+
 def lookup(obj: Any) -> Wrapped | None:
     with _lock:
         found = _wrapped.get(id(obj))

@@ -63,6 +63,7 @@ def wrap_anthropic(
     """Put ``client`` under Arbiter and return it (the same object). ``max_tokens`` is only
     used when a call names none (the Messages API requires one). Copies made with
     ``with_options()`` or ``copy()`` are governed as well."""
+    _registry.refuse_twice(client)
     gate = Gate(arbiter_client, agent_id, session_id, budget, category, context)
     _govern(client, gate, max_tokens)
     return client

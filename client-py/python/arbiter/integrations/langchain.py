@@ -71,6 +71,7 @@ class GovernedTool(BaseTool):
 
     @classmethod
     def wrap(cls, tool: BaseTool, gate: Gate, on_pending: Pending) -> GovernedTool:
+        _registry.refuse_twice(tool)
         governed = cls(
             name=tool.name,
             description=tool.description,

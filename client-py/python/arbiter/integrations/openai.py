@@ -35,9 +35,11 @@ COVERS = (
     "responses.create",
     "responses.parse",
 )
-"""The governed calls. ``chat.completions.stream``, ``responses.stream`` and
-``responses.connect`` raise ``NotCovered``; everything else (embeddings, images, audio,
-files...) is not an LLM call Arbiter prices and passes through untouched."""
+"""The governed calls (also under ``client.beta``). ``chat.completions.stream``,
+``responses.stream`` and ``responses.connect`` raise ``NotCovered``, and the
+``with_raw_response`` / ``with_streaming_response`` namespaces of these resources refuse
+every attribute; everything else (embeddings, images, audio, files...) is not an LLM call
+Arbiter prices and passes through untouched."""
 
 
 def wrap_openai(
@@ -55,6 +57,7 @@ def wrap_openai(
     SDK's client). A call that names no output cap gets ``max_tokens`` as its cap, so the
     reservation bounds what the call can spend. Copies made with ``with_options()`` or
     ``copy()`` are governed as well. Either Arbiter client works with either SDK client."""
+    _registry.refuse_twice(client)
     gate = Gate(arbiter_client, agent_id, session_id, budget, category, context)
     _govern(client, gate, max_tokens)
     return client
