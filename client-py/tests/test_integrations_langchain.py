@@ -198,3 +198,28 @@ def test_the_callback_handler_gates_and_records_llm_usage(llm_server: Server, ag
     with pytest.raises(arbiter.Denied):
         GenericFakeChatModel(messages=untouched).invoke("x", config={"callbacks": [outside]})
     assert next(untouched).content == "never"
+
+
+def test_an_async_graph_pauses_and_resumes_the_same_way(llm_server: Server, agent: str) -> None:
+    import asyncio
+
+    tools = govern_tools([lookup_order, refund_order], llm_server.async_client(), agent_id=agent)
+    graph = Graph(
+        tools,
+        calls("lookup_order", order_id="5"),
+        calls("refund_order", order_id="5", amount=3.0),
+        AIMessage("done"),
+    )
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = await graph.app.ainvoke(start("refund 5"), graph.config)
+        (paused,) = out["__interrupt__"]
+        await asyncio.to_thread(cli_approve, llm_server, paused.value["arbiter_approval_id"])
+        done: dict[str, Any] = await graph.app.ainvoke(Command(resume=True), graph.config)
+        return done
+
+    assert asyncio.run(run())["messages"][-1].content == "done"
+    assert RAN == [
+        ("lookup_order", {"order_id": "5"}),
+        ("refund_order", {"order_id": "5", "amount": 3.0}),
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -367,3 +368,43 @@ def openai_covers() -> tuple[str, ...]:
     from arbiter.integrations.openai import COVERS
 
     return COVERS
+
+
+def test_anthropic_tools_can_wait_for_an_operator(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    import threading
+
+    from arbiter.integrations import AnthropicTools
+
+    from .test_integrations_langchain import cli_approve
+
+    client = llm_server.client()
+    ran: list[float] = []
+    tools = AnthropicTools(
+        client,
+        {"refund_order": lambda amount: ran.append(amount) or "refunded"},
+        agent_id=agent,
+        wait_for_approval=30,
+    )
+    message = {
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "refund_order", "input": {"amount": 9}}
+        ]
+    }
+
+    def operator() -> None:
+        # The run blocks in wait_for_approval; poll until its approval exists (bounded).
+        for _ in range(600):
+            pending = client.list_approvals(agent_id=agent, state="pending").approvals
+            if pending:
+                cli_approve(llm_server, pending[0].approval_id)
+                return
+            time.sleep(0.05)
+
+    desk = threading.Thread(target=operator)
+    desk.start()
+    (result,) = tools.run(message)
+    desk.join()
+    assert result == {"type": "tool_result", "tool_use_id": "toolu_1", "content": "refunded"}
+    assert ran == [9]
