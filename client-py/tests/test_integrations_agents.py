@@ -13,9 +13,8 @@ import pytest
 
 from arbiter.integrations import check, wrap_openai
 
-from .conftest import Server, require
+from .conftest import Server, cli_approve, require
 from .fake_providers import FakeProvider, Reply
-from .test_integrations_langchain import cli_approve
 
 agents: Any = require("agents")
 openai: Any = require("openai")

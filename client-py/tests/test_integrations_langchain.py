@@ -5,7 +5,6 @@ CLI approval, halts, and the callback handler recording LLM usage."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import arbiter
 from arbiter.integrations import check
 
-from .conftest import Server, arbiter_bin, require
+from .conftest import Server, cli_approve, require
 
 require("langgraph")
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
@@ -128,17 +127,6 @@ def test_a_direct_call_raises_denied_or_approval_required(llm_server: Server, ag
     with pytest.raises(arbiter.ApprovalRequired):
         refund.invoke({"order_id": "9", "amount": 1.0})
     assert RAN == []
-
-
-def cli_approve(server: Server, approval_id: str) -> None:
-    done = subprocess.run(
-        [str(arbiter_bin()), "approvals", "approve", approval_id, "--addr", server.address],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_pending_tool_pauses_the_graph_and_resumes_after_a_cli_approval(

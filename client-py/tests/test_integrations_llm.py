@@ -14,7 +14,7 @@ import pytest
 import arbiter
 from arbiter.integrations import NotCovered, check, wrap_anthropic, wrap_openai
 
-from .conftest import Server, require
+from .conftest import Server, cli_approve, require
 from .fake_providers import FakeProvider, Reply
 
 openai: Any = require("openai")
@@ -376,8 +376,6 @@ def test_anthropic_tools_can_wait_for_an_operator(
     import threading
 
     from arbiter.integrations import AnthropicTools
-
-    from .test_integrations_langchain import cli_approve
 
     client = llm_server.client()
     ran: list[float] = []
