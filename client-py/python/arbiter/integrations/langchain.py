@@ -2,8 +2,8 @@
 
 - ``govern_tools(tools, client, agent_id=...)`` wraps LangChain tools (``@tool``,
   ``StructuredTool``, any ``BaseTool``) so each call is evaluated with its arguments bound
-  and recorded after it runs. It works wherever the tools run: LangGraph's ``ToolNode``,
-  ``create_agent``, or a direct ``tool.invoke``.
+  and recorded after it runs: in LangGraph's ``ToolNode`` (sync or async) or through a
+  direct ``tool.invoke``.
 - A denial reaches the model as a ``ToolMessage`` with ``status="error"`` when the tool was
   called with a tool call (as ``ToolNode`` does), and raises ``arbiter.Denied`` when code
   invoked the tool with plain arguments. A halt raises ``arbiter.Halted``.
@@ -245,7 +245,8 @@ class ArbiterCallbackHandler(BaseCallbackHandler):
     output cap come from the model's invocation parameters (``model``/``model_name``,
     ``max_tokens``/``max_completion_tokens``), else ``model`` and ``max_tokens`` here.
     A denial raises ``arbiter.Denied`` out of the model call (``raise_error`` is set, so
-    LangChain does not swallow it). Do not also wrap the same model's SDK client with
+    LangChain does not swallow it). The handler is synchronous and runs inline: in an
+    async run its evaluate blocks the event loop for one round trip to Arbiter. Do not also wrap the same model's SDK client with
     ``wrap_openai``: each call would then be counted twice."""
 
     raise_error = True
