@@ -24,7 +24,11 @@ from langgraph.graph import START, MessagesState, StateGraph  # noqa: E402
 from langgraph.prebuilt import ToolNode, tools_condition  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 
-from arbiter.integrations.langchain import ArbiterCallbackHandler, govern_tools  # noqa: E402
+from arbiter.integrations.langchain import (  # noqa: E402
+    ArbiterCallbackHandler,
+    AsyncArbiterCallbackHandler,
+    govern_tools,
+)
 
 RAN: list[tuple[str, dict[str, Any]]] = []
 
@@ -211,3 +215,28 @@ def test_an_async_graph_pauses_and_resumes_the_same_way(llm_server: Server, agen
         ("lookup_order", {"order_id": "5"}),
         ("refund_order", {"order_id": "5", "amount": 3.0}),
     ]
+
+
+def test_the_async_callback_handler_records_and_reports_failures(
+    llm_server: Server, agent: str
+) -> None:
+    import asyncio
+
+    usage = {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}
+    replies = iter([AIMessage("ok", usage_metadata=usage)])  # type: ignore[arg-type]
+    handler = AsyncArbiterCallbackHandler(
+        llm_server.async_client(), agent_id=agent, model="gpt-test", max_tokens=50
+    )
+
+    async def run() -> None:
+        model = GenericFakeChatModel(messages=replies)
+        await model.ainvoke("hello", config={"callbacks": [handler]})
+        with pytest.raises(RuntimeError):  # the script is used up: the model call fails
+            await model.ainvoke("again", config={"callbacks": [handler]})
+
+    asyncio.run(run())
+    client = llm_server.client()
+    (budget,) = [b for b in client.budget(agent) if b.name == "cap"]
+    assert budget.usd is not None and (budget.usd.spent, budget.usd.reserved) == (100 + 20, 0)
+    page = client.audit.query(agent_id=agent, kinds=["record"])
+    assert [e.outcome for e in page.entries] == ["success", "failure"]
