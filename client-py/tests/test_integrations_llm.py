@@ -406,3 +406,13 @@ def test_anthropic_tools_can_wait_for_an_operator(
     desk.join()
     assert result == {"type": "tool_result", "tool_use_id": "toolu_1", "content": "refunded"}
     assert ran == [9]
+
+
+def test_an_unreachable_arbiter_fails_closed(provider: FakeProvider, agent: str) -> None:
+    from .conftest import free_port
+
+    nobody = arbiter.Client(f"127.0.0.1:{free_port()}", timeout=2.0, retries=0)
+    llm = wrap_openai(sync_openai(provider), nobody, agent_id=agent)
+    with pytest.raises(arbiter.Unavailable):
+        llm.chat.completions.create(model="gpt-test", messages=MESSAGES, max_tokens=10)
+    assert provider.count == 0
