@@ -214,9 +214,12 @@ defaults:
   approval_ttl: 1h
 prices:
   gpt-test: {input: "1.00", output: "2.00"}
+  gpt-test-large: {input: "1.00", output: "2.00"}
   claude-test: {input: "3.00", output: "15.00"}
 actions:
   - match: {tool: "refund_*"}
+    approval: always
+  - match: {model: "gpt-test-large*"}
     approval: always
 agents:
   - id: "bot*"

@@ -416,3 +416,34 @@ def test_an_unreachable_arbiter_fails_closed(provider: FakeProvider, agent: str)
     with pytest.raises(arbiter.Unavailable):
         llm.chat.completions.create(model="gpt-test", messages=MESSAGES, max_tokens=10)
     assert provider.count == 0
+
+
+def test_an_llm_call_that_needs_a_human_waits_for_the_approval_when_asked_to(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    import threading
+
+    client = llm_server.client()
+    plain = wrap_openai(sync_openai(provider), client, agent_id=agent)
+    with pytest.raises(arbiter.ApprovalRequired):
+        plain.chat.completions.create(model="gpt-test-large", messages=MESSAGES, max_tokens=20)
+    assert provider.count == 0
+    patient = wrap_openai(sync_openai(provider), client, agent_id=agent, wait_for_approval=30)
+
+    def operator() -> None:
+        # Approve the newest pending approval, once there are two (bounded).
+        for _ in range(600):
+            pending = client.list_approvals(agent_id=agent, state="pending").approvals
+            if len(pending) == 2:
+                cli_approve(llm_server, pending[0].approval_id)
+                return
+            time.sleep(0.05)
+
+    desk = threading.Thread(target=operator)
+    desk.start()
+    reply = patient.chat.completions.create(
+        model="gpt-test-large", messages=MESSAGES, max_tokens=20
+    )
+    desk.join()
+    assert reply.choices[0].message.content == "ok" and provider.count == 1
+    assert [r["outcome"] for r in records(client, agent)] == ["success"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from arbiter._arbiter import ApprovalDenied, ApprovalTimeout
 from arbiter._client import _approval_wait
@@ -59,12 +59,18 @@ def wrap_anthropic(
     budget: Optional[str] = None,
     category: Optional[str] = None,
     context: Optional[Mapping[str, str]] = None,
+    wait_for_approval: Union[bool, float] = False,
 ) -> C:
     """Put ``client`` under Arbiter and return it (the same object). ``max_tokens`` is only
     used when a call names none (the Messages API requires one). Copies made with
-    ``with_options()`` or ``copy()`` are governed as well."""
+    ``with_options()`` or ``copy()`` are governed as well.
+
+    With ``wait_for_approval`` (True for 60 s, or seconds) a call that a policy rule sends
+    to a human waits for the approval and is then sent; without it such a call raises
+    ``arbiter.ApprovalRequired``."""
     _registry.refuse_twice(client)
-    gate = Gate(arbiter_client, agent_id, session_id, budget, category, context)
+    wait = _approval_wait(wait_for_approval)
+    gate = Gate(arbiter_client, agent_id, session_id, budget, category, context, wait)
     _govern(client, gate, max_tokens)
     return client
 
