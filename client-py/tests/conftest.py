@@ -214,9 +214,12 @@ defaults:
   approval_ttl: 1h
 prices:
   gpt-test: {input: "1.00", output: "2.00"}
+  gpt-test-large: {input: "1.00", output: "2.00"}
   claude-test: {input: "3.00", output: "15.00"}
 actions:
   - match: {tool: "refund_*"}
+    approval: always
+  - match: {model: "gpt-test-large*"}
     approval: always
 agents:
   - id: "bot*"
@@ -256,3 +259,15 @@ def provider(_provider: object) -> object:
     """The fake provider endpoint, with an empty script and request count."""
     _provider.script()  # type: ignore[attr-defined]
     return _provider
+
+
+def cli_approve(server: Server, approval_id: str) -> None:
+    """Grant an approval the way an operator does: ``arbiter approvals approve``."""
+    done = subprocess.run(
+        [str(arbiter_bin()), "approvals", "approve", approval_id, "--addr", server.address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

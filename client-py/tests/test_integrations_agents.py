@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+import arbiter
 from arbiter.integrations import check, wrap_openai
 
-from .conftest import Server, require
+from .conftest import Server, cli_approve, require
 from .fake_providers import FakeProvider, Reply
-from .test_integrations_langchain import cli_approve
 
 agents: Any = require("agents")
 openai: Any = require("openai")
@@ -183,3 +183,16 @@ def test_a_streamed_run_is_governed_and_recorded(
     assert asyncio.run(run()) == "streamed answer"
     (budget,) = [b for b in llm_server.client().budget(agent) if b.name == "cap"]
     assert budget.usd is not None and (budget.usd.spent, budget.usd.reserved) == (321 + 24, 0)
+
+
+def test_a_halted_agent_cannot_start_a_run(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    client = llm_server.client()
+    client.halt(agent, reason="maintenance")
+    try:
+        with pytest.raises(arbiter.Halted):
+            asyncio.run(agents.Runner.run(make_agent(llm_server, provider, agent), "go"))
+    finally:
+        client.resume(agent, reason="done")
+    assert provider.count == 0

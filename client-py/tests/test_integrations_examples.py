@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Server, require, start_server
+from .conftest import REPO, Server, cli_approve, require, start_server
 from .fake_providers import FakeProvider, Reply
-from .test_integrations_langchain import cli_approve
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -5,7 +5,6 @@ CLI approval, halts, and the callback handler recording LLM usage."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 import arbiter
 from arbiter.integrations import check
 
-from .conftest import Server, arbiter_bin, require
+from .conftest import Server, cli_approve, require
 
 require("langgraph")
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
@@ -25,7 +24,11 @@ from langgraph.graph import START, MessagesState, StateGraph  # noqa: E402
 from langgraph.prebuilt import ToolNode, tools_condition  # noqa: E402
 from langgraph.types import Command  # noqa: E402
 
-from arbiter.integrations.langchain import ArbiterCallbackHandler, govern_tools  # noqa: E402
+from arbiter.integrations.langchain import (  # noqa: E402
+    ArbiterCallbackHandler,
+    AsyncArbiterCallbackHandler,
+    govern_tools,
+)
 
 RAN: list[tuple[str, dict[str, Any]]] = []
 
@@ -130,17 +133,6 @@ def test_a_direct_call_raises_denied_or_approval_required(llm_server: Server, ag
     assert RAN == []
 
 
-def cli_approve(server: Server, approval_id: str) -> None:
-    done = subprocess.run(
-        [str(arbiter_bin()), "approvals", "approve", approval_id, "--addr", server.address],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def test_a_pending_tool_pauses_the_graph_and_resumes_after_a_cli_approval(
     llm_server: Server, agent: str
 ) -> None:
@@ -198,3 +190,53 @@ def test_the_callback_handler_gates_and_records_llm_usage(llm_server: Server, ag
     with pytest.raises(arbiter.Denied):
         GenericFakeChatModel(messages=untouched).invoke("x", config={"callbacks": [outside]})
     assert next(untouched).content == "never"
+
+
+def test_an_async_graph_pauses_and_resumes_the_same_way(llm_server: Server, agent: str) -> None:
+    import asyncio
+
+    tools = govern_tools([lookup_order, refund_order], llm_server.async_client(), agent_id=agent)
+    graph = Graph(
+        tools,
+        calls("lookup_order", order_id="5"),
+        calls("refund_order", order_id="5", amount=3.0),
+        AIMessage("done"),
+    )
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = await graph.app.ainvoke(start("refund 5"), graph.config)
+        (paused,) = out["__interrupt__"]
+        await asyncio.to_thread(cli_approve, llm_server, paused.value["arbiter_approval_id"])
+        done: dict[str, Any] = await graph.app.ainvoke(Command(resume=True), graph.config)
+        return done
+
+    assert asyncio.run(run())["messages"][-1].content == "done"
+    assert RAN == [
+        ("lookup_order", {"order_id": "5"}),
+        ("refund_order", {"order_id": "5", "amount": 3.0}),
+    ]
+
+
+def test_the_async_callback_handler_records_and_reports_failures(
+    llm_server: Server, agent: str
+) -> None:
+    import asyncio
+
+    usage = {"input_tokens": 100, "output_tokens": 10, "total_tokens": 110}
+    replies = iter([AIMessage("ok", usage_metadata=usage)])  # type: ignore[arg-type]
+    handler = AsyncArbiterCallbackHandler(
+        llm_server.async_client(), agent_id=agent, model="gpt-test", max_tokens=50
+    )
+
+    async def run() -> None:
+        model = GenericFakeChatModel(messages=replies)
+        await model.ainvoke("hello", config={"callbacks": [handler]})
+        with pytest.raises(RuntimeError):  # the script is used up: the model call fails
+            await model.ainvoke("again", config={"callbacks": [handler]})
+
+    asyncio.run(run())
+    client = llm_server.client()
+    (budget,) = [b for b in client.budget(agent) if b.name == "cap"]
+    assert budget.usd is not None and (budget.usd.spent, budget.usd.reserved) == (100 + 20, 0)
+    page = client.audit.query(agent_id=agent, kinds=["record"])
+    assert [e.outcome for e in page.entries] == ["success", "failure"]

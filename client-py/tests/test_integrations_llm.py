@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 import arbiter
 from arbiter.integrations import NotCovered, check, wrap_anthropic, wrap_openai
 
-from .conftest import Server, require
+from .conftest import Server, cli_approve, require
 from .fake_providers import FakeProvider, Reply
 
 openai: Any = require("openai")
@@ -169,6 +170,8 @@ def test_copies_of_a_wrapped_client_are_governed_and_helpers_are_refused(
         llm.chat.completions.with_raw_response.create(model="gpt-test", messages=MESSAGES)
     assert provider.count == 0
     assert not check(openai.OpenAI(api_key="x")).ok
+    with pytest.raises(ValueError, match="already governed"):
+        wrap_openai(llm, llm_server.client(), agent_id=agent)
 
 
 def test_async_openai_responses_plain_and_streamed_are_settled(
@@ -346,3 +349,101 @@ def test_anthropic_tool_use_stops_on_a_halt(
     finally:
         client.resume(agent, reason="done")
     assert ran == [] and provider.count == 1
+
+
+def test_check_lists_live_wrapped_clients_and_forgets_collected_ones(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    import gc
+
+    llm = wrap_openai(sync_openai(provider), llm_server.client(), agent_id=agent)
+    mine = [str(w) for w in check().wrapped if w.agent_id == agent]
+    assert mine == [f"openai OpenAI (agent {agent}): " + ", ".join(openai_covers())]
+    del llm
+    gc.collect()
+    assert [w for w in check().wrapped if w.agent_id == agent] == []
+
+
+def openai_covers() -> tuple[str, ...]:
+    from arbiter.integrations.openai import COVERS
+
+    return COVERS
+
+
+def test_anthropic_tools_can_wait_for_an_operator(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    import threading
+
+    from arbiter.integrations import AnthropicTools
+
+    client = llm_server.client()
+    ran: list[float] = []
+    tools = AnthropicTools(
+        client,
+        {"refund_order": lambda amount: ran.append(amount) or "refunded"},
+        agent_id=agent,
+        wait_for_approval=30,
+    )
+    message = {
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "refund_order", "input": {"amount": 9}}
+        ]
+    }
+
+    def operator() -> None:
+        # The run blocks in wait_for_approval; poll until its approval exists (bounded).
+        for _ in range(600):
+            pending = client.list_approvals(agent_id=agent, state="pending").approvals
+            if pending:
+                cli_approve(llm_server, pending[0].approval_id)
+                return
+            time.sleep(0.05)
+
+    desk = threading.Thread(target=operator)
+    desk.start()
+    (result,) = tools.run(message)
+    desk.join()
+    assert result == {"type": "tool_result", "tool_use_id": "toolu_1", "content": "refunded"}
+    assert ran == [9]
+
+
+def test_an_unreachable_arbiter_fails_closed(provider: FakeProvider, agent: str) -> None:
+    from .conftest import free_port
+
+    nobody = arbiter.Client(f"127.0.0.1:{free_port()}", timeout=2.0, retries=0)
+    llm = wrap_openai(sync_openai(provider), nobody, agent_id=agent)
+    with pytest.raises(arbiter.Unavailable):
+        llm.chat.completions.create(model="gpt-test", messages=MESSAGES, max_tokens=10)
+    assert provider.count == 0
+
+
+def test_an_llm_call_that_needs_a_human_waits_for_the_approval_when_asked_to(
+    llm_server: Server, provider: FakeProvider, agent: str
+) -> None:
+    import threading
+
+    client = llm_server.client()
+    plain = wrap_openai(sync_openai(provider), client, agent_id=agent)
+    with pytest.raises(arbiter.ApprovalRequired):
+        plain.chat.completions.create(model="gpt-test-large", messages=MESSAGES, max_tokens=20)
+    assert provider.count == 0
+    patient = wrap_openai(sync_openai(provider), client, agent_id=agent, wait_for_approval=30)
+
+    def operator() -> None:
+        # Approve the newest pending approval, once there are two (bounded).
+        for _ in range(600):
+            pending = client.list_approvals(agent_id=agent, state="pending").approvals
+            if len(pending) == 2:
+                cli_approve(llm_server, pending[0].approval_id)
+                return
+            time.sleep(0.05)
+
+    desk = threading.Thread(target=operator)
+    desk.start()
+    reply = patient.chat.completions.create(
+        model="gpt-test-large", messages=MESSAGES, max_tokens=20
+    )
+    desk.join()
+    assert reply.choices[0].message.content == "ok" and provider.count == 1
+    assert [r["outcome"] for r in records(client, agent)] == ["success"]

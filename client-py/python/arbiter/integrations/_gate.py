@@ -132,6 +132,8 @@ class Gate:
     budget: Optional[str] = None
     category: Optional[str] = None
     context: Optional[Mapping[str, str]] = None
+    wait_for_approval: Optional[float] = None
+    """Seconds an LLM call that needs a human waits for one (None: raise at once)."""
 
     def _fields(self) -> dict[str, Any]:
         return dict(
@@ -146,6 +148,36 @@ class Gate:
         ``models`` and the price table prices ``input_tokens`` in, ``max_tokens`` out."""
         return self.client._evaluate(
             self.agent_id, model=model, max_tokens=max_tokens, tokens=input_tokens, **self._fields()
+        )
+
+    def llm_decide(self, model: str, max_tokens: int, input_tokens: int) -> Decision:
+        """The decision of an LLM call (blocking), waiting for an approval if asked to."""
+        decision = self.llm_op(model, max_tokens, input_tokens).wait()
+        if decision.pending and self.wait_for_approval is not None and decision.approval_id:
+            self.client._wait_for_approval(decision.approval_id, self.wait_for_approval).wait()
+            decision = self._llm_again(model, max_tokens, input_tokens, decision).wait()
+        return decision
+
+    async def allm_decide(self, model: str, max_tokens: int, input_tokens: int) -> Decision:
+        """The decision of an LLM call (awaited), waiting for an approval if asked to."""
+        decision = await self.llm_op(model, max_tokens, input_tokens).future()
+        if decision.pending and self.wait_for_approval is not None and decision.approval_id:
+            wait = self.client._wait_for_approval(decision.approval_id, self.wait_for_approval)
+            await wait.future()
+            decision = await self._llm_again(model, max_tokens, input_tokens, decision).future()
+        return decision
+
+    def _llm_again(
+        self, model: str, max_tokens: int, input_tokens: int, pending: Decision
+    ) -> _Op[Decision]:
+        # The approval is bound to the action: the same model, cap and estimate.
+        return self.client._evaluate(
+            self.agent_id,
+            model=model,
+            max_tokens=max_tokens,
+            tokens=input_tokens,
+            approval_id=pending.approval_id,
+            **self._fields(),
         )
 
     def tool_op(

@@ -85,9 +85,8 @@ def _sync_method(original: Callable[..., Any], gate: Gate, plan: Planner, read: 
     def governed(*args: Any, **kwargs: Any) -> Any:
         p = plan(kwargs)
         estimate = Usage(p.input_tokens, p.max_tokens)
-        call = gate.llm_call(
-            gate.llm_op(p.model, p.max_tokens, p.input_tokens).wait(), p.model, estimate
-        )
+        decision = gate.llm_decide(p.model, p.max_tokens, p.input_tokens)
+        call = gate.llm_call(decision, p.model, estimate)
         try:
             result = original(*args, **p.kwargs)
         except BaseException as error:
@@ -106,7 +105,7 @@ def _async_method(original: Callable[..., Any], gate: Gate, plan: Planner, read:
     async def governed(*args: Any, **kwargs: Any) -> Any:
         p = plan(kwargs)
         estimate = Usage(p.input_tokens, p.max_tokens)
-        decision = await gate.llm_op(p.model, p.max_tokens, p.input_tokens).future()
+        decision = await gate.allm_decide(p.model, p.max_tokens, p.input_tokens)
         call = gate.llm_call(decision, p.model, estimate)
         try:
             result = await original(*args, **p.kwargs)

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 _lock = threading.Lock()
-_wrapped: weakref.WeakKeyDictionary[Any, Wrapped] = weakref.WeakKeyDictionary()
-_by_id: dict[int, Wrapped] = {}  # objects that cannot be weakly referenced
+# Keyed by identity, not equality: tools are often unhashable (pydantic models,
+# dataclasses), and two equal tools are still two objects to govern. Each entry holds a
+# weak reference that removes it when its object goes away, so an id is never reused
+# for another object.
+_wrapped: dict[int, tuple[weakref.ref[Any], Wrapped]] = {}
 
 
 @dataclass(frozen=True)
@@ -31,25 +34,36 @@ class Wrapped:
 
 
 def register(obj: Any, entry: Wrapped) -> None:
+    key = id(obj)
+
+    def forget(_: weakref.ref[Any]) -> None:
+        with _lock:
+            current = _wrapped.get(key)
+            if current is not None and current[0]() is None:
+                del _wrapped[key]
+
     with _lock:
-        try:
-            _wrapped[obj] = entry
-        except TypeError:
-            _by_id[id(obj)] = entry
+        _wrapped[key] = (weakref.ref(obj, forget), entry)
+
+
+def refuse_twice(obj: Any) -> None:
+    """Wrapping twice would evaluate and record every call twice: refuse it."""
+    found = lookup(obj)
+    if found is not None:
+        raise ValueError(f"already governed: {found}; wrap each client or tool once")
 
 
 def lookup(obj: Any) -> Wrapped | None:
     with _lock:
-        try:
-            found = _wrapped.get(obj)
-        except TypeError:
-            found = None
-        return found if found is not None else _by_id.get(id(obj))
+        found = _wrapped.get(id(obj))
+    if found is None or found[0]() is not obj:
+        return None
+    return found[1]
 
 
 def live() -> list[Wrapped]:
     with _lock:
-        return [*_wrapped.values(), *_by_id.values()]
+        return [entry for ref, entry in _wrapped.values() if ref() is not None]
 
 
 def members(obj: Any) -> Iterable[Any]:

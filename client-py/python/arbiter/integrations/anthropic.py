@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from arbiter._arbiter import ApprovalDenied, ApprovalTimeout
 from arbiter._client import _approval_wait
@@ -59,11 +59,18 @@ def wrap_anthropic(
     budget: Optional[str] = None,
     category: Optional[str] = None,
     context: Optional[Mapping[str, str]] = None,
+    wait_for_approval: Union[bool, float] = False,
 ) -> C:
     """Put ``client`` under Arbiter and return it (the same object). ``max_tokens`` is only
     used when a call names none (the Messages API requires one). Copies made with
-    ``with_options()`` or ``copy()`` are governed as well."""
-    gate = Gate(arbiter_client, agent_id, session_id, budget, category, context)
+    ``with_options()`` or ``copy()`` are governed as well.
+
+    With ``wait_for_approval`` (True for 60 s, or seconds) a call that a policy rule sends
+    to a human waits for the approval and is then sent; without it such a call raises
+    ``arbiter.ApprovalRequired``."""
+    _registry.refuse_twice(client)
+    wait = _approval_wait(wait_for_approval)
+    gate = Gate(arbiter_client, agent_id, session_id, budget, category, context, wait)
     _govern(client, gate, max_tokens)
     return client
 
@@ -277,8 +284,7 @@ class AnthropicTools:
     async def arun(self, message: Any) -> list[dict[str, Any]]:
         return [await self._arun_one(block) for block in _tool_uses(message)]
 
-    def _decide(self, block: Any) -> Decision:
-        name, arguments, _ = _block(block)
+    def _decide(self, name: str, arguments: dict[str, Any]) -> Decision:
         decision = self._gate.tool_op(name, arguments).wait()
         if decision.pending and self._wait is not None and decision.approval_id:
             try:
@@ -288,8 +294,7 @@ class AnthropicTools:
             return self._gate.tool_op(name, arguments, approval_id=decision.approval_id).wait()
         return decision
 
-    async def _adecide(self, block: Any) -> Decision:
-        name, arguments, _ = _block(block)
+    async def _adecide(self, name: str, arguments: dict[str, Any]) -> Decision:
         decision = await self._gate.tool_op(name, arguments).future()
         if decision.pending and self._wait is not None and decision.approval_id:
             wait = self._gate.client._wait_for_approval(decision.approval_id, self._wait)
@@ -301,30 +306,19 @@ class AnthropicTools:
             return await again.future()
         return decision
 
-    def _refusal(self, block: Any, decision: Optional[Decision]) -> Optional[dict[str, Any]]:
-        name, _, use_id = _block(block)
-        if name not in self._tools:
-            return _result(use_id, f"unknown tool {name!r}", error=True)
-        if decision is None or decision.allowed:
-            return None
-        if decision.halted:
-            decision.raise_for_outcome()
-        return _result(use_id, denial_text(decision), error=True)
-
     def _run_one(self, block: Any) -> dict[str, Any]:
         name, arguments, use_id = _block(block)
-        refused = self._refusal(block, None)
-        if refused is not None:
-            return refused
-        decision = self._decide(block)
-        refused = self._refusal(block, decision)
-        if refused is not None:
-            return refused
+        tool = self._tools.get(name)
+        if tool is None:
+            return _result(use_id, f"unknown tool {name!r}", error=True)
+        if inspect.iscoroutinefunction(tool):
+            raise TypeError(f"tool {name!r} is async: use arun()")
+        decision = self._decide(name, arguments)
+        if not decision.allowed:
+            return _refusal(decision, use_id)
         call = self._gate.tool_call(decision, name)
         try:
-            value = self._tools[name](**arguments)
-            if inspect.isawaitable(value):
-                raise TypeError(f"tool {name!r} is async: use arun()")
+            value = tool(**arguments)
         except Exception as error:
             call.finish(None, error)
             return _result(use_id, f"{type(error).__name__}: {error}", error=True)
@@ -333,16 +327,15 @@ class AnthropicTools:
 
     async def _arun_one(self, block: Any) -> dict[str, Any]:
         name, arguments, use_id = _block(block)
-        refused = self._refusal(block, None)
-        if refused is not None:
-            return refused
-        decision = await self._adecide(block)
-        refused = self._refusal(block, decision)
-        if refused is not None:
-            return refused
+        tool = self._tools.get(name)
+        if tool is None:
+            return _result(use_id, f"unknown tool {name!r}", error=True)
+        decision = await self._adecide(name, arguments)
+        if not decision.allowed:
+            return _refusal(decision, use_id)
         call = self._gate.tool_call(decision, name)
         try:
-            value = self._tools[name](**arguments)
+            value = tool(**arguments)
             if inspect.isawaitable(value):
                 value = await value
         except Exception as error:
@@ -350,6 +343,13 @@ class AnthropicTools:
             return _result(use_id, f"{type(error).__name__}: {error}", error=True)
         await call.afinish()
         return _result(use_id, value)
+
+
+def _refusal(decision: Decision, use_id: str) -> dict[str, Any]:
+    """A refused call as the model reads it; a halt is not the model's business."""
+    if decision.halted:
+        decision.raise_for_outcome()
+    return _result(use_id, denial_text(decision), error=True)
 
 
 def _field(block: Any, name: str) -> Any:

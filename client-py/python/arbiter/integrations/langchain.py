@@ -2,8 +2,8 @@
 
 - ``govern_tools(tools, client, agent_id=...)`` wraps LangChain tools (``@tool``,
   ``StructuredTool``, any ``BaseTool``) so each call is evaluated with its arguments bound
-  and recorded after it runs. It works wherever the tools run: LangGraph's ``ToolNode``,
-  ``create_agent``, or a direct ``tool.invoke``.
+  and recorded after it runs: in LangGraph's ``ToolNode`` (sync or async) or through a
+  direct ``tool.invoke``.
 - A denial reaches the model as a ``ToolMessage`` with ``status="error"`` when the tool was
   called with a tool call (as ``ToolNode`` does), and raises ``arbiter.Denied`` when code
   invoked the tool with plain arguments. A halt raises ``arbiter.Halted``.
@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Optional
 
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import BaseMessage, ToolCall, ToolMessage
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableConfig
@@ -71,6 +71,7 @@ class GovernedTool(BaseTool):
 
     @classmethod
     def wrap(cls, tool: BaseTool, gate: Gate, on_pending: Pending) -> GovernedTool:
+        _registry.refuse_twice(tool)
         governed = cls(
             name=tool.name,
             description=tool.description,
@@ -238,17 +239,8 @@ def _visible_fields(tool: BaseTool) -> Optional[set[str]]:
         return None
 
 
-class ArbiterCallbackHandler(BaseCallbackHandler):
-    """Evaluate each LLM call of a LangChain model before it is sent, record its usage
-    after. Pass it in ``callbacks=[...]`` of the model or of the run. The model name and
-    output cap come from the model's invocation parameters (``model``/``model_name``,
-    ``max_tokens``/``max_completion_tokens``), else ``model`` and ``max_tokens`` here.
-    A denial raises ``arbiter.Denied`` out of the model call (``raise_error`` is set, so
-    LangChain does not swallow it). Do not also wrap the same model's SDK client with
-    ``wrap_openai``: each call would then be counted twice."""
-
-    raise_error = True
-    run_inline = True
+class _Metering:
+    """What both callback handlers share: which model a call uses, and its open calls."""
 
     def __init__(
         self,
@@ -263,28 +255,44 @@ class ArbiterCallbackHandler(BaseCallbackHandler):
         self._model = model
         self._max_tokens = max_tokens
         self._calls: dict[uuid.UUID, Call] = {}
+        name = type(self).__name__
         covers = ("chat model calls",)
-        _registry.register(
-            self,
-            _registry.Wrapped("langchain-callback", "ArbiterCallbackHandler", agent_id, covers),
-        )
+        _registry.register(self, _registry.Wrapped("langchain-callback", name, agent_id, covers))
 
-    def _params(self, kwargs: Mapping[str, Any]) -> tuple[str, int]:
+    def _plan(self, prompt: Any, kwargs: Mapping[str, Any]) -> tuple[str, Usage]:
+        """The model and the estimate (input tokens, output cap) of one call."""
         params = kwargs.get("invocation_params") or {}
         metadata = kwargs.get("metadata") or {}
         model = params.get("model") or params.get("model_name") or metadata.get("ls_model_name")
         model = model or self._model
         if not isinstance(model, str):
-            raise ValueError("ArbiterCallbackHandler: the model names no model; pass model=")
+            raise ValueError(f"{type(self).__name__}: the model names no model; pass model=")
         cap = params.get("max_completion_tokens") or params.get("max_tokens")
         cap = cap or metadata.get("ls_max_tokens") or self._max_tokens
-        return model, int(cap)
+        return model, Usage(estimate_tokens(prompt), int(cap))
+
+
+def _prompt(messages: list[list[BaseMessage]]) -> Any:
+    return [[m.content for m in turn] for turn in messages]
+
+
+class ArbiterCallbackHandler(_Metering, BaseCallbackHandler):
+    """Evaluate each LLM call of a LangChain model before it is sent, record its usage
+    after. Pass it in ``callbacks=[...]`` of the model or of the run. The model name and
+    output cap come from the model's invocation parameters (``model``/``model_name``,
+    ``max_tokens``/``max_completion_tokens``), else ``model`` and ``max_tokens`` here.
+    A denial raises ``arbiter.Denied`` out of the model call (``raise_error`` is set, so
+    LangChain does not swallow it). For async runs use ``AsyncArbiterCallbackHandler``
+    (this one would block the event loop while it asks Arbiter). Do not also wrap the
+    same model's SDK client with ``wrap_openai``: each call would be counted twice."""
+
+    raise_error = True
+    run_inline = True
 
     def _start(self, run_id: uuid.UUID, prompt: Any, kwargs: Mapping[str, Any]) -> None:
-        model, cap = self._params(kwargs)
-        estimate = Usage(estimate_tokens(prompt), cap)
-        decision = self._gate.llm_op(model, cap, estimate.input_tokens).wait()
-        self._calls[run_id] = self._gate.llm_call(decision, model, estimate)
+        model, estimate = self._plan(prompt, kwargs)
+        op = self._gate.llm_op(model, estimate.output_tokens, estimate.input_tokens)
+        self._calls[run_id] = self._gate.llm_call(op.wait(), model, estimate)
 
     def on_chat_model_start(
         self,
@@ -294,8 +302,7 @@ class ArbiterCallbackHandler(BaseCallbackHandler):
         run_id: uuid.UUID,
         **kwargs: Any,
     ) -> None:
-        prompt = [[m.content for m in turn] for turn in messages]
-        self._start(run_id, prompt, kwargs)
+        self._start(run_id, _prompt(messages), kwargs)
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: uuid.UUID, **kwargs: Any
@@ -311,6 +318,44 @@ class ArbiterCallbackHandler(BaseCallbackHandler):
         call = self._calls.pop(run_id, None)
         if call is not None:
             call.finish(None, error)
+
+
+class AsyncArbiterCallbackHandler(_Metering, AsyncCallbackHandler):
+    """``ArbiterCallbackHandler`` for async runs (``ainvoke``, ``astream``): the same
+    evaluate before and record after, awaited on the run's event loop."""
+
+    raise_error = True
+    run_inline = True
+
+    async def _start(self, run_id: uuid.UUID, prompt: Any, kwargs: Mapping[str, Any]) -> None:
+        model, estimate = self._plan(prompt, kwargs)
+        op = self._gate.llm_op(model, estimate.output_tokens, estimate.input_tokens)
+        self._calls[run_id] = self._gate.llm_call(await op.future(), model, estimate)
+
+    async def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: uuid.UUID,
+        **kwargs: Any,
+    ) -> None:
+        await self._start(run_id, _prompt(messages), kwargs)
+
+    async def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: uuid.UUID, **kwargs: Any
+    ) -> None:
+        await self._start(run_id, prompts, kwargs)
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        call = self._calls.pop(run_id, None)
+        if call is not None:
+            await call.afinish(_usage(response))
+
+    async def on_llm_error(self, error: BaseException, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        call = self._calls.pop(run_id, None)
+        if call is not None:
+            await call.afinish(None, error)
 
 
 def _usage(response: LLMResult) -> Optional[Usage]:
@@ -331,4 +376,9 @@ def _usage(response: LLMResult) -> Optional[Usage]:
     return None
 
 
-__all__ = ["ArbiterCallbackHandler", "GovernedTool", "govern_tools"]
+__all__ = [
+    "ArbiterCallbackHandler",
+    "AsyncArbiterCallbackHandler",
+    "GovernedTool",
+    "govern_tools",
+]

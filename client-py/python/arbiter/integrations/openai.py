@@ -7,8 +7,9 @@ wrapper itself reads the SDK's objects by attribute."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
+from arbiter._client import _approval_wait
 from arbiter.integrations import _registry
 from arbiter.integrations._gate import (
     DEFAULT_MAX_TOKENS,
@@ -35,9 +36,11 @@ COVERS = (
     "responses.create",
     "responses.parse",
 )
-"""The governed calls. ``chat.completions.stream``, ``responses.stream`` and
-``responses.connect`` raise ``NotCovered``; everything else (embeddings, images, audio,
-files...) is not an LLM call Arbiter prices and passes through untouched."""
+"""The governed calls (also under ``client.beta``). ``chat.completions.stream``,
+``responses.stream`` and ``responses.connect`` raise ``NotCovered``, and the
+``with_raw_response`` / ``with_streaming_response`` namespaces of these resources refuse
+every attribute; everything else (embeddings, images, audio, files...) is not an LLM call
+Arbiter prices and passes through untouched."""
 
 
 def wrap_openai(
@@ -50,12 +53,19 @@ def wrap_openai(
     budget: Optional[str] = None,
     category: Optional[str] = None,
     context: Optional[Mapping[str, str]] = None,
+    wait_for_approval: Union[bool, float] = False,
 ) -> C:
     """Put ``client`` under Arbiter and return it (the same object, still typed as the
     SDK's client). A call that names no output cap gets ``max_tokens`` as its cap, so the
     reservation bounds what the call can spend. Copies made with ``with_options()`` or
-    ``copy()`` are governed as well. Either Arbiter client works with either SDK client."""
-    gate = Gate(arbiter_client, agent_id, session_id, budget, category, context)
+    ``copy()`` are governed as well. Either Arbiter client works with either SDK client.
+
+    With ``wait_for_approval`` (True for 60 s, or seconds) a call that a policy rule sends
+    to a human waits for the approval and is then sent; without it such a call raises
+    ``arbiter.ApprovalRequired``."""
+    _registry.refuse_twice(client)
+    wait = _approval_wait(wait_for_approval)
+    gate = Gate(arbiter_client, agent_id, session_id, budget, category, context, wait)
     _govern(client, gate, max_tokens)
     return client
 

@@ -108,6 +108,7 @@ def govern_tools(
 
 
 def _govern(tool: FunctionTool, decisions: _Decisions) -> None:
+    _registry.refuse_twice(tool)
     own_approval = tool.needs_approval
     original = tool.on_invoke_tool
     name = tool.name
