@@ -409,3 +409,146 @@ async fn assert_log_holds_quick(server: &TestServer, acked: &[(u64, String)], cy
         &lost[..lost.len().min(5)]
     );
 }
+
+/// TTLs for the clock test: a reservation and a pending approval each live an hour.
+const CLOCK_POLICY: &str = r#"
+version: 1
+defaults: {reservation_ttl: 1h, approval_ttl: 1h}
+actions:
+  - match: {tool: "refund_*"}
+    approval: always
+agents:
+  - id: "*"
+    tools: {allow: [read, refund_order]}
+budgets:
+  - {name: cap, scope: agent, period: lifetime, max_usd: "100.00"}
+"#;
+
+const T0: &str = "2030-06-01T12:00:00Z";
+
+/// Unix ms of `T0` plus `minutes` (negative: before it).
+fn at(minutes: i64) -> String {
+    (crate::harness::ms(T0) + minutes * 60_000).to_string()
+}
+
+/// The server reads wall-clock time (`dev.clock_file` here, the system clock in
+/// production) and nothing relies on a monotonic clock: expiries are absolute
+/// instants. A step backwards therefore neither expires anything early nor moves an
+/// expiry; audit timestamps follow the clock back, while sequence numbers, the chain,
+/// the Merkle tree and the signed checkpoints keep growing and verify.
+#[tokio::test]
+async fn a_clock_stepped_backwards_keeps_ttls_expiry_checkpoints_and_seq_correct() {
+    let mut server = spawn_server(ServerOptions::new().policy(CLOCK_POLICY).clock(T0)).await;
+    let client = server.client();
+    let reserved = client
+        .evaluate("a")
+        .tool("read")
+        .cost_micro_usd(1_000)
+        .send()
+        .await
+        .unwrap();
+    assert!(reserved.allowed(), "{:?}", reserved.reasons);
+    let pending = client
+        .evaluate("a")
+        .tool("refund_order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pending.outcome, DecisionOutcome::PendingApproval);
+    let approval = pending.approval_id.clone().expect("an approval id");
+    let seq_before = audit_head(&client).await;
+
+    // Two hours back.
+    server.set_time(&at(-120));
+    let back = client.evaluate("a").tool("read").send().await.unwrap();
+    assert!(back.allowed(), "{:?}", back.reasons);
+    assert_eq!(back.audit_seq, seq_before + 1, "seq keeps counting up");
+    // The reservation taken at T0 (expiring at T0 + 1h) is still open and settles.
+    let settled = client
+        .record(&reserved.decision_id)
+        .cost_micro_usd(500)
+        .send()
+        .await
+        .unwrap();
+    assert!(!settled.reservation_expired, "{settled:?}");
+    // A reservation taken now expires an hour from now, by the clock it read.
+    let early = client
+        .evaluate("a")
+        .tool("read")
+        .cost_micro_usd(1_000)
+        .send()
+        .await
+        .unwrap();
+
+    // Forward to just before the approval's expiry (T0 + 1h): still pending.
+    server.set_time(&at(59));
+    let still = client
+        .evaluate("a")
+        .tool("refund_order")
+        .approval_id(&approval)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.outcome,
+        DecisionOutcome::PendingApproval,
+        "{:?}",
+        still.reasons
+    );
+    // `early` (taken at T0 - 2h, so expiring at T0 - 1h) has expired.
+    let late = client.record(&early.decision_id).send().await.unwrap();
+    assert!(late.reservation_expired, "{late:?}");
+    // Past T0 + 1h the approval expires, exactly as without the step.
+    server.set_time(&at(61));
+    let expired = client
+        .evaluate("a")
+        .tool("refund_order")
+        .approval_id(&approval)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.reason().map(|r| r.code.as_str()),
+        Some("approval.expired"),
+        "{:?}",
+        expired.reasons
+    );
+
+    // Back again, below every timestamp so far, then a restart on that time.
+    server.set_time(&at(-240));
+    client.evaluate("a").tool("read").send().await.unwrap();
+    let entries = query_all(&client, AuditFilter::default()).await;
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless, in order"
+    );
+    let ts: Vec<i64> = entries
+        .iter()
+        .map(|e| e.time.as_ref().map_or(0, |t| t.seconds * 1000))
+        .collect();
+    assert!(
+        ts.windows(2).any(|w| w[1] < w[0]),
+        "the audit timestamps follow the clock back: {ts:?}"
+    );
+    assert_log_holds(&server, &[]).await;
+    let head = audit_head(&client).await;
+    server.restart().await;
+    let client = server.client();
+    let v = client
+        .verify_audit(VerifyAuditRequest::default())
+        .await
+        .unwrap();
+    // (The start itself may append entries, e.g. the policy it loaded.)
+    assert!(
+        v.ok && v.head_seq >= head && v.checkpoint_size == v.head_seq,
+        "head before the restart {head}: {v:?}"
+    );
+    let after = client.evaluate("a").tool("read").send().await.unwrap();
+    assert!(
+        after.audit_seq > head,
+        "seq keeps counting up after a restart"
+    );
+    assert_log_holds(&server, &[(after.audit_seq, after.decision_id)]).await;
+}
