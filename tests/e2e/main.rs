@@ -15,6 +15,7 @@ mod checkpoint;
 mod consent;
 mod delegation;
 mod demo;
+mod faults;
 mod halt;
 mod keys;
 mod metrics;

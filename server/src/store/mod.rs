@@ -288,6 +288,11 @@ pub struct PoolStats {
 pub trait Store: Send + Sync + 'static {
     /// Cheap liveness probe used by health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether a write commits now: health asks it, after a failed commit, before it
+    /// reports SERVING again (a full disk still answers reads). Writes no audited state.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
     /// Highest sequence number and its MAC, if the log is not empty.
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
     /// State to rebuild memory from; replies newer than `replies_since_ms` only.
