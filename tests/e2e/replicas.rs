@@ -235,7 +235,9 @@ async fn a_halt_engaged_on_one_replica_cannot_be_weakened_from_another_by_a_key_
     .await;
     assert_eq!(engages.len(), 8);
     assert!(
-        engages.iter().all(|e| !e.canonical.contains("\"bot-and-op\"")),
+        engages
+            .iter()
+            .all(|e| !e.canonical.contains("\"bot-and-op\"")),
         "a refused key changed a halt"
     );
     let refusals = query_all(
@@ -267,8 +269,7 @@ async fn a_halt_engaged_on_one_replica_cannot_be_weakened_from_another_by_a_key_
     .await;
     let last: serde_json::Value = serde_json::from_str(&engages.last().unwrap().canonical).unwrap();
     assert_eq!(
-        last["body"]["replaces"]["principal"],
-        "alice",
+        last["body"]["replaces"]["principal"], "alice",
         "the replaced halt is kept in the log: {last}"
     );
 }
