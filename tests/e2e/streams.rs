@@ -259,8 +259,8 @@ async fn a_tail_that_is_not_read_for_a_while_loses_nothing() {
     let c = server.client();
     let start = audit_head(&c).await + 1;
     let mut tailing = tail(&c, 0).await;
-    // Thousands of entries while nobody reads: the tail's buffers fill, and past the
-    // writer's broadcast (4096) the rest must come from the store; nothing is skipped.
+    // Thousands of entries while nobody reads: the tail waits on its reader (its buffers
+    // and the connection's fill up) and then delivers every one, nothing skipped.
     let seqs = decisions(&c, "burst", 4400, 16).await;
     assert_eq!(seqs.len(), 4400);
     let head = audit_head(&c).await;
