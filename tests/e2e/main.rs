@@ -22,6 +22,7 @@ mod pipeline;
 mod policy;
 mod postgres;
 mod presence;
+mod random_input;
 mod record;
 mod report;
 mod restart;
