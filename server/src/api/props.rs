@@ -265,10 +265,8 @@ proptest! {
                 let again = crate::domain::canonical_url("action.api.url", &api.url);
                 prop_assert_eq!(again.as_deref(), Ok(api.url.as_str()));
             }
-            for name in [&input.action.tool, &input.action.model, &input.action.category] {
-                if let Some(n) = name {
-                    prop_assert!(crate::domain::text::check_name("x", n, false).is_ok());
-                }
+            for n in [&input.action.tool, &input.action.model, &input.action.category].into_iter().flatten() {
+                prop_assert!(crate::domain::text::check_name("x", n, false).is_ok());
             }
         }
     }

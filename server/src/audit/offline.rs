@@ -72,6 +72,22 @@ pub fn verify_lines(
             )
         })?;
         let entry = parsed.get("entry").cloned().unwrap_or(Value::Null);
+        // The line must be byte for byte the line the server exported (docs/audit-format.md
+        // §6; the Python verifier checks the same): a re-spelled number, extra whitespace
+        // or another escape would otherwise verify, since the MAC covers the canonical form.
+        let canonical = super::canonical::canonical_string(&entry).unwrap_or_default();
+        let mac = parsed.get("mac").and_then(Value::as_str).unwrap_or("");
+        if line != format!("{{\"entry\":{canonical},\"mac\":\"{mac}\"}}") {
+            let seq = entry.get("seq").and_then(Value::as_u64).unwrap_or(expected);
+            return Err(Exit(
+                1,
+                format!(
+                    "FAIL: seq {seq}: not_canonical: line {} is not byte-for-byte canonical (RFC 8785 JCS, no whitespace)",
+                    i + 1
+                ),
+            )
+            .into());
+        }
         let field = |k: &str| {
             entry
                 .get(k)
