@@ -23,6 +23,7 @@ mod pipeline;
 mod policy;
 mod postgres;
 mod presence;
+mod random_input;
 mod record;
 mod replicas;
 mod report;
