@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,8 +35,8 @@ agents:
   - id: "bot-*"
     tools:
       allow: ["*"]
-      deny: ["delete_repo"]
-      hidden: ["internal_*"]
+      deny: ["delete_repo", "*.delete_repo"]
+      hidden: ["internal_*", "*.internal_*"]
 """
 
 
@@ -100,28 +102,55 @@ class Stack:
             check=check,
         )
 
-    def gateway_config(self, approval_wait: str = "0s", extra: str = "") -> Path:
-        calls = self.tmp / "calls.jsonl"
+    def stdio_upstream(self, name: str = "fixture", calls: str = "calls.jsonl") -> str:
+        """A gateway.yaml upstream entry for upstream.py over stdio."""
+        return f"""
+  - name: {name}
+    stdio:
+      command: {json.dumps(sys.executable)}
+      args: [{json.dumps(str(HERE / "upstream.py"))}]
+      env: {{FIXTURE_CALLS: {json.dumps(str(self.tmp / calls))}}}
+"""
+
+    def http_upstream(self, calls: str) -> int:
+        """Starts upstream.py over Streamable HTTP; returns its port once it accepts."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        env = {**os.environ, "FIXTURE_CALLS": str(self.tmp / calls)}
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "upstream.py"), "--http", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.procs.append(proc)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the HTTP upstream did not start")
+
+    def gateway_config(self, approval_wait: str = "0s", upstreams: str | None = None) -> Path:
         config = self.tmp / "gateway.yaml"
         config.write_text(
             f"""
 arbiter: {{endpoint: "{self.addr}", timeout: 3s}}
-listen: {{addr: "127.0.0.1:0"}}
+listen: {{addr: "127.0.0.1:0", max_request_bytes: 65536}}
 approval_wait: {approval_wait}
 upstream_timeout: 5s
 upstreams:
-  - name: fixture
-    stdio:
-      command: {json.dumps(sys.executable)}
-      args: [{json.dumps(str(HERE / "upstream.py"))}]
-      env: {{FIXTURE_CALLS: {json.dumps(str(calls))}}}
-{extra}""",
+{upstreams or self.stdio_upstream()}""",
             encoding="utf-8",
         )
         return config
 
-    def gateway(self, approval_wait: str = "0s") -> Gateway:
-        config = self.gateway_config(approval_wait)
+    def gateway(self, approval_wait: str = "0s", upstreams: str | None = None) -> Gateway:
+        config = self.gateway_config(approval_wait, upstreams)
         proc = subprocess.Popen(
             [ARBITER, "mcp-gateway", "--config", str(config)],
             stdout=subprocess.PIPE,

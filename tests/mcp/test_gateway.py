@@ -332,3 +332,56 @@ def test_an_mcp_name_header_that_disagrees_with_the_body_is_refused(stack: Stack
     mismatch = modern_call(gw.url, stack.keys["bot-1"], "read_file", "send_email")
     assert mismatch.status_code == 400 and "-32020" in mismatch.text, mismatch.text
     assert len(gw.calls()) == 1
+
+
+def test_several_upstreams_are_prefixed_and_an_http_upstream_gets_only_the_gateways_credentials(
+    stack: Stack,
+) -> None:
+    port = stack.http_upstream("remote.jsonl")
+    upstreams = stack.stdio_upstream("local") + (
+        f"  - name: remote\n    http:\n      url: http://127.0.0.1:{port}/mcp\n"
+        "      headers: {X-Upstream-Key: gateway-secret}\n"
+    )
+    gw = stack.gateway(upstreams=upstreams)
+
+    async def run() -> tuple[list[str], object, MCPError]:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            names = [t.name for t in (await c.list_tools()).tools]
+            result = await c.call_tool("remote.read_file", {"path": "r"})
+            with pytest.raises(MCPError) as unknown:
+                await c.call_tool("elsewhere.read_file", {"path": "r"})
+            return names, result, unknown.value
+
+    names, result, unknown = asyncio.run(run())
+    visible = ["read_file", "send_email", "crash", "hang"]
+    assert names == [f"local.{t}" for t in visible] + [f"remote.{t}" for t in visible]
+    assert text(result) == "contents of r"
+    assert unknown.code == -32602
+    assert gw.calls() == []
+    remote = [json.loads(line) for line in (stack.tmp / "remote.jsonl").read_text().splitlines()]
+    assert [c["tool"] for c in remote] == ["read_file"]
+    assert remote[0]["x_upstream_key"] == "gateway-secret"
+    assert stack.keys["bot-1"] not in str(remote[0]["authorization"])
+    evaluates = [e for e in stack.audit() if e["kind"] == "evaluate"]
+    assert [e["body"]["action"]["tool"] for e in evaluates] == ["remote.read_file"]
+
+
+def test_an_oversized_request_is_refused(stack: Stack) -> None:
+    gw = stack.gateway()
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": "x" * 70_000}},
+    }
+    r = httpx2.post(
+        gw.url,
+        json=body,
+        headers={
+            "Authorization": f"Bearer {stack.keys['bot-1']}",
+            "Accept": "application/json, text/event-stream",
+        },
+        timeout=30,
+    )
+    assert r.status_code == 413 and "65536" in r.text, r.text
+    assert gw.calls() == []

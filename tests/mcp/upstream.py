@@ -1,27 +1,36 @@
-"""A real MCP server (the official Python SDK's MCPServer, over stdio) that the gateway
-tests put behind the gateway. Every call it receives is appended to the file named by
-FIXTURE_CALLS as one JSON line, so a test can prove that a call never reached it."""
+"""A real MCP server (the official Python SDK's MCPServer) that the gateway tests put
+behind the gateway: over stdio, or over Streamable HTTP with `--http PORT`. Every call it
+receives is appended to the file named by FIXTURE_CALLS as one JSON line (with, over
+HTTP, the Authorization and X-Upstream-Key headers it saw), so a test can prove that a
+call never reached it and which credentials did."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("fixture")
 
 
-def _log(tool: str, **arguments: object) -> None:
+def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:
+    line: dict[str, object] = {"tool": tool, "arguments": arguments, "pid": os.getpid()}
+    request = ctx.request_context.request if ctx is not None else None
+    headers = getattr(request, "headers", None)
+    if headers is not None:
+        line["authorization"] = headers.get("authorization")
+        line["x_upstream_key"] = headers.get("x-upstream-key")
     with open(os.environ["FIXTURE_CALLS"], "a", encoding="utf-8") as f:
-        f.write(json.dumps({"tool": tool, "arguments": arguments, "pid": os.getpid()}) + "\n")
+        f.write(json.dumps(line) + "\n")
 
 
 @server.tool()
-def read_file(path: str) -> str:
+def read_file(path: str, ctx: Context) -> str:
     """Read a file (the fixture makes its contents up)."""
-    _log("read_file", path=path)
+    _log("read_file", ctx, path=path)
     return f"contents of {path}"
 
 
@@ -62,4 +71,7 @@ def hang(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")
