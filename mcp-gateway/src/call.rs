@@ -5,6 +5,8 @@
 use crate::answer;
 use crate::gateway::{Gateway, HeldKey};
 use crate::identity::Caller;
+use crate::metrics::{Metrics, Outcome};
+use crate::upstream::UpstreamError;
 use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
 use futures::StreamExt;
 use rmcp::model::{
@@ -37,8 +39,12 @@ pub async fn call_tool(
         tool: exposed.clone(),
         arguments: digest(&arguments),
     };
+    let metrics = &gw.inner.metrics;
+    let undecided = |_: &ErrorData| metrics.call(&upstream.name, Outcome::Undecided);
     let held = gw.held(&key);
-    let mut decision = evaluate(&caller, &session, &exposed, &arguments, held.as_deref()).await?;
+    let mut decision = evaluate(&caller, &session, &exposed, &arguments, held.as_deref())
+        .await
+        .inspect_err(undecided)?;
     if held.is_some() && !decision.is_pending() {
         // The approval was used (ALLOW) or is final (denied, expired, consumed).
         gw.forget(&key);
@@ -47,18 +53,36 @@ pub async fn call_tool(
         let approval = decision.approval_id.clone().unwrap_or_default();
         gw.remember(key.clone(), approval.clone());
         if !wait_for_grant(gw, &caller, &approval, &ctx).await {
+            metrics.call(&upstream.name, Outcome::Pending);
             return Ok(answer::pending(&approval));
         }
-        decision = evaluate(&caller, &session, &exposed, &arguments, Some(&approval)).await?;
+        decision = evaluate(&caller, &session, &exposed, &arguments, Some(&approval))
+            .await
+            .inspect_err(undecided)?;
         gw.forget(&key);
     }
     match decision.outcome {
-        DecisionOutcome::Allow => forward(&caller, &decision, &upstream, &tool, arguments).await,
-        DecisionOutcome::Deny => refuse(&decision),
+        DecisionOutcome::Allow => {
+            metrics.call(&upstream.name, Outcome::Forwarded);
+            forward(&caller, &decision, &upstream, &tool, arguments, metrics).await
+        }
+        DecisionOutcome::Deny => {
+            let answer = refuse(&decision);
+            let outcome = if answer.is_err() {
+                Outcome::Halted
+            } else {
+                Outcome::Denied
+            };
+            metrics.call(&upstream.name, outcome);
+            answer
+        }
         // Still pending after a grant means it was taken back; never forward.
-        DecisionOutcome::PendingApproval => Ok(answer::pending(
-            decision.approval_id.as_deref().unwrap_or_default(),
-        )),
+        DecisionOutcome::PendingApproval => {
+            metrics.call(&upstream.name, Outcome::Pending);
+            Ok(answer::pending(
+                decision.approval_id.as_deref().unwrap_or_default(),
+            ))
+        }
     }
 }
 
@@ -104,11 +128,14 @@ async fn forward(
     upstream: &crate::upstream::Upstream,
     tool: &str,
     arguments: JsonObject,
+    metrics: &Metrics,
 ) -> Result<CallToolResult, ErrorData> {
     let started = Instant::now();
     let result = upstream
         .call_tool(tool, (!arguments.is_empty()).then_some(arguments))
         .await;
+    let error = result.as_ref().err().map(UpstreamError::kind);
+    metrics.upstream_call(&upstream.name, started.elapsed().as_secs_f64(), error);
     let (outcome, output) = match &result {
         Ok(r) if r.is_error == Some(true) => (ActionOutcome::Failure, Some(r)),
         Ok(r) => (ActionOutcome::Success, Some(r)),

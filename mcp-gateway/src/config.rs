@@ -25,6 +25,17 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// The MCP servers the gateway may reach: nothing else is reachable.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Prometheus endpoint (`GET /metrics`); off unless `metrics.listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics endpoint, e.g. "127.0.0.1:9465".
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -33,6 +33,7 @@ pub struct Gateway {
 pub(crate) struct Inner {
     pub upstreams: Vec<Arc<Upstream>>,
     pub approval_wait: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set in stdio mode: one caller and one run for the whole process.
     pub fixed: Option<(Caller, String)>,
     /// Which agent first used each session id: a session is bound to its principal's
@@ -56,12 +57,14 @@ impl Gateway {
     pub fn new(
         upstreams: Vec<Arc<Upstream>>,
         approval_wait: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
         fixed: Option<(Caller, String)>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstreams,
                 approval_wait,
+                metrics,
                 fixed,
                 sessions: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),

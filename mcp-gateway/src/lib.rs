@@ -11,6 +11,7 @@ pub mod config;
 mod gateway;
 mod http;
 mod identity;
+mod metrics;
 mod upstream;
 
 use anyhow::Context;
@@ -38,8 +39,9 @@ pub async fn run_http(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let base = arbiter(&config.arbiter)?;
+    let metrics = serve_metrics(&config, &stop).await?;
     let upstreams = start_upstreams(&config, &stop).await;
-    let gateway = Gateway::new(upstreams, config.approval_wait, None);
+    let gateway = Gateway::new(upstreams, config.approval_wait, metrics, None);
     let ids = Arc::new(Identities::new(base));
     let app = http::router(&config.listen, gateway, ids, stop.child_token());
     let listener = tokio::net::TcpListener::bind(config.listen.addr)
@@ -86,8 +88,14 @@ pub async fn run_stdio(
     }
     // One process is one run of the agent unless the launcher names the run.
     let session = session.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let metrics = serve_metrics(&config, &stop).await?;
     let upstreams = start_upstreams(&config, &stop).await;
-    let gateway = Gateway::new(upstreams, config.approval_wait, Some((caller, session)));
+    let gateway = Gateway::new(
+        upstreams,
+        config.approval_wait,
+        metrics,
+        Some((caller, session)),
+    );
     let running = gateway
         .serve(rmcp::transport::stdio())
         .await
@@ -95,6 +103,38 @@ pub async fn run_stdio(
     let _ = running.waiting().await;
     stop.cancel();
     Ok(())
+}
+
+/// The metrics registry, served on `metrics.listen` when that is set.
+async fn serve_metrics(
+    config: &Config,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<metrics::Metrics>> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let Some(addr) = config.metrics.listen else {
+        return Ok(metrics);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics.listen {addr}"))?;
+    let registry = metrics.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { registry.render() }
+        }),
+    );
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(metrics)
 }
 
 fn arbiter(c: &config::ArbiterConfig) -> anyhow::Result<arbiter_client::Client> {

@@ -35,6 +35,17 @@ pub enum UpstreamError {
     Failed(String, String),
 }
 
+impl UpstreamError {
+    /// The `kind` label of `arbiter_mcp_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::NotConnected(_) => "not_connected",
+            UpstreamError::Timeout(..) => "timeout",
+            UpstreamError::Failed(..) => "failed",
+        }
+    }
+}
+
 pub struct Upstream {
     pub name: String,
     peer: watch::Receiver<Option<Peer<RoleClient>>>,

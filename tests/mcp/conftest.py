@@ -57,6 +57,12 @@ def first_line(proc: subprocess.Popen[str], timeout: float = START_TIMEOUT) -> s
     return line.strip()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -114,9 +120,7 @@ class Stack:
 
     def http_upstream(self, calls: str) -> int:
         """Starts upstream.py over Streamable HTTP; returns its port once it accepts."""
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         env = {**os.environ, "FIXTURE_CALLS": str(self.tmp / calls)}
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "upstream.py"), "--http", str(port)],
@@ -135,7 +139,9 @@ class Stack:
                 time.sleep(0.1)
         raise AssertionError("the HTTP upstream did not start")
 
-    def gateway_config(self, approval_wait: str = "0s", upstreams: str | None = None) -> Path:
+    def gateway_config(
+        self, approval_wait: str = "0s", upstreams: str | None = None, extra: str = ""
+    ) -> Path:
         config = self.tmp / "gateway.yaml"
         config.write_text(
             f"""
@@ -143,14 +149,15 @@ arbiter: {{endpoint: "{self.addr}", timeout: 3s}}
 listen: {{addr: "127.0.0.1:0", max_request_bytes: 65536}}
 approval_wait: {approval_wait}
 upstream_timeout: 5s
+{extra}
 upstreams:
 {upstreams or self.stdio_upstream()}""",
             encoding="utf-8",
         )
         return config
 
-    def gateway(self, approval_wait: str = "0s", upstreams: str | None = None) -> Gateway:
-        config = self.gateway_config(approval_wait, upstreams)
+    def gateway(self, approval_wait: str = "0s", upstreams: str | None = None, extra: str = "") -> Gateway:
+        config = self.gateway_config(approval_wait, upstreams, extra)
         proc = subprocess.Popen(
             [ARBITER, "mcp-gateway", "--config", str(config)],
             stdout=subprocess.PIPE,

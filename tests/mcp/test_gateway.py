@@ -16,7 +16,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
-from conftest import ARBITER, Stack, mcp_client, stop
+from conftest import ARBITER, Stack, free_port, mcp_client, stop
 
 HALTED = -32001
 UNDECIDED = -32002
@@ -385,3 +385,25 @@ def test_an_oversized_request_is_refused(stack: Stack) -> None:
     )
     assert r.status_code == 413 and "65536" in r.text, r.text
     assert gw.calls() == []
+
+
+def test_metrics_count_calls_per_upstream_by_outcome(stack: Stack) -> None:
+    port = free_port()
+    gw = stack.gateway(extra=f'metrics: {{listen: "127.0.0.1:{port}"}}')
+
+    async def run() -> None:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            await c.call_tool("read_file", {"path": "a"})
+            await c.call_tool("read_file", {"path": "b"})
+            await c.call_tool("delete_repo", {"name": "x"})
+            await c.call_tool("send_email", {"to": "t", "body": "b"})
+
+    asyncio.run(run())
+    metrics = httpx2.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    for line in [
+        'arbiter_mcp_tool_calls_total{outcome="forwarded",upstream="fixture"} 2',
+        'arbiter_mcp_tool_calls_total{outcome="denied",upstream="fixture"} 1',
+        'arbiter_mcp_tool_calls_total{outcome="pending",upstream="fixture"} 1',
+        'arbiter_mcp_upstream_call_seconds_count{upstream="fixture"} 2',
+    ]:
+        assert line in metrics, f"{line} missing from\n{metrics}"
