@@ -42,7 +42,7 @@ def test_tools_list_shows_only_what_policy_lets_the_agent_see(stack: Stack, mode
             return [t.name for t in (await c.list_tools()).tools]
 
     # Upstream order, minus delete_repo (denied) and internal_debug (hidden).
-    assert asyncio.run(run()) == ["read_file", "send_email", "crash", "hang"]
+    assert asyncio.run(run()) == ["read_file", "send_email", "crash", "garble", "hang"]
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
@@ -281,7 +281,7 @@ def test_stdio_mode_serves_one_agent_with_its_own_key(stack: Stack) -> None:
             return names, await c.call_tool("read_file", {"path": "s"})
 
     names, result = asyncio.run(run())
-    assert names == ["read_file", "send_email", "crash", "hang"]
+    assert names == ["read_file", "send_email", "crash", "garble", "hang"]
     assert text(result) == "contents of s"
     calls = stack.tmp.joinpath("calls.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["tool"] for line in calls] == ["read_file"]
@@ -353,7 +353,7 @@ def test_several_upstreams_are_prefixed_and_an_http_upstream_gets_only_the_gatew
             return names, result, unknown.value
 
     names, result, unknown = asyncio.run(run())
-    visible = ["read_file", "send_email", "crash", "hang"]
+    visible = ["read_file", "send_email", "crash", "garble", "hang"]
     assert names == [f"local.{t}" for t in visible] + [f"remote.{t}" for t in visible]
     assert text(result) == "contents of r"
     assert unknown.code == -32602
@@ -407,3 +407,20 @@ def test_metrics_count_calls_per_upstream_by_outcome(stack: Stack) -> None:
         'arbiter_mcp_upstream_call_seconds_count{upstream="fixture"} 2',
     ]:
         assert line in metrics, f"{line} missing from\n{metrics}"
+
+
+def test_malformed_upstream_output_never_hangs_the_client(stack: Stack) -> None:
+    gw = stack.gateway()
+
+    async def run() -> tuple[str, object]:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            try:
+                garbled = text(await c.call_tool("garble", {}))
+            except MCPError as e:
+                assert e.code == UPSTREAM, e
+                garbled = e.message
+            return garbled, await c.call_tool("read_file", {"path": "after"})
+
+    garbled, after = asyncio.run(run())
+    assert garbled
+    assert text(after) == "contents of after"

@@ -63,6 +63,15 @@ def crash() -> str:
 
 
 @server.tool()
+def garble() -> str:
+    """Writes a line that is not JSON-RPC onto the protocol stream (stdio only)."""
+    _log("garble")
+    sys.stdout.write("this is not JSON-RPC\n")
+    sys.stdout.flush()
+    return "garbled"
+
+
+@server.tool()
 def hang(seconds: float) -> str:
     """Answers only after `seconds`."""
     _log("hang", seconds=seconds)
