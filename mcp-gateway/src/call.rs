@@ -34,33 +34,17 @@ pub async fn call_tool(
         ));
     };
     let arguments = request.arguments.unwrap_or_default();
-    let key = HeldKey {
-        agent: caller.agent.clone(),
-        tool: exposed.clone(),
-        arguments: digest(&arguments),
-    };
     let metrics = &gw.inner.metrics;
-    let undecided = |_: &ErrorData| metrics.call(&upstream.name, Outcome::Undecided);
-    let held = gw.held(&key);
-    let mut decision = evaluate(&caller, &session, &exposed, &arguments, held.as_deref())
+    let settled = decide(gw, &caller, &session, &exposed, &arguments, Some(&ctx))
         .await
-        .inspect_err(undecided)?;
-    if held.is_some() && !decision.is_pending() {
-        // The approval was used (ALLOW) or is final (denied, expired, consumed).
-        gw.forget(&key);
-    }
-    if decision.is_pending() {
-        let approval = decision.approval_id.clone().unwrap_or_default();
-        gw.remember(key.clone(), approval.clone());
-        if !wait_for_grant(gw, &caller, &approval, &ctx).await {
+        .inspect_err(|_| metrics.call(&upstream.name, Outcome::Undecided))?;
+    let decision = match settled {
+        Settled::Decided(decision) => *decision,
+        Settled::Held(approval) => {
             metrics.call(&upstream.name, Outcome::Pending);
             return Ok(answer::pending(&approval));
         }
-        decision = evaluate(&caller, &session, &exposed, &arguments, Some(&approval))
-            .await
-            .inspect_err(undecided)?;
-        gw.forget(&key);
-    }
+    };
     match decision.outcome {
         DecisionOutcome::Allow => {
             metrics.call(&upstream.name, Outcome::Forwarded);
@@ -84,6 +68,48 @@ pub async fn call_tool(
             ))
         }
     }
+}
+
+/// How a call's decision settled: a decision, or an approval still awaited.
+pub(crate) enum Settled {
+    Decided(Box<Decision>),
+    Held(String),
+}
+
+/// Evaluate (presenting the approval held for this exact call, if any), and on
+/// PENDING_APPROVAL hold the call for `approval_wait`; a grant is evaluated again with
+/// the approval id, which consumes it. `ctx` (MCP only) carries cancellation and
+/// progress.
+pub(crate) async fn decide(
+    gw: &Gateway,
+    caller: &Caller,
+    session: &str,
+    tool: &str,
+    arguments: &JsonObject,
+    ctx: Option<&RequestContext<RoleServer>>,
+) -> Result<Settled, ErrorData> {
+    let key = HeldKey {
+        agent: caller.agent.clone(),
+        tool: tool.to_owned(),
+        arguments: digest(arguments),
+    };
+    let held = gw.held(&key);
+    let decision = evaluate(caller, session, tool, arguments, held.as_deref()).await?;
+    if held.is_some() && !decision.is_pending() {
+        // The approval was used (ALLOW) or is final (denied, expired, consumed).
+        gw.forget(&key);
+    }
+    if !decision.is_pending() {
+        return Ok(Settled::Decided(Box::new(decision)));
+    }
+    let approval = decision.approval_id.clone().unwrap_or_default();
+    gw.remember(key.clone(), approval.clone());
+    if !wait_for_grant(gw, caller, &approval, ctx).await {
+        return Ok(Settled::Held(approval));
+    }
+    let decision = evaluate(caller, session, tool, arguments, Some(&approval)).await?;
+    gw.forget(&key);
+    Ok(Settled::Decided(Box::new(decision)))
 }
 
 async fn evaluate(
@@ -111,7 +137,7 @@ async fn evaluate(
     })
 }
 
-fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
+pub(crate) fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
     let code = decision
         .reason()
         .map(|r| r.code.as_str())
@@ -122,7 +148,7 @@ fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
     Ok(answer::denied(code, &decision.decision_id))
 }
 
-async fn forward(
+pub(crate) async fn forward(
     caller: &Caller,
     decision: &Decision,
     upstream: &crate::upstream::Upstream,
@@ -168,7 +194,7 @@ async fn wait_for_grant(
     gw: &Gateway,
     caller: &Caller,
     approval: &str,
-    ctx: &RequestContext<RoleServer>,
+    ctx: Option<&RequestContext<RoleServer>>,
 ) -> bool {
     let wait = gw.inner.approval_wait;
     if wait.is_zero() || approval.is_empty() {
@@ -183,13 +209,20 @@ async fn wait_for_grant(
     let Ok(mut stream) = stream else {
         return false;
     };
-    let token = ctx.meta.get_progress_token();
+    let token = ctx.and_then(|c| c.meta.get_progress_token());
+    let cancelled = async {
+        match ctx {
+            Some(c) => c.ct.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cancelled);
     let deadline = tokio::time::Instant::now() + wait;
     let mut ticks = 0u32;
     loop {
         let next = tokio::time::timeout(PROGRESS_EVERY, stream.next());
         tokio::select! {
-            _ = ctx.ct.cancelled() => return false,
+            _ = &mut cancelled => return false,
             _ = tokio::time::sleep_until(deadline) => return false,
             item = next => match item {
                 Ok(Some(Ok(a))) => match proto::ApprovalState::try_from(a.state) {
@@ -200,10 +233,10 @@ async fn wait_for_grant(
                 Ok(_) => return false,
                 Err(_) => {
                     ticks += 1;
-                    if let Some(token) = &token {
+                    if let (Some(token), Some(c)) = (&token, ctx) {
                         let mut p = ProgressNotificationParam::new(token.clone(), f64::from(ticks));
                         p.message = Some(format!("waiting for approval {approval}"));
-                        let _ = ctx.peer.notify_progress(p).await;
+                        let _ = c.peer.notify_progress(p).await;
                     }
                 }
             },
@@ -216,7 +249,7 @@ fn digest(arguments: &JsonObject) -> String {
     digest_value(&serde_json::Value::Object(arguments.clone()))
 }
 
-fn digest_value(value: &serde_json::Value) -> String {
+pub(crate) fn digest_value(value: &serde_json::Value) -> String {
     let bytes = serde_jcs::to_vec(value).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }

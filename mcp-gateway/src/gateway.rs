@@ -123,7 +123,7 @@ impl Gateway {
         Ok((caller, session))
     }
 
-    fn bind_session(&self, agent: &str, session: &str) -> Result<(), ErrorData> {
+    pub(crate) fn bind_session(&self, agent: &str, session: &str) -> Result<(), ErrorData> {
         if session.is_empty() {
             return Ok(());
         }

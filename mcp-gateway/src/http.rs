@@ -28,13 +28,22 @@ pub fn router(
         .enforce_origin_validation()
         .with_max_request_body_bytes(listen.max_request_bytes)
         .with_cancellation_token(stop);
+    let gateway_for_hooks = gateway.clone();
     let service = StreamableHttpService::new(
         move || Ok(gateway.clone()),
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let hooks = (
+        gateway_for_hooks,
+        Arc::new(crate::hooks::OpenCalls::default()),
+    );
     Router::new()
         .route_service(&listen.path, service)
+        .route(
+            "/hooks/claude-code",
+            axum::routing::post(crate::hooks::claude_code).with_state(hooks),
+        )
         .layer(middleware::from_fn_with_state(ids, authenticate))
 }
 

@@ -9,6 +9,7 @@ mod answer;
 mod call;
 pub mod config;
 mod gateway;
+mod hooks;
 mod http;
 mod identity;
 mod metrics;

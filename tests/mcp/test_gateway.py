@@ -424,3 +424,53 @@ def test_malformed_upstream_output_never_hangs_the_client(stack: Stack) -> None:
     garbled, after = asyncio.run(run())
     assert garbled
     assert text(after) == "contents of after"
+
+
+def hook(gw_url: str, key: str, payload: dict[str, object]) -> httpx2.Response:
+    url = gw_url.rsplit("/", 1)[0] + "/hooks/claude-code"
+    return httpx2.post(url, json=payload, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_the_claude_code_hook_contract(stack: Stack) -> None:
+    gw = stack.gateway()
+    key = stack.keys["bot-1"]
+    base = {"session_id": "claude-run-1", "cwd": "/w", "transcript_path": "/t.jsonl"}
+    pre = {**base, "hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_use_id": "toolu_1"}
+    allowed = hook(gw.url, key, {**pre, "tool_input": {"command": "ls"}})
+    assert allowed.status_code == 200
+    assert allowed.json()["hookSpecificOutput"]["permissionDecision"] == "allow"
+    post = {
+        **base,
+        "hook_event_name": "PostToolUse",
+        "tool_name": "Bash",
+        "tool_use_id": "toolu_1",
+        "tool_input": {"command": "ls"},
+        "tool_response": {"stdout": "a\n", "stderr": ""},
+    }
+    assert hook(gw.url, key, post).json() == {}
+
+    denied = hook(gw.url, key, {**pre, "tool_name": "delete_repo", "tool_input": {"name": "x"}}).json()
+    assert denied["hookSpecificOutput"]["permissionDecision"] == "deny"
+    assert "scope.tool_denied" in denied["hookSpecificOutput"]["permissionDecisionReason"]
+
+    held = hook(gw.url, key, {**pre, "tool_name": "send_email", "tool_input": {"to": "a", "body": "b"}})
+    reason = held.json()["hookSpecificOutput"]["permissionDecisionReason"]
+    assert held.json()["hookSpecificOutput"]["permissionDecision"] == "deny" and "apr_" in reason
+
+    stack.cli("halt", "--agent", "bot-1", "--reason", "incident", key="operator")
+    halted = hook(gw.url, key, {**pre, "tool_input": {"command": "ls"}}).json()
+    assert halted["continue"] is False and halted["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+    assert hook(gw.url, "arb_wrong", pre).status_code == 401
+    audit = stack.audit()
+    evaluates = [e for e in audit if e["kind"] == "evaluate"]
+    assert [(e["body"]["action"]["tool"], e["outcome"]) for e in evaluates] == [
+        ("Bash", "allow"),
+        ("delete_repo", "deny"),
+        ("send_email", "pending_approval"),
+        ("Bash", "deny"),
+    ]
+    assert all(e["session_id"] == "claude-run-1" for e in evaluates)
+    records = [e for e in audit if e["kind"] == "record"]
+    assert [r["body"]["decision_id"] for r in records] == [evaluates[0]["body"]["decision_id"]]
+    assert gw.calls() == []
