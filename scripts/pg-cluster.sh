@@ -6,12 +6,14 @@
 #                                     (also written to DIR/url)
 #   scripts/pg-cluster.sh stop DIR    fast shutdown, then removes DIR
 #   scripts/pg-cluster.sh pause DIR   fast shutdown, keeping the data (outage tests)
+#   scripts/pg-cluster.sh crash DIR   immediate stop (no checkpoint, like a crash; the next
+#                                     start runs WAL recovery), keeping the data
 #   scripts/pg-cluster.sh resume DIR  start again on the same port
 set -euo pipefail
 
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
-cmd="${1:?usage: pg-cluster.sh start|stop|pause|resume DIR}"
-dir="${2:?usage: pg-cluster.sh start|stop|pause|resume DIR}"
+cmd="${1:?usage: pg-cluster.sh start|stop|pause|crash|resume DIR}"
+dir="${2:?usage: pg-cluster.sh start|stop|pause|crash|resume DIR}"
 
 # PostgreSQL refuses to run as root: run it as the postgres user then.
 as_pg() {
@@ -43,6 +45,9 @@ case "$cmd" in
   pause)
     as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
     ;;
+  crash)
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    ;;
   resume)
     pg_ctl_run start >/dev/null
     ;;
@@ -53,7 +58,7 @@ case "$cmd" in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: pg-cluster.sh start|stop|pause|resume DIR" >&2
+    echo "usage: pg-cluster.sh start|stop|pause|crash|resume DIR" >&2
     exit 2
     ;;
 esac

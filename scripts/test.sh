@@ -2,8 +2,10 @@
 # The one test command: formatting, lints, the proto contract (lint, and breaking
 # changes against the last release's image), unit tests, end-to-end
 # tests against the real `arbiter` binary, the Python verifier's tests, the `arbiter`
-# Python package (built with maturin, tested against the real binary, ruff, mypy --strict),
-# the MCP gateway (the official Python MCP SDK as client and upstream), and the Helm chart (lint, Kubernetes schemas, the rendered pod run with the binary).
+# Python package (built with maturin, tested against the real binary, ruff, mypy --strict;
+# its framework adapters against the real SDKs and local fake provider endpoints),
+# the MCP gateway (the official Python MCP SDK as client and upstream), and the Helm
+# chart (lint, Kubernetes schemas, the rendered pod run with the binary).
 # It installs what it needs (buf and helm via `go install`, Python venvs with pinned
 # tools) into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
 set -euo pipefail
@@ -103,6 +105,10 @@ if command -v python3 >/dev/null 2>&1; then
     python3 -m venv "$PYVENV"
   fi
   "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r client-py/requirements-dev.txt
+  # The frameworks arbiter.integrations adapts (tests/test_integrations_*.py run them
+  # against local fake provider endpoints; the package itself depends on none of them).
+  "$PYVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r client-py/requirements-integrations.txt
   WHEELS="$CARGO_TARGET_DIR/client-py-wheels"
   rm -rf "$WHEELS"
   # A debug wheel: the tests check behaviour, not speed, and it reuses the build above.
@@ -116,6 +122,8 @@ if command -v python3 >/dev/null 2>&1; then
   "$CLEAN/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index \
     "$WHEELS"/arbiter-*.whl
   "$CLEAN/venv/bin/python" -c "import arbiter; print('clean venv: import arbiter', arbiter.__version__)"
+  # The adapters import their framework only in its own module.
+  "$CLEAN/venv/bin/python" -c "import arbiter.integrations; print('clean venv: import arbiter.integrations')"
   rm -rf "$CLEAN"
   ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" "$PYVENV/bin/python" -m pytest client-py/tests -q
   (

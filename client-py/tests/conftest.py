@@ -201,3 +201,73 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# The framework adapters' tests (test_integrations_*.py): a server whose policy prices two
+# test models and allows a few tools, and a fake provider endpoint (fake_providers.py).
+
+INTEGRATIONS_POLICY = """
+version: 1
+defaults:
+  trust_level: L2_SUGGEST
+  consent: deny
+  approval_ttl: 1h
+prices:
+  gpt-test: {input: "1.00", output: "2.00"}
+  gpt-test-large: {input: "1.00", output: "2.00"}
+  claude-test: {input: "3.00", output: "15.00"}
+actions:
+  - match: {tool: "refund_*"}
+    approval: always
+  - match: {model: "gpt-test-large*"}
+    approval: always
+agents:
+  - id: "bot*"
+    tools: {allow: ["lookup_*", "refund_*"]}
+    models: ["gpt-test*", "claude-test*"]
+budgets:
+  - {name: cap, scope: agent, period: lifetime, max_usd: "0.50"}
+"""
+
+
+def require(module: str) -> object:
+    """Import an adapter's SDK: a skip outside CI, a failure under CI=true."""
+    if os.environ.get("CI") == "true":
+        return __import__(module)
+    return pytest.importorskip(module)
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[Server]:
+    s = start_server(INTEGRATIONS_POLICY)
+    yield s
+    s.stop()
+    shutil.rmtree(s.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _provider() -> Iterator[object]:
+    from .fake_providers import FakeProvider
+
+    fake = FakeProvider()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture()
+def provider(_provider: object) -> object:
+    """The fake provider endpoint, with an empty script and request count."""
+    _provider.script()  # type: ignore[attr-defined]
+    return _provider
+
+
+def cli_approve(server: Server, approval_id: str) -> None:
+    """Grant an approval the way an operator does: ``arbiter approvals approve``."""
+    done = subprocess.run(
+        [str(arbiter_bin()), "approvals", "approve", approval_id, "--addr", server.address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

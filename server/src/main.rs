@@ -1,4 +1,4 @@
-use arbiter_server::cli::{self, Cli, Command, Exit};
+use arbiter_server::cli::{self, term::err_line, Cli, Command, Exit};
 use clap::Parser;
 
 #[tokio::main]
@@ -10,7 +10,7 @@ async fn main() {
     let telemetry = match arbiter_server::telemetry::init(serving) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err_line(format_args!("error: {e:#}"));
             std::process::exit(1);
         }
     };
@@ -20,9 +20,10 @@ async fn main() {
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     if let Err(e) = outcome {
         let code = e.downcast_ref::<Exit>().map_or(1, |x| x.0);
-        eprintln!("error: {e}");
+        // Error chains carry server messages, which may quote what a caller sent.
+        err_line(format_args!("error: {e}"));
         for cause in e.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            err_line(format_args!("  caused by: {cause}"));
         }
         std::process::exit(code);
     }

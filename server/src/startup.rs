@@ -258,6 +258,11 @@ impl Application {
         if let Some(changes) = engine.store().watch_changes() {
             background.push(spawn_control_refresh(engine.clone(), changes));
         }
+        if engine.store().shared() {
+            // TailAudit followers hear what other replicas commit (engine::tail).
+            let follower = engine.clone();
+            background.push(tokio::spawn(async move { follower.watch_log_head().await }));
+        }
         let pruner = engine.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -640,9 +645,14 @@ fn spawn_health_monitor(
             let ping = engine.store().ping().await.is_ok();
             if ping && failed && !*engine.batcher().healthy().borrow() {
                 // The database answers again (after an outage or a failed commit that was
-                // reported for at least one round): recover without a restart. If commits
-                // still fail, the next one fails closed and reports NOT_SERVING again.
-                engine.batcher().clear_failure();
+                // reported for at least one round). Answering a read is not enough (a full
+                // disk still does): only a write that commits clears the failure, so
+                // health stays NOT_SERVING while commits fail and recovers without a
+                // restart once they can succeed.
+                match engine.store().probe_write().await {
+                    Ok(()) => engine.batcher().clear_failure(),
+                    Err(e) => tracing::debug!(error = %e, "write probe failed; still NOT_SERVING"),
+                }
             }
             let ok = ping && *engine.batcher().healthy().borrow();
             failed = !ok;

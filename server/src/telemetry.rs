@@ -72,10 +72,42 @@ impl Telemetry {
     pub fn shutdown(self) {
         if let Some(p) = self.provider {
             if let Err(e) = p.shutdown() {
-                eprintln!("warning: flushing traces to the OTLP collector failed: {e}");
+                crate::cli::term::err_line(format_args!(
+                    "warning: flushing traces to the OTLP collector failed: {e}"
+                ));
             }
         }
     }
+}
+
+/// Stderr for log records, each made safe for whoever reads the log: a field may hold
+/// text a caller chose (an error quoting a request, a reason), and a newline in it must
+/// not forge a record nor an ESC drive the operator's terminal. Text records are one
+/// escaped line (so colours are off); JSON records keep their value (`json_safe`).
+/// `fmt` formats a whole record and writes it with one `write_all`.
+struct SafeStderr {
+    json: bool,
+}
+
+impl std::io::Write for SafeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let safe = safe_record(self.json, &String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(safe.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn safe_record(json: bool, record: &str) -> String {
+    if json {
+        return crate::domain::text::json_safe(record);
+    }
+    let body = record.strip_suffix('\n').unwrap_or(record);
+    let ends = if body.len() < record.len() { "\n" } else { "" };
+    crate::domain::text::escape_line(body) + ends
 }
 
 /// Installs the global subscriber once. `export` turns on OTLP trace export when the
@@ -86,7 +118,7 @@ pub fn init(export: bool) -> anyhow::Result<Telemetry> {
     let json = std::env::var("ARBITER_LOG_FORMAT").is_ok_and(|v| v == "json");
     let fmt_layer = if json {
         fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| SafeStderr { json: true })
             .with_target(false)
             .event_format(WithTraceIds(
                 fmt::format().json().flatten_event(true).with_target(false),
@@ -96,7 +128,8 @@ pub fn init(export: bool) -> anyhow::Result<Telemetry> {
             .boxed()
     } else {
         fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| SafeStderr { json: false })
+            .with_ansi(false)
             .with_target(false)
             .compact()
             .with_filter(filter)
@@ -255,5 +288,25 @@ where
             ),
             None => writer.write_str(&line),
         }
+    }
+}
+
+#[cfg(test)]
+mod safe_log_tests {
+    use super::safe_record;
+
+    #[test]
+    fn a_log_record_stays_one_record() {
+        let text = "WARN error: bad \u{1b}[2J\nINFO forged record\u{202e}\n";
+        assert_eq!(
+            safe_record(false, text),
+            "WARN error: bad \\u{1b}[2J\\u{a}INFO forged record\\u{202e}\n"
+        );
+        let json = serde_json::json!({"message": "x\u{202e}\u{1b}\ny"}).to_string() + "\n";
+        let safe = safe_record(true, &json);
+        assert_eq!(safe.lines().count(), 1);
+        assert!(!safe.contains('\u{202e}'));
+        let back: serde_json::Value = serde_json::from_str(safe.trim_end()).unwrap();
+        assert_eq!(back["message"], "x\u{202e}\u{1b}\ny");
     }
 }

@@ -321,6 +321,12 @@ impl PgCluster {
         Self::script("pause", &self.dir);
     }
 
+    /// Stops the cluster with `pg_ctl -m immediate`: every backend is killed mid-work,
+    /// nothing is checkpointed, and the next start runs crash recovery.
+    pub fn crash(&self) {
+        Self::script("crash", &self.dir);
+    }
+
     /// Starts it again on the same port.
     pub fn resume(&self) {
         Self::script("resume", &self.dir);

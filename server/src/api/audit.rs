@@ -11,17 +11,16 @@ use crate::engine::Engine;
 use crate::store::AuditQuery;
 use arbiter_proto::v1 as pb;
 use pb::audit_service_server::AuditService;
-use std::pin::Pin;
+use super::streams::{bound, BoxStream, Binding, Need};
+use futures::StreamExt;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub struct AuditApi {
     pub engine: Arc<Engine>,
 }
-
-type BoxStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
 fn entry(e: SealedEntry) -> pb::AuditEntry {
     pb::AuditEntry {
@@ -194,73 +193,20 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::TailAuditRequest>,
     ) -> Result<Response<Self::TailAuditStream>, Status> {
-        super::authorize(&self.engine, &req, "TailAudit", Access::Roles(AUDITORS)).await?;
+        let who =
+            super::authorize(&self.engine, &req, "TailAudit", Access::Roles(AUDITORS)).await?;
         let r = req.into_inner();
         let q = query(r.filter)?;
-        // Subscribe before reading the backlog so nothing committed in between is missed.
-        let mut live = self.engine.batcher().subscribe();
-        let mut sent = if r.from_seq == 0 {
-            self.engine.batcher().head_seq()
-        } else {
-            r.from_seq - 1
-        };
-        let store = self.engine.store().clone();
-        let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let catch_up = |after: u64| {
-                let store = store.clone();
-                let q = q.clone();
-                async move { store.query_audit(&q, after, 1000).await }
-            };
-            loop {
-                // Backlog (and recovery after falling behind the live feed).
-                loop {
-                    match catch_up(sent).await {
-                        Ok(page) if page.is_empty() => break,
-                        Ok(page) => {
-                            for e in page {
-                                sent = e.seq;
-                                if tx
-                                    .send(Ok(pb::TailAuditResponse {
-                                        entry: Some(entry(e)),
-                                    }))
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::from(e))).await;
-                            return;
-                        }
-                    }
-                }
-                loop {
-                    match live.recv().await {
-                        Ok(e) if e.seq <= sent => {}
-                        Ok(e) => {
-                            let seq = e.seq;
-                            if q.matches(&e)
-                                && tx
-                                    .send(Ok(pb::TailAuditResponse {
-                                        entry: Some(entry(e)),
-                                    }))
-                                    .await
-                                    .is_err()
-                            {
-                                return;
-                            }
-                            sent = seq;
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            }
+        let after = (r.from_seq != 0).then(|| r.from_seq - 1);
+        let entries = self.engine.follow_log(q, after).await?;
+        let tail = ReceiverStream::new(entries).map(|e| match e {
+            Ok(e) => Ok(pb::TailAuditResponse {
+                entry: Some(entry(e)),
+            }),
+            Err(e) => Err(Status::from(e)),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let binding = Binding::new(&self.engine, &who, "TailAudit", Need::Roles(AUDITORS));
+        Ok(Response::new(bound(binding, tail)))
     }
 
     async fn verify_audit(
@@ -303,7 +249,9 @@ impl AuditService for AuditApi {
         &self,
         req: Request<pb::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
-        super::authorize(&self.engine, &req, "ExportAudit", Access::Roles(AUDITORS)).await?;
+        let who =
+            super::authorize(&self.engine, &req, "ExportAudit", Access::Roles(AUDITORS)).await?;
+        let binding = Binding::new(&self.engine, &who, "ExportAudit", Need::Roles(AUDITORS));
         let r = req.into_inner();
         let store = self.engine.store().clone();
         let to = if r.to_seq == 0 {
@@ -335,7 +283,7 @@ impl AuditService for AuditApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(bound(binding, ReceiverStream::new(rx))))
     }
 
     async fn get_checkpoint(

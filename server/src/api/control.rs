@@ -1,6 +1,7 @@
 //! `arbiter.v1.ControlService`: human approvals and halts (the kill switch).
 
 use super::convert::timestamp;
+use super::streams::{bound, Binding, Need};
 use super::{ANYONE, OPERATORS, READERS};
 use crate::auth::Access;
 use crate::auth::Refusal;
@@ -14,9 +15,7 @@ pub struct ControlApi {
     pub engine: std::sync::Arc<crate::engine::Engine>,
 }
 
-type WatchStream = std::pin::Pin<
-    Box<dyn futures::Stream<Item = Result<pb::WatchApprovalResponse, Status>> + Send>,
->;
+type WatchStream = super::streams::BoxStream<pb::WatchApprovalResponse>;
 
 impl ControlApi {
     /// The approval, if the caller may see it: readers see all, an agent principal its own.
@@ -169,6 +168,9 @@ impl ControlService for ControlApi {
             .visible(&who, &r.get_ref().approval_id, "WatchApproval")
             .await?;
         let id = current.id.clone();
+        // Readers watch any approval, an agent principal only its own agents' ones.
+        let need = Need::ActForOr(current.agent_id.clone(), READERS);
+        let binding = Binding::new(&self.engine, &who, "WatchApproval", need);
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
@@ -184,6 +186,10 @@ impl ControlService for ControlApi {
                 return;
             }
             loop {
+                if tx.is_closed() {
+                    // The stream ended (its caller lost it, or hung up).
+                    return;
+                }
                 // Expiry is time-driven: re-check once a second as well as on every change.
                 let next =
                     tokio::time::timeout(std::time::Duration::from_secs(1), changes.recv()).await;
@@ -216,7 +222,8 @@ impl ControlService for ControlApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(bound(
+            binding,
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }

@@ -8,6 +8,7 @@ pub mod control;
 mod convert;
 pub mod decision;
 pub mod status;
+mod streams;
 
 use crate::auth::{self as authn, Access};
 use crate::domain::{Principal, Role};

@@ -108,15 +108,19 @@ impl BatcherHandle {
         self.committed.subscribe()
     }
 
-    /// False after a failed commit, until a later one succeeds.
+    /// False after a failed commit, until health's write probe commits
+    /// (`clear_failure`). A later batch that happens to commit does not clear it: on a
+    /// full disk a small commit can fit where a larger one failed, and health would
+    /// flap to SERVING between failures.
     pub fn healthy(&self) -> watch::Receiver<bool> {
         self.healthy.clone()
     }
 
-    /// Clears a failed-commit state once the database answers again after an outage, so
-    /// health can return to SERVING (and a load balancer send traffic) before the next
-    /// commit. Safe: the batcher re-reads the head after every failure, and a commit on a
-    /// stale head conflicts on `seq` and fails closed again.
+    /// Clears a failed-commit state once a write commits again (`Store::probe_write`,
+    /// run by the health monitor), so health can return to SERVING (and a load balancer
+    /// send traffic) without a restart. Safe: the batcher settles a failed batch's fate
+    /// before it seals again, and a commit on a stale head conflicts on `seq` and fails
+    /// closed again.
     pub fn clear_failure(&self) {
         if self.poisoned.load(Ordering::Acquire) {
             return;
@@ -228,6 +232,9 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     let mut approvals: std::collections::HashMap<String, Option<ApprovalState>> =
         std::collections::HashMap::new();
     let mut marked = std::collections::HashSet::new();
+    // Halts as this batch leaves them, by target key, ahead of the database.
+    let mut halts: std::collections::HashMap<String, Option<crate::state::Halt>> =
+        std::collections::HashMap::new();
     // Loop-guard calls admitted earlier in this batch, per (agent, session, tool).
     let mut ticked: std::collections::HashMap<(String, String, String), u64> =
         std::collections::HashMap::new();
@@ -284,6 +291,28 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 }
             }
         }
+        // A halt change applies to the halt it was checked against, or not at all.
+        for op in &sub.ops {
+            if let StateOp::ExpectHalt { target, current } = op {
+                let stored = match halts.get(&target.key()) {
+                    Some(h) => h.clone(),
+                    None => match batch.halt(target).await {
+                        Ok(h) => h,
+                        Err(e) => {
+                            let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
+                            continue 'subs;
+                        }
+                    },
+                };
+                if stored != *current {
+                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
+                        "halt.changed: the halt on {} was changed on another replica",
+                        target.describe()
+                    ))));
+                    continue 'subs;
+                }
+            }
+        }
         // One transition out of each approval state, whichever replica makes it.
         for op in &sub.ops {
             if let StateOp::PutApproval(a) = op {
@@ -326,7 +355,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
             }
         }
         let Some(guard) = &sub.guard else {
-            note_kept(&mut approvals, &mut marked, &mut ticked, &sub.ops);
+            note_kept(&mut approvals, &mut marked, &mut halts, &mut ticked, &sub.ops);
             kept.push(sub);
             continue;
         };
@@ -335,7 +364,7 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 for (key, _) in &guard.keys {
                     pending.entry(key.clone()).or_default().add(guard.amounts);
                 }
-                note_kept(&mut approvals, &mut marked, &mut ticked, &sub.ops);
+                note_kept(&mut approvals, &mut marked, &mut halts, &mut ticked, &sub.ops);
                 kept.push(sub);
             }
             Ok(false) => {
@@ -351,11 +380,12 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     *queue = kept;
 }
 
-/// Records what a kept submission writes (approval states, watchdog marks, loop-guard
+/// Records what a kept submission writes (approval states, watchdog marks, halts, loop-guard
 /// calls), for the submissions after it in the same batch.
 fn note_kept(
     approvals: &mut std::collections::HashMap<String, Option<ApprovalState>>,
     marked: &mut std::collections::HashSet<String>,
+    halts: &mut std::collections::HashMap<String, Option<crate::state::Halt>>,
     ticked: &mut std::collections::HashMap<(String, String, String), u64>,
     ops: &[StateOp],
 ) {
@@ -376,6 +406,12 @@ fn note_kept(
             }
             StateOp::WatchdogMark { condition, .. } => {
                 marked.insert(condition.clone());
+            }
+            StateOp::EngageHalt(h) => {
+                halts.insert(h.target.key(), Some(h.clone()));
+            }
+            StateOp::LiftHalt { target } => {
+                halts.insert(target.key(), None);
             }
             _ => {}
         }
@@ -399,6 +435,18 @@ pub struct Batcher {
     /// at start and the last one at shutdown); a batch's checkpoint takes the time of
     /// its newest entry, which came from the same clock.
     clock: Arc<dyn Clock>,
+    /// A single writer's batch whose commit failed and whose fate is not yet read back
+    /// from the database; nothing is sealed until it is (`settle`).
+    unsure: Option<FailedBatch>,
+}
+
+/// What the log would look like had a failed batch landed.
+struct FailedBatch {
+    seq: u64,
+    mac: [u8; 32],
+    frontier: Frontier,
+    entries: Vec<SealedEntry>,
+    note: Option<String>,
 }
 
 /// How the batcher runs, besides its store and keys.
@@ -598,6 +646,7 @@ impl Batcher {
             poisoned,
             metrics,
             clock,
+            unsure: None,
         };
         let task = tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats));
         Ok((handle, task))
@@ -650,6 +699,64 @@ impl Batcher {
         Ok(Some(batch))
     }
 
+    /// Reads back the head after a failed single-writer commit. The head must be where
+    /// the batch started (rolled back: memory is already right) or where it would have
+    /// ended (it landed although the commit reported an error: adopt it). Anything else
+    /// means the log changed outside this writer, which poisons it. False while the head
+    /// cannot be read, so the caller seals nothing on a guess.
+    async fn settle(
+        &mut self,
+        head: &AtomicU64,
+        committed: &broadcast::Sender<SealedEntry>,
+    ) -> bool {
+        let Some(failed) = self.unsure.take() else {
+            return true;
+        };
+        let (seq, mac) = match read_head(self.store.as_ref()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the audit head after a failed commit; sealing nothing until it can");
+                self.unsure = Some(failed);
+                return false;
+            }
+        };
+        if (seq, mac) == (self.head_seq, self.head_mac) {
+            tracing::debug!(
+                head_seq = seq,
+                "the failed audit batch was rolled back; the log is unchanged"
+            );
+            return true;
+        }
+        if (seq, mac) != (failed.seq, failed.mac) {
+            let _ = self.poison(&format!(
+                "after a failed commit the audit head is seq {seq}, neither seq {} (before the \
+                 batch) nor seq {} (after it); the log changed outside this server",
+                self.head_seq, failed.seq
+            ));
+            return false;
+        }
+        // Its callers were told UNAVAILABLE and the engine took its state changes back
+        // from memory, but the database holds them; a restart reloads them.
+        tracing::error!(head_seq = seq, "an audit batch whose commit reported an error is in the database; its state changes are reloaded at the next restart");
+        self.frontier = failed.frontier;
+        self.head_seq = seq;
+        self.head_mac = mac;
+        head.store(seq, Ordering::Release);
+        if let (Some(kept), Some(note)) = (&self.kept, &failed.note) {
+            kept.hand_over(note);
+        }
+        if let Some(m) = self.mirror.as_mut() {
+            if let Err(e) = m.append(&failed.entries) {
+                tracing::error!(error = %e, path = %m.path().display(), "audit mirror write failed; mirroring stopped");
+                self.mirror = None;
+            }
+        }
+        for entry in failed.entries {
+            let _ = committed.send(entry);
+        }
+        true
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Submission>,
@@ -689,6 +796,15 @@ impl Batcher {
                 }
                 continue;
             }
+            if self.unsure.is_some() && !self.settle(&head, &committed).await {
+                health.send_if_modified(|h| std::mem::replace(h, false));
+                for sub in queue.drain(..) {
+                    let _ = sub.reply.send(Err(CommitError::Unavailable(
+                        "cannot read the audit head after a failed commit".into(),
+                    )));
+                }
+                continue;
+            }
             // Shared store (PostgreSQL): take the sequencer lock and seal after whatever
             // another server committed. Single writer (SQLite): `None`, nothing changes.
             let sequenced = match self.sequence().await {
@@ -715,6 +831,7 @@ impl Batcher {
                                     | StateOp::PutApproval(_)
                                     | StateOp::WatchdogMark { .. }
                                     | StateOp::LoopTick { .. }
+                                    | StateOp::ExpectHalt { .. }
                             )
                         })
                 }) {
@@ -763,6 +880,7 @@ impl Batcher {
             let note = checkpoint.as_ref().map(|c| c.note.clone());
             let tree = TreeUpdate { nodes, checkpoint };
             let started = std::time::Instant::now();
+            let shared = sequenced.is_some();
             let outcome = match sequenced {
                 Some(batch) => batch.commit(&units, &tree).await,
                 None => self.store.commit(&units, &tree).await,
@@ -792,7 +910,6 @@ impl Batcher {
                     stats
                         .entries
                         .fetch_add(units.len() as u64, Ordering::Relaxed);
-                    health.send_if_modified(|h| !std::mem::replace(h, true));
                     if let (Some(kept), Some(note)) = (&self.kept, &note) {
                         kept.hand_over(note);
                     }
@@ -815,35 +932,26 @@ impl Batcher {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, entries = units.len(), "audit commit failed; failing the batch closed");
+                    tracing::error!(error = %e, entries = units.len(), head_seq = self.head_seq, "audit commit failed; failing the batch closed (the log stays at head_seq)");
                     self.metrics.commit_failures.inc();
                     health.send_if_modified(|h| std::mem::replace(h, false));
                     let msg = e.to_string();
                     for reply in replies {
                         let _ = reply.send(Err(CommitError::Unavailable(msg.clone())));
                     }
-                    // Whether the failed transaction landed is unknown; re-read the head.
-                    match read_head(self.store.as_ref()).await {
-                        Ok((s, _)) if s < self.head_seq => {
-                            // Whether or not the batch landed, the head cannot be below
-                            // what committed before it.
-                            let _ = self.poison(&format!(
-                                "the audit log went back from seq {} to seq {s} under a running server (truncated)",
-                                self.head_seq
-                            ));
-                        }
-                        Ok((s, m)) => {
-                            match load_frontier(self.store.as_ref(), s).await {
-                                Ok(f) => self.frontier = f,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "cannot re-read the Merkle tree")
-                                }
-                            }
-                            self.head_seq = s;
-                            self.head_mac = m;
-                            head.store(s, Ordering::Release);
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot re-read the audit head"),
+                    // Memory is still as before the batch (its seq, MAC and tree were
+                    // copies). A shared store re-reads the head under the sequencer
+                    // lock before the next batch anyway; a single writer settles now
+                    // whether the failed transaction landed, before it seals again.
+                    if !shared {
+                        self.unsure = Some(FailedBatch {
+                            seq,
+                            mac: prev,
+                            frontier,
+                            entries: units.into_iter().map(|u| u.entry).collect(),
+                            note,
+                        });
+                        self.settle(&head, &committed).await;
                     }
                 }
             }
@@ -859,14 +967,16 @@ impl Batcher {
         let newest = match self.store.checkpoint(None).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the last checkpoint at shutdown");
+                tracing::error!(error = %e, head_seq = self.head_seq, "audit writer stopped without reading its last checkpoint; `arbiter audit verify` checks the log at the next start");
                 return;
             }
         };
-        let covered = newest.as_ref().map_or(0, |c| c.size);
+        let mut covered = newest.as_ref().map_or(0, |c| c.size);
         let mut note = newest.map(|c| c.note);
-        if self.poisoned.load(Ordering::Acquire) {
-            // Never copy a damaged log's checkpoint over the good one kept outside it.
+        let poisoned = self.poisoned.load(Ordering::Acquire);
+        if poisoned || self.unsure.is_some() {
+            // Never copy a damaged (or unsettled) log's checkpoint over the good one
+            // kept outside it.
             note = None;
         } else if covered != self.head_seq && self.frontier.size == self.head_seq {
             let checkpoint = Some(self.signer.checkpoint(&self.frontier, self.clock.now_ms()));
@@ -874,10 +984,12 @@ impl Batcher {
                 nodes: Vec::new(),
                 checkpoint,
             };
-            note = tree.checkpoint.as_ref().map(|c| c.note.clone());
-            if let Err(e) = self.store.put_tree(&tree).await {
-                tracing::error!(error = %e, "cannot sign the final checkpoint");
-                note = None;
+            match self.store.put_tree(&tree).await {
+                Ok(()) => {
+                    covered = self.head_seq;
+                    note = tree.checkpoint.map(|c| c.note);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot sign the final checkpoint"),
             }
         }
         if let Some(kept) = self.kept.as_mut() {
@@ -888,10 +1000,22 @@ impl Batcher {
                 tracing::error!(error = %e, path = %m.path().display(), "cannot sync the audit mirror");
             }
         }
-        tracing::info!(
-            head_seq = self.head_seq,
-            checkpoint_size = self.frontier.size,
-            "audit writer stopped: every committed entry is in the last signed checkpoint"
-        );
+        // Said from what the database holds: its newest checkpoint's size against the head.
+        let stored_head = read_head(self.store.as_ref()).await.ok().map(|(s, _)| s);
+        if !poisoned && covered == self.head_seq && stored_head == Some(self.head_seq) {
+            tracing::info!(
+                head_seq = self.head_seq,
+                checkpoint_size = covered,
+                "audit writer stopped: every committed entry is in the last signed checkpoint"
+            );
+        } else {
+            tracing::error!(
+                head_seq = self.head_seq,
+                stored_head_seq = ?stored_head,
+                checkpoint_size = covered,
+                poisoned,
+                "audit writer stopped, but the last signed checkpoint does not cover the log's head; the next start checks the log"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 use super::canonical::SealedEntry;
 use super::verify::Verifier;
 use super::GENESIS;
+use crate::cli::term::say;
 use crate::cli::Exit;
 use anyhow::Context;
 use serde_json::Value;
@@ -106,13 +107,13 @@ pub fn verify_file(
                 )
                 .into())
             }
-            Some(_) => println!(
+            Some(_) => say!(
                 "OK: the first {} entries rebuild the signed checkpoint's Merkle root",
                 h.size
             ),
         }
     }
-    println!(
+    say!(
         "OK: {} entries verified, head mac {}",
         v.checked,
         hex::encode(v.head_mac())

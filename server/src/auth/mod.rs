@@ -94,6 +94,16 @@ impl PrincipalBook {
         self.by_name.get(name)
     }
 
+    /// The principal named `name` as it stands now: an active one, or the anonymous
+    /// developer while the server is still in development mode. None once it is revoked
+    /// (or, for the developer, once the first principal exists).
+    pub fn current(&self, name: &str) -> Option<Principal> {
+        if !self.required && name == Principal::anonymous().name {
+            return Some(Principal::anonymous());
+        }
+        self.by_name.get(name).cloned()
+    }
+
     pub fn required(&self) -> bool {
         self.required
     }
@@ -369,6 +379,18 @@ pub fn authorize<T>(
             reason: "no authenticated principal".into(),
         });
     };
+    match allows(&p, &access) {
+        Ok(()) => Ok(p),
+        Err(need) => Err(Refusal {
+            principal: p.name.clone(),
+            rpc,
+            reason: format!("{rpc} requires {need}"),
+        }),
+    }
+}
+
+/// Whether `p` meets `access`; otherwise what it would need, for the refusal.
+pub fn allows(p: &Principal, access: &Access<'_>) -> Result<(), String> {
     let roles_ok = |roles: &[Role]| roles.iter().any(|r| p.has(*r));
     let (ok, need) = match access {
         Access::Roles(roles) => (
@@ -388,13 +410,9 @@ pub fn authorize<T>(
         ),
     };
     if ok {
-        Ok(p)
+        Ok(())
     } else {
-        Err(Refusal {
-            principal: p.name.clone(),
-            rpc,
-            reason: format!("{rpc} requires {need}"),
-        })
+        Err(need)
     }
 }
 

@@ -2,6 +2,7 @@
 //! each sends its next request when the previous answer arrives) or fixed rate (open
 //! loop; latency counted from the scheduled send time, so a stall is not hidden).
 
+use super::term::say;
 use arbiter_client::Client;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
@@ -14,6 +15,9 @@ pub enum Target {
     Ping,
     /// A full-pipeline Evaluate with a durable audit entry.
     Evaluate,
+    /// A gated action as an agent runs it: Evaluate with a cost, then Record the
+    /// outcome; every 16th call asks for a tool the policy denies (a logged DENY).
+    Mixed,
 }
 
 #[derive(Args, Debug)]
@@ -56,7 +60,35 @@ async fn call(c: &Client, target: Target, agent: &str, n: u64) -> bool {
             .send()
             .await
             .is_ok_and(|d| d.allowed()),
+        Target::Mixed => mixed(c, agent, n).await,
     }
+}
+
+async fn mixed(c: &Client, agent: &str, n: u64) -> bool {
+    let tool = if n % 16 == 15 {
+        "bench_denied"
+    } else {
+        "bench_tool"
+    };
+    let Ok(d) = c
+        .evaluate(agent)
+        .session(format!("bench-{}", n % 64))
+        .tool(tool)
+        .cost_micro_usd(2)
+        .send()
+        .await
+    else {
+        return false;
+    };
+    if !d.allowed() {
+        return tool == "bench_denied";
+    }
+    c.record(&d.decision_id)
+        .outcome(arbiter_client::ActionOutcome::Success)
+        .cost_micro_usd(1)
+        .send()
+        .await
+        .is_ok()
 }
 
 fn histogram() -> Histogram<u64> {
@@ -168,12 +200,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let target = format!("{:?}", a.target).to_lowercase();
     let mode = a.rate.map_or("closed".to_owned(), |r| format!("rate={r}"));
     if a.json {
-        println!(
+        say!(
             "{{\"target\":\"{target}\",\"mode\":\"{mode}\",\"concurrency\":{},\"duration_s\":{},\"ok\":{ok},\"errors\":{errs},\"throughput\":{throughput:.1},\"p50_ms\":{:.3},\"p95_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
             a.concurrency, a.duration, ms(0.5), ms(0.95), ms(0.99), h.max() as f64 / 1000.0
         );
     } else {
-        println!(
+        say!(
             "{target:<9} {mode:<10} c={:<4} ok={ok} errors={errs} throughput={throughput:.0}/s p50={:.3}ms p95={:.3}ms p99={:.3}ms max={:.3}ms",
             a.concurrency, ms(0.5), ms(0.95), ms(0.99), h.max() as f64 / 1000.0
         );

@@ -2,6 +2,7 @@
 //! and batcher code paths (chain, tree, checkpoint), then measures chain verification
 //! over the database and inclusion-proof latency. For docs/benchmarks.md.
 
+use super::term::{say, tell};
 use crate::audit::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntry};
 use crate::audit::merkle::{self, Frontier};
 use crate::audit::verify::Verifier;
@@ -41,7 +42,7 @@ pub async fn run(a: BenchAuditArgs) -> anyhow::Result<()> {
     if have == 0 {
         let started = Instant::now();
         write_synthetic(&store, &keys, &signer, a.entries).await?;
-        eprintln!(
+        tell!(
             "wrote {} entries in {:.1} s",
             a.entries,
             started.elapsed().as_secs_f64()
@@ -59,7 +60,7 @@ pub async fn run(a: BenchAuditArgs) -> anyhow::Result<()> {
         read += page.len() as u64;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("read: {read} entries in {secs:.2} s = {:.0} entries/s (SQLite pages of 10 000 rows, no checks)", read as f64 / secs);
+    say!("read: {read} entries in {secs:.2} s = {:.0} entries/s (SQLite pages of 10 000 rows, no checks)", read as f64 / secs);
 
     // Chain verification straight from the database, as `VerifyAudit` does.
     let started = Instant::now();
@@ -84,11 +85,11 @@ pub async fn run(a: BenchAuditArgs) -> anyhow::Result<()> {
         checking += t.elapsed();
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    say!(
         "checks alone (all cores, entries in memory): {:.0} entries/s",
         v.checked as f64 / checking.as_secs_f64()
     );
-    println!("verify: {} entries in {secs:.2} s = {:.0} entries/s (position, columns, key, MAC; from SQLite)", v.checked, v.checked as f64 / secs);
+    say!("verify: {} entries in {secs:.2} s = {:.0} entries/s (position, columns, key, MAC; from SQLite)", v.checked, v.checked as f64 / secs);
 
     // Inclusion proofs against the stored tree, as `GetInclusionProof` does.
     let cp = store
@@ -124,7 +125,7 @@ pub async fn run(a: BenchAuditArgs) -> anyhow::Result<()> {
             &root
         ));
     }
-    println!(
+    say!(
         "inclusion proof at tree size {}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} proofs, each verified)",
         cp.size,
         lat.value_at_quantile(0.5) as f64 / 1000.0,

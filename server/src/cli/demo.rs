@@ -1,6 +1,7 @@
 //! `arbiter demo`: a zero-setup walk through the pipeline against a real embedded
 //! server on a temporary data directory, over real gRPC.
 
+use super::term::say;
 use crate::config::Settings;
 use crate::startup::Application;
 use arbiter_client::{proto as pb, ActionOutcome, Client, Decision};
@@ -43,13 +44,16 @@ fn show(step: &str, d: &Decision) {
         arbiter_client::DecisionOutcome::Deny => "DENY",
         arbiter_client::DecisionOutcome::PendingApproval => "PENDING_APPROVAL",
     };
-    println!("\n▶ {step}");
+    say!();
+    say!("▶ {step}");
     match d.reason() {
-        Some(r) if !d.allowed() => println!(
+        Some(r) if !d.allowed() => say!(
             "  {verdict} at stage {} [{}]: {}",
-            r.stage, r.code, r.message
+            r.stage,
+            r.code,
+            r.message
         ),
-        _ => println!("  {verdict} (audit entry {})", d.audit_seq),
+        _ => say!("  {verdict} (audit entry {})", d.audit_seq),
     }
 }
 
@@ -70,10 +74,8 @@ pub async fn run() -> anyhow::Result<()> {
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    println!(
-        "Arbiter demo: an embedded server is running on {addr} with a temporary data directory."
-    );
-    println!("The policy lets billing-agent read invoices, send email and issue refunds and wire money (with a human's approval), within $1.00 a day.");
+    say!("Arbiter demo: an embedded server is running on {addr} with a temporary data directory.");
+    say!("The policy lets billing-agent read invoices, send email and issue refunds and wire money (with a human's approval), within $1.00 a day.");
 
     let c = Client::connect(format!("http://{addr}")).await?;
     let agent = "billing-agent";
@@ -92,7 +94,7 @@ pub async fn run() -> anyhow::Result<()> {
         .cost_micro_usd(80_000)
         .send()
         .await?;
-    println!(
+    say!(
         "  recorded: it really cost {} (reserved {})",
         usd(r.actual.map_or(0, |a| a.micro_usd)),
         usd(r.reserved.map_or(0, |a| a.micro_usd))
@@ -181,7 +183,8 @@ pub async fn run() -> anyhow::Result<()> {
         .await?;
     show("an agent the policy does not mention", &d);
 
-    println!("\n▶ billing-agent summarizes, three calls allowed per minute per session");
+    say!();
+    say!("▶ billing-agent summarizes, three calls allowed per minute per session");
     for i in 1..=4 {
         let d = c
             .evaluate(agent)
@@ -190,12 +193,13 @@ pub async fn run() -> anyhow::Result<()> {
             .send()
             .await?;
         match d.reason().filter(|_| !d.allowed()) {
-            Some(r) => println!("  call {i}: DENY [{}]: {}", r.code, r.message),
-            None => println!("  call {i}: ALLOW"),
+            Some(r) => say!("  call {i}: DENY [{}]: {}", r.code, r.message),
+            None => say!("  call {i}: ALLOW"),
         }
     }
 
-    println!("\n▶ the daily $1.00 budget runs out: LLM calls estimated at $0.30 each");
+    say!();
+    say!("▶ the daily $1.00 budget runs out: LLM calls estimated at $0.30 each");
     for i in 1..=4 {
         let d = c
             .evaluate(agent)
@@ -205,8 +209,8 @@ pub async fn run() -> anyhow::Result<()> {
             .send()
             .await?;
         match d.reason().filter(|_| !d.allowed()) {
-            Some(r) => println!("  call {i}: DENY [{}]: {}", r.code, r.message),
-            None => println!("  call {i}: ALLOW, reserved $0.30"),
+            Some(r) => say!("  call {i}: DENY [{}]: {}", r.code, r.message),
+            None => say!("  call {i}: ALLOW, reserved $0.30"),
         }
     }
     let b = c
@@ -217,7 +221,7 @@ pub async fn run() -> anyhow::Result<()> {
         .await?;
     for snap in b.budgets {
         for a in snap.amounts {
-            println!(
+            say!(
                 "  budget {}: spent {}, reserved {}, remaining {}",
                 snap.name,
                 usd(a.spent),
@@ -243,10 +247,9 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let d = wire("acme.example.com", 120).send().await?;
     let approval = d.approval_id.clone().unwrap_or_default();
-    println!(
-        "\n▶ billing-agent wants to wire $120 to ACME, which the policy says a human must approve"
-    );
-    println!(
+    say!();
+    say!("▶ billing-agent wants to wire $120 to ACME, which the policy says a human must approve");
+    say!(
         "  PENDING_APPROVAL: approval {approval} ({})",
         d.reason().map(|r| r.message.as_str()).unwrap_or("")
     );
@@ -256,7 +259,7 @@ pub async fn run() -> anyhow::Result<()> {
         reason: "checked the invoice".into(),
     })
     .await?;
-    println!("  an operator grants it (`arbiter approvals approve {approval}`)");
+    say!("  an operator grants it (`arbiter approvals approve {approval}`)");
     show(
         "billing-agent presents that approval for $9,000 instead: it binds the exact arguments",
         &wire("acme.example.com", 9_000)
@@ -294,7 +297,10 @@ pub async fn run() -> anyhow::Result<()> {
         reason: "demo: suspicious activity".into(),
     })
     .await?;
-    println!("\n▶ an operator halts billing-agent (`arbiter halt --agent billing-agent --mode halt_all`)");
+    say!();
+    say!(
+        "▶ an operator halts billing-agent (`arbiter halt --agent billing-agent --mode halt_all`)"
+    );
     let d = c
         .evaluate(agent)
         .session("s-5")
@@ -331,8 +337,9 @@ pub async fn run() -> anyhow::Result<()> {
             to_seq: 0,
         })
         .await?;
-    println!("\n▶ the audit log");
-    println!(
+    say!();
+    say!("▶ the audit log");
+    say!(
         "  {}: {} entries, each HMAC-chained to the one before; head {}",
         if v.ok {
             "verified"
@@ -342,7 +349,7 @@ pub async fn run() -> anyhow::Result<()> {
         v.checked,
         &v.head_mac[..16.min(v.head_mac.len())]
     );
-    println!(
+    say!(
         "  try it yourself: `arbiter serve`, then `arbiter audit tail` and `arbiter audit verify`."
     );
 

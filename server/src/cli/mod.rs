@@ -9,10 +9,12 @@ mod bench_audit;
 mod demo;
 mod remote;
 mod report;
+pub mod term;
 
 use crate::config::Settings;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use term::{say, tell};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -324,9 +326,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = server.settings()?;
             crate::startup::open_store(&s).await?;
             if s.storage.database_url.is_some() {
-                println!("migrations applied to the PostgreSQL database");
+                say!("migrations applied to the PostgreSQL database");
             } else {
-                println!("migrations applied to {}", s.database_file().display());
+                say!("migrations applied to {}", s.database_file().display());
             }
             Ok(())
         }
@@ -360,7 +362,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Principals { command, remote } => remote::principals(&remote, command).await,
         Command::Keys { command } => match command {
             KeysCommand::Generate => {
-                print!("{}", crate::keys::generate());
+                term::raw(&crate::keys::generate());
                 Ok(())
             }
             KeysCommand::Rotate {
@@ -372,20 +374,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 if hmac {
                     let path = settings.keys_file();
                     let (old, new) = crate::keys::rotate_hmac(&path)?;
-                    println!(
+                    say!(
                         "HMAC key rotated in {}: {old} retired, {new} active",
                         path.display()
                     );
                 } else {
                     let path = settings.storage.data_dir.join("keys").join("signing.json");
                     let (old, new) = crate::keys::rotate_signing(&path)?;
-                    println!(
+                    say!(
                         "signing key rotated in {}: {old} retired, {new} active; give verifiers the new {}",
                         path.display(),
                         path.with_file_name("signing.pub").display()
                     );
                 }
-                println!("restart the server to apply; it records the change in the audit log (keys.changed)");
+                say!("restart the server to apply; it records the change in the audit log (keys.changed)");
                 Ok(())
             }
             KeysCommand::Revoke {
@@ -396,10 +398,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let path = server.settings()?.keys_file();
                 crate::keys::revoke_hmac(&path, &hmac, after_seq)?;
                 match after_seq {
-                    Some(n) => println!("HMAC key {hmac} revoked: entries it chained after {n} now fail verification"),
-                    None => println!("HMAC key {hmac} revoked: every entry it chained now fails verification"),
+                    Some(n) => say!("HMAC key {hmac} revoked: entries it chained after {n} now fail verification"),
+                    None => say!("HMAC key {hmac} revoked: every entry it chained now fails verification"),
                 }
-                println!("restart the server to record it in the audit log (keys.changed)");
+                say!("restart the server to record it in the audit log (keys.changed)");
                 Ok(())
             }
         },
@@ -415,7 +417,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // a supervisor sees the server up must start a graceful shutdown, not kill it.
     let stop = shutdown_signal()?;
     // The first stdout line is the bound address; test harnesses and scripts read it.
-    println!("arbiter listening on {addr}");
+    say!("arbiter listening on {addr}");
     tracing::info!(%addr, "serving arbiter.v1 (health and reflection enabled)");
     app.run_until_stopped(stop).await?;
     tracing::info!("stopped");
@@ -469,7 +471,7 @@ fn policy_check(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut bad = 0;
     for f in files {
         match crate::policy::loader::load_file(f) {
-            Ok(p) => println!(
+            Ok(p) => say!(
                 "{}: ok ({} agent rules, {} action rules, {} budgets), version {}",
                 f.display(),
                 p.agents.len(),
@@ -479,7 +481,7 @@ fn policy_check(files: &[PathBuf]) -> anyhow::Result<()> {
             ),
             Err(e) => {
                 bad += 1;
-                eprintln!("{e}");
+                tell!("{e}");
             }
         }
     }

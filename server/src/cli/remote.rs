@@ -1,5 +1,6 @@
 //! Commands that talk to a running server through `arbiter-client`.
 
+use super::term::{self, say, tell, Shown};
 use super::{Exit, Remote};
 use anyhow::Context;
 use arbiter_client::{proto as pb, Client, Error};
@@ -261,7 +262,7 @@ pub async fn trust(r: &Remote, cmd: TrustCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             let a = resp.assignment.unwrap_or_default();
-            println!(
+            say!(
                 "{} is now {}{} (audit entry {})",
                 a.agent_id,
                 level_name(a.level),
@@ -277,7 +278,7 @@ pub async fn trust(r: &Remote, cmd: TrustCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(fail)?;
-            println!(
+            say!(
                 "{agent}: {} ({})",
                 level_name(resp.effective_level),
                 resp.source
@@ -291,7 +292,7 @@ pub async fn trust(r: &Remote, cmd: TrustCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             for a in resp.assignments {
-                println!(
+                say!(
                     "{}\t{}{}\tby {} at {}",
                     a.agent_id,
                     level_name(a.level),
@@ -352,7 +353,7 @@ pub async fn consent(r: &Remote, cmd: ConsentCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             let g = resp.grant.unwrap_or_default();
-            println!(
+            say!(
                 "granted: {} may access {} for {} (expires {}; audit entry {})",
                 g.agent_id,
                 g.data_type,
@@ -374,7 +375,7 @@ pub async fn consent(r: &Remote, cmd: ConsentCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(fail)?;
-            println!(
+            say!(
                 "revoked: {agent} / {data_type} / {} (audit entry {})",
                 purpose_note(&purpose),
                 resp.audit_seq
@@ -388,7 +389,7 @@ pub async fn consent(r: &Remote, cmd: ConsentCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             for g in resp.grants {
-                println!(
+                say!(
                     "{}\t{}\t{}\tby {}\texpires {}",
                     g.agent_id,
                     g.data_type,
@@ -432,10 +433,10 @@ pub async fn budget(
         .await
         .map_err(fail)?;
     if resp.budgets.is_empty() {
-        println!("no budget applies");
+        say!("no budget applies");
     }
     for b in resp.budgets {
-        println!(
+        say!(
             "{} ({} {}, {} window from {})",
             b.name,
             b.scope,
@@ -444,7 +445,7 @@ pub async fn budget(
             ts(&b.window_start)
         );
         for a in b.amounts {
-            println!(
+            say!(
                 "  {:<16} spent {:>14}  reserved {:>14}  remaining {:>14}  of {}",
                 a.unit,
                 show_amount(&a.unit, a.spent),
@@ -464,7 +465,7 @@ pub async fn agents(r: &Remote) -> anyhow::Result<()> {
         .await
         .map_err(fail)?;
     for a in resp.agents {
-        println!(
+        say!(
             "{}\t{}\tfirst seen {}\tlast seen {}",
             a.agent_id,
             level_name(a.trust_level),
@@ -479,9 +480,12 @@ pub async fn policy_show(r: &Remote) -> anyhow::Result<()> {
     let c = connect(r).await?;
     let resp = c.get_policy(pb::GetPolicyRequest {}).await.map_err(fail)?;
     if let Some(cur) = resp.current {
-        println!(
+        say!(
             "serving {} from {} ({} agent rules, {} budgets)",
-            cur.version, cur.source, resp.agent_rules, resp.budgets
+            cur.version,
+            cur.source,
+            resp.agent_rules,
+            resp.budgets
         );
     }
     for h in resp.history {
@@ -490,13 +494,15 @@ pub async fn policy_show(r: &Remote) -> anyhow::Result<()> {
         } else {
             format!("REJECTED: {}", h.error)
         };
-        println!("  {}  {}  {}", ts(&h.loaded_at), h.version, status);
+        say!("  {}  {}  {}", ts(&h.loaded_at), h.version, status);
     }
     Ok(())
 }
 
+/// An entry as its canonical JSON, made safe for a terminal with the same value (the
+/// bytes may differ: `audit export` is the byte-exact form verifiers read).
 fn print_entry(e: &pb::AuditEntry) {
-    println!("{}", e.canonical);
+    term::raw(&(crate::domain::text::json_safe(&e.canonical) + "\n"));
 }
 
 pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
@@ -532,7 +538,7 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
             .with_context(|| format!("{} is not a receipt", file.display()))?;
         return match crate::audit::receipt::verify_receipt(&receipt, &origin, &key) {
             Ok((seq, head)) => {
-                println!("OK: entry {seq} is in the log {origin} of size {} (signed checkpoint verified)", head.size);
+                say!("OK: entry {seq} is in the log {origin} of size {} (signed checkpoint verified)", head.size);
                 Ok(())
             }
             Err(e) => Err(Exit(1, format!("FAIL: {e}")).into()),
@@ -563,12 +569,12 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
                 public_key,
             };
             let report = super::report::generate(&c, &options).await?;
-            let text = if json {
-                serde_json::to_string_pretty(&report)? + "\n"
+            let (text, shown) = if json {
+                (serde_json::to_string_pretty(&report)? + "\n", Shown::Json)
             } else {
-                report.markdown()
+                (report.markdown(), Shown::Text)
             };
-            write_out(out.as_ref(), &text)?;
+            write_out(out.as_ref(), &text, shown)?;
             if !report.integrity.ok() {
                 return Err(Exit(
                     1,
@@ -586,7 +592,7 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
                 .get_checkpoint(pb::GetCheckpointRequest {})
                 .await
                 .map_err(fail)?;
-            write_out(out.as_ref(), &cp.checkpoint)?;
+            write_out(out.as_ref(), &cp.checkpoint, Shown::Data)?;
         }
         AuditCommand::Proof { seq, out } => {
             let cp = c
@@ -622,6 +628,7 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
             write_out(
                 out.as_ref(),
                 &(serde_json::to_string_pretty(&receipt)? + "\n"),
+                Shown::Json,
             )?;
         }
         AuditCommand::Extends {
@@ -640,7 +647,7 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
             let new = crate::audit::checkpoint::verify(&now.checkpoint, &origin, &key)
                 .map_err(|e| Exit(1, format!("FAIL: server checkpoint: {e}")))?;
             extends(&c, &old, &new).await?;
-            println!(
+            say!(
                 "OK: the log's {} entries rebuild its signed checkpoint and extend the saved checkpoint (size {})",
                 new.size, old.size
             );
@@ -689,9 +696,11 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
                 } else {
                     String::new()
                 };
-                println!(
+                say!(
                     "OK: {} entries verified; head seq {} mac {}{signed}",
-                    v.checked, v.head_seq, v.head_mac
+                    v.checked,
+                    v.head_seq,
+                    v.head_mac
                 );
             } else {
                 return Err(
@@ -718,7 +727,7 @@ pub async fn audit(r: &Remote, cmd: AuditCommand) -> anyhow::Result<()> {
             }
             sink.flush()?;
             if let Some(p) = out {
-                eprintln!("exported {n} entries to {}", p.display());
+                tell!("exported {n} entries to {}", p.display());
             }
         }
         AuditCommand::Query {
@@ -801,19 +810,19 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
                 .map_err(fail)?;
             let p = resp.principal.unwrap_or_default();
             if resp.api_key.is_empty() {
-                println!(
+                say!(
                     "created principal {} with roles {}, bound to client certificate identity {} (no API key)",
                     p.name,
                     role_names(&p.roles),
                     p.tls_identity
                 );
             } else {
-                eprintln!(
+                tell!(
                     "created principal {} with roles {}; its API key (shown once, store it now):",
                     p.name,
                     role_names(&p.roles)
                 );
-                println!("{}", resp.api_key);
+                say!("{}", resp.api_key);
             }
         }
         PrincipalsCommand::List => {
@@ -832,7 +841,7 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
                 } else {
                     format!("tls {}", p.tls_identity)
                 };
-                println!(
+                say!(
                     "{}\t{}\tagents [{}]\t{}\tcreated {}\t{}",
                     p.name,
                     role_names(&p.roles),
@@ -848,7 +857,7 @@ pub async fn principals(r: &Remote, cmd: PrincipalsCommand) -> anyhow::Result<()
                 .revoke_principal(pb::RevokePrincipalRequest { name })
                 .await
                 .map_err(fail)?;
-            println!(
+            say!(
                 "revoked {}",
                 resp.principal.map(|p| p.name).unwrap_or_default()
             );
@@ -895,7 +904,7 @@ fn show_halt(h: &pb::Halt) -> String {
         "{mode} on {target} by {} at {}: {}",
         h.engaged_by,
         ts(&h.engaged_at),
-        h.reason
+        crate::domain::text::escape_text(&h.reason)
     )
 }
 
@@ -926,7 +935,7 @@ pub async fn halt(
         })
         .await
         .map_err(fail)?;
-    println!(
+    say!(
         "engaged: {}",
         resp.halt.as_ref().map(show_halt).unwrap_or_default()
     );
@@ -942,7 +951,7 @@ pub async fn resume(r: &Remote, target: TargetArgs, reason: String) -> anyhow::R
         })
         .await
         .map_err(fail)?;
-    println!(
+    say!(
         "released: {}",
         resp.halt.as_ref().map(show_halt).unwrap_or_default()
     );
@@ -953,10 +962,10 @@ pub async fn halts(r: &Remote) -> anyhow::Result<()> {
     let c = connect(r).await?;
     let resp = c.list_halts(pb::ListHaltsRequest {}).await.map_err(fail)?;
     if resp.halts.is_empty() {
-        println!("no halt is engaged");
+        say!("no halt is engaged");
     }
     for h in &resp.halts {
-        println!("{}", show_halt(h));
+        say!("{}", show_halt(h));
     }
     Ok(())
 }
@@ -1005,7 +1014,8 @@ fn show_approval(a: &pb::Approval) -> String {
     } else {
         format!(" by {} ({})", a.decided_by, a.decision_reason)
     };
-    // Free text an agent or an approver chose: escaped, so it cannot rewrite the terminal.
+    // Free text an agent or an approver chose: escaped field by field, so a tab or a
+    // newline in a summary cannot shift or forge columns (`say!` escapes the rest).
     let esc = crate::domain::text::escape_text;
     format!(
         "{}\t{}{}\tagent {}\t{}\t{}\texpires {}",
@@ -1050,10 +1060,10 @@ pub async fn approvals(r: &Remote, cmd: ApprovalsCommand) -> anyhow::Result<()> 
                 .await
                 .map_err(fail)?;
             if resp.approvals.is_empty() {
-                println!("no approvals");
+                say!("no approvals");
             }
             for a in &resp.approvals {
-                println!("{}", show_approval(a));
+                say!("{}", show_approval(a));
             }
         }
         ApprovalsCommand::Show { id } => {
@@ -1062,15 +1072,11 @@ pub async fn approvals(r: &Remote, cmd: ApprovalsCommand) -> anyhow::Result<()> 
                 .await
                 .map_err(fail)?;
             let a = a.approval.unwrap_or_default();
-            println!(
-                "{}\n  action digest {}\n  policy {}",
-                show_approval(&a),
-                a.action_digest,
-                a.policy_version
-            );
-            // Canonical JSON escapes control characters, so this is safe to print.
+            say!("{}", show_approval(&a));
+            say!("  action digest {}", a.action_digest);
+            say!("  policy {}", a.policy_version);
             if !a.action_json.is_empty() {
-                println!("  action {}", a.action_json);
+                say!("  action {}", a.action_json);
             }
         }
         ApprovalsCommand::Approve { id, reason } => decide(&c, id, true, reason).await?,
@@ -1081,7 +1087,7 @@ pub async fn approvals(r: &Remote, cmd: ApprovalsCommand) -> anyhow::Result<()> 
                 .await
                 .map_err(fail)?;
             while let Some(a) = stream.next().await {
-                println!("{}", show_approval(&a.map_err(fail)?));
+                say!("{}", show_approval(&a.map_err(fail)?));
             }
         }
     }
@@ -1097,7 +1103,7 @@ async fn decide(c: &Client, id: String, grant: bool, reason: String) -> anyhow::
         })
         .await
         .map_err(fail)?;
-    println!("{}", show_approval(&resp.approval.unwrap_or_default()));
+    say!("{}", show_approval(&resp.approval.unwrap_or_default()));
     Ok(())
 }
 
@@ -1192,11 +1198,14 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<ed25519_dalek
         .map_err(|e| Exit(2, format!("{}: {e}", path.display())).into())
 }
 
-fn write_out(out: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
+/// Writes a report, receipt or checkpoint to `out` or stdout, made safe for a reader
+/// either way (a Markdown viewer renders a bidi override as readily as a terminal).
+fn write_out(out: Option<&PathBuf>, text: &str, shown: Shown) -> anyhow::Result<()> {
+    let text = shown.render(text);
     match out {
         Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
         None => {
-            print!("{text}");
+            term::raw(&text);
             Ok(())
         }
     }

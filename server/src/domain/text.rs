@@ -48,13 +48,57 @@ pub fn check_name(field: &str, value: &str, allow_spaces: bool) -> Result<(), Pa
     Ok(())
 }
 
-/// Free text made safe for a terminal or a log line: invisible characters (and the
-/// backslash that starts an escape) are written as `\u{…}` escapes.
+/// One field of free text made safe for a terminal: every invisible character,
+/// tabs and line breaks included, is written as a `\u{…}` escape, so the field can
+/// neither drive the terminal nor shift the columns of the row it is printed in.
 pub fn escape_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    escape_where(s, is_invisible, |c, out| {
+        out.push_str(&format!("\\u{{{:x}}}", c as u32))
+    })
+}
+
+/// One line of text for a terminal or a log: every invisible character except a tab is
+/// written as a `\u{…}` escape, so a value can neither start a new line (forging a row
+/// of a listing or a log record) nor drive the terminal. Backslashes are kept: file
+/// paths and quoted JSON read as they are.
+pub fn escape_line(s: &str) -> String {
+    escape_where(
+        s,
+        |c| is_invisible(c) && c != '\t',
+        |c, out| out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+    )
+}
+
+/// JSON text with every invisible character that a JSON serialiser leaves raw (C1
+/// controls, format characters such as U+202E, line separators, private use) written
+/// as a `\uXXXX` escape. The result parses to the same value; only the bytes differ.
+/// Structural whitespace (newline, carriage return, tab) is kept: in valid JSON those
+/// occur raw only between tokens.
+pub fn json_safe(s: &str) -> String {
+    escape_where(
+        s,
+        |c| is_invisible(c) && !matches!(c, '\n' | '\r' | '\t'),
+        |c, out| {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        },
+    )
+}
+
+fn escape_where(
+    s: &str,
+    escape: impl Fn(char) -> bool,
+    write: impl Fn(char, &mut String),
+) -> String {
+    if !s.chars().any(&escape) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
-        if is_invisible(c) || c == '\\' {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        if escape(c) {
+            write(c, &mut out);
         } else {
             out.push(c);
         }
@@ -90,7 +134,30 @@ mod tests {
         assert_eq!(escape_text("ok\u{1b}[31m"), "ok\\u{1b}[31m");
         assert_eq!(escape_text("a\u{202e}b"), "a\\u{202e}b");
         assert_eq!(escape_text("tab\tnew\nline"), "tab\\u{9}new\\u{a}line");
-        assert_eq!(escape_text("c:\\x"), "c:\\u{5c}x");
+        assert_eq!(escape_text("c:\\x"), "c:\\x");
         assert_eq!(escape_text("naïve – fine"), "naïve – fine");
+    }
+    #[test]
+    fn lines_cannot_forge_lines_or_drive_the_terminal() {
+        assert_eq!(
+            escape_line("ok\n2\tgranted\u{1b}[2J\r\u{202e}\u{85}c:\\x"),
+            "ok\\u{a}2\tgranted\\u{1b}[2J\\u{d}\\u{202e}\\u{85}c:\\x"
+        );
+        assert_eq!(escape_line("naïve – fine"), "naïve – fine");
+    }
+
+    #[test]
+    fn json_stays_the_same_value() {
+        let v =
+            serde_json::json!({"r": "a\u{202e}b\u{2028}\u{9b}\u{f0000}\n\u{1b}", "k": [1, "x"]});
+        for text in [v.to_string(), serde_json::to_string_pretty(&v).unwrap()] {
+            let safe = json_safe(&text);
+            assert!(!safe
+                .chars()
+                .any(|c| is_invisible(c) && !matches!(c, '\n' | '\t' | '\r')));
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), v);
+        }
+        assert!(json_safe("\"\u{202e}\"").contains("\\u202e"));
+        assert!(json_safe("\"\u{f0000}\"").contains("\\udb80\\udc00"));
     }
 }

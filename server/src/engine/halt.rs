@@ -38,18 +38,45 @@ impl Engine {
         also: Vec<StateOp>,
     ) -> Result<Halt, EngineError> {
         let _serial = self.halt_changes.lock().await;
-        let previous = self.lock().halts.get(&target).cloned();
+        let mut attempt = 0;
+        loop {
+            let previous = self.lock().halts.get(&target).cloned();
+            let tried = self
+                .engage(who, &target, mode, &reason, previous, also.clone())
+                .await;
+            match tried {
+                Err(EngineError::Aborted(why)) if self.retry_halt_change(&mut attempt).await => {
+                    tracing::debug!(%why, "halt changed on another replica; checking again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One try at replacing `previous` (this server's copy) with a `mode` halt. On a
+    /// shared store the commit carries `previous` (`StateOp::ExpectHalt`) and is refused
+    /// if another replica changed the halt since, so the release rule is always checked
+    /// against the halt actually replaced.
+    async fn engage(
+        &self,
+        who: &Principal,
+        target: &HaltTarget,
+        mode: HaltMode,
+        reason: &str,
+        previous: Option<Halt>,
+        also: Vec<StateOp>,
+    ) -> Result<Halt, EngineError> {
         if let Some(p) = &previous {
             self.refuse_weakening(who, p, mode).await?;
         }
         let h = Halt {
             target: target.clone(),
             mode,
-            reason: reason.clone(),
+            reason: reason.to_owned(),
             engaged_by: who.name.clone(),
             engaged_ms: self.now_ms(),
         };
-        let (agent, session) = ids(&target);
+        let (agent, session) = ids(target);
         let mut body = json!({"target": target.key(), "mode": mode.name(), "reason": reason, "principal": who.name});
         if let Some(p) = &previous {
             // The halt this one replaces: who engaged what stays in the log.
@@ -68,7 +95,8 @@ impl Engine {
             outcome: "engaged".into(),
             body,
         };
-        let mut ops = vec![StateOp::EngageHalt(h.clone())];
+        let mut ops = self.expect_halt(target, previous);
+        ops.push(StateOp::EngageHalt(h.clone()));
         ops.extend(also);
         self.append(draft, ops).await?;
         self.lock().halts.engage(h.clone());
@@ -83,13 +111,32 @@ impl Engine {
         reason: String,
     ) -> Result<Halt, EngineError> {
         let _serial = self.halt_changes.lock().await;
-        let Some(h) = self.lock().halts.get(&target).cloned() else {
+        let mut attempt = 0;
+        loop {
+            match self.lift(who, &target, &reason).await {
+                Err(EngineError::Aborted(why)) if self.retry_halt_change(&mut attempt).await => {
+                    tracing::debug!(%why, "halt changed on another replica; checking again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One try at lifting the halt this server holds on `target` (refused on a shared
+    /// store if another replica changed it since, so the log names what was lifted).
+    async fn lift(
+        &self,
+        who: &Principal,
+        target: &HaltTarget,
+        reason: &str,
+    ) -> Result<Halt, EngineError> {
+        let Some(h) = self.lock().halts.get(target).cloned() else {
             return Err(EngineError::NotFound(format!(
                 "no halt is engaged on {}",
                 target.describe()
             )));
         };
-        let (agent, session) = ids(&target);
+        let (agent, session) = ids(target);
         let draft = EntryDraft {
             ts_ms: self.now_ms(),
             kind: "halt.release".into(),
@@ -98,15 +145,49 @@ impl Engine {
             outcome: "released".into(),
             body: json!({"target": target.key(), "mode": h.mode.name(), "reason": reason, "principal": who.name}),
         };
-        self.append(
-            draft,
-            vec![StateOp::LiftHalt {
-                target: target.clone(),
-            }],
-        )
-        .await?;
-        self.lock().halts.lift(&target);
+        let mut ops = self.expect_halt(target, Some(h.clone()));
+        ops.push(StateOp::LiftHalt {
+            target: target.clone(),
+        });
+        self.append(draft, ops).await?;
+        self.lock().halts.lift(target);
         Ok(h)
+    }
+
+    /// The precondition a shared store checks under the sequencer lock; nothing on the
+    /// embedded store, whose one server serializes halt changes (`halt_changes`).
+    fn expect_halt(&self, target: &HaltTarget, current: Option<Halt>) -> Vec<StateOp> {
+        if self.store.shared() {
+            vec![StateOp::ExpectHalt {
+                target: target.clone(),
+                current,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// After a halt change was refused on a shared store (another replica changed the
+    /// halt, or the watchdog's condition was marked meanwhile): brings this server's
+    /// copy up to the database and says whether to try again (a few times at most).
+    async fn retry_halt_change(&self, attempt: &mut u32) -> bool {
+        const ATTEMPTS: u32 = 3;
+        *attempt += 1;
+        if !self.store.shared() || *attempt >= ATTEMPTS {
+            return false;
+        }
+        for _ in 0..50 {
+            match self.refresh_control().await {
+                Ok(true) => return true,
+                // A snapshot older than this server's own newest change: shortly again.
+                Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-read the halts");
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     /// Replacing a halt with one no stronger takes away what the old one stopped (or,

@@ -15,6 +15,7 @@ mod key_ring;
 mod policy;
 mod presence;
 mod principals;
+mod tail;
 mod record;
 
 pub use admin::{BudgetView, PolicyInfo};
@@ -111,6 +112,11 @@ pub struct Engine {
     tokens: crate::delegation::TokenKeys,
     digest_key: [u8; 32],
     principals: Arc<std::sync::RwLock<crate::auth::PrincipalBook>>,
+    /// Bumped after every change to `principals`, so open streams re-check their caller.
+    principal_changes: tokio::sync::watch::Sender<u64>,
+    /// The newest audit seq known committed on the shared store (by any server), polled
+    /// while someone follows the log (`tail`).
+    log_head: tokio::sync::watch::Sender<u64>,
     /// Every change to an approval, for WatchApproval.
     approval_events: tokio::sync::broadcast::Sender<crate::state::Approval>,
     /// A published bundle that did not compile here, so it is reported once.
@@ -207,6 +213,8 @@ impl Engine {
             changes_seen: AtomicU64::new(0),
             halt_changes: tokio::sync::Mutex::new(()),
             principals: Arc::new(std::sync::RwLock::new(principals)),
+            principal_changes: tokio::sync::watch::Sender::new(0),
+            log_head: tokio::sync::watch::Sender::new(0),
             store,
             batcher,
             policy: ArcSwap::new(policy),
@@ -251,10 +259,14 @@ impl Engine {
                 // Older than the snapshot already applied: never replaces it.
                 return Ok(true);
             }
+            let replaced = principals.is_some();
             if let Some(principals) = principals {
                 *book = principals;
             }
             drop(book);
+            if replaced {
+                self.principals_changed();
+            }
             let mut trust = crate::state::TrustBook::default();
             for a in img.trust {
                 trust.set(a);

@@ -15,6 +15,17 @@ impl Engine {
         self.principals.clone()
     }
 
+    /// Fires after every change to the principal directory (here, or applied from the
+    /// shared store), so an open stream re-checks its caller (`api::streams`).
+    pub fn principal_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.principal_changes.subscribe()
+    }
+
+    /// Wakes every open stream to re-check its caller against the changed directory.
+    pub(super) fn principals_changed(&self) {
+        self.principal_changes.send_modify(|n| *n += 1);
+    }
+
     /// True once any principal exists: from then on every call needs a key.
     pub fn auth_required(&self) -> bool {
         self.principals
@@ -113,6 +124,7 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add(&row);
+        self.principals_changed();
         Ok((row, key, seq))
     }
 
@@ -151,6 +163,7 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .revoke(name);
+        self.principals_changed();
         row.revoked_ms = Some(now);
         Ok((row, seq))
     }

@@ -100,6 +100,14 @@ pub enum StateOp {
         set_ms: i64,
     },
     EngageHalt(crate::state::Halt),
+    /// The halt on `target` that a halt change was checked against (its release rule,
+    /// what a release lifts); `None`: no halt. Writes nothing. A shared store refuses
+    /// the unit under the sequencer lock when the stored halt differs (another replica
+    /// changed it); the embedded store's one server checks under `halt_changes`.
+    ExpectHalt {
+        target: crate::state::HaltTarget,
+        current: Option<crate::state::Halt>,
+    },
     LiftHalt {
         target: crate::state::HaltTarget,
     },
@@ -280,6 +288,11 @@ pub struct PoolStats {
 pub trait Store: Send + Sync + 'static {
     /// Cheap liveness probe used by health checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Whether a write commits now: health asks it, after a failed commit, before it
+    /// reports SERVING again (a full disk still answers reads). Writes no audited state.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
     /// Highest sequence number and its MAC, if the log is not empty.
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
     /// State to rebuild memory from; replies newer than `replies_since_ms` only.
@@ -446,6 +459,11 @@ pub trait SequencedBatch: Send {
         tool: &str,
         since_ms: i64,
     ) -> Result<u64, StoreError>;
+    /// The halt stored on `target`, as of now, under the lock.
+    async fn halt(
+        &mut self,
+        target: &crate::state::HaltTarget,
+    ) -> Result<Option<crate::state::Halt>, StoreError>;
     /// Whether the watchdog already halted for this condition (on any replica).
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError>;
     /// The audit head as of now, under the lock.

@@ -692,6 +692,27 @@ impl SequencedBatch for PgBatch {
         Ok(to_u64(n))
     }
 
+    async fn halt(&mut self, target: &HaltTarget) -> Result<Option<Halt>, StoreError> {
+        let row = sqlx::query(
+            "SELECT mode, reason, engaged_by, engaged_ms FROM halts WHERE target = $1",
+        )
+        .bind(target.key())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            let mode: String = r.try_get("mode")?;
+            Ok(Halt {
+                target: target.clone(),
+                mode: HaltMode::parse(&mode)
+                    .ok_or_else(|| StoreError::Corrupt(format!("halt mode {mode:?}")))?,
+                reason: r.try_get("reason")?,
+                engaged_by: r.try_get("engaged_by")?,
+                engaged_ms: r.try_get("engaged_ms")?,
+            })
+        })
+        .transpose()
+    }
+
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError> {
         let marked: Option<i64> =
             sqlx::query_scalar("SELECT 1::BIGINT FROM watchdog_marks WHERE condition = $1")
@@ -1377,6 +1398,7 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .execute(&mut **tx)
             .await?;
         }
+        StateOp::ExpectHalt { .. } => {}
         StateOp::LiftHalt { target } => {
             sqlx::query("DELETE FROM halts WHERE target = $1")
                 .bind(target.key())

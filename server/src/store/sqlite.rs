@@ -373,18 +373,43 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all, fields(units = units.len()))]
     async fn commit(&self, units: &[CommitUnit], tree: &TreeUpdate) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        write_batch(&mut tx, units).await?;
-        write_tree(&mut tx, tree).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let done = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            write_batch(&mut tx, units).await?;
+            write_tree(&mut tx, tree).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        discard_on_error(&mut conn, done)
     }
 
     async fn put_tree(&self, tree: &TreeUpdate) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        write_tree(&mut tx, tree).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        let done = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            write_tree(&mut tx, tree).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        discard_on_error(&mut conn, done)
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // Larger than a typical batch, so it does not fit in the room a failed batch
+        // left at the end of the WAL while the disk is still full (a one-page write does).
+        let done = sqlx::query(
+            "UPDATE health_probe SET writes = writes + 1, room = zeroblob(?) WHERE id = 1",
+        )
+        .bind(PROBE_BYTES)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from);
+        discard_on_error(&mut conn, done)
     }
 
     async fn audit_count(&self) -> Result<u64, StoreError> {
@@ -666,6 +691,27 @@ fn reply_from_row(r: &SqliteRow) -> Result<ReplyRow, StoreError> {
 const CHUNK: usize = 500;
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// What the health probe writes after a failed commit: 256 KiB, a few times a typical
+/// batch's pages.
+const PROBE_BYTES: i64 = 256 * 1024;
+
+/// After a failed write, closes the connection instead of returning it to the pool.
+/// A write that fails on a full disk (or an I/O error) can leave SQLite's transaction
+/// open even after the rollback sqlx queues (SQLite may have rolled it back itself, or
+/// refuse the rollback), and a pooled connection inside a stale write transaction would
+/// hold the write lock ("database is locked" for every later commit) and show its
+/// uncommitted rows to whichever read it serves next. Closing it rolls back whatever it
+/// holds; the pool opens a fresh one.
+fn discard_on_error<T>(
+    conn: &mut sqlx::pool::PoolConnection<Sqlite>,
+    done: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if done.is_err() {
+        conn.close_on_drop();
+    }
+    done
+}
 
 /// Writes a batch with one multi-row statement per table instead of one per row, so the
 /// group commit costs per batch, not per decision. Inserts run before updates, and the
@@ -1007,7 +1053,7 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .await?;
         }
         // One server: its memory counts the window exactly (docs/postgres.md).
-        StateOp::LoopTick { .. } => {}
+        StateOp::LoopTick { .. } | StateOp::ExpectHalt { .. } => {}
         StateOp::WatchdogMark {
             condition,
             marked_ms,

@@ -1,0 +1,171 @@
+//! Following the audit log (TailAudit): the one log every server writes to, in
+//! sequence order and gapless, whichever server committed an entry.
+//!
+//! The store is the source; the rest only says when to read it. The local batcher's
+//! broadcast hands over this server's entries (delivered straight away when the next
+//! one is exactly the entry after the last examined, which on one server is always),
+//! and on a shared store `watch_log_head` polls the shared head while anyone follows,
+//! so entries other replicas commit are read from the store within `HEAD_POLL`. A
+//! follower never skips: falling behind the broadcast, or seeing an entry that is not
+//! the next one, only sends it back to the store.
+
+use super::Engine;
+use crate::audit::SealedEntry;
+use crate::store::{AuditQuery, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// How often the shared head is read while a follower is open (shared store only).
+/// Well inside the propagation bound of one second.
+pub const HEAD_POLL: Duration = Duration::from_millis(100);
+
+/// Entries read from the store at a time.
+const PAGE: u32 = 1000;
+
+type Sink = mpsc::Sender<Result<SealedEntry, StoreError>>;
+
+impl Engine {
+    /// Every entry matching `q` with a seq above `after` (None: from the current head
+    /// on), backlog first and then as they commit on any server, in sequence order. The
+    /// follower stops when the receiver is dropped; a store error is its last item.
+    pub async fn follow_log(
+        &self,
+        q: AuditQuery,
+        after: Option<u64>,
+    ) -> Result<mpsc::Receiver<Result<SealedEntry, StoreError>>, StoreError> {
+        // Subscribe before reading the head, so nothing committed in between is missed.
+        let live = self.batcher.subscribe();
+        let shared = self.store.shared().then(|| self.log_head.subscribe());
+        let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
+        let head = head.max(self.batcher.head_seq());
+        let cursor = after.unwrap_or(head);
+        let (tx, rx) = mpsc::channel(256);
+        let follower = Follower {
+            store: self.store.clone(),
+            q,
+            cursor,
+            known: head.max(cursor),
+        };
+        tokio::spawn(follower.run(live, shared, tx));
+        Ok(rx)
+    }
+
+    /// Keeps `log_head` at the shared store's head while anyone follows the log
+    /// (started by `startup` on a shared store; one cheap read per `HEAD_POLL`).
+    pub async fn watch_log_head(&self) {
+        let mut tick = tokio::time::interval(HEAD_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.log_head.receiver_count() == 0 {
+                continue;
+            }
+            match self.store.audit_head().await {
+                Ok(Some((seq, _))) => {
+                    self.log_head.send_if_modified(|h| {
+                        let newer = seq > *h;
+                        *h = (*h).max(seq);
+                        newer
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot read the shared audit head"),
+            }
+        }
+    }
+}
+
+struct Follower {
+    store: Arc<dyn Store>,
+    q: AuditQuery,
+    /// Every entry with a seq up to here has been examined (sent if it matched).
+    cursor: u64,
+    /// The highest seq known to be committed.
+    known: u64,
+}
+
+impl Follower {
+    async fn run(
+        mut self,
+        mut live: broadcast::Receiver<SealedEntry>,
+        mut shared: Option<watch::Receiver<u64>>,
+        tx: Sink,
+    ) {
+        loop {
+            if self.known > self.cursor {
+                if let Err(e) = self.catch_up(&tx).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tx.closed() => return,
+                r = live.recv() => match r {
+                    Ok(e) => {
+                        self.known = self.known.max(e.seq);
+                        if e.seq == self.cursor + 1 {
+                            // The very next entry: no need to read it back.
+                            self.cursor = e.seq;
+                            if self.q.matches(&e) && tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    // Fell behind the broadcast: the store has every entry it dropped.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match self.store.audit_head().await {
+                            Ok(head) => {
+                                self.known = self.known.max(head.map_or(0, |(seq, _)| seq));
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                r = changed(&mut shared) => match r {
+                    Some(head) => self.known = self.known.max(head),
+                    None => shared = None,
+                },
+            }
+        }
+    }
+
+    /// Sends every matching entry after `cursor` from the store. The shared log commits
+    /// in sequence order (one sequencer), so once an entry is visible so is every entry
+    /// before it: a short page means every entry up to `known` has been examined.
+    async fn catch_up(&mut self, tx: &Sink) -> Result<(), StoreError> {
+        loop {
+            let page = self.store.query_audit(&self.q, self.cursor, PAGE).await?;
+            let full = page.len() == PAGE as usize;
+            for e in page {
+                self.cursor = e.seq;
+                self.known = self.known.max(e.seq);
+                if tx.send(Ok(e)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !full {
+                self.cursor = self.cursor.max(self.known);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The next value of the shared head, or None once its sender is gone.
+async fn changed(shared: &mut Option<watch::Receiver<u64>>) -> Option<u64> {
+    match shared {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
