@@ -30,7 +30,7 @@ pub use gateway::SESSION_HEADER;
 
 /// How long start-up waits for each upstream's first connection before it goes on
 /// (a slow upstream keeps being retried in the background).
-const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(10);
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(30);
 
 /// Serves MCP over Streamable HTTP until `shutdown` resolves. The first stdout line
 /// names the bound address ("arbiter mcp-gateway listening on http://ADDR/PATH").

@@ -240,17 +240,23 @@ def test_an_upstream_crash_is_a_clear_error_and_the_server_is_restarted(stack: S
         async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
             with pytest.raises(MCPError) as caught:
                 await c.call_tool("crash", {})
-            # The supervisor restarts the stdio server; a call waits for it briefly.
-            after = await c.call_tool("read_file", {"path": "a"})
-            return caught.value, after
+            # The supervisor restarts the stdio server; until it is back, a call fails
+            # with a clear "not connected" error (bounded, never a hang).
+            for _ in range(30):
+                try:
+                    return caught.value, await c.call_tool("read_file", {"path": "a"})
+                except MCPError as e:
+                    assert e.code == UPSTREAM and "not connected" in e.message, e
+            raise AssertionError("the upstream was not restarted")
 
     error, after = asyncio.run(run())
     assert error.code == UPSTREAM and "fixture" in error.message
     assert not after.is_error, text(after)
     pids = [c["pid"] for c in gw.calls()]
     assert len(pids) == 2 and pids[0] != pids[1], pids
-    records = [e for e in stack.audit() if e["kind"] == "record"]
-    assert [r["outcome"] for r in records] == ["error", "success"]
+    outcomes = [e["outcome"] for e in stack.audit() if e["kind"] == "record"]
+    assert outcomes[0] == "error" and outcomes[-1] == "success", outcomes
+    assert set(outcomes[1:-1]) <= {"error"}, outcomes
 
 
 def test_a_hanging_upstream_times_out_with_a_clear_error(stack: Stack) -> None:
