@@ -2,8 +2,11 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 pub mod v1 {
     tonic::include_proto!("arbiter.v1");
+    include!(concat!(env!("OUT_DIR"), "/servers/arbiter.v1.rs"));
 }
 
 /// Encoded `FileDescriptorSet` for server reflection.

@@ -49,10 +49,14 @@ pub(crate) async fn replicas(n: usize, policy: &str) -> (Vec<TestServer>, tempfi
 pub(crate) async fn accepted_everywhere(servers: &[TestServer], key: &str) {
     for s in servers {
         let c = keyed(s, key);
-        eventually("the key works on every replica", Duration::from_secs(5), || {
-            let c = c.clone();
-            async move { c.ping().await.ok() }
-        })
+        eventually(
+            "the key works on every replica",
+            Duration::from_secs(5),
+            || {
+                let c = c.clone();
+                async move { c.ping().await.ok() }
+            },
+        )
         .await;
     }
 }
@@ -104,7 +108,12 @@ async fn pending(bot: &Client, agent: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(d.outcome, DecisionOutcome::PendingApproval, "{:?}", d.reasons);
+    assert_eq!(
+        d.outcome,
+        DecisionOutcome::PendingApproval,
+        "{:?}",
+        d.reasons
+    );
     d.approval_id.unwrap()
 }
 
@@ -179,7 +188,10 @@ async fn a_revoked_principal_s_open_streams_end_unauthenticated_and_deliver_noth
     );
     let (approvals, end, _) = until_it_ends(&mut watching, Duration::from_secs(5)).await;
     assert_eq!(end.code(), Code::Unauthenticated, "{end}");
-    assert!(approvals.is_empty(), "the grant reached alice: {approvals:?}");
+    assert!(
+        approvals.is_empty(),
+        "the grant reached alice: {approvals:?}"
+    );
     assert!(tailing.next().await.is_none() && watching.next().await.is_none());
 
     // Streams of principals that keep their rights go on.
@@ -247,7 +259,8 @@ async fn a_tail_that_is_not_read_for_a_while_loses_nothing() {
     let c = server.client();
     let start = audit_head(&c).await + 1;
     let mut tailing = tail(&c, 0).await;
-    // More than the tail's buffers and the writer's broadcast hold, while nobody reads.
+    // Thousands of entries while nobody reads: the tail waits on its reader (its buffers
+    // and the connection's fill up) and then delivers every one, nothing skipped.
     let seqs = decisions(&c, "burst", 4400, 16).await;
     assert_eq!(seqs.len(), 4400);
     let head = audit_head(&c).await;
@@ -292,7 +305,7 @@ async fn a_tail_on_one_replica_sees_what_every_replica_commits_in_order_without_
         delivered.values().max().unwrap()
     );
     assert!(
-        delivered.values().all(|d| *d <= Duration::from_secs(1)),
+        delivered.values().all(|d| *d <= crate::replicas::BOUND),
         "{delivered:?}"
     );
 }
@@ -316,15 +329,19 @@ async fn a_revocation_on_one_replica_ends_the_principal_s_streams_on_every_repli
     for s in &servers[1..] {
         tails.push(tail(&keyed(s, &keys.audrey), 0).await);
         let alice = keyed(s, &keys.alice);
-        let visible = eventually("the approval on every replica", Duration::from_secs(5), || {
-            let (alice, id) = (alice.clone(), id.clone());
-            async move {
-                alice
-                    .get_approval(pb::GetApprovalRequest { approval_id: id })
-                    .await
-                    .ok()
-            }
-        })
+        let visible = eventually(
+            "the approval on every replica",
+            Duration::from_secs(5),
+            || {
+                let (alice, id) = (alice.clone(), id.clone());
+                async move {
+                    alice
+                        .get_approval(pb::GetApprovalRequest { approval_id: id })
+                        .await
+                        .ok()
+                }
+            },
+        )
         .await;
         assert!(visible.approval.is_some());
         watches.push(watch(&alice, &id).await);
@@ -346,12 +363,17 @@ async fn a_revocation_on_one_replica_ends_the_principal_s_streams_on_every_repli
     for w in &mut watches {
         let (approvals, end, _) = until_it_ends(w, Duration::from_secs(5)).await;
         assert_eq!(end.code(), Code::Unauthenticated, "{end}");
-        assert!(approvals.is_empty(), "the grant reached alice: {approvals:?}");
+        assert!(
+            approvals.is_empty(),
+            "the grant reached alice: {approvals:?}"
+        );
         ended.push(revoked.elapsed());
     }
-    eprintln!("streams of principals revoked on A ended on B and C within {ended:?} of the revocation");
+    eprintln!(
+        "streams of principals revoked on A ended on B and C within {ended:?} of the revocation"
+    );
     assert!(
-        ended.iter().all(|d| *d <= Duration::from_secs(1)),
+        ended.iter().all(|d| *d <= crate::replicas::BOUND),
         "{ended:?}"
     );
 }

@@ -1,6 +1,7 @@
 //! `arbiter.v1.AuditService`.
 
 use super::convert::{optional_id, timestamp, timestamp_ms};
+use super::streams::{bound, Binding, BoxStream, Need};
 use super::AUDITORS;
 use crate::audit::canonical::export_line;
 use crate::audit::merkle;
@@ -10,9 +11,8 @@ use crate::domain::{check_len, ParseError};
 use crate::engine::Engine;
 use crate::store::AuditQuery;
 use arbiter_proto::v1 as pb;
-use pb::audit_service_server::AuditService;
-use super::streams::{bound, BoxStream, Binding, Need};
 use futures::StreamExt;
+use pb::audit_service_server::AuditService;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

@@ -7,6 +7,8 @@ pub mod audit;
 pub mod control;
 mod convert;
 pub mod decision;
+#[cfg(test)]
+mod props;
 pub mod status;
 mod streams;
 

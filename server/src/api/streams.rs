@@ -153,7 +153,9 @@ mod tests {
             row("bot", &[Role::Agent]),
         ])));
         assert!(binding(&book, "aud", Need::Roles(AUDITORS)).check().is_ok());
-        let denied = binding(&book, "op", Need::Roles(AUDITORS)).check().unwrap_err();
+        let denied = binding(&book, "op", Need::Roles(AUDITORS))
+            .check()
+            .unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
         // An agent principal keeps a watch on its own agents' approvals only.
         let own = Need::ActForOr("bot-1".into(), &[Role::Operator]);

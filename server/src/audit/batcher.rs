@@ -355,7 +355,13 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
             }
         }
         let Some(guard) = &sub.guard else {
-            note_kept(&mut approvals, &mut marked, &mut halts, &mut ticked, &sub.ops);
+            note_kept(
+                &mut approvals,
+                &mut marked,
+                &mut halts,
+                &mut ticked,
+                &sub.ops,
+            );
             kept.push(sub);
             continue;
         };
@@ -364,7 +370,13 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 for (key, _) in &guard.keys {
                     pending.entry(key.clone()).or_default().add(guard.amounts);
                 }
-                note_kept(&mut approvals, &mut marked, &mut halts, &mut ticked, &sub.ops);
+                note_kept(
+                    &mut approvals,
+                    &mut marked,
+                    &mut halts,
+                    &mut ticked,
+                    &sub.ops,
+                );
                 kept.push(sub);
             }
             Ok(false) => {

@@ -74,20 +74,32 @@ pub fn canonical_entry(draft: &EntryDraft, body_canonical: &str, seq: u64, key_i
     )
 }
 
-/// JCS bytes of a JSON value. Entries never hold floats, so this cannot fail on them;
-/// a float would be a programming error and is refused.
+/// Largest integer RFC 8785 writes exactly: JCS writes every number as an IEEE 754
+/// double, so a larger one would be logged as a different number.
+const MAX_EXACT: u64 = (1 << 53) - 1;
+
+/// JCS bytes of a JSON value. Entries hold only integers within ±(2^53 − 1) (amounts,
+/// counts, times; argument floats are recorded as their JCS text), so a float or a
+/// larger integer is a programming error and is refused rather than logged rounded.
 pub fn canonical_string(value: &Value) -> Result<String, String> {
-    if has_float(value) {
-        return Err("audit entries must not contain floating-point numbers".into());
+    if has_inexact_number(value) {
+        return Err(
+            "audit entries must not contain floating-point numbers or integers beyond ±(2^53 − 1)"
+                .into(),
+        );
     }
     serde_jcs::to_string(value).map_err(|e| e.to_string())
 }
 
-fn has_float(v: &Value) -> bool {
+fn has_inexact_number(v: &Value) -> bool {
     match v {
-        Value::Number(n) => n.is_f64(),
-        Value::Array(a) => a.iter().any(has_float),
-        Value::Object(o) => o.values().any(has_float),
+        Value::Number(n) => {
+            n.is_f64()
+                || n.as_u64().is_some_and(|u| u > MAX_EXACT)
+                || n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_EXACT)
+        }
+        Value::Array(a) => a.iter().any(has_inexact_number),
+        Value::Object(o) => o.values().any(has_inexact_number),
         _ => false,
     }
 }
@@ -124,8 +136,14 @@ mod tests {
     }
 
     #[test]
-    fn floats_are_refused() {
+    fn floats_and_integers_jcs_would_round_are_refused() {
         assert!(canonical_string(&json!({"x": 1.5})).is_err());
+        for n in [MAX_EXACT + 1, u64::MAX] {
+            assert!(canonical_string(&json!({ "n": n })).is_err(), "{n}");
+        }
+        assert!(canonical_string(&json!({ "n": -(MAX_EXACT as i64) - 1 })).is_err());
+        let edge = canonical_string(&json!([MAX_EXACT, -(MAX_EXACT as i64)])).unwrap();
+        assert_eq!(edge, format!("[{MAX_EXACT},-{MAX_EXACT}]"));
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod integrity;
 pub mod merkle;
 pub mod mirror;
 pub mod offline;
+#[cfg(test)]
+mod props;
 pub mod receipt;
 pub mod verify;
 

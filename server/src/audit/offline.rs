@@ -1,6 +1,7 @@
 //! Offline verification of a JSONL export with a key ring file.
 
 use super::canonical::SealedEntry;
+use super::chain::KeyRing;
 use super::verify::Verifier;
 use super::GENESIS;
 use crate::cli::term::say;
@@ -32,12 +33,34 @@ pub fn verify_file(
         )
         .into());
     }
-    let mut v = Verifier::new(&ring, 1, *GENESIS);
+    let checked = verify_lines(&ring, std::io::BufReader::new(file), head)?;
+    if let Some(h) = head {
+        say!(
+            "OK: the first {} entries rebuild the signed checkpoint's Merkle root",
+            h.size
+        );
+    }
+    say!(
+        "OK: {} entries verified, head mac {}",
+        checked.0,
+        hex::encode(checked.1)
+    );
+    Ok(())
+}
+
+/// Verifies export lines from seq 1 against `ring` (and `head`'s root when given):
+/// the number of entries and the head MAC, or the first failure as an `Exit`.
+pub fn verify_lines(
+    ring: &KeyRing,
+    reader: impl BufRead,
+    head: Option<&super::checkpoint::TreeHead>,
+) -> anyhow::Result<(u64, [u8; 32])> {
+    let mut v = Verifier::new(ring, 1, *GENESIS);
     let mut tree = super::merkle::Frontier::default();
     let mut root_at_head = head
         .filter(|h| h.size == 0)
         .map(|_| super::merkle::empty_root());
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let line = line?;
         let expected = v.checked + 1;
         let parsed: Value = serde_json::from_str(&line).map_err(|e| {
@@ -50,6 +73,22 @@ pub fn verify_file(
             )
         })?;
         let entry = parsed.get("entry").cloned().unwrap_or(Value::Null);
+        // The line must be byte for byte the line the server exported (docs/audit-format.md
+        // §6; the Python verifier checks the same): a re-spelled number, extra whitespace
+        // or another escape would otherwise verify, since the MAC covers the canonical form.
+        let canonical = super::canonical::canonical_string(&entry).unwrap_or_default();
+        let mac = parsed.get("mac").and_then(Value::as_str).unwrap_or("");
+        if line != format!("{{\"entry\":{canonical},\"mac\":\"{mac}\"}}") {
+            let seq = entry.get("seq").and_then(Value::as_u64).unwrap_or(expected);
+            return Err(Exit(
+                1,
+                format!(
+                    "FAIL: seq {seq}: not_canonical: line {} is not byte-for-byte canonical (RFC 8785 JCS, no whitespace)",
+                    i + 1
+                ),
+            )
+            .into());
+        }
         let field = |k: &str| {
             entry
                 .get(k)
@@ -107,16 +146,8 @@ pub fn verify_file(
                 )
                 .into())
             }
-            Some(_) => say!(
-                "OK: the first {} entries rebuild the signed checkpoint's Merkle root",
-                h.size
-            ),
+            Some(_) => {}
         }
     }
-    say!(
-        "OK: {} entries verified, head mac {}",
-        v.checked,
-        hex::encode(v.head_mac())
-    );
-    Ok(())
+    Ok((v.checked, v.head_mac()))
 }

@@ -4,6 +4,8 @@
 //! an issuer stops the work it delegated. Format in docs/policy.md §12.
 
 mod narrow;
+#[cfg(test)]
+mod props;
 mod token;
 
 pub use narrow::{api_covered, tool_covered};

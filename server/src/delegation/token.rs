@@ -86,7 +86,9 @@ impl TokenKeys {
     }
 
     pub fn sign(&self, grant: &Grant) -> String {
-        let payload = canonical_payload(grant);
+        // Issuing wrote the grant's numbers to the log first, so they are within the
+        // range JCS writes exactly and the payload always has a canonical form.
+        let payload = canonical_payload(grant).expect("an issued grant has a canonical form");
         let mut msg = DOMAIN.to_vec();
         msg.extend_from_slice(payload.as_bytes());
         let sig = self.signing.sign(&msg);
@@ -141,7 +143,8 @@ impl TokenKeys {
         msg.extend_from_slice(&payload);
         key.verify(&msg, &Signature::from_bytes(&sig))
             .map_err(|_| fault("token signature does not verify (altered or forged)"))?;
-        if canonical_payload(&grant).as_bytes() != payload.as_slice() {
+        if canonical_payload(&grant).ok().as_deref().map(str::as_bytes) != Some(payload.as_slice())
+        {
             return Err(fault("token payload is not canonical"));
         }
         compile(grant).map_err(TokenFault)
@@ -163,9 +166,11 @@ fn kid(origin: &str, key: &VerifyingKey) -> String {
     hex::encode(crate::audit::checkpoint::key_id(origin, key))
 }
 
-fn canonical_payload(grant: &Grant) -> String {
-    let value = serde_json::to_value(grant).expect("a grant serializes");
-    canonical_string(&value).expect("a grant has no floats")
+/// The JCS bytes of a grant; `Err` when a number is beyond what JCS writes exactly
+/// (only a payload read from a presented token can hold one).
+fn canonical_payload(grant: &Grant) -> Result<String, String> {
+    let value = serde_json::to_value(grant).map_err(|e| e.to_string())?;
+    canonical_string(&value)
 }
 
 #[cfg(test)]
@@ -219,7 +224,7 @@ mod tests {
         g.tools = vec!["*".into()];
         let widened = format!(
             "{TOKEN_PREFIX}{}.{s}",
-            B64.encode(canonical_payload(&g).as_bytes())
+            B64.encode(canonical_payload(&g).unwrap().as_bytes())
         );
         assert!(k.verify(&widened).unwrap_err().0.contains("signature"));
 

@@ -9,6 +9,8 @@ mod money;
 mod pattern;
 mod period;
 mod principal;
+#[cfg(test)]
+pub(crate) mod props;
 pub mod text;
 mod tls_identity;
 mod trust;

@@ -15,8 +15,8 @@ mod key_ring;
 mod policy;
 mod presence;
 mod principals;
-mod tail;
 mod record;
+mod tail;
 
 pub use admin::{BudgetView, PolicyInfo};
 pub use audit::VerifyReport;

@@ -116,7 +116,8 @@ impl Follower {
                         }
                     }
                     // Fell behind the broadcast: the store has every entry it dropped.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "a log follower fell behind the broadcast; reading the store");
                         match self.store.audit_head().await {
                             Ok(head) => {
                                 self.known = self.known.max(head.map_or(0, |(seq, _)| seq));
@@ -167,5 +168,108 @@ async fn changed(shared: &mut Option<watch::Receiver<u64>>) -> Option<u64> {
             Err(_) => None,
         },
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CommitUnit, SqliteStore, TreeUpdate};
+
+    fn entry(seq: u64) -> SealedEntry {
+        SealedEntry {
+            seq,
+            ts_ms: seq as i64,
+            kind: "test".into(),
+            // Every other entry matches the follower's filter.
+            agent_id: if seq % 2 == 1 { "a" } else { "b" }.into(),
+            session_id: String::new(),
+            outcome: String::new(),
+            key_id: "k".into(),
+            canonical: format!("{{\"seq\":{seq}}}"),
+            mac: format!("{seq:064x}"),
+        }
+    }
+
+    async fn commit(store: &dyn Store, seqs: std::ops::RangeInclusive<u64>) {
+        let units: Vec<CommitUnit> = seqs
+            .map(|seq| CommitUnit {
+                entry: entry(seq),
+                ops: Vec::new(),
+            })
+            .collect();
+        store.commit(&units, &TreeUpdate::default()).await.unwrap();
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Result<SealedEntry, StoreError>>) -> u64 {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the follower delivers")
+            .expect("the follower is running")
+            .expect("no store error")
+            .seq
+    }
+
+    /// A real SQLite store; the broadcast is the test's, so it can lag and skip entries
+    /// (as another replica's commits are absent from it) on purpose.
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_or_misses_entries_on_the_broadcast_skips_nothing() {
+        let path = std::env::temp_dir().join(format!(
+            "arbiter-tail-{}-{}.db",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let sqlite = SqliteStore::open(&path, false).await.unwrap();
+        sqlite.migrate().await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        commit(store.as_ref(), 1..=10).await;
+        let (live, rx_live) = broadcast::channel(2);
+        let (tx, mut rx) = mpsc::channel(4);
+        let q = AuditQuery {
+            agent_id: Some("a".into()),
+            ..Default::default()
+        };
+        let follower = Follower {
+            store: store.clone(),
+            q,
+            cursor: 2,
+            known: 10,
+        };
+        tokio::spawn(follower.run(rx_live, None, tx));
+        // The backlog after the cursor, filtered.
+        for want in [3, 5, 7, 9] {
+            assert_eq!(next(&mut rx).await, want);
+        }
+        // Twenty commits into a broadcast of two: the follower lags and reads the store.
+        commit(store.as_ref(), 11..=30).await;
+        for seq in 11..=30 {
+            let _ = live.send(entry(seq));
+        }
+        for want in (11..=30).filter(|s| s % 2 == 1) {
+            assert_eq!(next(&mut rx).await, want);
+        }
+        // Entries committed elsewhere (absent from the broadcast) before one that is on it.
+        commit(store.as_ref(), 31..=35).await;
+        let _ = live.send(entry(35));
+        for want in [31, 33, 35] {
+            assert_eq!(next(&mut rx).await, want);
+        }
+        // The next entry on the broadcast is handed over directly, exactly once.
+        commit(store.as_ref(), 36..=37).await;
+        let _ = live.send(entry(36));
+        let _ = live.send(entry(37));
+        assert_eq!(next(&mut rx).await, 37);
+        let _ = live.send(entry(37));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .is_err(),
+            "nothing twice"
+        );
+        drop(rx);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -212,4 +212,6 @@ fn approval_state(snap: &Snapshot<'_>, id: &str) -> Option<ApprovalState> {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

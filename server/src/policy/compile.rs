@@ -28,6 +28,18 @@ impl Problems {
     }
 }
 
+/// A YAML reader error as a problem with a place: the reader names the path below the
+/// top level and usually the line; an error about the document as a whole (empty,
+/// several documents, a missing top-level key) is placed at `(document)`.
+fn reader_problem(e: &serde_norway::Error) -> String {
+    let message = e.to_string();
+    match e.location() {
+        _ if message.contains(" at line ") => message,
+        Some(l) => format!("{message} at line {} column {}", l.line(), l.column()),
+        None => format!("(document): {message}"),
+    }
+}
+
 /// Validates and compiles a bundle. `source` names the file in every error.
 pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError> {
     let fail = |problems: Vec<String>| PolicyError {
@@ -35,7 +47,8 @@ pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError
         problems,
     };
     let text = std::str::from_utf8(bytes).map_err(|e| fail(vec![format!("not UTF-8: {e}")]))?;
-    let file: PolicyFile = serde_norway::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+    let file: PolicyFile =
+        serde_norway::from_str(text).map_err(|e| fail(vec![reader_problem(&e)]))?;
 
     let mut p = Problems(Vec::new());
     if file.version != 1 {

@@ -7,6 +7,8 @@ mod compile;
 pub mod loader;
 pub mod model;
 mod prices;
+#[cfg(test)]
+mod props;
 
 pub use arguments::{ArgMatcher, Fault};
 pub use compile::{compile, PolicyError};

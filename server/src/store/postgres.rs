@@ -693,12 +693,11 @@ impl SequencedBatch for PgBatch {
     }
 
     async fn halt(&mut self, target: &HaltTarget) -> Result<Option<Halt>, StoreError> {
-        let row = sqlx::query(
-            "SELECT mode, reason, engaged_by, engaged_ms FROM halts WHERE target = $1",
-        )
-        .bind(target.key())
-        .fetch_optional(&mut *self.tx)
-        .await?;
+        let row =
+            sqlx::query("SELECT mode, reason, engaged_by, engaged_ms FROM halts WHERE target = $1")
+                .bind(target.key())
+                .fetch_optional(&mut *self.tx)
+                .await?;
         row.map(|r| {
             let mode: String = r.try_get("mode")?;
             Ok(Halt {
