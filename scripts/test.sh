@@ -4,7 +4,8 @@
 # tests against the real `arbiter` binary, the Python verifier's tests, the `arbiter`
 # Python package (built with maturin, tested against the real binary, ruff, mypy --strict;
 # its framework adapters against the real SDKs and local fake provider endpoints),
-# and the Helm chart (lint, Kubernetes schemas, the rendered pod run with the binary).
+# the MCP gateway (the official Python MCP SDK as client and upstream), and the Helm
+# chart (lint, Kubernetes schemas, the rendered pod run with the binary).
 # It installs what it needs (buf and helm via `go install`, Python venvs with pinned
 # tools) into ~/.cache/arbiter-tools. Under CI=true a missing tool is a failure, never a skip.
 set -euo pipefail
@@ -134,6 +135,20 @@ if command -v python3 >/dev/null 2>&1; then
   )
 else
   missing "python3 (builds and tests the arbiter Python package)"
+fi
+
+step "mcp gateway: the official Python MCP SDK as client and as upstream, through the real gateway"
+if command -v python3 >/dev/null 2>&1; then
+  MCPVENV="$TOOLS/venv-mcp"
+  if [ ! -x "$MCPVENV/bin/python" ]; then
+    python3 -m venv "$MCPVENV"
+  fi
+  "$MCPVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
+  "$MCPVENV/bin/ruff" check tests/mcp
+  "$MCPVENV/bin/ruff" format --check tests/mcp
+  ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" "$MCPVENV/bin/python" -m pytest tests/mcp -q
+else
+  missing "python3 (runs the MCP gateway tests)"
 fi
 
 step "helm chart: lint, render, Kubernetes schemas, bad values, the rendered pod run for real"

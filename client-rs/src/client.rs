@@ -361,6 +361,21 @@ impl Client {
         }
     }
 
+    /// A clone of this client that authenticates with another API key, sharing the
+    /// connection and the circuit breaker. A gateway uses it to call Arbiter with
+    /// each of its clients' own keys over one channel.
+    pub fn with_api_key(&self, key: &str) -> Result<Client, Error> {
+        let value = MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
+            Error::InvalidConfig("api_key: must be printable ASCII without line breaks".to_owned())
+        })?;
+        let mut inner = Inner::clone(&self.inner);
+        inner.authorization = Some(value);
+        Ok(Client {
+            channel: self.channel.clone(),
+            inner: Arc::new(inner),
+        })
+    }
+
     /// The client's default deadline for one call.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout

@@ -755,6 +755,20 @@ impl Client {
         .await
         .map(|_| ())
     }
+
+    /// Names the authenticated caller (principal, roles, agents). Retried on
+    /// `UNAVAILABLE`.
+    pub async fn who_am_i(&self) -> Result<proto::WhoAmIResponse, Error> {
+        self.unary(
+            proto::WhoAmIRequest {},
+            Retry::OnUnavailable,
+            None,
+            |channel, request| async move {
+                DecisionServiceClient::new(channel).who_am_i(request).await
+            },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -138,6 +138,14 @@ impl DecisionService for Canned {
         self.observe(&request, "")?;
         Ok(Response::new(proto::PingResponse {}))
     }
+
+    async fn who_am_i(
+        &self,
+        request: Request<proto::WhoAmIRequest>,
+    ) -> Result<Response<proto::WhoAmIResponse>, Status> {
+        self.observe(&request, "")?;
+        Ok(Response::new(proto::WhoAmIResponse::default()))
+    }
 }
 
 /// Serves `service` on a fresh loopback port until the test's runtime ends.

@@ -98,6 +98,11 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
         ),
         ("Ping", ALL, call(|c: Client| async move { c.ping().await })),
         (
+            "WhoAmI",
+            ALL,
+            call(|c: Client| async move { c.who_am_i().await }),
+        ),
+        (
             "Approve",
             OPS,
             call(|c: Client| async move {
@@ -915,4 +920,19 @@ async fn a_key_that_may_not_lift_a_halt_cannot_weaken_or_rewrite_it_either() {
     )
     .await;
     assert!(refusals.len() >= 18, "{}", refusals.len());
+}
+
+#[tokio::test]
+async fn who_am_i_names_the_callers_principal_roles_and_agents_from_its_key() {
+    let (server, keys) = server_with_roles().await;
+    let agent = keyed(&server, &keys[0]).who_am_i().await.unwrap();
+    assert_eq!(agent.principal, "bot-runtime");
+    assert_eq!(agent.roles, vec![pb::Role::Agent as i32]);
+    assert_eq!(agent.agents, vec!["bot-*".to_owned()]);
+    let operator = keyed(&server, &keys[1]).who_am_i().await.unwrap();
+    assert_eq!(operator.principal, "alice");
+    assert_eq!(operator.roles, vec![pb::Role::Operator as i32]);
+    assert!(operator.agents.is_empty());
+    let err = keyed(&server, "arb_unknown").who_am_i().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 }

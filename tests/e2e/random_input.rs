@@ -56,6 +56,7 @@ const METHODS: &[(&str, bool)] = &[
     ("/arbiter.v1.DecisionService/Heartbeat", false),
     ("/arbiter.v1.DecisionService/Delegate", false),
     ("/arbiter.v1.DecisionService/Ping", false),
+    ("/arbiter.v1.DecisionService/WhoAmI", false),
     ("/arbiter.v1.ControlService/Approve", false),
     ("/arbiter.v1.ControlService/GetApproval", false),
     ("/arbiter.v1.ControlService/ListApprovals", false),

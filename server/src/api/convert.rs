@@ -369,6 +369,16 @@ pub fn plain_text(field: &str, v: String, max: usize) -> Result<Option<String>, 
     optional_text(field, v, max)
 }
 
+pub(super) fn role_pb(role: crate::domain::Role) -> pb::Role {
+    use crate::domain::Role;
+    match role {
+        Role::Agent => pb::Role::Agent,
+        Role::Operator => pb::Role::Operator,
+        Role::Admin => pb::Role::Admin,
+        Role::Auditor => pb::Role::Auditor,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::action;

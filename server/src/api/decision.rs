@@ -184,4 +184,20 @@ impl DecisionService for DecisionApi {
         super::authorize(&self.engine, &req, "Ping", Access::Roles(ANYONE)).await?;
         Ok(Response::new(pb::PingResponse {}))
     }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let who = super::authorize(&self.engine, &req, "WhoAmI", Access::Roles(ANYONE)).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            roles: who
+                .roles
+                .iter()
+                .map(|r| super::convert::role_pb(*r) as i32)
+                .collect(),
+            principal: who.name,
+            agents: who.agent_patterns,
+        }))
+    }
 }

@@ -113,6 +113,24 @@ pub enum Command {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
+    /// Run the MCP gateway: every MCP tool call asks Arbiter first (docs/mcp.md).
+    McpGateway {
+        /// Gateway configuration (YAML; unknown keys are refused).
+        #[arg(long)]
+        config: PathBuf,
+        /// Serve one MCP client on stdin/stdout (desktop clients) instead of HTTP.
+        #[arg(long, requires = "agent")]
+        stdio: bool,
+        /// With --stdio: the agent the client acts as; ARBITER_API_KEY must be bound to it.
+        #[arg(long)]
+        agent: Option<String>,
+        /// With --stdio: the Arbiter session (run) id [default: a new one per process].
+        #[arg(long)]
+        session: Option<String>,
+        /// With --stdio: the agent's API key.
+        #[arg(long, env = "ARBITER_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -297,6 +315,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(s).await
         }
+        Command::McpGateway {
+            config,
+            stdio,
+            agent,
+            session,
+            api_key,
+        } => mcp_gateway(&config, stdio, agent, session, api_key).await,
         Command::Migrate { server } => {
             let s = server.settings()?;
             crate::startup::open_store(&s).await?;
@@ -397,6 +422,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped(stop).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn mcp_gateway(
+    config: &std::path::Path,
+    stdio: bool,
+    agent: Option<String>,
+    session: Option<String>,
+    api_key: Option<String>,
+) -> anyhow::Result<()> {
+    let config = arbiter_mcp_gateway::config::Config::load(config)?;
+    match (stdio, agent) {
+        (true, Some(agent)) => {
+            let key = api_key.ok_or_else(|| {
+                anyhow::anyhow!("--stdio needs the agent's key in ARBITER_API_KEY (or --api-key)")
+            })?;
+            arbiter_mcp_gateway::run_stdio(config, &agent, &key, session).await
+        }
+        (false, None) => arbiter_mcp_gateway::run_http(config, shutdown_signal()?).await,
+        // Over HTTP the agent comes from each client's key, never from a flag.
+        _ => anyhow::bail!(
+            "--agent is only for --stdio; over HTTP each client's key names its agent"
+        ),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C; the handlers are registered when this is called.

@@ -1,0 +1,108 @@
+//! What the MCP client is told when a call is not forwarded. This module owns the
+//! gateway's JSON-RPC error codes and the text of its `isError` results.
+//!
+//! Two channels, as MCP defines them: an `isError: true` tool result is for the model
+//! ("language models can use it to self-correct"), a JSON-RPC error is for the client
+//! program. A policy denial is a tool result naming the reason code and what to do,
+//! never the policy's internals; a halt, an unauthenticated key and an Arbiter that
+//! cannot decide are JSON-RPC errors, so the model cannot talk its way around them.
+
+use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, ErrorData};
+use serde_json::json;
+
+/// The agent (or everything) is halted by an operator.
+pub const HALTED: ErrorCode = ErrorCode(-32001);
+/// Arbiter could not decide (unreachable, overloaded, or it refused the key).
+pub const UNDECIDED: ErrorCode = ErrorCode(-32002);
+/// The upstream MCP server failed, hung or is restarting.
+pub const UPSTREAM: ErrorCode = ErrorCode(-32003);
+
+/// A denial as a tool result: `denied by Arbiter: <code>` and advice for the model.
+pub fn denied(code: &str, decision_id: &str) -> CallToolResult {
+    let text = format!(
+        "denied by Arbiter: {code}. {} (decision {decision_id})",
+        advice(code)
+    );
+    error_result(text, json!({"code": code, "decision_id": decision_id}))
+}
+
+/// A call held for a human that was not approved in time.
+pub fn pending(approval_id: &str) -> CallToolResult {
+    let text = format!(
+        "approval required: Arbiter holds this call as approval {approval_id}. An operator \
+         can grant it (arbiter approvals approve {approval_id}); then repeat this exact call \
+         with the same arguments, which runs it once."
+    );
+    error_result(
+        text,
+        json!({"code": "approval.required", "approval_id": approval_id}),
+    )
+}
+
+fn error_result(text: String, meta: serde_json::Value) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(json!({ "arbiter": meta }));
+    result
+}
+
+/// What to do about a denial, by code family. Generic on purpose: the reason's own
+/// message can name rules and other agents' settings, which the model need not see.
+fn advice(code: &str) -> &'static str {
+    let family = code.split('.').next().unwrap_or(code);
+    match (family, code) {
+        (_, "loop.detected") => "This call repeats too often; change approach instead of retrying.",
+        (_, "approval.denied") => "A human refused this call; do not retry it.",
+        (_, "approval.expired") => "The approval expired; the call may be asked for again.",
+        (_, "approval.mismatch") => "The approval was for other arguments; it cannot be reused.",
+        ("scope", _) => "This tool or these arguments are not allowed for this agent.",
+        ("budget", _) => "The budget for this agent or run is spent or unavailable.",
+        ("trust", _) => "This agent's trust level is too low for this call.",
+        ("consent", _) => "The data subject has not consented to this use.",
+        ("delegation", _) => "The delegation does not cover this call.",
+        ("mcp", _) => "The gateway does not allow this call.",
+        _ => "Policy does not allow this call.",
+    }
+}
+
+pub fn halted(code: &str, decision_id: &str) -> ErrorData {
+    ErrorData::new(
+        HALTED,
+        format!("halted by an operator ({code}); no tool call runs until the halt is lifted"),
+        Some(json!({"code": code, "decision_id": decision_id})),
+    )
+}
+
+pub fn undecided(why: impl std::fmt::Display) -> ErrorData {
+    ErrorData::new(
+        UNDECIDED,
+        format!("Arbiter could not decide, so the call was not forwarded: {why}"),
+        None,
+    )
+}
+
+pub fn upstream(error: impl std::fmt::Display) -> ErrorData {
+    ErrorData::new(UPSTREAM, error.to_string(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denial_names_its_code_and_is_an_error_result() {
+        let r = denied("scope.tool_denied", "dec_1");
+        assert_eq!(r.is_error, Some(true));
+        let text = serde_json::to_string(&r.content).unwrap();
+        assert!(
+            text.contains("denied by Arbiter: scope.tool_denied"),
+            "{text}"
+        );
+        assert!(text.contains("not allowed for this agent"), "{text}");
+    }
+
+    #[test]
+    fn a_pending_answer_names_the_approval_and_how_to_grant_it() {
+        let text = serde_json::to_string(&pending("apr_9").content).unwrap();
+        assert!(text.contains("arbiter approvals approve apr_9"), "{text}");
+    }
+}

@@ -1,0 +1,255 @@
+//! One `tools/call`: Evaluate (tool = the exposed name, the call's arguments, the run),
+//! then forward and Record on ALLOW, answer a denial on DENY, and on PENDING_APPROVAL
+//! hold the call while a human decides. The upstream is contacted only after an ALLOW.
+
+use crate::answer;
+use crate::gateway::{Gateway, HeldKey};
+use crate::identity::Caller;
+use crate::metrics::{Metrics, Outcome};
+use crate::upstream::UpstreamError;
+use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
+use futures::StreamExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ErrorData, JsonObject, ProgressNotificationParam,
+    ResultType,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+/// Progress is reported this often while a call waits for a human.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub async fn call_tool(
+    gw: &Gateway,
+    request: CallToolRequestParams,
+    ctx: RequestContext<RoleServer>,
+) -> Result<CallToolResult, ErrorData> {
+    let (caller, session) = gw.caller(&ctx)?;
+    let exposed = request.name.to_string();
+    let Some((upstream, tool)) = gw.route(&exposed) else {
+        return Err(ErrorData::invalid_params(
+            format!("unknown tool {exposed}"),
+            None,
+        ));
+    };
+    let arguments = request.arguments.unwrap_or_default();
+    let metrics = &gw.inner.metrics;
+    let settled = decide(gw, &caller, &session, &exposed, &arguments, Some(&ctx))
+        .await
+        .inspect_err(|_| metrics.call(&upstream.name, Outcome::Undecided))?;
+    let decision = match settled {
+        Settled::Decided(decision) => *decision,
+        Settled::Held(approval) => {
+            metrics.call(&upstream.name, Outcome::Pending);
+            return Ok(answer::pending(&approval));
+        }
+    };
+    match decision.outcome {
+        DecisionOutcome::Allow => {
+            metrics.call(&upstream.name, Outcome::Forwarded);
+            forward(&caller, &decision, &upstream, &tool, arguments, metrics).await
+        }
+        DecisionOutcome::Deny => {
+            let answer = refuse(&decision);
+            let outcome = if answer.is_err() {
+                Outcome::Halted
+            } else {
+                Outcome::Denied
+            };
+            metrics.call(&upstream.name, outcome);
+            answer
+        }
+        // Still pending after a grant means it was taken back; never forward.
+        DecisionOutcome::PendingApproval => {
+            metrics.call(&upstream.name, Outcome::Pending);
+            Ok(answer::pending(
+                decision.approval_id.as_deref().unwrap_or_default(),
+            ))
+        }
+    }
+}
+
+/// How a call's decision settled: a decision, or an approval still awaited.
+pub(crate) enum Settled {
+    Decided(Box<Decision>),
+    Held(String),
+}
+
+/// Evaluate (presenting the approval held for this exact call, if any), and on
+/// PENDING_APPROVAL hold the call for `approval_wait`; a grant is evaluated again with
+/// the approval id, which consumes it. `ctx` (MCP only) carries cancellation and
+/// progress.
+pub(crate) async fn decide(
+    gw: &Gateway,
+    caller: &Caller,
+    session: &str,
+    tool: &str,
+    arguments: &JsonObject,
+    ctx: Option<&RequestContext<RoleServer>>,
+) -> Result<Settled, ErrorData> {
+    let key = HeldKey {
+        agent: caller.agent.clone(),
+        tool: tool.to_owned(),
+        arguments: digest(arguments),
+    };
+    let held = gw.held(&key);
+    let decision = evaluate(caller, session, tool, arguments, held.as_deref()).await?;
+    if held.is_some() && !decision.is_pending() {
+        // The approval was used (ALLOW) or is final (denied, expired, consumed).
+        gw.forget(&key);
+    }
+    if !decision.is_pending() {
+        return Ok(Settled::Decided(Box::new(decision)));
+    }
+    let approval = decision.approval_id.clone().unwrap_or_default();
+    gw.remember(key.clone(), approval.clone());
+    if !wait_for_grant(gw, caller, &approval, ctx).await {
+        return Ok(Settled::Held(approval));
+    }
+    let decision = evaluate(caller, session, tool, arguments, Some(&approval)).await?;
+    gw.forget(&key);
+    Ok(Settled::Decided(Box::new(decision)))
+}
+
+async fn evaluate(
+    caller: &Caller,
+    session: &str,
+    tool: &str,
+    arguments: &JsonObject,
+    approval: Option<&str>,
+) -> Result<Decision, ErrorData> {
+    let mut builder = caller
+        .arbiter
+        .evaluate(caller.agent.clone())
+        .tool(tool)
+        .arguments(serde_json::Value::Object(arguments.clone()));
+    if !session.is_empty() {
+        builder = builder.session(session);
+    }
+    if let Some(id) = approval {
+        builder = builder.approval_id(id);
+    }
+    // Any error is "no decision": nothing is forwarded (fail closed).
+    builder.send().await.map_err(|e| {
+        tracing::warn!(agent = %caller.agent, error = %e, "Evaluate failed; call not forwarded");
+        answer::undecided(e)
+    })
+}
+
+pub(crate) fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
+    let code = decision
+        .reason()
+        .map(|r| r.code.as_str())
+        .unwrap_or("denied");
+    if code.starts_with("halt.") {
+        return Err(answer::halted(code, &decision.decision_id));
+    }
+    Ok(answer::denied(code, &decision.decision_id))
+}
+
+pub(crate) async fn forward(
+    caller: &Caller,
+    decision: &Decision,
+    upstream: &crate::upstream::Upstream,
+    tool: &str,
+    arguments: JsonObject,
+    metrics: &Metrics,
+) -> Result<CallToolResult, ErrorData> {
+    let started = Instant::now();
+    let result = upstream
+        .call_tool(tool, (!arguments.is_empty()).then_some(arguments))
+        .await;
+    let error = result.as_ref().err().map(UpstreamError::kind);
+    metrics.upstream_call(&upstream.name, started.elapsed().as_secs_f64(), error);
+    let (outcome, output) = match &result {
+        Ok(r) if r.is_error == Some(true) => (ActionOutcome::Failure, Some(r)),
+        Ok(r) => (ActionOutcome::Success, Some(r)),
+        Err(_) => (ActionOutcome::Error, None),
+    };
+    let mut record = caller
+        .arbiter
+        .record(decision.decision_id.clone())
+        .outcome(outcome)
+        .duration(started.elapsed());
+    if let Some(r) = output {
+        record = record.output_digest(digest_value(&serde_json::to_value(r).unwrap_or_default()));
+    }
+    // The call has happened: a failed Record is logged, and the client still gets
+    // the result (the reservation lapses on its own; Record is idempotent).
+    if let Err(e) = record.send().await {
+        tracing::warn!(decision = %decision.decision_id, error = %e, "Record failed");
+    }
+    result.map_err(answer::upstream).map(|mut r| {
+        // A legacy upstream sends no resultType; a 2026-07-28 client needs one, and
+        // rmcp drops it again for legacy clients.
+        r.result_type = Some(ResultType::COMPLETE);
+        r
+    })
+}
+
+/// Waits for the approval to be granted, up to `approval_wait`, reporting progress to
+/// clients that asked for it. True only for a grant.
+async fn wait_for_grant(
+    gw: &Gateway,
+    caller: &Caller,
+    approval: &str,
+    ctx: Option<&RequestContext<RoleServer>>,
+) -> bool {
+    let wait = gw.inner.approval_wait;
+    if wait.is_zero() || approval.is_empty() {
+        return false;
+    }
+    let stream = caller
+        .arbiter
+        .watch_approval(proto::WatchApprovalRequest {
+            approval_id: approval.to_owned(),
+        })
+        .await;
+    let Ok(mut stream) = stream else {
+        return false;
+    };
+    let token = ctx.and_then(|c| c.meta.get_progress_token());
+    let cancelled = async {
+        match ctx {
+            Some(c) => c.ct.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cancelled);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut ticks = 0u32;
+    loop {
+        let next = tokio::time::timeout(PROGRESS_EVERY, stream.next());
+        tokio::select! {
+            _ = &mut cancelled => return false,
+            _ = tokio::time::sleep_until(deadline) => return false,
+            item = next => match item {
+                Ok(Some(Ok(a))) => match proto::ApprovalState::try_from(a.state) {
+                    Ok(proto::ApprovalState::Granted) => return true,
+                    Ok(proto::ApprovalState::Pending) => {}
+                    _ => return false,
+                },
+                Ok(_) => return false,
+                Err(_) => {
+                    ticks += 1;
+                    if let (Some(token), Some(c)) = (&token, ctx) {
+                        let mut p = ProgressNotificationParam::new(token.clone(), f64::from(ticks));
+                        p.message = Some(format!("waiting for approval {approval}"));
+                        let _ = c.peer.notify_progress(p).await;
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The arguments' identity: SHA-256 of their RFC 8785 form.
+fn digest(arguments: &JsonObject) -> String {
+    digest_value(&serde_json::Value::Object(arguments.clone()))
+}
+
+pub(crate) fn digest_value(value: &serde_json::Value) -> String {
+    let bytes = serde_jcs::to_vec(value).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}

@@ -1,0 +1,299 @@
+//! `gateway.yaml`: the gateway's one configuration file. Unknown keys are refused and
+//! every problem names its field, so a typo never silently widens what is reachable.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Arbiter server every decision comes from.
+    pub arbiter: ArbiterConfig,
+    /// Where MCP clients connect (Streamable HTTP).
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// How long a call that needs a human approval is held before the client is told
+    /// to retry (`approval_wait`, e.g. "2m"; 0 answers at once).
+    #[serde(default = "default_approval_wait", deserialize_with = "duration")]
+    pub approval_wait: Duration,
+    /// Bound on one upstream tools/list or tools/call (`upstream_timeout`, e.g. "60s").
+    #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+    /// The MCP servers the gateway may reach: nothing else is reachable.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Prometheus endpoint (`GET /metrics`); off unless `metrics.listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics endpoint, e.g. "127.0.0.1:9465".
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArbiterConfig {
+    /// gRPC endpoint, e.g. "http://127.0.0.1:50051".
+    pub endpoint: String,
+    /// PEM file of the CA that signed Arbiter's certificate (for https:// endpoints).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Deadline of one Arbiter call (e.g. "5s").
+    #[serde(default = "default_arbiter_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address to bind; loopback by default. Port 0 picks a free port.
+    #[serde(default = "default_addr")]
+    pub addr: SocketAddr,
+    /// HTTP path of the MCP endpoint.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// `Host` header values accepted (DNS-rebinding defence); loopback names by default.
+    #[serde(default = "default_hosts")]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted, e.g. "http://localhost:*". A request with any other
+    /// `Origin` header is refused with 403; requests without one (non-browser clients)
+    /// pass. Empty (the default) refuses every request that carries an `Origin`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_request_bytes: usize,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            addr: default_addr(),
+            path: default_path(),
+            allowed_hosts: default_hosts(),
+            allowed_origins: Vec::new(),
+            max_request_bytes: default_max_body(),
+        }
+    }
+}
+
+/// One upstream MCP server: exactly one of `stdio` or `http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// 1–64 chars of [A-Za-z0-9_-]; the tool prefix when there are several upstreams.
+    pub name: String,
+    #[serde(default)]
+    pub stdio: Option<StdioConfig>,
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioConfig {
+    /// Program to start (looked up on PATH).
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment added to the child's (the gateway's own environment is not cleared).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the child.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Streamable HTTP endpoint, http:// or https://.
+    pub url: String,
+    /// Headers sent upstream (the gateway's own credentials for this server; the
+    /// client's token is never passed through).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// PEM file of the CA to trust for an https:// upstream (no system roots otherwise).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// How the gateway reaches one upstream.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Stdio(StdioConfig),
+    Http(HttpConfig),
+}
+
+impl UpstreamConfig {
+    pub fn transport(&self) -> Transport {
+        match (&self.stdio, &self.http) {
+            (Some(s), _) => Transport::Stdio(s.clone()),
+            (None, Some(h)) => Transport::Http(h.clone()),
+            (None, None) => unreachable!("validated: exactly one transport"),
+        }
+    }
+}
+
+fn default_approval_wait() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_arbiter_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8765))
+}
+fn default_path() -> String {
+    "/mcp".to_owned()
+}
+fn default_hosts() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\": {e}"))
+    })
+}
+
+impl Config {
+    /// Reads and checks `path`; every problem is named by field.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = serde_norway::from_str(text)?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            anyhow::bail!("{}", problems.join("; "))
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.upstreams.is_empty() {
+            out.push("upstreams: at least one upstream is required".to_owned());
+        }
+        if !self.listen.path.starts_with('/') {
+            out.push(format!(
+                "listen.path: must start with '/', got {:?}",
+                self.listen.path
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let at = format!("upstreams[{i}]");
+            if !valid_name(&u.name) {
+                out.push(format!(
+                    "{at}.name: must be 1–64 characters of [A-Za-z0-9_-], got {:?}",
+                    u.name
+                ));
+            }
+            if !seen.insert(u.name.as_str()) {
+                out.push(format!("{at}.name: {:?} is used twice", u.name));
+            }
+            match (&u.stdio, &u.http) {
+                (Some(_), Some(_)) | (None, None) => {
+                    out.push(format!("{at}: set exactly one of stdio or http"))
+                }
+                (Some(s), None) if s.command.is_empty() => {
+                    out.push(format!("{at}.stdio.command: must not be empty"))
+                }
+                (None, Some(h))
+                    if !(h.url.starts_with("http://") || h.url.starts_with("https://")) =>
+                {
+                    out.push(format!(
+                        "{at}.http.url: must be http:// or https://, got {:?}",
+                        h.url
+                    ))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Upstream names become tool prefixes (`<server>.<tool>`), so they hold no '.'.
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "arbiter: {endpoint: 'http://127.0.0.1:1'}\nupstreams: [{name: files, stdio: {command: srv}}]\n";
+
+    #[test]
+    fn a_minimal_file_takes_loopback_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert!(c.listen.addr.ip().is_loopback());
+        assert_eq!(c.listen.path, "/mcp");
+        assert_eq!(c.approval_wait, Duration::from_secs(120));
+        assert!(matches!(c.upstreams[0].transport(), Transport::Stdio(_)));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let text = MINIMAL.replace("command: srv", "command: srv, argz: [x]");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("argz"), "{err}");
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        let text = "arbiter: {endpoint: x}\nupstreams:\n  - {name: 'a.b', stdio: {command: s}, http: {url: 'http://x'}}\n  - {name: c, http: {url: 'ftp://x'}}\n  - {name: c, stdio: {command: s}}\n";
+        let err = Config::parse(text).unwrap_err().to_string();
+        for want in [
+            "upstreams[0].name: must be",
+            "upstreams[0]: set exactly one of stdio or http",
+            "upstreams[1].http.url",
+            "upstreams[2].name: \"c\" is used twice",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_duration_is_named() {
+        let text = format!("{MINIMAL}approval_wait: soon\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("approval_wait") || err.contains("soon"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_upstream_is_refused() {
+        let err = Config::parse("arbiter: {endpoint: x}\nupstreams: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstreams: at least one"), "{err}");
+    }
+}

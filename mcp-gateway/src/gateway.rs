@@ -1,0 +1,229 @@
+//! The MCP server the clients see: an rmcp `ServerHandler` whose `tools/list` merges the
+//! upstreams' tools and keeps only those Arbiter's `FilterTools` lets the caller see, and
+//! whose `tools/call` asks Arbiter first (`call.rs`).
+
+use crate::identity::Caller;
+use crate::upstream::Upstream;
+use axum::http::request::Parts;
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::ServerHandler;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The header a client may send to name its run when there is no MCP session (the
+/// 2026-07-28 revision, or a stateless client). Arbiter checks its format.
+pub const SESSION_HEADER: &str = "arbiter-session-id";
+/// FilterTools takes at most this many names per call.
+const FILTER_CHUNK: usize = 1024;
+/// How long a client may cache a filtered tools/list (it is private to the caller).
+const LIST_TTL_MS: u64 = 5_000;
+/// Bound on remembered (session → agent) bindings and held approvals.
+const MEMORY_MAX: usize = 100_000;
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub approval_wait: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set in stdio mode: one caller and one run for the whole process.
+    pub fixed: Option<(Caller, String)>,
+    /// Which agent first used each session id: a session is bound to its principal's
+    /// agent, so one client cannot act inside another agent's run.
+    sessions: Mutex<HashMap<String, String>>,
+    /// Approvals asked for and not yet used, by (agent, tool, arguments digest): the
+    /// agent's retry of the same call presents the approval, and no other call can.
+    /// Arbiter binds an approval to the agent and the action digest, not to a session,
+    /// so a retry after a reconnect (a new MCP session) still finds it.
+    pub held: Mutex<HashMap<HeldKey, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HeldKey {
+    pub agent: String,
+    pub tool: String,
+    pub arguments: String,
+}
+
+impl Gateway {
+    pub fn new(
+        upstreams: Vec<Arc<Upstream>>,
+        approval_wait: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+        fixed: Option<(Caller, String)>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                upstreams,
+                approval_wait,
+                metrics,
+                fixed,
+                sessions: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The exposed name of an upstream tool: `<server>.<tool>` with several upstreams.
+    pub(crate) fn exposed(&self, upstream: &str, tool: &str) -> String {
+        if self.inner.upstreams.len() > 1 {
+            format!("{upstream}.{tool}")
+        } else {
+            tool.to_owned()
+        }
+    }
+
+    /// The upstream and its own tool name for an exposed name.
+    pub(crate) fn route(&self, exposed: &str) -> Option<(Arc<Upstream>, String)> {
+        let ups = &self.inner.upstreams;
+        if ups.len() == 1 {
+            return Some((ups[0].clone(), exposed.to_owned()));
+        }
+        let (server, tool) = exposed.split_once('.')?;
+        ups.iter()
+            .find(|u| u.name == server)
+            .map(|u| (u.clone(), tool.to_owned()))
+    }
+
+    /// The caller and its Arbiter session for one request.
+    pub(crate) fn caller(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<(Caller, String), ErrorData> {
+        if let Some(fixed) = &self.inner.fixed {
+            return Ok(fixed.clone());
+        }
+        let parts = ctx.extensions.get::<Parts>();
+        let caller = parts
+            .and_then(|p| p.extensions.get::<Caller>())
+            .cloned()
+            // The HTTP layer authenticates every request before rmcp sees it.
+            .ok_or_else(|| {
+                ErrorData::internal_error("request reached the gateway unauthenticated", None)
+            })?;
+        let header = |name: &str| {
+            parts
+                .and_then(|p| p.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // A client that names its run keeps it across MCP sessions (reconnects).
+        let session = header(SESSION_HEADER)
+            .or_else(|| header("mcp-session-id"))
+            .unwrap_or_default();
+        self.bind_session(&caller.agent, &session)?;
+        Ok((caller, session))
+    }
+
+    pub(crate) fn bind_session(&self, agent: &str, session: &str) -> Result<(), ErrorData> {
+        if session.is_empty() {
+            return Ok(());
+        }
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        if sessions.len() >= MEMORY_MAX && !sessions.contains_key(session) {
+            sessions.clear();
+        }
+        match sessions
+            .entry(session.to_owned())
+            .or_insert_with(|| agent.to_owned())
+        {
+            owner if owner == agent => Ok(()),
+            _ => Err(ErrorData::invalid_request(
+                "this session belongs to another agent; start a new session",
+                None,
+            )),
+        }
+    }
+
+    pub(crate) fn remember(&self, key: HeldKey, approval_id: String) {
+        let mut held = self.inner.held.lock().expect("held lock");
+        if held.len() >= MEMORY_MAX {
+            held.clear();
+        }
+        held.insert(key, approval_id);
+    }
+
+    pub(crate) fn held(&self, key: &HeldKey) -> Option<String> {
+        self.inner.held.lock().expect("held lock").get(key).cloned()
+    }
+
+    pub(crate) fn forget(&self, key: &HeldKey) {
+        self.inner.held.lock().expect("held lock").remove(key);
+    }
+
+    async fn list(&self, caller: &Caller) -> Result<Vec<Tool>, ErrorData> {
+        let mut tools = Vec::new();
+        for up in &self.inner.upstreams {
+            match up.list_tools().await {
+                Ok(list) => tools.extend(list.into_iter().map(|mut t| {
+                    t.name = self.exposed(&up.name, &t.name).into();
+                    t
+                })),
+                // One broken upstream must not hide the others' tools.
+                Err(e) => tracing::warn!(upstream = %up.name, error = %e, "tools/list failed"),
+            }
+        }
+        let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+        let mut visible = HashSet::new();
+        for chunk in names.chunks(FILTER_CHUNK) {
+            let answer = caller
+                .arbiter
+                .filter_tools(arbiter_client::proto::FilterToolsRequest {
+                    agent_id: caller.agent.clone(),
+                    tools: chunk.to_vec(),
+                })
+                .await
+                .map_err(crate::answer::undecided)?;
+            visible.extend(answer.tools);
+        }
+        tools.retain(|t| visible.contains(t.name.as_ref()));
+        Ok(tools)
+    }
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        let mut info = ServerConfig::new(capabilities);
+        info.server_info =
+            rmcp::model::Implementation::new("arbiter-mcp-gateway", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Every tool call is decided by Arbiter; a denied call returns an error result naming the reason code."
+                .to_owned(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let (caller, _) = self.caller(&ctx)?;
+        let tools = self.list(&caller).await?;
+        let mut result = ListToolsResult::with_all_items(tools).with_ttl_ms(LIST_TTL_MS);
+        result.cache_scope = Some(CacheScope::Private);
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        crate::call::call_tool(self, request, ctx)
+            .await
+            .map(CallToolResponse::Complete)
+    }
+}

@@ -1,0 +1,216 @@
+//! The upstream MCP servers: one supervised rmcp client each. A supervisor task keeps
+//! the connection up (a stdio server is started, and started again with backoff when it
+//! exits); calls take the live peer or fail with a clear error, never hang.
+
+use crate::config::{HttpConfig, StdioConfig, Transport, UpstreamConfig};
+use anyhow::Context;
+use reqwest::header::{HeaderName, HeaderValue};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::{Peer, RoleClient, RunningService, ServiceError};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::ServiceExt;
+use rustls::pki_types::pem::PemObject;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Restart delays: doubled after each failure, reset once a connection lived this long.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How long a call waits for a restarting upstream before it gives up.
+const RECONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Why an upstream call did not produce a result. The text is what the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {0} is not connected (it is being restarted); try again")]
+    NotConnected(String),
+    #[error("upstream {0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("upstream {0} failed: {1}")]
+    Failed(String, String),
+}
+
+impl UpstreamError {
+    /// The `kind` label of `arbiter_mcp_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::NotConnected(_) => "not_connected",
+            UpstreamError::Timeout(..) => "timeout",
+            UpstreamError::Failed(..) => "failed",
+        }
+    }
+}
+
+pub struct Upstream {
+    pub name: String,
+    peer: watch::Receiver<Option<Peer<RoleClient>>>,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// Starts the supervisor; the first connection is made in the background.
+    pub fn start(config: &UpstreamConfig, timeout: Duration, stop: CancellationToken) -> Arc<Self> {
+        let (tx, rx) = watch::channel(None);
+        let name = config.name.clone();
+        tokio::spawn(supervise(name.clone(), config.transport(), tx, stop));
+        Arc::new(Self {
+            name,
+            peer: rx,
+            timeout,
+        })
+    }
+
+    /// Waits (bounded) for the first connection, so a misconfigured upstream is
+    /// reported at start rather than on the first call.
+    pub async fn ready(&self, wait: Duration) -> bool {
+        self.live_peer(wait).await.is_some()
+    }
+
+    async fn live_peer(&self, wait: Duration) -> Option<Peer<RoleClient>> {
+        let mut rx = self.peer.clone();
+        let found = tokio::time::timeout(wait, rx.wait_for(|p| p.is_some())).await;
+        match found {
+            Ok(Ok(p)) => p.clone(),
+            _ => None,
+        }
+    }
+
+    async fn peer(&self) -> Result<Peer<RoleClient>, UpstreamError> {
+        self.live_peer(RECONNECT_WAIT)
+            .await
+            .ok_or_else(|| UpstreamError::NotConnected(self.name.clone()))
+    }
+
+    pub async fn list_tools(&self) -> Result<Vec<Tool>, UpstreamError> {
+        let peer = self.peer().await?;
+        self.bounded(peer.list_all_tools()).await
+    }
+
+    pub async fn call_tool(
+        &self,
+        tool: &str,
+        arguments: Option<JsonObject>,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let peer = self.peer().await?;
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = arguments;
+        self.bounded(peer.call_tool(params)).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, UpstreamError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(UpstreamError::Timeout(self.name.clone(), self.timeout)),
+            Ok(Err(e)) => Err(UpstreamError::Failed(self.name.clone(), e.to_string())),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn supervise(
+    name: String,
+    transport: Transport,
+    tx: watch::Sender<Option<Peer<RoleClient>>>,
+    stop: CancellationToken,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = connect(&transport, stop.child_token()) => c,
+        };
+        match connected {
+            Ok(client) => {
+                tracing::info!(upstream = %name, "upstream connected");
+                tx.send_replace(Some(client.peer().clone()));
+                let since = Instant::now();
+                // The service ends when the transport closes or `stop` cancels it.
+                let ended = client.waiting().await;
+                tx.send_replace(None);
+                if stop.is_cancelled() {
+                    return;
+                }
+                tracing::warn!(upstream = %name, reason = ?ended, "upstream connection ended; restarting");
+                if since.elapsed() >= HEALTHY_AFTER {
+                    backoff = FIRST_BACKOFF;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %name, error = format!("{e:#}"), retry_in = ?backoff, "upstream unreachable");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn connect(transport: &Transport, ct: CancellationToken) -> anyhow::Result<Client> {
+    match transport {
+        Transport::Stdio(s) => connect_stdio(s, ct).await,
+        Transport::Http(h) => connect_http(h, ct).await,
+    }
+}
+
+async fn connect_stdio(s: &StdioConfig, ct: CancellationToken) -> anyhow::Result<Client> {
+    let mut cmd = tokio::process::Command::new(&s.command);
+    cmd.args(&s.args).envs(&s.env).kill_on_drop(true);
+    if let Some(cwd) = &s.cwd {
+        cmd.current_dir(cwd);
+    }
+    let child = TokioChildProcess::new(cmd).with_context(|| format!("starting {}", s.command))?;
+    ().serve_with_ct(child, ct)
+        .await
+        .with_context(|| format!("MCP handshake with {}", s.command))
+}
+
+async fn connect_http(h: &HttpConfig, ct: CancellationToken) -> anyhow::Result<Client> {
+    let mut headers = HashMap::new();
+    for (k, v) in &h.headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("header name {k:?}"))?;
+        let value = HeaderValue::from_str(v).with_context(|| format!("header {k}: value"))?;
+        headers.insert(name, value);
+    }
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(h.url.as_str()).custom_headers(headers);
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config(h.tls_ca.as_deref())?)
+        .build()
+        .context("building the HTTP client")?;
+    let transport = StreamableHttpClientTransport::with_client(http, config);
+    ().serve_with_ct(transport, ct)
+        .await
+        .with_context(|| format!("MCP handshake with {}", h.url))
+}
+
+/// rustls with ring, trusting only the configured CA (an https:// upstream without one
+/// fails its handshake: no system roots are trusted implicitly).
+fn tls_config(ca: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("adding {}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

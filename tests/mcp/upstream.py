@@ -1,0 +1,86 @@
+"""A real MCP server (the official Python SDK's MCPServer) that the gateway tests put
+behind the gateway: over stdio, or over Streamable HTTP with `--http PORT`. Every call it
+receives is appended to the file named by FIXTURE_CALLS as one JSON line (with, over
+HTTP, the Authorization and X-Upstream-Key headers it saw), so a test can prove that a
+call never reached it and which credentials did."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("fixture")
+
+
+def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:
+    line: dict[str, object] = {"tool": tool, "arguments": arguments, "pid": os.getpid()}
+    request = ctx.request_context.request if ctx is not None else None
+    headers = getattr(request, "headers", None)
+    if headers is not None:
+        line["authorization"] = headers.get("authorization")
+        line["x_upstream_key"] = headers.get("x-upstream-key")
+    with open(os.environ["FIXTURE_CALLS"], "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+@server.tool()
+def read_file(path: str, ctx: Context) -> str:
+    """Read a file (the fixture makes its contents up)."""
+    _log("read_file", ctx, path=path)
+    return f"contents of {path}"
+
+
+@server.tool()
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    _log("send_email", to=to, body=body)
+    return f"sent to {to}"
+
+
+@server.tool()
+def delete_repo(name: str) -> str:
+    """Delete a repository."""
+    _log("delete_repo", name=name)
+    return f"deleted {name}"
+
+
+@server.tool()
+def internal_debug() -> str:
+    """A tool policy hides."""
+    _log("internal_debug")
+    return "debug"
+
+
+@server.tool()
+def crash() -> str:
+    """Exits the server process mid-call."""
+    _log("crash")
+    os._exit(3)
+
+
+@server.tool()
+def garble() -> str:
+    """Writes a line that is not JSON-RPC onto the protocol stream (stdio only)."""
+    _log("garble")
+    sys.stdout.write("this is not JSON-RPC\n")
+    sys.stdout.flush()
+    return "garbled"
+
+
+@server.tool()
+def hang(seconds: float) -> str:
+    """Answers only after `seconds`."""
+    _log("hang", seconds=seconds)
+    time.sleep(seconds)
+    return "late"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")
