@@ -5,6 +5,7 @@ CLI approval, halts, and the callback handler recording LLM usage."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -133,6 +134,19 @@ def test_a_direct_call_raises_denied_or_approval_required(llm_server: Server, ag
     assert RAN == []
 
 
+def test_run_and_arun_take_the_governed_path_too(llm_server: Server, agent: str) -> None:
+    lookup, _, delete = governed(llm_server, agent)
+    with pytest.raises(arbiter.Denied):
+        delete.run({"user": "u1"})
+    with pytest.raises(arbiter.Denied):
+        asyncio.run(delete.arun({"user": "u1"}))
+    assert RAN == []
+    assert "42" in str(lookup.run({"order_id": "42"}))
+    assert RAN == [("lookup_order", {"order_id": "42"})]
+    page = llm_server.client().audit.query(agent_id=agent, kinds=["record"])
+    assert [e.outcome for e in page.entries] == ["success"]
+
+
 def test_a_pending_tool_pauses_the_graph_and_resumes_after_a_cli_approval(
     llm_server: Server, agent: str
 ) -> None:
@@ -193,8 +207,6 @@ def test_the_callback_handler_gates_and_records_llm_usage(llm_server: Server, ag
 
 
 def test_an_async_graph_pauses_and_resumes_the_same_way(llm_server: Server, agent: str) -> None:
-    import asyncio
-
     tools = govern_tools([lookup_order, refund_order], llm_server.async_client(), agent_id=agent)
     graph = Graph(
         tools,
