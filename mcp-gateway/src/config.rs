@@ -20,6 +20,11 @@ pub struct Config {
     /// to retry (`approval_wait`, e.g. "2m"; 0 answers at once).
     #[serde(default = "default_approval_wait", deserialize_with = "duration")]
     pub approval_wait: Duration,
+    /// How often a session that listed its tools has them filtered again, to send
+    /// `notifications/tools/list_changed` when what it may see changed (`list_watch`,
+    /// e.g. "10s"; 0 never sends it).
+    #[serde(default = "default_list_watch", deserialize_with = "duration")]
+    pub list_watch: Duration,
     /// Bound on one upstream tools/list or tools/call (`upstream_timeout`, e.g. "60s").
     #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
     pub upstream_timeout: Duration,
@@ -146,6 +151,9 @@ impl UpstreamConfig {
 fn default_approval_wait() -> Duration {
     Duration::from_secs(120)
 }
+fn default_list_watch() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -255,6 +263,7 @@ mod tests {
         assert!(c.listen.addr.ip().is_loopback());
         assert_eq!(c.listen.path, "/mcp");
         assert_eq!(c.approval_wait, Duration::from_secs(120));
+        assert_eq!(c.list_watch, Duration::from_secs(10));
         assert!(matches!(c.upstreams[0].transport(), Transport::Stdio(_)));
     }
 

@@ -33,6 +33,8 @@ pub struct Gateway {
 pub(crate) struct Inner {
     pub upstreams: Vec<Arc<Upstream>>,
     pub approval_wait: Duration,
+    /// How often a listed session's tools are filtered again (`watch.rs`); 0 = never.
+    pub list_watch: Duration,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set in stdio mode: one caller and one run for the whole process.
     pub fixed: Option<(Caller, String)>,
@@ -44,6 +46,8 @@ pub(crate) struct Inner {
     /// Arbiter binds an approval to the agent and the action digest, not to a session,
     /// so a retry after a reconnect (a new MCP session) still finds it.
     pub held: Mutex<HashMap<HeldKey, String>>,
+    /// What each watched MCP connection was last shown (`watch.rs`).
+    pub watched: Mutex<HashMap<String, Vec<String>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +61,7 @@ impl Gateway {
     pub fn new(
         upstreams: Vec<Arc<Upstream>>,
         approval_wait: Duration,
+        list_watch: Duration,
         metrics: Arc<crate::metrics::Metrics>,
         fixed: Option<(Caller, String)>,
     ) -> Self {
@@ -64,10 +69,12 @@ impl Gateway {
             inner: Arc::new(Inner {
                 upstreams,
                 approval_wait,
+                list_watch,
                 metrics,
                 fixed,
                 sessions: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
+                watched: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -123,6 +130,20 @@ impl Gateway {
         Ok((caller, session))
     }
 
+    /// The key of the MCP connection a request came on (its notifications go there):
+    /// the MCP session over HTTP, the process's run in stdio mode, else none.
+    fn connection(&self, ctx: &RequestContext<RoleServer>, session: &str) -> String {
+        if self.inner.fixed.is_some() {
+            return session.to_owned();
+        }
+        ctx.extensions
+            .get::<Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     pub(crate) fn bind_session(&self, agent: &str, session: &str) -> Result<(), ErrorData> {
         if session.is_empty() {
             return Ok(());
@@ -159,7 +180,7 @@ impl Gateway {
         self.inner.held.lock().expect("held lock").remove(key);
     }
 
-    async fn list(&self, caller: &Caller) -> Result<Vec<Tool>, ErrorData> {
+    pub(crate) async fn list(&self, caller: &Caller) -> Result<Vec<Tool>, ErrorData> {
         let mut tools = Vec::new();
         for up in &self.inner.upstreams {
             match up.list_tools().await {
@@ -210,8 +231,15 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let (caller, _) = self.caller(&ctx)?;
+        let (caller, session) = self.caller(&ctx)?;
         let tools = self.list(&caller).await?;
+        crate::watch::track(
+            self,
+            &self.connection(&ctx, &session),
+            ctx.peer.clone(),
+            caller,
+            crate::watch::names(&tools),
+        );
         let mut result = ListToolsResult::with_all_items(tools).with_ttl_ms(LIST_TTL_MS);
         result.cache_scope = Some(CacheScope::Private);
         Ok(result)

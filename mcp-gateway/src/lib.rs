@@ -14,6 +14,7 @@ mod http;
 mod identity;
 mod metrics;
 mod upstream;
+mod watch;
 
 use anyhow::Context;
 use config::Config;
@@ -42,7 +43,13 @@ pub async fn run_http(
     let base = arbiter(&config.arbiter)?;
     let metrics = serve_metrics(&config, &stop).await?;
     let upstreams = start_upstreams(&config, &stop).await;
-    let gateway = Gateway::new(upstreams, config.approval_wait, metrics, None);
+    let gateway = Gateway::new(
+        upstreams,
+        config.approval_wait,
+        config.list_watch,
+        metrics,
+        None,
+    );
     let ids = Arc::new(Identities::new(base));
     let app = http::router(&config.listen, gateway, ids, stop.child_token());
     let listener = tokio::net::TcpListener::bind(config.listen.addr)
@@ -94,6 +101,7 @@ pub async fn run_stdio(
     let gateway = Gateway::new(
         upstreams,
         config.approval_wait,
+        config.list_watch,
         metrics,
         Some((caller, session)),
     );

@@ -13,10 +13,11 @@ import time
 
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, types
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from conftest import ARBITER, Stack, free_port, mcp_client, stop
+from conftest import ARBITER, POLICY, Stack, free_port, mcp_client, stop
 
 HALTED = -32001
 UNDECIDED = -32002
@@ -43,6 +44,46 @@ def test_tools_list_shows_only_what_policy_lets_the_agent_see(stack: Stack, mode
 
     # Upstream order, minus delete_repo (denied) and internal_debug (hidden).
     assert asyncio.run(run()) == ["read_file", "send_email", "crash", "garble", "hang"]
+
+
+def test_tools_list_changed_is_sent_only_when_policy_changes_what_the_session_sees(
+    stack: Stack,
+) -> None:
+    gw = stack.gateway(extra="list_watch: 500ms")
+    seen: list[object] = []
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            seen.append(message)
+
+    async def wait_for(count: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while len(seen) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def run() -> tuple[list[str], int, int, list[str]]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {stack.keys['bot-1']}"}, timeout=60)
+        transport = streamable_http_client(gw.url, http_client=http)
+        async with http, Client(transport, mode="legacy", message_handler=on_message) as c:
+            before = [t.name for t in (await c.list_tools()).tools]
+            # Several watch rounds with nothing changed: no notification.
+            await asyncio.sleep(2.0)
+            quiet = len(seen)
+            # The server hot-reloads its bundle: read_file becomes hidden for bot-*.
+            hidden = '["internal_*", "*.internal_*", "read_file"]'
+            policy = POLICY.replace('["internal_*", "*.internal_*"]', hidden)
+            stack.tmp.joinpath("policy.yaml").write_text(policy, encoding="utf-8")
+            await wait_for(1, 20.0)
+            after = [t.name for t in (await c.list_tools()).tools]
+            # Re-listed and nothing changed since: no second notification.
+            await asyncio.sleep(2.0)
+            return before, quiet, len(seen), after
+
+    before, quiet, total, after = asyncio.run(run())
+    assert before == ["read_file", "send_email", "crash", "garble", "hang"]
+    assert quiet == 0
+    assert total == 1
+    assert after == ["send_email", "crash", "garble", "hang"]
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
