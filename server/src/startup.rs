@@ -479,10 +479,16 @@ impl Application {
             tracing::warn!(error = %e, "shutdown: the last heartbeats could not be stored");
         }
         self.engine.batcher().close();
+        let store = self.engine.store().clone();
         drop(self.engine);
         // Bounded by the store's own timeouts in practice; the cap keeps a wedged
         // database from holding the process forever.
         let finished = tokio::time::timeout(BATCHER_STOP_DEADLINE, self.batcher_task).await;
+        if matches!(finished, Ok(Ok(()))) {
+            if let Err(e) = store.close().await {
+                tracing::warn!(error = %e, "shutdown: the store did not close cleanly");
+            }
+        }
         result.context("gRPC server failed")?;
         match finished {
             Ok(Ok(())) => Ok(()),

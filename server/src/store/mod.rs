@@ -358,6 +358,10 @@ pub trait Store: Send + Sync + 'static {
     async fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// At a clean stop, after the last batch has committed (SQLite: truncate the WAL).
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Connection pool usage, for the metrics endpoint; `None` when the backend has no pool.
     fn pool_stats(&self) -> Option<PoolStats> {
         None
