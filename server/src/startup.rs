@@ -485,8 +485,14 @@ impl Application {
         // database from holding the process forever.
         let finished = tokio::time::timeout(BATCHER_STOP_DEADLINE, self.batcher_task).await;
         if matches!(finished, Ok(Ok(()))) {
-            if let Err(e) = store.close().await {
-                tracing::warn!(error = %e, "shutdown: the store did not close cleanly");
+            // A connection still borrowed by a background task would hold `close` (it
+            // waits for the pool to drain); a clean stop must not hang on it.
+            match tokio::time::timeout(STORE_CLOSE_DEADLINE, store.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "shutdown: the store did not close cleanly")
+                }
+                Err(_) => tracing::warn!("shutdown: the store did not close within 5 s"),
             }
         }
         result.context("gRPC server failed")?;
@@ -505,6 +511,8 @@ impl Application {
 
 /// How long the audit writer may take to commit its last batch at shutdown.
 const BATCHER_STOP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a clean stop waits for the store to checkpoint and close.
+const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Whether this server may listen on `addr`. Off loopback every caller must be
 /// authenticated: principals must exist, and if none of them holds an API key, callers
