@@ -27,6 +27,7 @@ impl From<EngineError> for Status {
             EngineError::Invalid(p) => invalid(&p),
             EngineError::NotFound(m) => Status::not_found(m),
             EngineError::Aborted(m) => Status::aborted(m),
+            EngineError::Lost(r) => Status::aborted(r.to_string()),
             EngineError::PermissionDenied(m) => Status::permission_denied(m),
             EngineError::Refused { code, message } => Status::with_error_details(
                 Code::PermissionDenied,

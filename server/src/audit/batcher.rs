@@ -9,6 +9,7 @@ use super::chain::{KeyRing, GENESIS};
 use super::checkpoint;
 use super::integrity::{self, CheckpointFile};
 use super::merkle::{self, Frontier};
+use super::refusal::Refusal;
 use crate::clock::Clock;
 use crate::state::ApprovalState;
 use crate::store::{
@@ -31,8 +32,9 @@ pub enum CommitError {
     Unavailable(String),
     #[error("audit entry rejected: {0}")]
     Invalid(String),
+    /// The sequenced commit's admission rules refused it; nothing was written.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
 }
 
 struct Submission {
@@ -263,12 +265,14 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 let key = (agent_id.clone(), session_id.clone(), tool.clone());
                 let count = stored + ticked.get(&key).copied().unwrap_or(0);
                 if count + 1 > u64::from(*max_calls) {
-                    let window = humantime::format_duration(std::time::Duration::from_millis(
-                        (*window_ms).max(0) as u64,
-                    ));
-                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
-                        "loop.detected: tool {tool:?} called {count} times in the last {window} in this session, across replicas; the limit is {max_calls}"
-                    ))));
+                    let _ = sub
+                        .reply
+                        .send(Err(CommitError::Refused(Refusal::LoopDetected {
+                            tool: tool.clone(),
+                            count,
+                            window_ms: *window_ms,
+                            max_calls: *max_calls,
+                        })));
                     continue 'subs;
                 }
             }
@@ -284,9 +288,11 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                     }
                 };
                 if done {
-                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
-                        "watchdog.done: already halted for {condition}"
-                    ))));
+                    let _ = sub
+                        .reply
+                        .send(Err(CommitError::Refused(Refusal::WatchdogDone {
+                            condition: condition.clone(),
+                        })));
                     continue 'subs;
                 }
             }
@@ -305,10 +311,11 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                     },
                 };
                 if stored != *current {
-                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
-                        "halt.changed: the halt on {} was changed on another replica",
-                        target.describe()
-                    ))));
+                    let _ = sub
+                        .reply
+                        .send(Err(CommitError::Refused(Refusal::HaltChanged {
+                            target: target.describe(),
+                        })));
                     continue 'subs;
                 }
             }
@@ -327,11 +334,12 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                     },
                 };
                 if !a.state.may_follow(stored) {
-                    let was = stored.map_or("missing", ApprovalState::name);
-                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
-                        "approval.conflict: approval {} is already {was} on another replica",
-                        a.id
-                    ))));
+                    let _ = sub
+                        .reply
+                        .send(Err(CommitError::Refused(Refusal::ApprovalConflict {
+                            id: a.id.clone(),
+                            was: stored,
+                        })));
                     continue 'subs;
                 }
             }
@@ -347,9 +355,11 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                     }
                 };
                 if !open {
-                    let _ = sub.reply.send(Err(CommitError::Refused(format!(
-                        "decision {decision_id} was recorded by another replica; retry to get its answer"
-                    ))));
+                    let _ = sub
+                        .reply
+                        .send(Err(CommitError::Refused(Refusal::DecisionRecorded {
+                            decision_id: decision_id.clone(),
+                        })));
                     continue 'subs;
                 }
             }
@@ -380,9 +390,9 @@ async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
                 kept.push(sub);
             }
             Ok(false) => {
-                let _ = sub.reply.send(Err(CommitError::Refused(
-                    "budget.exceeded: the budget was used up by another replica".into(),
-                )));
+                let _ = sub
+                    .reply
+                    .send(Err(CommitError::Refused(Refusal::BudgetExceeded)));
             }
             Err(e) => {
                 let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));

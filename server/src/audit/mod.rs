@@ -12,6 +12,7 @@ pub mod offline;
 #[cfg(test)]
 mod props;
 pub mod receipt;
+pub mod refusal;
 pub mod verify;
 
 pub use batcher::{Batcher, BatcherHandle, Committed, TreeSigner};

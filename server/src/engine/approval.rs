@@ -1,6 +1,7 @@
 //! Deciding, reading, watching and expiring approvals.
 
 use super::{Engine, EngineError};
+use crate::audit::refusal::Refusal as CommitRefusal;
 use crate::audit::EntryDraft;
 use crate::auth::Refusal;
 use crate::domain::Principal;
@@ -138,7 +139,9 @@ impl Engine {
                     }
                 }
                 match e {
-                    EngineError::Aborted(why) => Err(self.lost_approval_race(id, why).await),
+                    EngineError::Lost(why @ CommitRefusal::ApprovalConflict { .. }) => {
+                        Err(self.lost_approval_race(id, why).await)
+                    }
                     e => Err(e),
                 }
             }
@@ -150,7 +153,7 @@ impl Engine {
     /// so it gets the same code, FAILED_PRECONDITION. The winner's decision is read
     /// before answering, so from the answer on this replica shows it too: no window in
     /// which the approval still looks pending here.
-    async fn lost_approval_race(&self, id: &str, why: String) -> EngineError {
+    async fn lost_approval_race(&self, id: &str, why: CommitRefusal) -> EngineError {
         if let Err(e) = self.refresh_control().await {
             tracing::warn!(error = %e, approval = id, "cannot re-read the approval after a lost race");
         }

@@ -1,4 +1,6 @@
 use super::{new_id, Engine, EngineError};
+use crate::audit::batcher::CommitError;
+use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::delegation::TokenCheck;
 use crate::domain::{Action, AgentId, ParseError, SessionId, TrustLevel};
@@ -423,9 +425,7 @@ impl Engine {
             }
         };
         match (failed, race_draft) {
-            (crate::audit::batcher::CommitError::Refused(why), Some(draft))
-                if why.starts_with("budget.exceeded") =>
-            {
+            (CommitError::Refused(Refusal::BudgetExceeded), Some(draft)) => {
                 let lost = Reason::fail(
                     "budget",
                     "budget.exceeded",
@@ -434,36 +434,22 @@ impl Engine {
                 self.deny_lost_race(result, draft, input.explain, lost)
                     .await
             }
-            (crate::audit::batcher::CommitError::Refused(why), Some(draft))
-                if why.starts_with("approval.conflict") =>
-            {
+            (CommitError::Refused(why @ Refusal::ApprovalConflict { was, .. }), Some(draft)) => {
                 // Another replica consumed the approval first, or it expired or was
                 // denied there: the code this replica's approval stage would now give.
-                let code = if why.contains("already expired") {
-                    "approval.expired"
-                } else if why.contains("already denied") {
-                    "approval.denied"
-                } else {
-                    "approval.consumed"
+                let code = match was {
+                    Some(ApprovalState::Expired) => "approval.expired",
+                    Some(ApprovalState::Denied) => "approval.denied",
+                    _ => "approval.consumed",
                 };
-                let lost = Reason::fail(
-                    "approval",
-                    code,
-                    why.trim_start_matches("approval.conflict: "),
-                );
+                let lost = Reason::fail("approval", code, why.detail());
                 self.deny_lost_race(result, draft, input.explain, lost)
                     .await
             }
-            (crate::audit::batcher::CommitError::Refused(why), Some(draft))
-                if why.starts_with("loop.detected") =>
-            {
+            (CommitError::Refused(why @ Refusal::LoopDetected { .. }), Some(draft)) => {
                 // Calls served by other replicas filled the window first.
                 self.lock().loop_trips.insert(agent.to_owned());
-                let lost = Reason::fail(
-                    "scope",
-                    "loop.detected",
-                    why.trim_start_matches("loop.detected: "),
-                );
+                let lost = Reason::fail("scope", "loop.detected", why.detail());
                 self.deny_lost_race(result, draft, input.explain, lost)
                     .await
             }

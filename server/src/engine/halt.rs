@@ -2,6 +2,7 @@
 //! no agent-facing call (Evaluate, Record, Heartbeat) ever changes halt state.
 
 use super::{Engine, EngineError};
+use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::domain::Principal;
 use crate::state::{Halt, HaltMode, HaltTarget};
@@ -45,7 +46,9 @@ impl Engine {
                 .engage(who, &target, mode, &reason, previous, also.clone())
                 .await;
             match tried {
-                Err(EngineError::Aborted(why)) if self.retry_halt_change(&mut attempt).await => {
+                Err(EngineError::Lost(why @ Refusal::HaltChanged { .. }))
+                    if self.retry_halt_change(&mut attempt).await =>
+                {
                     tracing::debug!(%why, "halt changed on another replica; checking again");
                 }
                 other => return other,
@@ -114,7 +117,9 @@ impl Engine {
         let mut attempt = 0;
         loop {
             match self.lift(who, &target, &reason).await {
-                Err(EngineError::Aborted(why)) if self.retry_halt_change(&mut attempt).await => {
+                Err(EngineError::Lost(why @ Refusal::HaltChanged { .. }))
+                    if self.retry_halt_change(&mut attempt).await =>
+                {
                     tracing::debug!(%why, "halt changed on another replica; checking again");
                 }
                 other => return other,

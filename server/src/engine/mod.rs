@@ -27,6 +27,7 @@ pub use policy::{compile_published, Adoption};
 pub use record::{RecordInput, RecordOutcome, RecordResult};
 
 use crate::audit::batcher::CommitError;
+use crate::audit::refusal::Refusal;
 use crate::audit::{BatcherHandle, EntryDraft, KeyRing};
 use crate::clock::Clock;
 use crate::domain::{Action, ParseError};
@@ -49,6 +50,10 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Aborted(String),
+    /// The sequenced commit refused the change (another replica got there first);
+    /// nothing was written. Callers that can answer better match on the variant.
+    #[error("{0}")]
+    Lost(Refusal),
     #[error("{0}")]
     FailedPrecondition(String),
     /// The caller may not do this (already audited).
@@ -65,8 +70,8 @@ pub enum EngineError {
 impl From<CommitError> for EngineError {
     fn from(e: CommitError) -> Self {
         match e {
-            // Another replica took the budget first: nothing was written; fail closed.
-            CommitError::Refused(why) => Self::Aborted(why),
+            // Another replica changed it first: nothing was written; fail closed.
+            CommitError::Refused(why) => Self::Lost(why),
             other => Self::Unavailable(other.to_string()),
         }
     }

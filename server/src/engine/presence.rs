@@ -8,6 +8,7 @@
 //! replica (the watchdog's lease holder above all) sees heartbeats sent to any of them.
 
 use super::{Engine, EngineError};
+use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::domain::{Principal, Role};
 use crate::state::{Halt, HaltMode, HaltTarget, Presence, PresenceStatus};
@@ -265,7 +266,7 @@ impl Engine {
                 )
                 .await
             {
-                if matches!(e, EngineError::Aborted(_)) {
+                if matches!(e, EngineError::Lost(Refusal::WatchdogDone { .. })) {
                     // Another replica (or this one before a restart) already halted for
                     // this condition: done, nothing to retry.
                     tracing::info!(%agent, condition = %key, "watchdog: already halted for this condition");

@@ -1,4 +1,5 @@
 use super::{Engine, EngineError};
+use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::domain::MicroUsd;
 use crate::state::{Amounts, Memo};
@@ -284,7 +285,10 @@ impl Engine {
                 if let Some(r) = &open.reservation {
                     s.ledger.remove_spent(&r.keys, result.actual);
                 }
-                if matches!(e, crate::audit::batcher::CommitError::Refused(_)) {
+                if matches!(
+                    e,
+                    crate::audit::batcher::CommitError::Refused(Refusal::DecisionRecorded { .. })
+                ) {
                     // Another replica recorded it: forget it here, so a retry answers
                     // from the stored reply.
                     return Err(e.into());
