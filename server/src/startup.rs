@@ -225,7 +225,7 @@ impl Application {
         }
         let maintained = engine.clone();
         background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(STORE_MAINTENANCE_EVERY);
             loop {
                 tick.tick().await;
                 if let Err(e) = maintained.store().maintain().await {
@@ -513,6 +513,11 @@ impl Application {
 const BATCHER_STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a clean stop waits for the store to checkpoint and close.
 const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How often the store's maintenance runs (SQLite: the WAL checkpoint). Short, because
+/// under sustained load the writer appends tens of MiB of WAL per second and the bound
+/// on the WAL is only as good as how soon a checkpoint notices it.
+const STORE_MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
 
 /// Whether this server may listen on `addr`. Off loopback every caller must be
 /// authenticated: principals must exist, and if none of them holds an API key, callers
