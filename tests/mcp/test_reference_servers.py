@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from conftest import Stack, mcp_client, node_bin, node_upstream, npm_package, running_stack
 
@@ -215,3 +219,70 @@ def test_the_upstreams_progress_reaches_the_client(ref: tuple[Stack, Path]) -> N
 
     assert not asyncio.run(run()).is_error
     assert progress == [1, 2, 3, 4]
+
+
+def children(pid: int, marker: str) -> list[int]:
+    """Processes whose parent is pid and whose command line contains marker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and marker in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_server_everything_killed_mid_call_is_a_clear_error_and_is_restarted(
+    ref: tuple[Stack, Path],
+) -> None:
+    stack, root = ref
+    gw = stack.gateway(upstreams=upstreams(root))
+
+    async def run() -> tuple[MCPError, object, list[int], list[int]]:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            await c.list_tools()
+            before = children(gw.proc.pid, "server-everything")
+            assert len(before) == 1, before
+            call = asyncio.create_task(
+                c.call_tool("everything.trigger-long-running-operation", {"duration": 20, "steps": 2})
+            )
+            await asyncio.sleep(1.0)
+            os.kill(before[0], signal.SIGKILL)
+            with pytest.raises(MCPError) as caught:
+                await asyncio.wait_for(call, 15)
+            for _ in range(60):
+                try:
+                    after = await c.call_tool("everything.echo", {"message": "back"})
+                    return caught.value, after, before, children(gw.proc.pid, "server-everything")
+                except MCPError as e:
+                    assert e.code == -32003 and "not connected" in e.message, e
+                    await asyncio.sleep(0.2)
+            raise AssertionError("server-everything was not restarted")
+
+    error, after, before, now = asyncio.run(run())
+    assert error.code == -32003 and "everything" in error.message, error
+    assert not after.is_error and text(after) == "Echo: back", text(after)
+    assert len(now) == 1 and now != before
+    outcomes = [e["outcome"] for e in stack.audit() if e["kind"] == "record"]
+    assert outcomes[0] == "error" and outcomes[-1] == "success", outcomes
+
+
+def test_a_hanging_reference_server_call_is_bounded_by_upstream_timeout(ref: tuple[Stack, Path]) -> None:
+    stack, root = ref
+    gw = stack.gateway(upstreams=upstreams(root))  # upstream_timeout: 5s
+
+    async def run() -> tuple[MCPError, float, object]:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            started = time.monotonic()
+            with pytest.raises(MCPError) as caught:
+                await c.call_tool("everything.trigger-long-running-operation", {"duration": 30, "steps": 1})
+            took = time.monotonic() - started
+            return caught.value, took, await c.call_tool("everything.echo", {"message": "still here"})
+
+    error, took, after = asyncio.run(run())
+    assert error.code == -32003 and "did not answer" in error.message, error
+    assert 4.5 <= took < 15, took
+    assert not after.is_error, text(after)
