@@ -262,6 +262,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
+    /// Outbound webhooks (docs/operations.md, "Webhooks").
+    pub notifications: crate::notify::settings::NotificationSettings,
     pub dev: DevSettings,
 }
 
@@ -338,6 +340,7 @@ impl Settings {
         if self.policy.poll_interval_ms < 100 {
             bad.push("policy.poll_interval_ms: must be at least 100".to_owned());
         }
+        self.notifications.validate(&mut bad);
         if bad.is_empty() {
             Ok(())
         } else {
@@ -357,6 +360,13 @@ impl Settings {
             .checkpoint_file
             .clone()
             .unwrap_or_else(|| self.storage.data_dir.join("audit-checkpoint.txt"))
+    }
+
+    pub fn notifications_cursor_file(&self) -> PathBuf {
+        self.notifications
+            .cursor_file
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("notifications-cursor"))
     }
 
     pub fn database_file(&self) -> PathBuf {

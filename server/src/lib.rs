@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod startup;

@@ -217,6 +217,11 @@ impl Metrics {
         })
     }
 
+    /// Where subsystems with their own instruments (the notifier) register them.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     /// The audit writer's instruments, registered here.
     pub fn audit(&self) -> AuditMetrics {
         self.inner.audit.clone()

@@ -41,6 +41,7 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// Opens the database (PostgreSQL with `storage.database_url`, else the embedded SQLite
@@ -273,6 +274,17 @@ impl Application {
             }
         }));
 
+        // Webhooks follow the committed log, after the engine is up; nothing on the
+        // decision path waits for them.
+        let notifier = crate::notify::Notifier::start(
+            engine.clone(),
+            &settings.notifications,
+            settings.notifications_cursor_file(),
+            metrics.registry(),
+        )
+        .await
+        .context("starting the webhook notifier")?;
+
         let listener = TcpListener::bind(requested)
             .await
             .with_context(|| format!("binding {requested}"))?;
@@ -297,6 +309,7 @@ impl Application {
             background,
             metrics,
             metrics_listener,
+            notifier,
         })
     }
 
@@ -456,6 +469,10 @@ impl Application {
             }
         };
 
+        // Every answered decision is durable by now; queued webhooks get a short drain.
+        if let Some(n) = self.notifier {
+            n.stop().await;
+        }
         for task in &background {
             task.abort();
         }

@@ -58,6 +58,10 @@ pub mod metric {
     pub const AUTH_REFUSALS_DROPPED: &str = "arbiter_auth_refusals_dropped_total";
     pub const GRPC_REQUESTS: &str = "arbiter_grpc_requests_total";
     pub const GRPC_SECONDS: &str = "arbiter_grpc_request_duration_seconds";
+    pub const WEBHOOK_DELIVERIES: &str = "arbiter_webhook_deliveries_total";
+    pub const WEBHOOK_DEAD_LETTERS: &str = "arbiter_webhook_dead_letters_total";
+    pub const WEBHOOK_QUEUE_DEPTH: &str = "arbiter_webhook_queue_depth";
+    pub const WEBHOOK_LOG_LAGS: &str = "arbiter_webhook_log_lags_total";
 }
 
 /// What `init` set up; `shutdown` flushes the spans still buffered.

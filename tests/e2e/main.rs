@@ -19,6 +19,7 @@ mod faults;
 mod halt;
 mod keys;
 mod metrics;
+mod notify;
 mod pipeline;
 mod policy;
 mod postgres;

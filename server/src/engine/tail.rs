@@ -34,6 +34,18 @@ impl Engine {
         q: AuditQuery,
         after: Option<u64>,
     ) -> Result<mpsc::Receiver<Result<SealedEntry, StoreError>>, StoreError> {
+        self.follow_log_counted(q, after, None).await
+    }
+
+    /// `follow_log`, counting in `lags` each time the follower fell behind the
+    /// broadcast and went back to the store (nothing is lost; the count says how often
+    /// the fast path was missed).
+    pub async fn follow_log_counted(
+        &self,
+        q: AuditQuery,
+        after: Option<u64>,
+        lags: Option<prometheus::IntCounter>,
+    ) -> Result<mpsc::Receiver<Result<SealedEntry, StoreError>>, StoreError> {
         // Subscribe before reading the head, so nothing committed in between is missed.
         let live = self.batcher.subscribe();
         let shared = self.store.shared().then(|| self.log_head.subscribe());
@@ -46,6 +58,7 @@ impl Engine {
             q,
             cursor,
             known: head.max(cursor),
+            lags,
         };
         tokio::spawn(follower.run(live, shared, tx));
         Ok(rx)
@@ -83,6 +96,7 @@ struct Follower {
     cursor: u64,
     /// The highest seq known to be committed.
     known: u64,
+    lags: Option<prometheus::IntCounter>,
 }
 
 impl Follower {
@@ -118,6 +132,9 @@ impl Follower {
                     // Fell behind the broadcast: the store has every entry it dropped.
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::info!(missed, "a log follower fell behind the broadcast; reading the store");
+                        if let Some(lags) = &self.lags {
+                            lags.inc();
+                        }
                         match self.store.audit_head().await {
                             Ok(head) => {
                                 self.known = self.known.max(head.map_or(0, |(seq, _)| seq));
@@ -237,6 +254,7 @@ mod tests {
             q,
             cursor: 2,
             known: 10,
+            lags: None,
         };
         tokio::spawn(follower.run(rx_live, None, tx));
         // The backlog after the cursor, filtered.
