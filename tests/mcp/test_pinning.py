@@ -76,7 +76,9 @@ def test_a_changed_description_is_hidden_and_refused_until_an_operator_approves(
     assert not result.is_error, text(result)  # type: ignore[attr-defined]
     assert [c["tool"] for c in gw.calls()] == ["read_file"]
     pins = stack.cli("mcp", "tools", "list", key="operator").stdout
-    assert re.search(r"^fixture\tread_file\ttrusted sha256:[0-9a-f]{64} by first-use:bot-1 ", pins, re.M), pins
+    assert re.search(r"^fixture\tread_file\ttrusted sha256:[0-9a-f]{64} by first-use:bot-1 ", pins, re.M), (
+        pins
+    )
     first = [k for k in kinds(stack) if k[1] == "read_file"]
     assert first == [("mcp.tool.pin", "read_file")]
 
@@ -98,13 +100,17 @@ def test_a_changed_description_is_hidden_and_refused_until_an_operator_approves(
     refused = stack.cli("mcp", "tools", "approve", "fixture", "read_file", digest, key="bot-1", check=False)
     assert refused.returncode != 0
     assert "permission" in refused.stderr.lower() or "not allowed" in refused.stderr.lower(), refused.stderr
-    wrong = stack.cli("mcp", "tools", "approve", "fixture", "read_file", "sha256:" + "0" * 64, key="operator", check=False)
+    wrong = stack.cli(
+        "mcp", "tools", "approve", "fixture", "read_file", "sha256:" + "0" * 64, key="operator", check=False
+    )
     assert wrong.returncode != 0 and digest in wrong.stderr, wrong.stderr
     names, result = asyncio.run(names_and_call(gw.url, bot, "legacy", "/c"))
     assert "read_file" not in names and result.is_error  # type: ignore[attr-defined]
 
     # The operator approves exactly that definition: visible and callable again.
-    ok = stack.cli("mcp", "tools", "approve", "fixture", "read_file", digest, "--reason", "reviewed", key="operator")
+    ok = stack.cli(
+        "mcp", "tools", "approve", "fixture", "read_file", digest, "--reason", "reviewed", key="operator"
+    )
     assert f"now trusts {digest}" in ok.stdout
     names, result = asyncio.run(names_and_call(gw.url, bot, "auto", "/d"))
     assert "read_file" in names
@@ -131,7 +137,9 @@ def test_a_rejected_change_stays_hidden_and_a_further_change_waits_again(stack: 
     asyncio.run(names_and_call(gw.url, bot, "legacy", "/b"))
     digest = waiting_digest(stack, "read_file")
 
-    out = stack.cli("mcp", "tools", "reject", "fixture", "read_file", digest, "--reason", "poisoned", key="operator")
+    out = stack.cli(
+        "mcp", "tools", "reject", "fixture", "read_file", digest, "--reason", "poisoned", key="operator"
+    )
     assert "stays hidden" in out.stdout
     names, result = asyncio.run(names_and_call(gw.url, bot, "legacy", "/c"))
     assert "read_file" not in names
@@ -152,7 +160,12 @@ def test_a_rejected_change_stays_hidden_and_a_further_change_waits_again(stack: 
     names, result = asyncio.run(names_and_call(gw.url, bot, "legacy", "/e"))
     assert "read_file" in names and not result.is_error  # type: ignore[attr-defined]
     history = [k for k in kinds(stack) if k[1] == "read_file"]
-    assert [k[0] for k in history] == ["mcp.tool.pin", "mcp.tool.changed", "mcp.tool.reject", "mcp.tool.changed"]
+    assert [k[0] for k in history] == [
+        "mcp.tool.pin",
+        "mcp.tool.changed",
+        "mcp.tool.reject",
+        "mcp.tool.changed",
+    ]
 
 
 def reload_policy(stack: Stack, policy: str) -> None:

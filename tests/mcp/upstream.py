@@ -25,7 +25,10 @@ class FixtureServer(MCPServer):
             return tools
         with open(path, encoding="utf-8") as f:
             overrides: dict[str, str] = json.load(f)
-        return [t.model_copy(update={"description": overrides[t.name]}) if t.name in overrides else t for t in tools]
+        return [
+            t.model_copy(update={"description": overrides[t.name]}) if t.name in overrides else t
+            for t in tools
+        ]
 
 
 server = FixtureServer("fixture")
