@@ -33,4 +33,10 @@ unary_rpcs! {
     list_principals(ListPrincipalsRequest) -> ListPrincipalsResponse, OnUnavailable;
     /// Revokes a principal; its key stops working at once. Sent once.
     revoke_principal(RevokePrincipalRequest) -> RevokePrincipalResponse, Never;
+    /// Lists MCP tool pins.
+    list_tool_pins(ListToolPinsRequest) -> ListToolPinsResponse, OnUnavailable;
+    /// Trusts the waiting definition of an MCP tool. Sent once.
+    approve_tool_pin(ApproveToolPinRequest) -> ApproveToolPinResponse, Never;
+    /// Rejects the waiting definition of an MCP tool. Sent once.
+    reject_tool_pin(RejectToolPinRequest) -> RejectToolPinResponse, Never;
 }

@@ -700,6 +700,26 @@ impl Client {
         .await
     }
 
+    /// Reports the tool definitions read from one upstream MCP server and returns
+    /// which are trusted (tool pinning). Retried on `UNAVAILABLE`: a repeated report
+    /// finds its definitions known and writes nothing.
+    pub async fn report_tools(
+        &self,
+        request: proto::ReportToolsRequest,
+    ) -> Result<proto::ReportToolsResponse, Error> {
+        self.unary(
+            request,
+            Retry::OnUnavailable,
+            None,
+            |channel, request| async move {
+                DecisionServiceClient::new(channel)
+                    .report_tools(request)
+                    .await
+            },
+        )
+        .await
+    }
+
     /// Returns the subset of the given tools the agent may see. Retried on `UNAVAILABLE`.
     pub async fn filter_tools(
         &self,

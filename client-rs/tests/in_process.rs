@@ -146,6 +146,14 @@ impl DecisionService for Canned {
         self.observe(&request, "")?;
         Ok(Response::new(proto::WhoAmIResponse::default()))
     }
+
+    async fn report_tools(
+        &self,
+        request: Request<proto::ReportToolsRequest>,
+    ) -> Result<Response<proto::ReportToolsResponse>, Status> {
+        self.observe(&request, "")?;
+        Ok(Response::new(proto::ReportToolsResponse::default()))
+    }
 }
 
 /// Serves `service` on a fresh loopback port until the test's runtime ends.

@@ -26,6 +26,13 @@ pub fn denied(code: &str, decision_id: &str) -> CallToolResult {
     error_result(text, json!({"code": code, "decision_id": decision_id}))
 }
 
+/// A call of a tool whose definition Arbiter does not trust (tool pinning). There is
+/// no decision: the gateway refused before asking Arbiter about the call.
+pub fn untrusted_tool(code: &str) -> CallToolResult {
+    let text = format!("denied by Arbiter: {code}. {}", advice(code));
+    error_result(text, json!({"code": code}))
+}
+
 /// A call held for a human that was not approved in time.
 pub fn pending(approval_id: &str) -> CallToolResult {
     let text = format!(
@@ -54,6 +61,8 @@ fn advice(code: &str) -> &'static str {
         (_, "approval.denied") => "A human refused this call; do not retry it.",
         (_, "approval.expired") => "The approval expired; the call may be asked for again.",
         (_, "approval.mismatch") => "The approval was for other arguments; it cannot be reused.",
+        (_, "mcp.tool_changed") => "This tool's definition changed since it was trusted; an operator must review it (arbiter mcp tools list) before it can be called.",
+        (_, "mcp.tool_unapproved") => "This tool has not been approved by an operator yet (arbiter mcp tools list).",
         ("scope", _) => "This tool or these arguments are not allowed for this agent.",
         ("budget", _) => "The budget for this agent or run is spent or unavailable.",
         ("trust", _) => "This agent's trust level is too low for this call.",

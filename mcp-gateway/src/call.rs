@@ -33,8 +33,17 @@ pub async fn call_tool(
             None,
         ));
     };
-    let arguments = request.arguments.unwrap_or_default();
     let metrics = &gw.inner.metrics;
+    // A tool whose definition is not trusted is refused before Arbiter is asked about
+    // the call, so an untrusted definition never reaches Evaluate or the upstream.
+    let pinned = crate::pins::check_call(gw, &caller, &upstream, &tool, &exposed)
+        .await
+        .inspect_err(|_| metrics.call(&upstream.name, Outcome::Undecided))?;
+    if let Some(why) = pinned {
+        metrics.call(&upstream.name, Outcome::Denied);
+        return Ok(answer::untrusted_tool(why.code()));
+    }
+    let arguments = request.arguments.unwrap_or_default();
     let settled = decide(gw, &caller, &session, &exposed, &arguments, Some(&ctx))
         .await
         .inspect_err(|_| metrics.call(&upstream.name, Outcome::Undecided))?;

@@ -48,6 +48,9 @@ pub(crate) struct Inner {
     pub held: Mutex<HashMap<HeldKey, String>>,
     /// What each watched MCP connection was last shown (`watch.rs`).
     pub watched: Mutex<HashMap<String, Vec<String>>>,
+    /// The tool definitions last read from each upstream (by upstream, then tool): a
+    /// call is checked against the definition the gateway last read (`pins.rs`).
+    definitions: Mutex<HashMap<String, HashMap<String, Tool>>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +78,7 @@ impl Gateway {
                 sessions: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
+                definitions: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -180,14 +184,42 @@ impl Gateway {
         self.inner.held.lock().expect("held lock").remove(key);
     }
 
+    /// Replaces what the gateway knows of an upstream's tool definitions.
+    pub(crate) fn remember_definitions(&self, upstream: &str, tools: &[Tool]) {
+        let known = tools
+            .iter()
+            .take(MEMORY_MAX)
+            .map(|t| (t.name.to_string(), t.clone()))
+            .collect();
+        self.inner
+            .definitions
+            .lock()
+            .expect("definitions lock")
+            .insert(upstream.to_owned(), known);
+    }
+
+    pub(crate) fn definition_of(&self, upstream: &str, tool: &str) -> Option<Tool> {
+        self.inner
+            .definitions
+            .lock()
+            .expect("definitions lock")
+            .get(upstream)
+            .and_then(|m| m.get(tool))
+            .cloned()
+    }
+
     pub(crate) async fn list(&self, caller: &Caller) -> Result<Vec<Tool>, ErrorData> {
         let mut tools = Vec::new();
         for up in &self.inner.upstreams {
             match up.list_tools().await {
-                Ok(list) => tools.extend(list.into_iter().map(|mut t| {
-                    t.name = self.exposed(&up.name, &t.name).into();
-                    t
-                })),
+                Ok(list) => {
+                    // Only definitions Arbiter trusts are shown (tool pinning).
+                    let trusted = crate::pins::screen(self, caller, up, list).await?;
+                    tools.extend(trusted.into_iter().map(|mut t| {
+                        t.name = self.exposed(&up.name, &t.name).into();
+                        t
+                    }));
+                }
                 // One broken upstream must not hide the others' tools.
                 Err(e) => tracing::warn!(upstream = %up.name, error = %e, "tools/list failed"),
             }

@@ -13,6 +13,7 @@ mod hooks;
 mod http;
 mod identity;
 mod metrics;
+mod pins;
 mod upstream;
 mod watch;
 

@@ -2,7 +2,9 @@
 behind the gateway: over stdio, or over Streamable HTTP with `--http PORT`. Every call it
 receives is appended to the file named by FIXTURE_CALLS as one JSON line (with, over
 HTTP, the Authorization and X-Upstream-Key headers it saw), so a test can prove that a
-call never reached it and which credentials did."""
+call never reached it and which credentials did. When FIXTURE_DESCRIPTIONS names a JSON
+file of {tool: description}, every tools/list reads it and serves those descriptions, so a
+test can change a tool's definition while the server runs (a "rug pull")."""
 
 from __future__ import annotations
 
@@ -12,8 +14,24 @@ import sys
 import time
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import Tool
 
-server = MCPServer("fixture")
+
+class FixtureServer(MCPServer):
+    async def list_tools(self) -> list[Tool]:
+        tools = await super().list_tools()
+        path = os.environ.get("FIXTURE_DESCRIPTIONS")
+        if not path or not os.path.exists(path):
+            return tools
+        with open(path, encoding="utf-8") as f:
+            overrides: dict[str, str] = json.load(f)
+        return [
+            t.model_copy(update={"description": overrides[t.name]}) if t.name in overrides else t
+            for t in tools
+        ]
+
+
+server = FixtureServer("fixture")
 
 
 def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:

@@ -380,6 +380,49 @@ impl AdminService for AdminApi {
             principal: Some(principal(row)),
         }))
     }
+
+    async fn list_tool_pins(
+        &self,
+        req: Request<pb::ListToolPinsRequest>,
+    ) -> Result<Response<pb::ListToolPinsResponse>, Status> {
+        super::tool_pins::list(&self.engine, req).await
+    }
+
+    async fn approve_tool_pin(
+        &self,
+        req: Request<pb::ApproveToolPinRequest>,
+    ) -> Result<Response<pb::ApproveToolPinResponse>, Status> {
+        let (pin, seq) = super::tool_pins::decide(
+            &self.engine,
+            req,
+            "ApproveToolPin",
+            crate::engine::PinDecision::Approve,
+            |r| (r.server, r.tool, r.digest, r.reason),
+        )
+        .await?;
+        Ok(Response::new(pb::ApproveToolPinResponse {
+            pin: Some(pin),
+            audit_seq: seq,
+        }))
+    }
+
+    async fn reject_tool_pin(
+        &self,
+        req: Request<pb::RejectToolPinRequest>,
+    ) -> Result<Response<pb::RejectToolPinResponse>, Status> {
+        let (pin, seq) = super::tool_pins::decide(
+            &self.engine,
+            req,
+            "RejectToolPin",
+            crate::engine::PinDecision::Reject,
+            |r| (r.server, r.tool, r.digest, r.reason),
+        )
+        .await?;
+        Ok(Response::new(pb::RejectToolPinResponse {
+            pin: Some(pin),
+            audit_seq: seq,
+        }))
+    }
 }
 
 fn principal(p: crate::store::PrincipalRow) -> pb::Principal {

@@ -200,4 +200,11 @@ impl DecisionService for DecisionApi {
             agents: who.agent_patterns,
         }))
     }
+
+    async fn report_tools(
+        &self,
+        req: Request<pb::ReportToolsRequest>,
+    ) -> Result<Response<pb::ReportToolsResponse>, Status> {
+        super::tool_pins::report(&self.engine, req).await
+    }
 }

@@ -11,6 +11,7 @@ pub mod decision;
 mod props;
 pub mod status;
 mod streams;
+mod tool_pins;
 
 use crate::auth::{self as authn, Access};
 use crate::domain::{Principal, Role};

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_audit;
 mod demo;
+mod mcp;
 mod remote;
 mod report;
 pub mod term;
@@ -179,6 +180,13 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// MCP tool pins: `arbiter mcp tools list|approve|reject`.
+    Mcp {
+        #[command(subcommand)]
+        command: mcp::McpCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Human approvals: list, show, approve, deny, watch.
     Approvals {
         #[command(subcommand)]
@@ -347,6 +355,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents { remote } => remote::agents(&remote).await,
         Command::Audit { command, remote } => remote::audit(&remote, command).await,
         Command::Approvals { command, remote } => remote::approvals(&remote, command).await,
+        Command::Mcp { command, remote } => mcp::run(&remote, command).await,
         Command::Halt {
             target,
             mode,

@@ -212,7 +212,7 @@ fn read_pem(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Exit(2, format!("{flag} {}: {e}", path.display())).into())
 }
 
-fn fail(e: Error) -> anyhow::Error {
+pub(super) fn fail(e: Error) -> anyhow::Error {
     let code = if e.is_unavailable() || e.is_timeout() {
         3
     } else {
@@ -236,7 +236,7 @@ fn parse_level(s: &str) -> anyhow::Result<i32> {
     Ok(i32::from(l.rank()) + 1)
 }
 
-fn ts(t: &Option<prost_types::Timestamp>) -> String {
+pub(super) fn ts(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

@@ -17,6 +17,7 @@ mod presence;
 mod principals;
 mod record;
 mod tail;
+mod tool_pins;
 
 pub use admin::{BudgetView, PolicyInfo};
 pub use audit::VerifyReport;
@@ -25,6 +26,7 @@ pub use evaluate::{EvaluateInput, EvaluateResult};
 pub use key_ring::{key_ring_summary, KeyRingRecord};
 pub use policy::{compile_published, Adoption};
 pub use record::{RecordInput, RecordOutcome, RecordResult};
+pub use tool_pins::{PinDecision, ReportedTool, ToolAnswer};
 
 use crate::audit::batcher::CommitError;
 use crate::audit::refusal::Refusal;
@@ -132,6 +134,9 @@ pub struct Engine {
     /// Serializes halt changes on this server, so the halt a change replaces is the one
     /// its release rule was checked against.
     halt_changes: tokio::sync::Mutex<()>,
+    /// Serializes MCP tool pin changes on this server (`tool_pins`), so a definition
+    /// two gateways report at once is pinned once.
+    pin_changes: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -154,6 +159,9 @@ impl Engine {
         }
         for g in img.consent {
             s.consent.upsert(g);
+        }
+        for pin in img.tool_pins {
+            s.tool_pins.put(pin);
         }
         for (k, spent) in img.counters {
             s.ledger.load_spent(k, spent);
@@ -217,6 +225,7 @@ impl Engine {
             refused_policy: Mutex::new(None),
             changes_seen: AtomicU64::new(0),
             halt_changes: tokio::sync::Mutex::new(()),
+            pin_changes: tokio::sync::Mutex::new(()),
             principals: Arc::new(std::sync::RwLock::new(principals)),
             principal_changes: tokio::sync::watch::Sender::new(0),
             log_head: tokio::sync::watch::Sender::new(0),
@@ -286,6 +295,13 @@ impl Engine {
             }
             s.trust = trust;
             s.consent = consent;
+            // Pins change in memory only after their commit (under `pin_changes`), so
+            // the database's copy is never behind this server's.
+            let mut pins = crate::state::PinBook::default();
+            for pin in img.tool_pins {
+                pins.put(pin);
+            }
+            s.tool_pins = pins;
             s.halts = halts;
             // Approvals and operators change in memory before their commit, and are never
             // deleted: merge, keeping what this server holds that the snapshot does not

@@ -95,6 +95,7 @@ pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError
         halt_over_budget: w.halt_over_budget,
         halt_looping: w.halt_looping,
     };
+    let mcp = compile_mcp(&file.mcp, &mut p);
     if !p.0.is_empty() {
         return Err(fail(p.0));
     }
@@ -110,7 +111,48 @@ pub fn compile(bytes: &[u8], source: &str) -> Result<CompiledPolicy, PolicyError
         budgets,
         sensitive_keys,
         watchdog,
+        mcp,
     })
+}
+
+fn first_seen(p: &mut Problems, path: &str, value: Option<&String>) -> Option<super::FirstSeen> {
+    match value.map(String::as_str) {
+        None => None,
+        Some("trust") => Some(super::FirstSeen::Trust),
+        Some("approve") => Some(super::FirstSeen::Approve),
+        Some(other) => {
+            p.push(
+                path,
+                format!("must be \"trust\" or \"approve\", got {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn compile_mcp(file: &super::model::McpFile, p: &mut Problems) -> super::McpPolicy {
+    let default = first_seen(p, "mcp.first_seen", file.first_seen.as_ref()).unwrap_or_default();
+    let mut servers = BTreeMap::new();
+    for (name, s) in &file.servers {
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            p.push(
+                format!("mcp.servers.{name}"),
+                "server names are 1–64 chars of [A-Za-z0-9_-]",
+            );
+        }
+        let path = format!("mcp.servers.{name}.first_seen");
+        if let Some(f) = first_seen(p, &path, s.first_seen.as_ref()) {
+            servers.insert(name.clone(), f);
+        }
+    }
+    super::McpPolicy {
+        first_seen: default,
+        servers,
+    }
 }
 
 fn level(p: &mut Problems, path: &str, value: Option<&String>, default: TrustLevel) -> TrustLevel {

@@ -270,6 +270,30 @@ pub struct CompiledPolicy {
     pub budgets: Vec<Budget>,
     pub sensitive_keys: BTreeMap<String, Redaction>,
     pub watchdog: Watchdog,
+    pub mcp: McpPolicy,
+}
+
+/// What a tool definition an MCP gateway reports for the first time gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirstSeen {
+    /// Pinned as reported (trust on first use).
+    #[default]
+    Trust,
+    /// Hidden until an operator approves it.
+    Approve,
+}
+
+/// Tool pinning settings per upstream server (docs/mcp.md).
+#[derive(Debug, Clone, Default)]
+pub struct McpPolicy {
+    pub first_seen: FirstSeen,
+    pub servers: BTreeMap<String, FirstSeen>,
+}
+
+impl McpPolicy {
+    pub fn first_seen(&self, server: &str) -> FirstSeen {
+        self.servers.get(server).copied().unwrap_or(self.first_seen)
+    }
 }
 
 /// What the watchdog does without the agent's cooperation.

@@ -25,6 +25,25 @@ pub struct PolicyFile {
     pub audit: AuditFile,
     #[serde(default)]
     pub watchdog: WatchdogFile,
+    #[serde(default)]
+    pub mcp: McpFile,
+}
+
+/// The MCP gateway's tool pinning (docs/mcp.md): what a first-seen tool definition gets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpFile {
+    /// For every upstream server: "trust" (on first use, the default) or "approve".
+    pub first_seen: Option<String>,
+    /// Per upstream server (the gateway's `upstreams[].name`).
+    #[serde(default)]
+    pub servers: BTreeMap<String, McpServerFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerFile {
+    pub first_seen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

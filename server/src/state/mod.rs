@@ -7,6 +7,7 @@ pub mod consent;
 pub mod halts;
 pub mod ledger;
 pub mod loops;
+pub mod tool_pins;
 pub mod trust;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ pub use consent::{ConsentBook, ConsentCheck, ConsentGrant};
 pub use halts::{Halt, HaltBoard, HaltMode, HaltTarget};
 pub use ledger::{Amounts, Counter, CounterKey, Ledger, Reservation};
 pub use loops::{LoopKey, LoopWindows};
+pub use tool_pins::{CandidateState, PinBook, PinnedDefinition, ToolPin, Verdict};
 pub use trust::{EffectiveTrust, TrustAssignment, TrustBook, TrustScopes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +97,8 @@ pub struct RuntimeState {
     pub ledger: Ledger,
     pub halts: HaltBoard,
     pub approvals: ApprovalBook,
+    /// MCP tool pins (`tool_pins`).
+    pub tool_pins: PinBook,
     /// Agent → principal name of its registered operator (from Heartbeat).
     pub operators: HashMap<String, String>,
     /// Agent → presence: the newest heartbeat this server received or read from the

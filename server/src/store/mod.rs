@@ -139,6 +139,8 @@ pub enum StateOp {
         name: String,
         revoked_ms: i64,
     },
+    /// Stores an MCP tool pin (upsert by server and tool).
+    PutToolPin(crate::state::ToolPin),
 }
 
 /// Merkle nodes completed by a batch and the checkpoint signed for it.
@@ -202,6 +204,7 @@ pub struct StateImage {
     pub approvals: Vec<crate::state::Approval>,
     /// (agent id, operator principal name)
     pub operators: Vec<(String, String)>,
+    pub tool_pins: Vec<crate::state::ToolPin>,
     /// Every principal, read in the control snapshot (`load_control` only).
     pub principals: Option<Vec<PrincipalRow>>,
     /// Version of the newest published policy bundle (`load_control` only).
@@ -494,5 +497,6 @@ pub fn is_control_op(op: &StateOp) -> bool {
             | StateOp::CreatePrincipal(_)
             | StateOp::RevokePrincipal { .. }
             | StateOp::PolicyLoad { .. }
+            | StateOp::PutToolPin(_)
     )
 }

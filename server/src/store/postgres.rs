@@ -869,6 +869,13 @@ async fn load_control_into(
         img.operators
             .push((r.try_get("agent_id")?, r.try_get("operator")?));
     }
+    for r in sqlx::query("SELECT body_json FROM mcp_tool_pins")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let body: String = r.try_get("body_json")?;
+        img.tool_pins.push(json(&body)?);
+    }
     for r in sqlx::query("SELECT body_json FROM approvals")
         .fetch_all(&mut *conn)
         .await?
@@ -1358,6 +1365,17 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .bind(operator)
             .bind(set_by)
             .bind(set_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StateOp::PutToolPin(pin) => {
+            sqlx::query(
+                "INSERT INTO mcp_tool_pins (server, tool, body_json) VALUES ($1, $2, $3)
+                 ON CONFLICT (server, tool) DO UPDATE SET body_json = excluded.body_json",
+            )
+            .bind(&pin.server)
+            .bind(&pin.tool)
+            .bind(to_json(pin))
             .execute(&mut **tx)
             .await?;
         }
