@@ -27,6 +27,7 @@ from typing import IO
 import arbiter
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -213,7 +214,11 @@ def browser() -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, timeout: float = 5.0) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, timeout, poll_frequency=0.02)
+    # A page load or a live refresh can swap an element out between finding and reading
+    # it: that only means "look again".
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def sign_in(driver: WebDriver, server: Server, who: str) -> None:

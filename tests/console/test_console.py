@@ -61,12 +61,19 @@ def says(driver: WebDriver, element_id: str, text: str) -> None:
 
 def flash(driver: WebDriver) -> str:
     """The message the page shows after a change (waits for the redirect to land)."""
-    return str(wait(driver).until(lambda b: b.find_element(By.ID, "flash")).text)
+    return str(wait(driver).until(lambda b: b.find_element(By.ID, "flash").text))
 
 
 def live(driver: WebDriver) -> None:
     """Waits until the page's event stream is open (console.js marks it)."""
     wait(driver).until(lambda b: b.find_elements(By.CSS_SELECTOR, '[sse-connect][data-live="open"]'))
+
+
+def settled(driver: WebDriver) -> None:
+    """Waits until the event stream is open and the refresh it starts has landed, so the
+    elements a test holds are not swapped out under it."""
+    live(driver)
+    wait(driver).until(lambda b: b.execute_script("return !document.querySelector('.htmx-request')"))
 
 
 def card(driver: WebDriver, approval_id: str):
@@ -114,6 +121,7 @@ def test_an_operator_approves_in_the_page_while_the_agent_waits(
         )
         seen_after = time.monotonic() - asked
         assert appeared
+        await asyncio.to_thread(settled, browser)
         shown = card(browser, d.approval_id).text
         assert agent in shown and "refund_order" in shown and "s-1" in shown
         assert "$2.50" in shown and d.policy_version in shown and d.action_digest in shown
@@ -158,6 +166,7 @@ def test_the_agents_own_operator_is_refused_with_the_four_eyes_reason(
     assert d.approval_id
     sign_in(browser, server, "alice")
     browser.get(server.console + "/approvals")
+    settled(browser)
     shown = card(browser, d.approval_id)
     assert "registered operator" in shown.find_element(By.CLASS_NAME, "four-eyes").text
     shown.find_element(By.CSS_SELECTOR, "button.grant").click()
@@ -175,6 +184,7 @@ def test_an_auditor_sees_no_approve_button_and_a_forged_post_is_refused(
     d = server.client("bot-runtime").evaluate(agent, tool="refund_order")
     assert d.approval_id
     sign_in(browser, server, "audrey")
+    settled(browser)
     shown = card(browser, d.approval_id)
     assert not shown.find_elements(By.CSS_SELECTOR, "button.grant")
     assert "Read only" in shown.text

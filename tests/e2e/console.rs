@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
-    arbiter_with_env, create_principal as principal, keyed, query_all, spawn_server,
-    ServerOptions,
+    arbiter_with_env, create_principal as principal, keyed, query_all, spawn_server, ServerOptions,
 };
 
 const POLICY: &str = r#"
@@ -95,7 +94,10 @@ async fn sign_in(addr: SocketAddr, key: &str) -> String {
             && cookie.contains("Path=/"),
         "{cookie}"
     );
-    assert!(!cookie.contains("Secure"), "plain HTTP on loopback: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP on loopback: {cookie}"
+    );
     cookie
         .strip_prefix("arbiter_console=")
         .and_then(|c| c.split(';').next())
@@ -129,11 +131,28 @@ async fn console_changes_need_a_session_the_csrf_token_and_an_operator_role() {
 
     // No session: sign in first; a wrong key is refused and audited.
     let anon = http(console, "GET", "/approvals", None, None).await;
-    assert_eq!((anon.status, anon.header("location").as_deref()), (303, Some("/login")));
-    let bad = http(console, "POST", "/login", None, Some(&[("key", "arb_wrong")])).await;
+    assert_eq!(
+        (anon.status, anon.header("location").as_deref()),
+        (303, Some("/login"))
+    );
+    let bad = http(
+        console,
+        "POST",
+        "/login",
+        None,
+        Some(&[("key", "arb_wrong")]),
+    )
+    .await;
     assert_eq!(bad.status, 401);
     let agent_key = principal(&admin, "bot-2", &[pb::Role::Agent], &["bot2"]).await;
-    let agent = http(console, "POST", "/login", None, Some(&[("key", &agent_key)])).await;
+    let agent = http(
+        console,
+        "POST",
+        "/login",
+        None,
+        Some(&[("key", &agent_key)]),
+    )
+    .await;
     assert_eq!(agent.status, 401, "an agent key cannot sign in");
 
     let d = bot
@@ -201,10 +220,17 @@ async fn console_changes_need_a_session_the_csrf_token_and_an_operator_role() {
         "POST",
         &path,
         Some(&op),
-        Some(&[("decision", "grant"), ("csrf", &token), ("reason", "checked")]),
+        Some(&[
+            ("decision", "grant"),
+            ("csrf", &token),
+            ("reason", "checked"),
+        ]),
     )
     .await;
-    assert_eq!((a.status, a.header("location").as_deref()), (303, Some("/approvals")));
+    assert_eq!(
+        (a.status, a.header("location").as_deref()),
+        (303, Some("/approvals"))
+    );
     assert_eq!(state().await, pb::ApprovalState::Granted as i32);
     let grants = query_all(
         &admin,
@@ -218,9 +244,23 @@ async fn console_changes_need_a_session_the_csrf_token_and_an_operator_role() {
     assert!(grants[0].canonical.contains(r#""approver":"alice""#));
 
     // Logout needs the token too, then the session is gone.
-    let a = http(console, "POST", "/logout", Some(&op), Some(&[("csrf", "x")])).await;
+    let a = http(
+        console,
+        "POST",
+        "/logout",
+        Some(&op),
+        Some(&[("csrf", "x")]),
+    )
+    .await;
     assert_eq!(a.status, 403);
-    let a = http(console, "POST", "/logout", Some(&op), Some(&[("csrf", &token)])).await;
+    let a = http(
+        console,
+        "POST",
+        "/logout",
+        Some(&op),
+        Some(&[("csrf", &token)]),
+    )
+    .await;
     assert_eq!(a.status, 303);
     let after = http(console, "GET", "/approvals", Some(&op), None).await;
     assert_eq!(after.header("location").as_deref(), Some("/login"));

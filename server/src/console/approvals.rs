@@ -50,23 +50,30 @@ struct Row {
 fn row(c: &Shared, caller: &Caller, a: Approval, now: i64) -> Row {
     let action: serde_json::Value = serde_json::from_str(&a.action_json).unwrap_or_default();
     let text = |k: &str| action.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    let api = action.get("api").map(|api| match api {
-        serde_json::Value::Object(o) => format!(
-            "{} {}",
-            o.get("method").and_then(|v| v.as_str()).unwrap_or(""),
-            o.get("url").and_then(|v| v.as_str()).unwrap_or("")
-        ),
-        other => other.to_string(),
-    });
+    let api = action
+        .get("api")
+        .filter(|v| !v.is_null())
+        .map(|api| match api {
+            serde_json::Value::Object(o) => format!(
+                "{} {}",
+                o.get("method").and_then(|v| v.as_str()).unwrap_or(""),
+                o.get("url").and_then(|v| v.as_str()).unwrap_or("")
+            ),
+            other => other.to_string(),
+        });
     let arguments = action
         .get("arguments")
+        .filter(|v| !v.is_null())
         .map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
     let (_, operator) = c.engine.presence(&a.agent_id);
     let me = &caller.principal;
     let four_eyes = if me.is_anonymous() {
         None
     } else if me.acts_for(&a.agent_id) {
-        Some(format!("You act for agent {} and cannot decide its approvals.", a.agent_id))
+        Some(format!(
+            "You act for agent {} and cannot decide its approvals.",
+            a.agent_id
+        ))
     } else if operator.as_deref() == Some(me.name.as_str()) {
         Some(format!(
             "You are the registered operator of agent {}: another operator must decide (four-eyes).",
@@ -106,12 +113,16 @@ fn rows(c: &Shared, caller: &Caller) -> (Vec<Row>, Vec<Row>) {
     let now = c.engine.now_ms();
     let mut all = c.engine.approvals(None, None);
     all.sort_by_key(|a| std::cmp::Reverse(a.decided_ms.unwrap_or(a.requested_ms)));
-    let (pending, done): (Vec<_>, Vec<_>) =
-        all.into_iter().partition(|a| a.state == ApprovalState::Pending);
+    let (pending, done): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|a| a.state == ApprovalState::Pending);
     let mut pending = pending;
     pending.sort_by_key(|a| a.requested_ms);
     (
-        pending.into_iter().map(|a| row(c, caller, a, now)).collect(),
+        pending
+            .into_iter()
+            .map(|a| row(c, caller, a, now))
+            .collect(),
         done.into_iter()
             .take(RECENT)
             .map(|a| row(c, caller, a, now))
@@ -190,16 +201,24 @@ pub async fn decide(
         }
     };
     // The same limits as the gRPC request.
-    if let Err(e) = check_len("approval_id", &id, 1, 64)
-        .and_then(|()| check_len("reason", &f.reason, 0, 1024))
+    if let Err(e) =
+        check_len("approval_id", &id, 1, 64).and_then(|()| check_len("reason", &f.reason, 0, 1024))
     {
         return c.error_page(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    let outcome = c.engine.approve(&caller.principal, &id, grant, f.reason).await;
+    let outcome = c
+        .engine
+        .approve(&caller.principal, &id, grant, f.reason)
+        .await;
     let (ok, text) = match outcome {
         Ok(a) => (
             true,
-            format!("Approval {} {} by {}.", a.id, a.state.name(), caller.principal.name),
+            format!(
+                "Approval {} {} by {}.",
+                a.id,
+                a.state.name(),
+                caller.principal.name
+            ),
         ),
         Err(EngineError::PermissionDenied(why)) => {
             (false, format!("Refused: {why}. Nothing was changed."))

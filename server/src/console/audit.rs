@@ -164,7 +164,10 @@ pub async fn page(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "console audit page cannot read the log");
-            return c.error_page(StatusCode::SERVICE_UNAVAILABLE, "the audit log cannot be read right now");
+            return c.error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit log cannot be read right now",
+            );
         }
     };
     let rows: Vec<Row> = entries.iter().rev().take(SHOWN).map(row).collect();
@@ -201,7 +204,12 @@ pub async fn list(
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
     let store = c.engine.store();
-    let head = store.audit_head().await.ok().flatten().map_or(0, |(s, _)| s);
+    let head = store
+        .audit_head()
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |(s, _)| s);
     match store
         .query_audit(&q, head.saturating_sub(LOOK_BACK), LOOK_BACK as u32)
         .await
@@ -228,7 +236,10 @@ pub async fn entry(
     };
     let found = c.engine.store().audit_range(seq, seq, 1).await;
     let Some(e) = found.ok().and_then(|mut v| v.pop()) else {
-        return c.error_page(StatusCode::NOT_FOUND, &format!("entry {seq} does not exist"));
+        return c.error_page(
+            StatusCode::NOT_FOUND,
+            &format!("entry {seq} does not exist"),
+        );
     };
     let pretty = serde_json::from_str::<serde_json::Value>(&e.canonical)
         .ok()
@@ -273,7 +284,10 @@ pub async fn receipt(
             serde_json::to_string_pretty(&r).unwrap_or_default() + "\n",
         )
             .into_response(),
-        Err(e) => c.error_page(StatusCode::NOT_FOUND, &format!("no receipt for entry {seq}: {e}")),
+        Err(e) => c.error_page(
+            StatusCode::NOT_FOUND,
+            &format!("no receipt for entry {seq}: {e}"),
+        ),
     }
 }
 
@@ -296,7 +310,10 @@ pub async fn verify(
         Err(r) => return r,
     };
     if !caller.session.csrf_matches(&f.csrf) {
-        return c.error_page(StatusCode::FORBIDDEN, "verify: the form's CSRF token is missing or wrong");
+        return c.error_page(
+            StatusCode::FORBIDDEN,
+            "verify: the form's CSRF token is missing or wrong",
+        );
     }
     let (ok, text) = match c.engine.verify_audit(1, 0).await {
         Ok(rep) => match rep.failure {

@@ -44,22 +44,25 @@ pub async fn approvals(State(c): State<Shared>, peer: Peer, headers: HeaderMap) 
         Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
     };
     let changes = c.engine.approval_changes();
-    let events = stream::unfold((c, caller, changes), |(c, caller, mut changes)| async move {
-        loop {
-            let next = tokio::time::timeout(RECHECK, changes.recv()).await;
-            if !still_allowed(&c, &caller) {
-                return None;
-            }
-            match next {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {
-                    let e = Event::default().event("approvals").data("changed");
-                    return Some((Ok(e), (c, caller, changes)));
+    let events = stream::unfold(
+        (c, caller, changes),
+        |(c, caller, mut changes)| async move {
+            loop {
+                let next = tokio::time::timeout(RECHECK, changes.recv()).await;
+                if !still_allowed(&c, &caller) {
+                    return None;
                 }
-                Ok(Err(RecvError::Closed)) => return None,
-                Err(_) => {}
+                match next {
+                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {
+                        let e = Event::default().event("approvals").data("changed");
+                        return Some((Ok(e), (c, caller, changes)));
+                    }
+                    Ok(Err(RecvError::Closed)) => return None,
+                    Err(_) => {}
+                }
             }
-        }
-    });
+        },
+    );
     sse(events)
 }
 
@@ -90,25 +93,28 @@ pub async fn audit(
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     };
-    let events = stream::unfold((c, caller, entries), |(c, caller, mut entries)| async move {
-        loop {
-            let next = tokio::time::timeout(RECHECK, entries.recv()).await;
-            if !still_allowed(&c, &caller) {
-                return None;
-            }
-            match next {
-                Ok(Some(Ok(entry))) => {
-                    let html = c.views.render(
+    let events = stream::unfold(
+        (c, caller, entries),
+        |(c, caller, mut entries)| async move {
+            loop {
+                let next = tokio::time::timeout(RECHECK, entries.recv()).await;
+                if !still_allowed(&c, &caller) {
+                    return None;
+                }
+                match next {
+                    Ok(Some(Ok(entry))) => {
+                        let html = c.views.render(
                         "audit_list.html",
                         minijinja::context! { entries => minijinja::value::Serde(vec![audit::row(&entry)]) },
                     );
-                    let e = Event::default().event("entry").data(html.0);
-                    return Some((Ok(e), (c, caller, entries)));
+                        let e = Event::default().event("entry").data(html.0);
+                        return Some((Ok(e), (c, caller, entries)));
+                    }
+                    Ok(Some(Err(_))) | Ok(None) => return None,
+                    Err(_) => {}
                 }
-                Ok(Some(Err(_))) | Ok(None) => return None,
-                Err(_) => {}
             }
-        }
-    });
+        },
+    );
     sse(events)
 }

@@ -120,13 +120,14 @@ fn parse(f: &Change) -> Result<Parsed, String> {
         ),
         _ => return Err("target.scope: must be global, agent or session".into()),
     };
-    let mode = if resume {
-        None
-    } else {
-        Some(HaltMode::parse(&f.mode).ok_or_else(|| {
-            "mode: must be HALT_NONCRITICAL, HALT_ALL or EMERGENCY".to_owned()
-        })?)
-    };
+    let mode =
+        if resume {
+            None
+        } else {
+            Some(HaltMode::parse(&f.mode).ok_or_else(|| {
+                "mode: must be HALT_NONCRITICAL, HALT_ALL or EMERGENCY".to_owned()
+            })?)
+        };
     check_len("reason", &f.reason, 1, 1024).map_err(|e| e.to_string())?;
     Ok(Parsed {
         resume,
@@ -215,10 +216,17 @@ pub async fn change(
     let target = p.target.describe();
     let outcome = match p.mode {
         None => c.engine.resume(&caller.principal, p.target, p.reason).await,
-        Some(mode) => c.engine.halt(&caller.principal, p.target, mode, p.reason).await,
+        Some(mode) => {
+            c.engine
+                .halt(&caller.principal, p.target, mode, p.reason)
+                .await
+        }
     };
     let (ok, text) = match outcome {
-        Ok(h) if p.resume => (true, format!("Resumed {target} (the {} halt is lifted).", h.mode.name())),
+        Ok(h) if p.resume => (
+            true,
+            format!("Resumed {target} (the {} halt is lifted).", h.mode.name()),
+        ),
         Ok(h) => (true, format!("{} halt engaged on {target}.", h.mode.name())),
         Err(EngineError::Unavailable(_)) => (
             false,

@@ -9,6 +9,10 @@
 //! also needs the session's CSRF token. Every asset is embedded (`assets`); the pages
 //! run no inline script, under a strict Content-Security-Policy (`headers`).
 
+// Handlers answer a refusal with the page that explains it: `Result<_, Response>` is
+// the axum idiom, built once per request, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
 mod approvals;
 mod assets;
 mod audit;
@@ -28,7 +32,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use session::{Lifetimes, Session, SignInLimiter, Sessions};
+use session::{Lifetimes, Session, Sessions, SignInLimiter};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,11 +139,8 @@ impl Caller {
 impl Console {
     /// The caller, or the response that sends them to sign in.
     fn caller(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Response> {
-        let cookie = session::cookie_value(
-            headers
-                .get(header::COOKIE)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let cookie =
+            session::cookie_value(headers.get(header::COOKIE).and_then(|v| v.to_str().ok()));
         let required = self.engine.auth_required();
         if !required && !peer.ip().is_loopback() {
             // Development mode is for this machine only (startup refuses a non-loopback
@@ -160,7 +161,7 @@ impl Console {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .current(&session.principal);
-        let Some(principal) = principal.filter(|p| readable(p)) else {
+        let Some(principal) = principal.filter(readable) else {
             // Revoked (or development mode ended): the session ends with it.
             self.sessions.remove(&session_id);
             return Err(self.to_sign_in(required));
@@ -200,7 +201,10 @@ impl Console {
         } else if let Err(need) =
             authn::allows(&caller.principal, &Access::Roles(crate::api::OPERATORS))
         {
-            format!("{rpc} requires {need}; {} may only read", caller.principal.name)
+            format!(
+                "{rpc} requires {need}; {} may only read",
+                caller.principal.name
+            )
         } else {
             return Ok(());
         };

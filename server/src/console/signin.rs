@@ -63,18 +63,24 @@ pub async fn submit(State(c): State<Shared>, peer: Peer, Form(f): Form<SignIn>) 
             .then(|| book.lookup(key))
             .flatten()
     };
-    let refusal = match &found {
-        None => Some(("unauthenticated".to_owned(), "unknown or revoked API key".to_owned())),
-        Some(p) if !super::readable(p) => Some((
-            p.name.clone(),
-            format!(
+    let refusal =
+        match &found {
+            None => Some((
+                "unauthenticated".to_owned(),
+                "unknown or revoked API key".to_owned(),
+            )),
+            Some(p) if !super::readable(p) => {
+                Some((
+                    p.name.clone(),
+                    format!(
                 "console sign-in requires one of the roles operator, admin, auditor; {} has {}",
                 p.name,
                 p.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
             ),
-        )),
-        Some(_) => None,
-    };
+                ))
+            }
+            Some(_) => None,
+        };
     if let Some((principal, reason)) = refusal {
         c.limiter.failed(ip);
         c.engine
@@ -108,7 +114,10 @@ pub async fn logout(
         Err(r) => return r,
     };
     if !caller.session.csrf_matches(&f.csrf) {
-        return c.error_page(StatusCode::FORBIDDEN, "logout: the form's CSRF token is missing or wrong");
+        return c.error_page(
+            StatusCode::FORBIDDEN,
+            "logout: the form's CSRF token is missing or wrong",
+        );
     }
     c.sessions.remove(&caller.session_id);
     tracing::info!(principal = %caller.principal.name, "console sign-out");

@@ -18,7 +18,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/approvals_list.html"),
     ),
     ("halts.html", include_str!("templates/halts.html")),
-    ("halt_confirm.html", include_str!("templates/halt_confirm.html")),
+    (
+        "halt_confirm.html",
+        include_str!("templates/halt_confirm.html"),
+    ),
     ("audit.html", include_str!("templates/audit.html")),
     ("audit_list.html", include_str!("templates/audit_list.html")),
     ("entry.html", include_str!("templates/entry.html")),
@@ -60,7 +63,14 @@ impl Views {
     }
 
     /// A full page for a signed-in caller: the layout's context plus the page's own.
-    pub fn page(&self, name: &str, caller: &Caller, flash: Option<super::session::Flash>, nav: &str, ctx: Value) -> Html<String> {
+    pub fn page(
+        &self,
+        name: &str,
+        caller: &Caller,
+        flash: Option<super::session::Flash>,
+        nav: &str,
+        ctx: Value,
+    ) -> Html<String> {
         let roles: Vec<&str> = caller.principal.roles.iter().map(|r| r.name()).collect();
         self.render(
             name,
