@@ -30,7 +30,7 @@ budgets:
   - {name: bench-daily, scope: agent, period: day, max_usd: "1000000"}
 YAML
 
-ARBITER_METRICS__LISTEN=127.0.0.1:0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --policy "$WORK/policy.yaml" \
+ARBITER_METRICS__LISTEN=127.0.0.1:0 ARBITER_CONSOLE__LISTEN=off "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --policy "$WORK/policy.yaml" \
   > "$WORK/stdout" 2> "$WORK/stderr" &
 PID=$!
 for _ in $(seq 1 100); do

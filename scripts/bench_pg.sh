@@ -55,7 +55,7 @@ start() {
   local n="$1"
   mkdir -p "$WORK/r$n"
   if [ "$n" != 1 ]; then cp -a "$WORK/r1/keys" "$WORK/r$n/keys"; fi
-  ARBITER_METRICS__LISTEN=off "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/r$n" \
+  ARBITER_METRICS__LISTEN=off ARBITER_CONSOLE__LISTEN=off "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/r$n" \
     --database "$BASE" --policy "$WORK/policy.yaml" > "$WORK/r$n.out" 2> "$WORK/r$n.err" &
   PIDS+=("$!")
   for _ in $(seq 1 150); do

@@ -35,7 +35,7 @@ budgets:
   - {name: bench-session, scope: session, period: lifetime, max_usd: "1000000"}
 YAML
 
-ARBITER_METRICS__LISTEN=127.0.0.1:0 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" \
+ARBITER_METRICS__LISTEN=127.0.0.1:0 ARBITER_CONSOLE__LISTEN=off "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" \
   --policy "$WORK/policy.yaml" > "$WORK/stdout" 2> "$WORK/stderr" &
 PID=$!
 for _ in $(seq 1 100); do

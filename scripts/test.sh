@@ -137,6 +137,31 @@ else
   missing "python3 (builds and tests the arbiter Python package)"
 fi
 
+step "console: the operator console in headless Chromium (Selenium), against the real server"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  fi
+fi
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  missing "chromium and chromium-driver (apt; the console's browser tests)"
+elif ! command -v python3 >/dev/null 2>&1 || [ ! -d "${WHEELS:-}" ]; then
+  missing "python3 and the arbiter wheel (the console's browser tests)"
+else
+  CONSOLEVENV="$TOOLS/venv-console"
+  if [ ! -x "$CONSOLEVENV/bin/python" ]; then
+    python3 -m venv "$CONSOLEVENV"
+  fi
+  "$CONSOLEVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/console/requirements.txt
+  "$CONSOLEVENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --force-reinstall --no-deps "$WHEELS"/arbiter-*.whl
+  "$CONSOLEVENV/bin/ruff" check tests/console
+  "$CONSOLEVENV/bin/ruff" format --check tests/console
+  # SE_OFFLINE: Selenium Manager must never fetch a driver or a browser.
+  SE_OFFLINE=true ARBITER_BIN="$CARGO_TARGET_DIR/debug/arbiter" \
+    "$CONSOLEVENV/bin/python" -m pytest tests/console -q
+fi
+
 step "mcp gateway: the official Python MCP SDK as client and as upstream, through the real gateway"
 if command -v python3 >/dev/null 2>&1; then
   MCPVENV="$TOOLS/venv-mcp"

@@ -115,6 +115,7 @@ def start_server(
     environment.pop("ARBITER_POLICY", None)
     # A free metrics port per server: fixtures overlap, and 9090 may be taken.
     environment["ARBITER_METRICS__LISTEN"] = "127.0.0.1:0"
+    environment["ARBITER_CONSOLE__LISTEN"] = "127.0.0.1:0"
     environment.update(env or {})
     process = subprocess.Popen(
         [

@@ -235,6 +235,68 @@ impl MetricsSettings {
     }
 }
 
+/// `console`: the operator console (docs/console.md), on its own HTTP port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Address of the console's HTTP listener; "off" (or empty) disables it.
+    pub listen: String,
+    /// The address people reach the console at (a TLS-terminating proxy in front of it),
+    /// printed in the log and used for links. An `https://` URL marks the session cookie
+    /// `Secure`.
+    pub public_url: Option<String>,
+    /// A session ends after this many seconds without a request (60–86 400).
+    pub idle_timeout_secs: u64,
+    /// A session ends this many seconds after sign-in whatever its use (60–604 800).
+    pub max_age_secs: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            public_url: None,
+            idle_timeout_secs: 15 * 60,
+            max_age_secs: 8 * 60 * 60,
+        }
+    }
+}
+
+impl ConsoleSettings {
+    /// The address to serve on, or `None` when the console is off.
+    pub fn addr(&self) -> Result<Option<SocketAddr>, String> {
+        let v = self.listen.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| {
+            format!(
+                "console.listen: {:?} is not an address like 127.0.0.1:9464 (or \"off\")",
+                self.listen
+            )
+        })
+    }
+
+    fn validate(&self, bad: &mut Vec<String>) {
+        if let Err(e) = self.addr() {
+            bad.push(e);
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad.push(format!(
+                    "console.public_url: {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if !(60..=86_400).contains(&self.idle_timeout_secs) {
+            bad.push("console.idle_timeout_secs: must be 60–86400".to_owned());
+        }
+        if !(60..=604_800).contains(&self.max_age_secs) {
+            bad.push("console.max_age_secs: must be 60–604800".to_owned());
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevSettings {
@@ -264,6 +326,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Outbound webhooks (docs/operations.md, "Webhooks").
     pub notifications: crate::notify::settings::NotificationSettings,
+    pub console: ConsoleSettings,
     pub dev: DevSettings,
 }
 
@@ -317,6 +380,7 @@ impl Settings {
         if let Err(e) = self.metrics.addr() {
             bad.push(e);
         }
+        self.console.validate(&mut bad);
         if !matches!(self.storage.synchronous.as_str(), "normal" | "full") {
             bad.push(format!(
                 "storage.synchronous: must be \"normal\" or \"full\", got {:?}",

@@ -42,6 +42,7 @@ pub struct Application {
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
     notifier: Option<crate::notify::Notifier>,
+    console_listener: Option<TcpListener>,
 }
 
 /// Opens the database (PostgreSQL with `storage.database_url`, else the embedded SQLite
@@ -299,6 +300,19 @@ impl Application {
             ),
             None => None,
         };
+        // The console too: an operator who was told the URL must find it there.
+        let console_listener = match settings.console.addr().map_err(anyhow::Error::msg)? {
+            Some(a) => {
+                console_exposure_check(a, engine.auth_required(), &settings.console)
+                    .map_err(anyhow::Error::msg)?;
+                Some(
+                    TcpListener::bind(a)
+                        .await
+                        .with_context(|| format!("binding console.listen {a}"))?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
@@ -310,6 +324,7 @@ impl Application {
             metrics,
             metrics_listener,
             notifier,
+            console_listener,
         })
     }
 
@@ -320,6 +335,13 @@ impl Application {
     /// Where `GET /metrics` is served, when it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the operator console is served, when it is.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
     }
@@ -371,6 +393,16 @@ impl Application {
                 listener,
                 self.metrics.clone(),
                 self.engine.clone(),
+            )));
+        }
+        if let Some(listener) = self.console_listener {
+            let addr = listener.local_addr()?;
+            let url = crate::console::url(&self.settings.console, addr);
+            tracing::info!(%addr, "serving the operator console on {url}");
+            background.push(tokio::spawn(crate::console::serve(
+                listener,
+                self.engine.clone(),
+                crate::console::Options::from_settings(&self.settings.console),
             )));
         }
         let max = self.settings.server.max_message_bytes;
@@ -561,6 +593,35 @@ fn exposure_check(
              identified by client certificates, but server.tls.client_auth is {client_auth}. Set it to \
              \"required\" (with server.tls.client_ca_file), or create an API-key principal."
         ));
+    }
+    Ok(())
+}
+
+/// The console accepts API keys in a form: off loopback it needs principals (there is
+/// no development mode off this machine) and should sit behind TLS.
+fn console_exposure_check(
+    addr: SocketAddr,
+    auth_required: bool,
+    console: &crate::config::ConsoleSettings,
+) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !auth_required {
+        return Err(format!(
+            "refusing to serve the console on {addr} without authentication: no principals exist \
+             yet. Keep console.listen on 127.0.0.1 or create principals first."
+        ));
+    }
+    if !console
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
+    {
+        tracing::warn!(
+            "the console on {addr} is plain HTTP: API keys typed into the sign-in form cross the \
+             network in clear. Put a TLS proxy in front and set console.public_url to its https:// URL."
+        );
     }
     Ok(())
 }

@@ -286,6 +286,26 @@ def test_bootstrap_serves_plaintext_on_loopback_even_with_tls_configured():
     assert "ARBITER_ADDR" not in env_of(server_container(objs))
 
 
+def test_console_port_env_and_policy_follow_the_switch():
+    off = server_container(render())
+    assert "ARBITER_CONSOLE__LISTEN" not in env_of(off)
+    assert all(p["name"] != "http-console" for p in off["ports"])
+    objs = render("--set", "console.enabled=true", "--set", "console.publicUrl=https://arbiter.example.com",
+                  "--set", "networkPolicy.enabled=true",
+                  "--set-json", 'networkPolicy.consoleFrom=[{"podSelector":{"matchLabels":{"app":"ops"}}}]')
+    on = server_container(objs)
+    assert env_of(on)["ARBITER_CONSOLE__LISTEN"]["value"] == "0.0.0.0:9464"
+    assert env_of(on)["ARBITER_CONSOLE__PUBLIC_URL"]["value"] == "https://arbiter.example.com"
+    assert {"name": "http-console", "containerPort": 9464, "protocol": "TCP"} in on["ports"]
+    svc = one([o for o in objs if o["kind"] == "Service" and "clusterIP" not in o["spec"]], "Service")
+    assert "http-console" in [p["name"] for p in svc["spec"]["ports"]]
+    policy = one([o for o in objs if o["kind"] == "NetworkPolicy"], "NetworkPolicy")
+    assert any(r["ports"] == [{"port": "http-console", "protocol": "TCP"}] for r in policy["spec"]["ingress"])
+    # Without principals the server serves nothing off loopback: bootstrap keeps it there.
+    boot = server_container(render("--set", "console.enabled=true", "--set", "bootstrap.enabled=true"))
+    assert env_of(boot)["ARBITER_CONSOLE__LISTEN"]["value"] == "127.0.0.1:9464"
+
+
 def test_metrics_port_and_env_follow_the_switch():
     on = server_container(render())
     assert env_of(on)["ARBITER_METRICS__LISTEN"]["value"] == "0.0.0.0:9090"

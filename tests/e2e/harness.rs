@@ -707,6 +707,23 @@ impl TestServer {
             .unwrap_or_else(|| panic!("unreadable metrics address in {line:?}"))
     }
 
+    /// The address of the operator console of the current run (a free port; the
+    /// server logs where).
+    pub fn console_addr(&self) -> SocketAddr {
+        const MARK: &str = "serving the operator console on http://";
+        let log = self.log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(MARK))
+            .unwrap_or_else(|| panic!("the server logged no console address\n{}", self.log_tail()));
+        let rest = &line[line.find(MARK).unwrap() + MARK.len()..];
+        rest.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable console address in {line:?}"))
+    }
+
     /// `GET /metrics` over plain HTTP/1.0: (content type, body).
     pub async fn scrape_metrics(&self) -> (String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -809,6 +826,7 @@ impl TestServer {
             .env("NO_COLOR", "1")
             // A free port per server: tests run in parallel.
             .env("ARBITER_METRICS__LISTEN", "127.0.0.1:0")
+            .env("ARBITER_CONSOLE__LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if let Some(policy) = &self.policy_path {
             cmd.arg("--policy").arg(policy);

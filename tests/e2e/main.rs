@@ -13,6 +13,7 @@ mod budget;
 mod cases;
 mod checkpoint;
 mod consent;
+mod console;
 mod delegation;
 mod demo;
 mod faults;

@@ -60,7 +60,7 @@ def main() -> None:
     server = subprocess.Popen(
         [
             *[ARBITER, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / "data")],
-            *["--policy", str(tmp / "policy.yaml"), "--metrics-listen", "off"],
+            *["--policy", str(tmp / "policy.yaml"), "--metrics-listen", "off", "--console-listen", "off"],
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -189,6 +189,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             str(policy),
             "--metrics-listen",
             "off",
+            "--console-listen",
+            "off",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

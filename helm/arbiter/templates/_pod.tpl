@@ -58,6 +58,15 @@ spec:
         - name: ARBITER_METRICS__LISTEN
           value: "0.0.0.0:{{ .Values.metrics.port }}"
         {{- end }}
+        {{- if .Values.console.enabled }}
+        # Loopback while bootstrapping: without principals the server refuses anything else.
+        - name: ARBITER_CONSOLE__LISTEN
+          value: "{{ if .Values.bootstrap.enabled }}127.0.0.1{{ else }}0.0.0.0{{ end }}:{{ .Values.console.port }}"
+        {{- with .Values.console.publicUrl }}
+        - name: ARBITER_CONSOLE__PUBLIC_URL
+          value: {{ . | quote }}
+        {{- end }}
+        {{- end }}
         {{- if include "arbiter.tlsOn" . }}
         - name: ARBITER_SERVER__TLS__CERT_FILE
           value: /etc/arbiter/tls/tls.crt
@@ -86,6 +95,11 @@ spec:
         {{- if .Values.metrics.enabled }}
         - name: http-metrics
           containerPort: {{ .Values.metrics.port }}
+          protocol: TCP
+        {{- end }}
+        {{- if .Values.console.enabled }}
+        - name: http-console
+          containerPort: {{ .Values.console.port }}
           protocol: TCP
         {{- end }}
       {{- if not .Values.bootstrap.enabled }}

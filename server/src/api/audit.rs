@@ -139,6 +139,25 @@ pub(super) async fn receipt(engine: &Engine, seq: u64) -> Result<pb::Receipt, St
     })
 }
 
+/// A receipt as the file `arbiter audit receipt` writes (for the console's download).
+pub(crate) async fn receipt_file(
+    engine: &Engine,
+    seq: u64,
+) -> Result<crate::audit::receipt::ReceiptFile, String> {
+    if seq == 0 {
+        return Err("seq must be at least 1".into());
+    }
+    let r = receipt(engine, seq)
+        .await
+        .map_err(|s| s.message().to_owned())?;
+    Ok(crate::audit::receipt::ReceiptFile {
+        entry: r.entry,
+        mac: r.mac,
+        inclusion_proof: r.inclusion_proof,
+        checkpoint: r.checkpoint,
+    })
+}
+
 /// Runs a proof function twice: once to learn which stored nodes it reads, then with
 /// those nodes fetched from the store. The nodes a proof needs depend only on the sizes.
 async fn proof_nodes(

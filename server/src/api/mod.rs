@@ -19,11 +19,11 @@ use crate::engine::Engine;
 use tonic::{Request, Status};
 
 /// Roles that may read run-time state.
-const READERS: &[Role] = &[Role::Operator, Role::Admin, Role::Auditor];
+pub(crate) const READERS: &[Role] = &[Role::Operator, Role::Admin, Role::Auditor];
 /// Roles that may change trust and consent, approve and halt.
-const OPERATORS: &[Role] = &[Role::Operator, Role::Admin];
+pub(crate) const OPERATORS: &[Role] = &[Role::Operator, Role::Admin];
 /// Roles that may read the audit log.
-const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
+pub(crate) const AUDITORS: &[Role] = &[Role::Auditor, Role::Admin];
 /// Only admins manage principals.
 const ADMINS: &[Role] = &[Role::Admin];
 /// Any authenticated caller.

@@ -66,15 +66,21 @@ pub async fn run() -> anyhow::Result<()> {
     // The demo is a walk-through on a temporary directory; it must not take the
     // metrics port from a real server on the same machine.
     settings.metrics.listen = "off".into();
+    // The console on a free port of its own, for the same reason; its URL is printed.
+    settings.console.listen = "127.0.0.1:0".into();
     settings.storage.data_dir = dir.path().join("data");
     settings.policy.path = Some(policy_path);
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
+    let console = app.console_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
     say!("Arbiter demo: an embedded server is running on {addr} with a temporary data directory.");
+    if let Some(c) = console {
+        say!("Operator console (while the demo runs): http://{c}/");
+    }
     say!("The policy lets billing-agent read invoices, send email and issue refunds and wire money (with a human's approval), within $1.00 a day.");
 
     let c = Client::connect(format!("http://{addr}")).await?;

@@ -93,6 +93,7 @@ pub enum Command {
     /// Run the server (embedded SQLite by default, no setup needed).
     #[command(after_help = "Observability (docs/observability.md):\n  \
         ARBITER_METRICS__LISTEN            Prometheus endpoint, GET /metrics [default: 127.0.0.1:9090; \"off\" disables]\n  \
+        ARBITER_CONSOLE__LISTEN            operator console, docs/console.md [default: 127.0.0.1:9464; \"off\" disables]\n  \
         ARBITER_SERVER__SHUTDOWN_GRACE_MS  drain time for in-flight RPCs on SIGTERM [default: 10000]\n  \
         OTEL_EXPORTER_OTLP_ENDPOINT        export traces over OTLP/gRPC (with the other standard OTEL_* variables)\n  \
         ARBITER_LOG_FORMAT=json            JSON log lines with trace_id and span_id; RUST_LOG filters")]
@@ -113,6 +114,9 @@ pub enum Command {
         /// Prometheus endpoint address, or "off" (setting metrics.listen).
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Operator console address, or "off" (setting console.listen).
+        #[arg(long)]
+        console_listen: Option<String>,
     },
     /// Run the MCP gateway: every MCP tool call asks Arbiter first (docs/mcp.md).
     McpGateway {
@@ -306,10 +310,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             policy,
             synchronous,
             metrics_listen,
+            console_listen,
         } => {
             let mut s = server.settings()?;
             if let Some(m) = metrics_listen {
                 s.metrics.listen = m;
+                s.validate().map_err(anyhow::Error::msg)?;
+            }
+            if let Some(c) = console_listen {
+                s.console.listen = c;
                 s.validate().map_err(anyhow::Error::msg)?;
             }
             if let Some(l) = listen {
