@@ -96,6 +96,40 @@ fn table() -> Vec<(&'static str, [bool; 4], Call)> {
                 .await
             }),
         ),
+        (
+            "ReportTools",
+            [true, true, true, false],
+            call(|c: Client| async move {
+                c.report_tools(pb::ReportToolsRequest {
+                    agent_id: "bot-1".into(),
+                    server: "files".into(),
+                    tools: vec![],
+                })
+                .await
+            }),
+        ),
+        (
+            "ListToolPins",
+            READ,
+            call(
+                |c: Client| async move { c.list_tool_pins(pb::ListToolPinsRequest::default()).await },
+            ),
+        ),
+        (
+            "ApproveToolPin",
+            OPS,
+            call(|c: Client| async move {
+                c.approve_tool_pin(pb::ApproveToolPinRequest::default())
+                    .await
+            }),
+        ),
+        (
+            "RejectToolPin",
+            OPS,
+            call(|c: Client| async move {
+                c.reject_tool_pin(pb::RejectToolPinRequest::default()).await
+            }),
+        ),
         ("Ping", ALL, call(|c: Client| async move { c.ping().await })),
         (
             "WhoAmI",

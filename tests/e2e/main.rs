@@ -38,6 +38,7 @@ mod spoofing;
 mod streams;
 mod tamper;
 mod tls;
+mod tool_pins;
 mod traces;
 mod trust;
 mod validation;
