@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arbiter_client::{proto as pb, DecisionOutcome};
+use arbiter_client::{proto as pb, ActionOutcome, DecisionOutcome};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -170,12 +170,20 @@ async fn server_with_hook(
     format: &str,
     timeout_ms: u64,
 ) -> (TestServer, Receiver, tempfile::TempDir) {
+    server_with_policy_and_hook(POLICY, format, timeout_ms).await
+}
+
+async fn server_with_policy_and_hook(
+    policy: &str,
+    format: &str,
+    timeout_ms: u64,
+) -> (TestServer, Receiver, tempfile::TempDir) {
     let (rx, addr) = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), addr, format, timeout_ms);
     let server = spawn_server(
         ServerOptions::new()
-            .policy(POLICY)
+            .policy(policy)
             .env("ARBITER_CONFIG", &cfg),
     )
     .await;
@@ -487,4 +495,67 @@ async fn the_slack_format_is_an_incoming_webhook_message_with_escaped_text_and_a
         .as_str()
         .unwrap()
         .contains("tool `refund_order`"));
+}
+
+/// `budget.threshold`: a Record that carries spend past a share of a cap (the default
+/// shares 0.8 and 1.0) announces that share once per window; spend below a share, and
+/// further spend past a share already announced, announce nothing.
+#[tokio::test]
+async fn a_budget_crossing_a_share_of_its_cap_is_announced_once() {
+    const BUDGET: &str = r#"
+version: 1
+agents:
+  - id: "bot*"
+    tools: {allow: ["*"]}
+budgets:
+  - {name: daily, scope: agent, period: day, max_usd: "1.00"}
+"#;
+    let (server, rx, _dir) = server_with_policy_and_hook(BUDGET, "standard", 5000).await;
+    let c = server.client();
+    let spend = |usd: u64| {
+        let c = c.clone();
+        async move {
+            let d = c
+                .evaluate("bot-1")
+                .tool("search")
+                .cost_micro_usd(usd)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(d.outcome, DecisionOutcome::Allow, "{d:?}");
+            c.record(&d.decision_id)
+                .outcome(ActionOutcome::Success)
+                .cost_micro_usd(usd)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    spend(500_000).await; // 50 %: nothing
+    spend(350_000).await; // 85 %: the 0.8 share
+    let hit = rx
+        .delivered("budget.threshold", |d| d["share"] == 0.8)
+        .await;
+    assert!(verifies(&hit, SECRET));
+    let data = &hit.json()["data"];
+    assert_eq!(data["budget"], "daily");
+    assert_eq!(data["dimension"], "micro_usd");
+    assert_eq!(
+        (data["spent"].as_u64(), data["cap"].as_u64()),
+        (Some(850_000), Some(1_000_000))
+    );
+    spend(50_000).await; // 90 %: 0.8 again, not announced twice
+    spend(100_000).await; // 100 %: the 1.0 share
+    rx.delivered("budget.threshold", |d| d["share"] == 1.0)
+        .await;
+    // A halt after it: once it is delivered, everything before it was dispatched.
+    halt(&c, "bot-1", "fence").await;
+    rx.delivered("halt.engaged", |_| true).await;
+    let crossings: Vec<f64> = rx
+        .hits()
+        .iter()
+        .filter(|h| h.status == 200 && h.json()["type"] == "budget.threshold")
+        .map(|h| h.json()["data"]["share"].as_f64().unwrap())
+        .collect();
+    assert_eq!(crossings, vec![0.8, 1.0], "one event per share crossed");
 }

@@ -276,3 +276,79 @@ async fn a_halt_engaged_on_one_replica_cannot_be_weakened_from_another_by_a_key_
         "the replaced halt is kept in the log: {last}"
     );
 }
+
+/// Two replicas hear of the same new tool at once, each with another definition (an
+/// upstream answering two gateways differently): each replica decides against its own
+/// copy, so both would pin "their" definition on first use. The store's sequenced commit
+/// checks the stored pin, so exactly one definition is trusted per tool and the other
+/// waits for an operator as a changed one, on both replicas.
+#[tokio::test]
+async fn two_replicas_pinning_the_same_new_tool_at_once_trust_only_one_definition() {
+    if skip_unless_postgres(
+        "replicas::two_replicas_pinning_the_same_new_tool_at_once_trust_only_one_definition",
+    ) {
+        return;
+    }
+    const TOOLS: usize = 20;
+    let (servers, _dir, admin) = three().await;
+    let a = keyed(&servers[0], &admin);
+    let gw = create_principal(&a, "gw", &[pb::Role::Agent], &["*"]).await;
+    accepted_everywhere(&servers, &gw).await;
+    let report = |s: usize, tool: String, text: &'static str| {
+        let c = keyed(&servers[s], &gw);
+        async move {
+            c.report_tools(pb::ReportToolsRequest {
+                agent_id: "bot-1".into(),
+                server: "files".into(),
+                tools: vec![pb::ToolDefinition {
+                    definition_json: serde_json::json!({"name": tool, "description": text})
+                        .to_string(),
+                    name: tool,
+                }],
+            })
+            .await
+            .expect("ReportTools")
+            .tools
+            .remove(0)
+        }
+    };
+    let mut both_trusted = Vec::new();
+    for i in 0..TOOLS {
+        let tool = format!("t{i}");
+        let (x, y) = tokio::join!(
+            report(0, tool.clone(), "honest"),
+            report(1, tool.clone(), "poisoned")
+        );
+        let trusted = [&x, &y]
+            .iter()
+            .filter(|v| v.state == pb::ToolPinState::Trusted as i32)
+            .count();
+        if trusted != 1 {
+            both_trusted.push(format!("{tool}: {x:?} / {y:?}"));
+        }
+    }
+    assert!(
+        both_trusted.is_empty(),
+        "exactly one definition per tool is trusted:\n{}",
+        both_trusted.join("\n")
+    );
+    // Every replica's copy converges on one trusted and one waiting definition per tool.
+    for s in &servers {
+        let c = keyed(s, &admin);
+        until("the pins reach every replica", || {
+            let c = c.clone();
+            async move {
+                let pins = c
+                    .list_tool_pins(pb::ListToolPinsRequest::default())
+                    .await
+                    .unwrap()
+                    .pins;
+                pins.len() == TOOLS
+                    && pins
+                        .iter()
+                        .all(|p| !p.trusted_digest.is_empty() && !p.candidate_digest.is_empty())
+            }
+        })
+        .await;
+    }
+}

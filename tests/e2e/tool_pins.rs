@@ -145,17 +145,13 @@ async fn a_changed_definition_waits_for_the_operator_who_names_its_digest() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert!(
-        e.to_string().contains("cannot trust tools"),
-        "{}",
-        e.to_string()
-    );
+    assert!(e.to_string().contains("cannot trust tools"), "{}", e);
     let e = op.approve_tool_pin(approve(&pinned)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(
         e.to_string().contains(&candidate),
         "names the digest that waits: {}",
-        e.to_string()
+        e
     );
     // Two auth.denied entries, nothing else.
     assert_eq!(log_size(&admin).await, size + 2);
@@ -278,7 +274,7 @@ async fn bad_pin_input_names_its_field_and_changes_nothing() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
-        assert!(e.to_string().contains(field), "{field}: {}", e.to_string());
+        assert!(e.to_string().contains(field), "{field}: {}", e);
     }
     for (digest, field) in [("sha256:ABC", "digest"), ("", "digest")] {
         let e = admin
@@ -291,7 +287,7 @@ async fn bad_pin_input_names_its_field_and_changes_nothing() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        assert!(e.to_string().contains(field), "{}", e.to_string());
+        assert!(e.to_string().contains(field), "{}", e);
     }
     let e = admin
         .approve_tool_pin(pb::ApproveToolPinRequest {

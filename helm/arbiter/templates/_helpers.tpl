@@ -92,7 +92,36 @@ app.kubernetes.io/component: server
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
+{{- if and .Values.notifications.endpoints (hasKey (.Values.config.notifications | default dict) "endpoints") }}
+{{- fail "set webhook endpoints in notifications.endpoints or in config.notifications.endpoints, not both" }}
 {{- end }}
+{{- $names := dict }}
+{{- range .Values.notifications.endpoints }}
+{{- if hasKey $names .name }}
+{{- fail (printf "notifications.endpoints: the name %q is used twice" .name) }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- end }}
+{{- end }}
+
+{{/* Helm reads every number in values as a float, and toToml writes 512 as 512.0,
+which the server refuses for an integer setting: turns whole floats in a settings
+tree (nested maps, in place) back into integers. */}}
+{{- define "arbiter.wholeNumbers" -}}
+{{- range $k, $v := . }}
+{{- if kindIs "float64" $v }}
+{{- if eq (float64 (int64 $v)) $v }}{{ $_ := set $ $k (int64 $v) }}{{ end }}
+{{- else if kindIs "map" $v }}
+{{- include "arbiter.wholeNumbers" $v }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The environment variable holding a webhook endpoint's signing secret. */}}
+{{- define "arbiter.webhookSecretEnv" -}}
+ARBITER_WEBHOOK_SECRET_{{ . | upper | replace "-" "_" }}
+{{- end }}
+
 
 {{/* TLS is off during bootstrap: the server is reachable only from inside the pod, and
 the CLI run there with `kubectl exec` has no CA file or client certificate. */}}

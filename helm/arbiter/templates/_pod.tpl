@@ -67,6 +67,13 @@ spec:
           value: {{ . | quote }}
         {{- end }}
         {{- end }}
+        {{- range .Values.notifications.endpoints }}
+        - name: {{ include "arbiter.webhookSecretEnv" .name }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ .secret.secretName }}
+              key: {{ .secret.key }}
+        {{- end }}
         {{- if include "arbiter.tlsOn" . }}
         - name: ARBITER_SERVER__TLS__CERT_FILE
           value: /etc/arbiter/tls/tls.crt

@@ -11,7 +11,7 @@ use super::integrity::{self, CheckpointFile};
 use super::merkle::{self, Frontier};
 use super::refusal::Refusal;
 use crate::clock::Clock;
-use crate::state::ApprovalState;
+use crate::store::admission::{self, Admission, Verdict};
 use crate::store::{
     BudgetGuard, CheckpointRow, CommitUnit, SequencedBatch, StateOp, Store, StoreError, TreeUpdate,
 };
@@ -223,221 +223,23 @@ async fn load_frontier(store: &dyn Store, size: u64) -> Result<Frontier, StoreEr
     Ok(Frontier { size, nodes })
 }
 
-/// Admits the guarded submissions of a batch in order, against the database and the
-/// reservations admitted before them in the same batch; refuses the rest.
+/// Admits the submissions of a batch in order under the sequencer lock
+/// (`store::admission`); answers the refused ones and keeps the rest.
 async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
-    let mut pending: std::collections::BTreeMap<crate::state::CounterKey, crate::state::Amounts> =
-        std::collections::BTreeMap::new();
+    let mut admission = Admission::default();
     let mut kept = Vec::with_capacity(queue.len());
-    let mut closed = std::collections::HashSet::new();
-    // Approval states as this batch leaves them, ahead of the database.
-    let mut approvals: std::collections::HashMap<String, Option<ApprovalState>> =
-        std::collections::HashMap::new();
-    let mut marked = std::collections::HashSet::new();
-    // Halts as this batch leaves them, by target key, ahead of the database.
-    let mut halts: std::collections::HashMap<String, Option<crate::state::Halt>> =
-        std::collections::HashMap::new();
-    // Loop-guard calls admitted earlier in this batch, per (agent, session, tool).
-    let mut ticked: std::collections::HashMap<(String, String, String), u64> =
-        std::collections::HashMap::new();
-    'subs: for sub in queue.drain(..) {
-        // The loop guard counts every replica's calls.
-        for op in &sub.ops {
-            if let StateOp::LoopTick {
-                agent_id,
-                session_id,
-                tool,
-                ts_ms,
-                window_ms,
-                max_calls,
-            } = op
-            {
-                let stored = match batch
-                    .loop_calls(agent_id, session_id, tool, ts_ms - window_ms)
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
-                        continue 'subs;
-                    }
-                };
-                let key = (agent_id.clone(), session_id.clone(), tool.clone());
-                let count = stored + ticked.get(&key).copied().unwrap_or(0);
-                if count + 1 > u64::from(*max_calls) {
-                    let _ = sub
-                        .reply
-                        .send(Err(CommitError::Refused(Refusal::LoopDetected {
-                            tool: tool.clone(),
-                            count,
-                            window_ms: *window_ms,
-                            max_calls: *max_calls,
-                        })));
-                    continue 'subs;
-                }
+    for sub in queue.drain(..) {
+        match admission.admit(batch, &sub.ops, sub.guard.as_ref()).await {
+            Ok(()) => kept.push(sub),
+            Err(Verdict::Refused(why)) => {
+                let _ = sub.reply.send(Err(CommitError::Refused(why)));
             }
-        }
-        // The watchdog halts once per condition, whichever replica holds its lease.
-        for op in &sub.ops {
-            if let StateOp::WatchdogMark { condition, .. } = op {
-                let done = match batch.watchdog_marked(condition).await {
-                    Ok(done) => done || marked.contains(condition),
-                    Err(e) => {
-                        let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
-                        continue 'subs;
-                    }
-                };
-                if done {
-                    let _ = sub
-                        .reply
-                        .send(Err(CommitError::Refused(Refusal::WatchdogDone {
-                            condition: condition.clone(),
-                        })));
-                    continue 'subs;
-                }
-            }
-        }
-        // A halt change applies to the halt it was checked against, or not at all.
-        for op in &sub.ops {
-            if let StateOp::ExpectHalt { target, current } = op {
-                let stored = match halts.get(&target.key()) {
-                    Some(h) => h.clone(),
-                    None => match batch.halt(target).await {
-                        Ok(h) => h,
-                        Err(e) => {
-                            let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
-                            continue 'subs;
-                        }
-                    },
-                };
-                if stored != *current {
-                    let _ = sub
-                        .reply
-                        .send(Err(CommitError::Refused(Refusal::HaltChanged {
-                            target: target.describe(),
-                        })));
-                    continue 'subs;
-                }
-            }
-        }
-        // One transition out of each approval state, whichever replica makes it.
-        for op in &sub.ops {
-            if let StateOp::PutApproval(a) = op {
-                let stored = match approvals.get(&a.id) {
-                    Some(s) => *s,
-                    None => match batch.approval_state(&a.id).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
-                            continue 'subs;
-                        }
-                    },
-                };
-                if !a.state.may_follow(stored) {
-                    let _ = sub
-                        .reply
-                        .send(Err(CommitError::Refused(Refusal::ApprovalConflict {
-                            id: a.id.clone(),
-                            was: stored,
-                        })));
-                    continue 'subs;
-                }
-            }
-        }
-        // A Record settles its decision once, whichever replica serves it.
-        for op in &sub.ops {
-            if let StateOp::CloseDecision { decision_id } = op {
-                let open = match batch.decision_open(decision_id).await {
-                    Ok(open) => open && closed.insert(decision_id.clone()),
-                    Err(e) => {
-                        let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
-                        continue 'subs;
-                    }
-                };
-                if !open {
-                    let _ = sub
-                        .reply
-                        .send(Err(CommitError::Refused(Refusal::DecisionRecorded {
-                            decision_id: decision_id.clone(),
-                        })));
-                    continue 'subs;
-                }
-            }
-        }
-        let Some(guard) = &sub.guard else {
-            note_kept(
-                &mut approvals,
-                &mut marked,
-                &mut halts,
-                &mut ticked,
-                &sub.ops,
-            );
-            kept.push(sub);
-            continue;
-        };
-        match batch.admit(guard, &pending).await {
-            Ok(true) => {
-                for (key, _) in &guard.keys {
-                    pending.entry(key.clone()).or_default().add(guard.amounts);
-                }
-                note_kept(
-                    &mut approvals,
-                    &mut marked,
-                    &mut halts,
-                    &mut ticked,
-                    &sub.ops,
-                );
-                kept.push(sub);
-            }
-            Ok(false) => {
-                let _ = sub
-                    .reply
-                    .send(Err(CommitError::Refused(Refusal::BudgetExceeded)));
-            }
-            Err(e) => {
+            Err(Verdict::Unavailable(e)) => {
                 let _ = sub.reply.send(Err(CommitError::Unavailable(e.to_string())));
             }
         }
     }
     *queue = kept;
-}
-
-/// Records what a kept submission writes (approval states, watchdog marks, halts, loop-guard
-/// calls), for the submissions after it in the same batch.
-fn note_kept(
-    approvals: &mut std::collections::HashMap<String, Option<ApprovalState>>,
-    marked: &mut std::collections::HashSet<String>,
-    halts: &mut std::collections::HashMap<String, Option<crate::state::Halt>>,
-    ticked: &mut std::collections::HashMap<(String, String, String), u64>,
-    ops: &[StateOp],
-) {
-    for op in ops {
-        match op {
-            StateOp::LoopTick {
-                agent_id,
-                session_id,
-                tool,
-                ..
-            } => {
-                *ticked
-                    .entry((agent_id.clone(), session_id.clone(), tool.clone()))
-                    .or_default() += 1;
-            }
-            StateOp::PutApproval(a) => {
-                approvals.insert(a.id.clone(), Some(a.state));
-            }
-            StateOp::WatchdogMark { condition, .. } => {
-                marked.insert(condition.clone());
-            }
-            StateOp::EngageHalt(h) => {
-                halts.insert(h.target.key(), Some(h.clone()));
-            }
-            StateOp::LiftHalt { target } => {
-                halts.insert(target.key(), None);
-            }
-            _ => {}
-        }
-    }
 }
 
 pub struct Batcher {
@@ -844,19 +646,10 @@ impl Batcher {
             head.store(self.head_seq, Ordering::Release);
             let mut sequenced = sequenced;
             if let Some(batch) = sequenced.as_mut() {
-                if queue.iter().any(|s| {
-                    s.guard.is_some()
-                        || s.ops.iter().any(|o| {
-                            matches!(
-                                o,
-                                StateOp::CloseDecision { .. }
-                                    | StateOp::PutApproval(_)
-                                    | StateOp::WatchdogMark { .. }
-                                    | StateOp::LoopTick { .. }
-                                    | StateOp::ExpectHalt { .. }
-                            )
-                        })
-                }) {
+                if queue
+                    .iter()
+                    .any(|s| admission::needed(&s.ops, s.guard.as_ref()))
+                {
                     admit(batch.as_mut(), &mut queue).await;
                 }
             }

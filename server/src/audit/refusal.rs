@@ -30,6 +30,8 @@ pub enum Refusal {
     },
     /// The decision was already settled by a Record on another replica.
     DecisionRecorded { decision_id: String },
+    /// The MCP tool pin this change was decided against is no longer the stored one.
+    ToolPinChanged { server: String, tool: String },
 }
 
 impl Refusal {
@@ -42,6 +44,7 @@ impl Refusal {
             Self::HaltChanged { .. } => "halt.changed",
             Self::ApprovalConflict { .. } => "approval.conflict",
             Self::DecisionRecorded { .. } => "decision.recorded",
+            Self::ToolPinChanged { .. } => "mcp.pin_changed",
         }
     }
 
@@ -73,6 +76,9 @@ impl Refusal {
             Self::DecisionRecorded { decision_id } => format!(
                 "decision {decision_id} was recorded by another replica; retry to get its answer"
             ),
+            Self::ToolPinChanged { server, tool } => {
+                format!("the pin of {server}/{tool} was changed on another replica")
+            }
         }
     }
 }

@@ -47,7 +47,7 @@ impl Engine {
                 .await;
             match tried {
                 Err(EngineError::Lost(why @ Refusal::HaltChanged { .. }))
-                    if self.retry_halt_change(&mut attempt).await =>
+                    if self.catch_up_after_lost_race(&mut attempt).await =>
                 {
                     tracing::debug!(%why, "halt changed on another replica; checking again");
                 }
@@ -118,7 +118,7 @@ impl Engine {
         loop {
             match self.lift(who, &target, &reason).await {
                 Err(EngineError::Lost(why @ Refusal::HaltChanged { .. }))
-                    if self.retry_halt_change(&mut attempt).await =>
+                    if self.catch_up_after_lost_race(&mut attempt).await =>
                 {
                     tracing::debug!(%why, "halt changed on another replica; checking again");
                 }
@@ -172,10 +172,11 @@ impl Engine {
         }
     }
 
-    /// After a halt change was refused on a shared store (another replica changed the
-    /// halt, or the watchdog's condition was marked meanwhile): brings this server's
-    /// copy up to the database and says whether to try again (a few times at most).
-    async fn retry_halt_change(&self, attempt: &mut u32) -> bool {
+    /// After a control change (a halt, a tool pin) was refused on a shared store
+    /// because another replica changed it meanwhile (or the watchdog's condition was
+    /// marked): brings this server's copy up to the database and says whether to try
+    /// again (a few times at most).
+    pub(super) async fn catch_up_after_lost_race(&self, attempt: &mut u32) -> bool {
         const ATTEMPTS: u32 = 3;
         *attempt += 1;
         if !self.store.shared() || *attempt >= ATTEMPTS {

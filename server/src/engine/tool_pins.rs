@@ -8,6 +8,7 @@
 //! reports is held for an operator. Only `approve` (operators) trusts a held definition.
 
 use super::{Engine, EngineError, Principal};
+use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::domain::AgentId;
 use crate::policy::FirstSeen;
@@ -80,14 +81,32 @@ impl Engine {
             return Ok(known);
         }
         // Something is new: decide under the lock, so two reports of the same new
-        // definition pin it once.
+        // definition pin it once (on this server; across replicas the commit checks
+        // the stored pin, and a lost race is decided again on the newer copy).
         let _serial = self.pin_changes.lock().await;
+        let mut attempt = 0;
+        loop {
+            match self.decide_reported(agent, server, &hashed).await {
+                Err(EngineError::Lost(Refusal::ToolPinChanged { .. }))
+                    if self.catch_up_after_lost_race(&mut attempt).await => {}
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Verdicts for a report with something new in it, under `pin_changes`.
+    async fn decide_reported(
+        &self,
+        agent: &AgentId,
+        server: &str,
+        hashed: &[(String, String, String)],
+    ) -> Result<Vec<ToolAnswer>, EngineError> {
         let mut out = Vec::with_capacity(hashed.len());
         for (name, text, digest) in hashed {
-            let current = self.lock().tool_pins.get(server, &name).cloned();
+            let current = self.lock().tool_pins.get(server, name).cloned();
             if let Some(pin) = &current {
-                if let Some(v) = pin.verdict(&digest) {
-                    out.push(answer(pin, &name, &digest, v));
+                if let Some(v) = pin.verdict(digest) {
+                    out.push(answer(pin, name, digest, v));
                     continue;
                 }
             } else if self.lock().tool_pins.len() >= MAX_PINS {
@@ -96,10 +115,10 @@ impl Engine {
                 )));
             }
             let pin = self
-                .note_definition(agent, server, &name, text, &digest, current)
+                .note_definition(agent, server, name, text.clone(), digest, current)
                 .await?;
-            let verdict = pin.verdict(&digest).unwrap_or(Verdict::Pending);
-            out.push(answer(&pin, &name, &digest, verdict));
+            let verdict = pin.verdict(digest).unwrap_or(Verdict::Pending);
+            out.push(answer(&pin, name, digest, verdict));
         }
         Ok(out)
     }
@@ -145,7 +164,7 @@ impl Engine {
             },
             at_ms: now,
         };
-        let (kind, pin) = match current {
+        let (kind, pin) = match current.clone() {
             None if first_use => (
                 "mcp.tool.pin",
                 ToolPin {
@@ -186,9 +205,7 @@ impl Engine {
                 "trusted_digest": pin.trusted.as_ref().map(|t| t.digest.clone()),
             }),
         };
-        self.append(draft, vec![StateOp::PutToolPin(pin.clone())])
-            .await?;
-        self.lock().tool_pins.put(pin.clone());
+        self.commit_pin(draft, current, pin.clone()).await?;
         Ok(pin)
     }
 
@@ -265,11 +282,40 @@ impl Engine {
                 "reason": reason,
             }),
         };
-        let seq = self
-            .append(draft, vec![StateOp::PutToolPin(next.clone())])
-            .await?;
-        self.lock().tool_pins.put(next.clone());
+        let seq = match self.commit_pin(draft, Some(pin), next.clone()).await {
+            Err(e @ EngineError::Lost(Refusal::ToolPinChanged { .. })) => {
+                // Another replica changed the pin: catch up, so the operator's next
+                // listing and attempt see what is stored (nothing was written).
+                self.catch_up_after_lost_race(&mut 0).await;
+                return Err(e);
+            }
+            other => other?,
+        };
         Ok((next, seq))
+    }
+
+    /// Commits a pin decided against `current` (this server's copy), then adopts it.
+    /// On a shared store the commit is refused (`Refusal::ToolPinChanged`) when the
+    /// stored pin is no longer `current`: a replica whose copy is behind must neither
+    /// pin over another replica's first use nor undo an operator's decision.
+    async fn commit_pin(
+        &self,
+        draft: EntryDraft,
+        current: Option<ToolPin>,
+        next: ToolPin,
+    ) -> Result<u64, EngineError> {
+        let mut ops = Vec::with_capacity(2);
+        if self.store.shared() {
+            ops.push(StateOp::ExpectToolPin {
+                server: next.server.clone(),
+                tool: next.tool.clone(),
+                current,
+            });
+        }
+        ops.push(StateOp::PutToolPin(next.clone()));
+        let seq = self.append(draft, ops).await?;
+        self.lock().tool_pins.put(next);
+        Ok(seq)
     }
 
     pub fn list_tool_pins(&self, server: Option<&str>, pending_only: bool) -> Vec<ToolPin> {

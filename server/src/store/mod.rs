@@ -2,6 +2,7 @@
 //! for the embedded default. Every write arrives as a batch of `CommitUnit`s from the
 //! audit batcher, so state changes and their audit entries commit together.
 
+pub mod admission;
 mod postgres;
 mod sqlite;
 
@@ -141,6 +142,16 @@ pub enum StateOp {
     },
     /// Stores an MCP tool pin (upsert by server and tool).
     PutToolPin(crate::state::ToolPin),
+    /// The pin of (`server`, `tool`) a pin change was decided against (`None`: the tool
+    /// was unknown). Writes nothing. A shared store refuses the unit under the sequencer
+    /// lock when the stored pin differs, so a replica whose copy is behind can neither
+    /// pin a first-seen definition another replica already pinned nor undo an operator's
+    /// approval; the embedded store's one server serializes under `pin_changes`.
+    ExpectToolPin {
+        server: String,
+        tool: String,
+        current: Option<crate::state::ToolPin>,
+    },
 }
 
 /// Merkle nodes completed by a batch and the checkpoint signed for it.
@@ -471,6 +482,12 @@ pub trait SequencedBatch: Send {
         &mut self,
         target: &crate::state::HaltTarget,
     ) -> Result<Option<crate::state::Halt>, StoreError>;
+    /// The MCP tool pin stored for (`server`, `tool`), as of now, under the lock.
+    async fn tool_pin(
+        &mut self,
+        server: &str,
+        tool: &str,
+    ) -> Result<Option<crate::state::ToolPin>, StoreError>;
     /// Whether the watchdog already halted for this condition (on any replica).
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError>;
     /// The audit head as of now, under the lock.

@@ -712,6 +712,24 @@ impl SequencedBatch for PgBatch {
         .transpose()
     }
 
+    async fn tool_pin(
+        &mut self,
+        server: &str,
+        tool: &str,
+    ) -> Result<Option<crate::state::ToolPin>, StoreError> {
+        let row =
+            sqlx::query("SELECT body_json FROM mcp_tool_pins WHERE server = $1 AND tool = $2")
+                .bind(server)
+                .bind(tool)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        row.map(|r| {
+            let body: String = r.try_get("body_json")?;
+            json(&body)
+        })
+        .transpose()
+    }
+
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError> {
         let marked: Option<i64> =
             sqlx::query_scalar("SELECT 1::BIGINT FROM watchdog_marks WHERE condition = $1")
@@ -1415,7 +1433,7 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .execute(&mut **tx)
             .await?;
         }
-        StateOp::ExpectHalt { .. } => {}
+        StateOp::ExpectHalt { .. } | StateOp::ExpectToolPin { .. } => {}
         StateOp::LiftHalt { target } => {
             sqlx::query("DELETE FROM halts WHERE target = $1")
                 .bind(target.key())

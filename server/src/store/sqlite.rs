@@ -1115,7 +1115,7 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
                 .await?;
         }
         // One server: its memory counts the window exactly (docs/postgres.md).
-        StateOp::LoopTick { .. } | StateOp::ExpectHalt { .. } => {}
+        StateOp::LoopTick { .. } | StateOp::ExpectHalt { .. } | StateOp::ExpectToolPin { .. } => {}
         StateOp::WatchdogMark {
             condition,
             marked_ms,
