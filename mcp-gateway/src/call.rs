@@ -46,9 +46,8 @@ pub async fn call_tool(
     }
     let arguments = request.arguments.unwrap_or_default();
     let call = Call {
-        exposed: &exposed,
-        arguments: &arguments,
-        digest: digest(&arguments),
+        price: upstream.prices.get(&tool).copied(),
+        ..Call::new(&exposed, &arguments)
     };
     // A retry of an `input_required` answer: its state must verify and match this very
     // call, or nothing is asked and nothing forwarded.
@@ -77,9 +76,12 @@ pub async fn call_tool(
     match decision.outcome {
         DecisionOutcome::Allow => {
             metrics.call(&upstream.name, Outcome::Forwarded);
-            forward(&caller, &decision, &upstream, &tool, arguments, metrics)
-                .await
-                .map(Into::into)
+            let price = call.price;
+            forward(
+                &caller, &decision, &upstream, &tool, arguments, price, metrics,
+            )
+            .await
+            .map(Into::into)
         }
         DecisionOutcome::Deny => {
             let answer = refuse(&decision);
@@ -101,11 +103,12 @@ pub async fn call_tool(
 }
 
 /// One call as Arbiter and the sealed state see it: the exposed tool name, the
-/// arguments and their RFC 8785 digest.
+/// arguments and their RFC 8785 digest, and the tool's price (micro-USD per call).
 pub(crate) struct Call<'a> {
     pub exposed: &'a str,
     pub arguments: &'a JsonObject,
     pub digest: String,
+    pub price: Option<u64>,
 }
 
 impl<'a> Call<'a> {
@@ -114,6 +117,7 @@ impl<'a> Call<'a> {
             exposed,
             arguments,
             digest: digest(arguments),
+            price: None,
         }
     }
 }
@@ -158,14 +162,13 @@ pub(crate) async fn decide(
     presented: Option<String>,
     ctx: Option<&RequestContext<RoleServer>>,
 ) -> Result<Settled, ErrorData> {
-    let (tool, arguments) = (call.exposed, call.arguments);
     let key = HeldKey {
         agent: caller.agent.clone(),
-        tool: tool.to_owned(),
+        tool: call.exposed.to_owned(),
         arguments: call.digest.clone(),
     };
     let held = presented.or_else(|| gw.held(&key));
-    let decision = evaluate(caller, session, tool, arguments, held.as_deref()).await?;
+    let decision = evaluate(caller, session, call, held.as_deref()).await?;
     if held.is_some() && !decision.is_pending() {
         // The approval was used (ALLOW) or is final (denied, expired, consumed).
         gw.forget(&key);
@@ -178,7 +181,7 @@ pub(crate) async fn decide(
     if !wait_for_grant(gw, caller, &approval, ctx).await {
         return Ok(Settled::Held(approval));
     }
-    let decision = evaluate(caller, session, tool, arguments, Some(&approval)).await?;
+    let decision = evaluate(caller, session, call, Some(&approval)).await?;
     gw.forget(&key);
     Ok(Settled::Decided(Box::new(decision)))
 }
@@ -186,15 +189,19 @@ pub(crate) async fn decide(
 async fn evaluate(
     caller: &Caller,
     session: &str,
-    tool: &str,
-    arguments: &JsonObject,
+    call: &Call<'_>,
     approval: Option<&str>,
 ) -> Result<Decision, ErrorData> {
     let mut builder = caller
         .arbiter
         .evaluate(caller.agent.clone())
-        .tool(tool)
-        .arguments(serde_json::Value::Object(arguments.clone()));
+        .tool(call.exposed)
+        .arguments(serde_json::Value::Object(call.arguments.clone()));
+    // The price is the estimate budgets reserve; the same on every Evaluate of a call,
+    // so an approval's action digest still matches on the retry.
+    if let Some(price) = call.price {
+        builder = builder.cost_micro_usd(price);
+    }
     if !session.is_empty() {
         builder = builder.session(session);
     }
@@ -225,6 +232,7 @@ pub(crate) async fn forward(
     upstream: &crate::upstream::Upstream,
     tool: &str,
     arguments: JsonObject,
+    price: Option<u64>,
     metrics: &Metrics,
 ) -> Result<CallToolResult, ErrorData> {
     let started = Instant::now();
@@ -245,6 +253,9 @@ pub(crate) async fn forward(
         .duration(started.elapsed());
     if let Some(r) = output {
         record = record.output_digest(digest_value(&serde_json::to_value(r).unwrap_or_default()));
+    }
+    if let Some(usage) = crate::usage::of(output, price) {
+        record = record.usage(usage);
     }
     // The call has happened: a failed Record is logged, and the client still gets
     // the result (the reservation lapses on its own; Record is idempotent).

@@ -65,6 +65,9 @@ impl Default for RequestStateConfig {
     }
 }
 
+/// Largest price of one call, in micro-USD (1 000 USD): a larger one is a typo.
+pub const MAX_PRICE: u64 = 1_000_000_000;
+
 /// Shortest secret accepted (HMAC-SHA256's block of key material).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -159,6 +162,10 @@ pub struct UpstreamConfig {
     pub stdio: Option<StdioConfig>,
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Cost of one call per tool (the upstream's own tool name), in integer micro-USD
+    /// (1 USD = 1 000 000), sent as Evaluate's estimate so budgets cap MCP spend.
+    #[serde(default)]
+    pub prices: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +293,16 @@ impl Config {
                     u.name
                 ));
             }
+            for (tool, price) in &u.prices {
+                if tool.is_empty() {
+                    out.push(format!("{at}.prices: a tool name must not be empty"));
+                }
+                if *price > MAX_PRICE {
+                    out.push(format!(
+                        "{at}.prices.{tool}: at most {MAX_PRICE} micro-USD (1 000 USD) per call, got {price}"
+                    ));
+                }
+            }
             if !seen.insert(u.name.as_str()) {
                 out.push(format!("{at}.name: {:?} is used twice", u.name));
             }
@@ -380,6 +397,18 @@ mod tests {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.request_state.ttl, Duration::from_secs(3600));
         assert!(c.request_state.secret().unwrap().is_none());
+    }
+
+    #[test]
+    fn prices_are_micro_usd_per_tool_and_bounded() {
+        let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 20000}");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.upstreams[0].prices["send"], 20_000);
+        let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 2000000000}");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("upstreams[0].prices.send: at most"), "{err}");
+        let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 0.02}");
+        assert!(Config::parse(&text).is_err(), "prices are integers");
     }
 
     #[test]

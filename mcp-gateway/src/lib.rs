@@ -16,6 +16,7 @@ mod metrics;
 mod pins;
 mod state;
 mod upstream;
+mod usage;
 mod watch;
 
 use anyhow::Context;
