@@ -6,6 +6,8 @@ revision (`mode="auto"`) and drives each round itself (`allow_input_required=Tru
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
 import time
 from typing import Any
 
@@ -153,3 +155,41 @@ def test_the_same_state_with_other_arguments_or_another_agent_is_refused(stack: 
     done = asyncio.run(call(gw, stack.keys["bot-1"], MAIL, state))
     assert not done.is_error, text(done)
     assert [c["arguments"] for c in gw.calls()] == [MAIL]
+
+
+def test_the_sdks_own_round_driver_completes_once_an_operator_approves(stack: Stack) -> None:
+    # Client.call_tool retries a state-only answer itself; each retry is held again for
+    # approval_wait, so its rounds are a long poll that ends when the operator approves.
+    gw = stack.gateway(approval_wait="1s", extra=f"request_state: {{secret: {SECRET}}}")
+    approved: list[str] = []
+
+    def operator() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not approved:
+            out = stack.cli("approvals", "list", "--state", "pending", key="operator").stdout
+            found = re.findall(r"apr_[0-9a-f]+", out)
+            if found:
+                time.sleep(2.5)  # past the first hold: the grant lands during a retry
+                stack.cli("approvals", "approve", found[0], key="operator")
+                approved.append(found[0])
+            time.sleep(0.2)
+
+    helper = threading.Thread(target=operator)
+    helper.start()
+
+    async def run() -> Any:
+        async with mcp_client(gw.url, stack.keys["bot-1"], "auto") as c:
+            return await c.call_tool("send_email", MAIL)
+
+    result = asyncio.run(run())
+    helper.join()
+    assert approved, "no pending approval appeared"
+    assert not result.is_error, text(result)
+    assert [c["arguments"] for c in gw.calls()] == [MAIL]
+    outcomes = evaluates(stack)
+    # At least one retry came back (the grant landed after the first hold), every round
+    # presented the one approval, and only the last ran the call.
+    assert outcomes.count("pending_approval") >= 2 and outcomes[-1] == "allow", outcomes
+    assert outcomes.count("allow") == 1
+    ids = {e["body"].get("approval_id") for e in stack.audit() if e["kind"] == "evaluate"}
+    assert ids == {approved[0]}
