@@ -143,6 +143,15 @@ mod tests {
     }
 
     #[test]
+    fn input_required_carries_only_the_state_and_names_the_approval() {
+        let v = serde_json::to_value(input_required("apr_9", "rs1.x.y".into())).unwrap();
+        assert_eq!(v["resultType"], "input_required");
+        assert_eq!(v["requestState"], "rs1.x.y");
+        assert!(v.get("inputRequests").is_none(), "{v}");
+        assert_eq!(v["_meta"][APPROVAL_META]["approval_id"], "apr_9");
+    }
+
+    #[test]
     fn a_pending_answer_names_the_approval_and_how_to_grant_it() {
         let text = serde_json::to_string(&pending("apr_9").content).unwrap();
         assert!(text.contains("arbiter approvals approve apr_9"), "{text}");
