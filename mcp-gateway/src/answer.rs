@@ -7,7 +7,9 @@
 //! never the policy's internals; a halt, an unauthenticated key and an Arbiter that
 //! cannot decide are JSON-RPC errors, so the model cannot talk its way around them.
 
-use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, ErrorData};
+use rmcp::model::{
+    CallToolResult, ContentBlock, ErrorCode, ErrorData, InputRequiredResult, MetaObject,
+};
 use serde_json::json;
 
 /// The agent (or everything) is halted by an operator.
@@ -43,6 +45,37 @@ pub fn pending(approval_id: &str) -> CallToolResult {
     error_result(
         text,
         json!({"code": "approval.required", "approval_id": approval_id}),
+    )
+}
+
+/// The 2026-07-28 answer to a call still held for a human: `input_required` with only a
+/// sealed `requestState` (nothing for the client to fill in; its retry with the state
+/// is the "try again"), and `_meta` naming the approval for the people involved.
+pub fn input_required(approval_id: &str, request_state: String) -> InputRequiredResult {
+    let mut meta = serde_json::Map::new();
+    meta.insert(
+        APPROVAL_META.to_owned(),
+        json!({
+            "approval_id": approval_id,
+            "message": format!(
+                "Arbiter holds this call as approval {approval_id}. An operator can grant it \
+                 (arbiter approvals approve {approval_id}); then retry with this requestState \
+                 and the same arguments, which runs it once."
+            ),
+        }),
+    );
+    InputRequiredResult::from_request_state(request_state).with_meta(MetaObject(meta))
+}
+
+/// The `_meta` key of an `input_required` answer that names the approval.
+pub const APPROVAL_META: &str = "io.github.arbiter/approval";
+
+/// A retry whose `requestState` does not verify or does not match the retry: a protocol
+/// error (the client program sent it), and neither Arbiter nor the upstream is asked.
+pub fn request_state_refused(why: &crate::state::Refused) -> ErrorData {
+    ErrorData::invalid_params(
+        format!("{why}; the call was not forwarded"),
+        Some(json!({"code": "mcp.request_state_refused"})),
     )
 }
 
@@ -107,6 +140,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("not allowed for this agent"), "{text}");
+    }
+
+    #[test]
+    fn input_required_carries_only_the_state_and_names_the_approval() {
+        let v = serde_json::to_value(input_required("apr_9", "rs1.x.y".into())).unwrap();
+        assert_eq!(v["resultType"], "input_required");
+        assert_eq!(v["requestState"], "rs1.x.y");
+        assert!(v.get("inputRequests").is_none(), "{v}");
+        assert_eq!(v["_meta"][APPROVAL_META]["approval_id"], "apr_9");
     }
 
     #[test]

@@ -6,12 +6,13 @@ use crate::answer;
 use crate::gateway::{Gateway, HeldKey};
 use crate::identity::Caller;
 use crate::metrics::{Metrics, Outcome};
+use crate::state::ApprovalState;
 use crate::upstream::UpstreamError;
 use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
 use futures::StreamExt;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ErrorData, JsonObject, ProgressNotificationParam,
-    ResultType,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, JsonObject,
+    ProgressNotificationParam, ResultType,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use sha2::{Digest, Sha256};
@@ -24,7 +25,7 @@ pub async fn call_tool(
     gw: &Gateway,
     request: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
-) -> Result<CallToolResult, ErrorData> {
+) -> Result<CallToolResponse, ErrorData> {
     let (caller, session) = gw.caller(&ctx)?;
     let exposed = request.name.to_string();
     let Some((upstream, tool)) = gw.route(&exposed) else {
@@ -41,23 +42,46 @@ pub async fn call_tool(
         .inspect_err(|_| metrics.call(&upstream.name, Outcome::Undecided))?;
     if let Some(why) = pinned {
         metrics.call(&upstream.name, Outcome::Denied);
-        return Ok(answer::untrusted_tool(why.code()));
+        return Ok(answer::untrusted_tool(why.code()).into());
     }
     let arguments = request.arguments.unwrap_or_default();
-    let settled = decide(gw, &caller, &session, &exposed, &arguments, Some(&ctx))
+    let call = Call {
+        price: upstream.prices.get(&tool).copied(),
+        ..Call::new(&exposed, &arguments)
+    };
+    // A retry of an `input_required` answer: its state must verify and match this very
+    // call, or nothing is asked and nothing forwarded.
+    let presented = match request.request_state.as_deref() {
+        Some(sealed) => Some(
+            gw.inner
+                .sealer
+                .open(sealed, &caller.agent, call.exposed, &call.digest)
+                .map_err(|why| {
+                    metrics.call(&upstream.name, Outcome::Denied);
+                    answer::request_state_refused(&why)
+                })?,
+        ),
+        None => None,
+    };
+    let settled = decide(gw, &caller, &session, &call, presented, Some(&ctx))
         .await
         .inspect_err(|_| metrics.call(&upstream.name, Outcome::Undecided))?;
     let decision = match settled {
         Settled::Decided(decision) => *decision,
         Settled::Held(approval) => {
             metrics.call(&upstream.name, Outcome::Pending);
-            return Ok(answer::pending(&approval));
+            return Ok(pending(gw, &ctx, &caller, &call, &approval));
         }
     };
     match decision.outcome {
         DecisionOutcome::Allow => {
             metrics.call(&upstream.name, Outcome::Forwarded);
-            forward(&caller, &decision, &upstream, &tool, arguments, metrics).await
+            let price = call.price;
+            forward(
+                &caller, &decision, &upstream, &tool, arguments, price, metrics,
+            )
+            .await
+            .map(Into::into)
         }
         DecisionOutcome::Deny => {
             let answer = refuse(&decision);
@@ -67,16 +91,57 @@ pub async fn call_tool(
                 Outcome::Denied
             };
             metrics.call(&upstream.name, outcome);
-            answer
+            answer.map(Into::into)
         }
         // Still pending after a grant means it was taken back; never forward.
         DecisionOutcome::PendingApproval => {
             metrics.call(&upstream.name, Outcome::Pending);
-            Ok(answer::pending(
-                decision.approval_id.as_deref().unwrap_or_default(),
-            ))
+            let approval = decision.approval_id.as_deref().unwrap_or_default();
+            Ok(pending(gw, &ctx, &caller, &call, approval))
         }
     }
+}
+
+/// One call as Arbiter and the sealed state see it: the exposed tool name, the
+/// arguments and their RFC 8785 digest, and the tool's price (micro-USD per call).
+pub(crate) struct Call<'a> {
+    pub exposed: &'a str,
+    pub arguments: &'a JsonObject,
+    pub digest: String,
+    pub price: Option<u64>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(exposed: &'a str, arguments: &'a JsonObject) -> Self {
+        Self {
+            exposed,
+            arguments,
+            digest: digest(arguments),
+            price: None,
+        }
+    }
+}
+
+/// A call still waiting for a human: `input_required` with a sealed state for clients
+/// on the 2026-07-28 revision (or later), the `isError` answer for legacy clients.
+fn pending(
+    gw: &Gateway,
+    ctx: &RequestContext<RoleServer>,
+    caller: &Caller,
+    call: &Call<'_>,
+    approval: &str,
+) -> CallToolResponse {
+    let modern = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
+    if !modern || approval.is_empty() {
+        return answer::pending(approval).into();
+    }
+    let sealed = gw.inner.sealer.seal(&ApprovalState {
+        approval_id: approval.to_owned(),
+        agent: caller.agent.clone(),
+        tool: call.exposed.to_owned(),
+        arguments: call.digest.clone(),
+    });
+    answer::input_required(approval, sealed).into()
 }
 
 /// How a call's decision settled: a decision, or an approval still awaited.
@@ -85,25 +150,25 @@ pub(crate) enum Settled {
     Held(String),
 }
 
-/// Evaluate (presenting the approval held for this exact call, if any), and on
-/// PENDING_APPROVAL hold the call for `approval_wait`; a grant is evaluated again with
-/// the approval id, which consumes it. `ctx` (MCP only) carries cancellation and
-/// progress.
+/// Evaluate (presenting the approval of a verified `requestState`, else the one held
+/// for this exact call, if any), and on PENDING_APPROVAL hold the call for
+/// `approval_wait`; a grant is evaluated again with the approval id, which consumes it.
+/// `ctx` (MCP only) carries cancellation and progress.
 pub(crate) async fn decide(
     gw: &Gateway,
     caller: &Caller,
     session: &str,
-    tool: &str,
-    arguments: &JsonObject,
+    call: &Call<'_>,
+    presented: Option<String>,
     ctx: Option<&RequestContext<RoleServer>>,
 ) -> Result<Settled, ErrorData> {
     let key = HeldKey {
         agent: caller.agent.clone(),
-        tool: tool.to_owned(),
-        arguments: digest(arguments),
+        tool: call.exposed.to_owned(),
+        arguments: call.digest.clone(),
     };
-    let held = gw.held(&key);
-    let decision = evaluate(caller, session, tool, arguments, held.as_deref()).await?;
+    let held = presented.or_else(|| gw.held(&key));
+    let decision = evaluate(caller, session, call, held.as_deref()).await?;
     if held.is_some() && !decision.is_pending() {
         // The approval was used (ALLOW) or is final (denied, expired, consumed).
         gw.forget(&key);
@@ -116,7 +181,7 @@ pub(crate) async fn decide(
     if !wait_for_grant(gw, caller, &approval, ctx).await {
         return Ok(Settled::Held(approval));
     }
-    let decision = evaluate(caller, session, tool, arguments, Some(&approval)).await?;
+    let decision = evaluate(caller, session, call, Some(&approval)).await?;
     gw.forget(&key);
     Ok(Settled::Decided(Box::new(decision)))
 }
@@ -124,15 +189,19 @@ pub(crate) async fn decide(
 async fn evaluate(
     caller: &Caller,
     session: &str,
-    tool: &str,
-    arguments: &JsonObject,
+    call: &Call<'_>,
     approval: Option<&str>,
 ) -> Result<Decision, ErrorData> {
     let mut builder = caller
         .arbiter
         .evaluate(caller.agent.clone())
-        .tool(tool)
-        .arguments(serde_json::Value::Object(arguments.clone()));
+        .tool(call.exposed)
+        .arguments(serde_json::Value::Object(call.arguments.clone()));
+    // The price is the estimate budgets reserve; the same on every Evaluate of a call,
+    // so an approval's action digest still matches on the retry.
+    if let Some(price) = call.price {
+        builder = builder.cost_micro_usd(price);
+    }
     if !session.is_empty() {
         builder = builder.session(session);
     }
@@ -163,6 +232,7 @@ pub(crate) async fn forward(
     upstream: &crate::upstream::Upstream,
     tool: &str,
     arguments: JsonObject,
+    price: Option<u64>,
     metrics: &Metrics,
 ) -> Result<CallToolResult, ErrorData> {
     let started = Instant::now();
@@ -183,6 +253,9 @@ pub(crate) async fn forward(
         .duration(started.elapsed());
     if let Some(r) = output {
         record = record.output_digest(digest_value(&serde_json::to_value(r).unwrap_or_default()));
+    }
+    if let Some(usage) = crate::usage::of(output, price) {
+        record = record.usage(usage);
     }
     // The call has happened: a failed Record is logged, and the client still gets
     // the result (the reservation lapses on its own; Record is idempotent).

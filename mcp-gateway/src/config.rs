@@ -33,6 +33,68 @@ pub struct Config {
     /// Prometheus endpoint (`GET /metrics`); off unless `metrics.listen` is set.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// How the `requestState` of a 2026-07-28 `input_required` answer is sealed.
+    #[serde(default)]
+    pub request_state: RequestStateConfig,
+}
+
+/// The HMAC secret and lifetime of pending calls' `requestState` (`state.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestStateConfig {
+    /// The secret itself (at least 32 bytes). Prefer `secret_file`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the secret (at least 32 bytes; surrounding whitespace ignored).
+    /// Neither set: a random secret per start.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// How long a sealed state may be presented (`ttl`, e.g. "1h", Arbiter's default
+    /// approval lifetime).
+    #[serde(default = "default_state_ttl", deserialize_with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for RequestStateConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            ttl: default_state_ttl(),
+        }
+    }
+}
+
+/// Largest price of one call, in micro-USD (1 000 USD): a larger one is a typo.
+pub const MAX_PRICE: u64 = 1_000_000_000;
+
+/// Shortest secret accepted (HMAC-SHA256's block of key material).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl RequestStateConfig {
+    /// The configured secret's bytes, if one is configured; a short one is refused.
+    pub fn secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let (field, bytes) = match (&self.secret, &self.secret_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("request_state: set secret or secret_file, not both")
+            }
+            (Some(s), None) => ("request_state.secret", s.trim().as_bytes().to_vec()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("request_state.secret_file: reading {}: {e}", path.display())
+                })?;
+                ("request_state.secret_file", text.trim().as_bytes().to_vec())
+            }
+            (None, None) => return Ok(None),
+        };
+        if bytes.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "{field}: must be at least {MIN_SECRET_BYTES} bytes, got {}",
+                bytes.len()
+            );
+        }
+        Ok(Some(bytes))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,6 +162,10 @@ pub struct UpstreamConfig {
     pub stdio: Option<StdioConfig>,
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Cost of one call per tool (the upstream's own tool name), in integer micro-USD
+    /// (1 USD = 1 000 000), sent as Evaluate's estimate so budgets cap MCP spend.
+    #[serde(default)]
+    pub prices: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +223,9 @@ fn default_list_watch() -> Duration {
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(60)
 }
+fn default_state_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_arbiter_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -209,6 +278,12 @@ impl Config {
                 self.listen.path
             ));
         }
+        if self.request_state.ttl.is_zero() {
+            out.push("request_state.ttl: must be more than 0s".to_owned());
+        }
+        if let Err(e) = self.request_state.secret() {
+            out.push(e.to_string());
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let at = format!("upstreams[{i}]");
@@ -217,6 +292,16 @@ impl Config {
                     "{at}.name: must be 1–64 characters of [A-Za-z0-9_-], got {:?}",
                     u.name
                 ));
+            }
+            for (tool, price) in &u.prices {
+                if tool.is_empty() {
+                    out.push(format!("{at}.prices: a tool name must not be empty"));
+                }
+                if *price > MAX_PRICE {
+                    out.push(format!(
+                        "{at}.prices.{tool}: at most {MAX_PRICE} micro-USD (1 000 USD) per call, got {price}"
+                    ));
+                }
             }
             if !seen.insert(u.name.as_str()) {
                 out.push(format!("{at}.name: {:?} is used twice", u.name));
@@ -296,6 +381,34 @@ mod tests {
             err.contains("approval_wait") || err.contains("soon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_short_or_doubled_request_state_secret_is_named() {
+        let short = format!("{MINIMAL}request_state: {{secret: tooshort}}\n");
+        let err = Config::parse(&short).unwrap_err().to_string();
+        assert!(
+            err.contains("request_state.secret: must be at least 32 bytes, got 8"),
+            "{err}"
+        );
+        let both = format!("{MINIMAL}request_state: {{secret: x, secret_file: /x}}\n");
+        let err = Config::parse(&both).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.request_state.ttl, Duration::from_secs(3600));
+        assert!(c.request_state.secret().unwrap().is_none());
+    }
+
+    #[test]
+    fn prices_are_micro_usd_per_tool_and_bounded() {
+        let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 20000}");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.upstreams[0].prices["send"], 20_000);
+        let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 2000000000}");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("upstreams[0].prices.send: at most"), "{err}");
+        let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 0.02}");
+        assert!(Config::parse(&text).is_err(), "prices are integers");
     }
 
     #[test]

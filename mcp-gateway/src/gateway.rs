@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set in stdio mode: one caller and one run for the whole process.
     pub fixed: Option<(Caller, String)>,
+    /// Seals and opens the `requestState` of 2026-07-28 `input_required` answers.
+    pub sealer: crate::state::Sealer,
     /// Which agent first used each session id: a session is bound to its principal's
     /// agent, so one client cannot act inside another agent's run.
     sessions: Mutex<HashMap<String, String>>,
@@ -67,6 +69,7 @@ impl Gateway {
         list_watch: Duration,
         metrics: Arc<crate::metrics::Metrics>,
         fixed: Option<(Caller, String)>,
+        sealer: crate::state::Sealer,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -75,6 +78,7 @@ impl Gateway {
                 list_watch,
                 metrics,
                 fixed,
+                sealer,
                 sessions: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
@@ -282,8 +286,6 @@ impl ServerHandler for Gateway {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        crate::call::call_tool(self, request, ctx)
-            .await
-            .map(CallToolResponse::Complete)
+        crate::call::call_tool(self, request, ctx).await
     }
 }

@@ -65,7 +65,16 @@ async fn pre_tool_use(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let decision = match call::decide(gw, caller, session, tool, &arguments, None).await {
+    let decision = match call::decide(
+        gw,
+        caller,
+        session,
+        &call::Call::new(tool, &arguments),
+        None,
+        None,
+    )
+    .await
+    {
         Err(e) => return pre_answer("deny", &e.message),
         Ok(Settled::Held(approval)) => return pre_answer("deny", &pending_text(&approval)),
         Ok(Settled::Decided(d)) => *d,

@@ -14,7 +14,9 @@ mod http;
 mod identity;
 mod metrics;
 mod pins;
+mod state;
 mod upstream;
+mod usage;
 mod watch;
 
 use anyhow::Context;
@@ -42,6 +44,7 @@ pub async fn run_http(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let base = arbiter(&config.arbiter)?;
+    let sealer = state::Sealer::new(&config.request_state)?;
     let metrics = serve_metrics(&config, &stop).await?;
     let upstreams = start_upstreams(&config, &stop).await;
     let gateway = Gateway::new(
@@ -50,6 +53,7 @@ pub async fn run_http(
         config.list_watch,
         metrics,
         None,
+        sealer,
     );
     let ids = Arc::new(Identities::new(base));
     let app = http::router(&config.listen, gateway, ids, stop.child_token());
@@ -84,6 +88,7 @@ pub async fn run_stdio(
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let base = arbiter(&config.arbiter)?;
+    let sealer = state::Sealer::new(&config.request_state)?;
     let caller = Identities::new(base)
         .for_key(api_key)
         .await
@@ -105,6 +110,7 @@ pub async fn run_stdio(
         config.list_watch,
         metrics,
         Some((caller, session)),
+        sealer,
     );
     let running = gateway
         .serve(rmcp::transport::stdio())

@@ -48,6 +48,8 @@ impl UpstreamError {
 
 pub struct Upstream {
     pub name: String,
+    /// Cost of one call of each tool (by the upstream's own name), in micro-USD.
+    pub prices: std::collections::BTreeMap<String, u64>,
     peer: watch::Receiver<Option<Peer<RoleClient>>>,
     timeout: Duration,
 }
@@ -60,6 +62,7 @@ impl Upstream {
         tokio::spawn(supervise(name.clone(), config.transport(), tx, stop));
         Arc::new(Self {
             name,
+            prices: config.prices.clone(),
             peer: rx,
             timeout,
         })
