@@ -249,6 +249,10 @@ pub struct ConsoleSettings {
     pub idle_timeout_secs: u64,
     /// A session ends this many seconds after sign-in whatever its use (60–604 800).
     pub max_age_secs: u64,
+    /// Serve HTTPS with the gRPC listener's certificate and client-certificate rules
+    /// (`server.tls`): the session cookie is `Secure`, and a principal bound to a client
+    /// certificate signs in with it, without a key.
+    pub tls: bool,
 }
 
 impl Default for ConsoleSettings {
@@ -258,6 +262,7 @@ impl Default for ConsoleSettings {
             public_url: None,
             idle_timeout_secs: 15 * 60,
             max_age_secs: 8 * 60 * 60,
+            tls: false,
         }
     }
 }
@@ -381,6 +386,13 @@ impl Settings {
             bad.push(e);
         }
         self.console.validate(&mut bad);
+        if self.console.tls && self.server.tls.cert_file.is_none() {
+            bad.push(
+                "console.tls: needs server.tls.cert_file and server.tls.key_file (the console \
+                 serves the gRPC listener's certificate)"
+                    .to_owned(),
+            );
+        }
         if !matches!(self.storage.synchronous.as_str(), "normal" | "full") {
             bad.push(format!(
                 "storage.synchronous: must be \"normal\" or \"full\", got {:?}",

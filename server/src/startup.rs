@@ -402,7 +402,10 @@ impl Application {
             background.push(tokio::spawn(crate::console::serve(
                 listener,
                 self.engine.clone(),
-                crate::console::Options::from_settings(&self.settings.console),
+                crate::console::Options::from_settings(
+                    &self.settings.console,
+                    self.tls.as_ref().map(|t| t.rustls.as_ref()),
+                ),
             )));
         }
         let max = self.settings.server.max_message_bytes;
@@ -613,10 +616,11 @@ fn console_exposure_check(
              yet. Keep console.listen on 127.0.0.1 or create principals first."
         ));
     }
-    if !console
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"))
+    if !console.tls
+        && !console
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
     {
         tracing::warn!(
             "the console on {addr} is plain HTTP: API keys typed into the sign-in form cross the \

@@ -22,6 +22,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerTls {
     pub config: ServerTlsConfig,
     pub client_auth: ClientAuth,
+    /// The same setup as a rustls config, for the console's listener (`console.tls`).
+    pub rustls: Arc<ServerConfig>,
 }
 
 /// `None` when TLS is off (no `server.tls.cert_file`).
@@ -85,7 +87,7 @@ pub fn load(settings: &TlsSettings) -> anyhow::Result<Option<ServerTls>> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    builder.with_single_cert(chain, key).map_err(|e| {
+    let rustls = builder.with_single_cert(chain, key).map_err(|e| {
         anyhow!(
             "server.tls.key_file: {} does not fit the certificate in server.tls.cert_file {}: {e}",
             key_file.display(),
@@ -95,6 +97,7 @@ pub fn load(settings: &TlsSettings) -> anyhow::Result<Option<ServerTls>> {
     Ok(Some(ServerTls {
         config,
         client_auth,
+        rustls: Arc::new(rustls),
     }))
 }
 

@@ -710,7 +710,8 @@ impl TestServer {
     /// The address of the operator console of the current run (a free port; the
     /// server logs where).
     pub fn console_addr(&self) -> SocketAddr {
-        const MARK: &str = "serving the operator console on http://";
+        // http:// or, under console.tls, https://
+        const MARK: &str = "serving the operator console on http";
         let log = self.log();
         let line = log
             .lines()
@@ -718,6 +719,7 @@ impl TestServer {
             .find(|l| l.contains(MARK))
             .unwrap_or_else(|| panic!("the server logged no console address\n{}", self.log_tail()));
         let rest = &line[line.find(MARK).unwrap() + MARK.len()..];
+        let rest = rest.trim_start_matches('s').trim_start_matches("://");
         rest.split('/')
             .next()
             .and_then(|a| a.parse().ok())

@@ -658,3 +658,144 @@ async fn the_same_files_that_are_refused_when_broken_start_when_whole() {
     let log = server.log();
     assert!(log.contains("TLS on") && log.contains("required"), "{log}");
 }
+
+/// One HTTP/1.0 request to the console over TLS, presenting `identity` when given;
+/// (status, head, body).
+async fn console_https(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    identity: Option<&Pair>,
+    request: &str,
+) -> (u16, String, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(p) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(p.cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(p.key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(SERVER_NAME).unwrap(), tcp)
+        .await
+        .expect("the console's TLS handshake");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// `console.tls`: the console serves the gRPC certificate, and a principal bound to a
+/// client certificate signs in with it and no key; without a certificate, or with one
+/// bound to an agent principal, the certificate sign-in is refused and audited.
+#[tokio::test]
+async fn under_mtls_a_certificate_principal_signs_in_to_the_console_without_a_key() {
+    let pki = Pki::new();
+    let admin = pki.ca.client(ADMIN_ID);
+    let ops = pki.ca.client(OPS_ID);
+    let bot = pki.ca.client(BOT_ID);
+    let server = spawn_server(
+        ServerOptions::new()
+            .policy(POLICY)
+            .tls(pki.server_tls("optional", Some(&admin)))
+            .env("ARBITER_CONSOLE__TLS", "true"),
+    )
+    .await;
+    // Development mode bootstraps the first admin; from then on certificates identify.
+    let c = pki.client(&server, None);
+    for (name, role, agents, id) in [
+        ("root", pb::Role::Admin, vec![], ADMIN_ID),
+        ("ops-1", pb::Role::Operator, vec![], OPS_ID),
+        (
+            "bot-runtime",
+            pb::Role::Agent,
+            vec!["bot-1".to_owned()],
+            BOT_ID,
+        ),
+    ] {
+        let c = if name == "root" {
+            c.clone()
+        } else {
+            pki.client(&server, Some(&admin))
+        };
+        c.create_principal(pb::CreatePrincipalRequest {
+            name: name.into(),
+            roles: vec![role as i32],
+            agents,
+            tls_identity: id.into(),
+        })
+        .await
+        .expect("CreatePrincipal");
+    }
+    let root = pki.client(&server, Some(&admin));
+    let console = server.console_addr();
+    let get = |path: &str| format!("GET {path} HTTP/1.0\r\nHost: arbiter\r\n\r\n");
+    let post =
+        |path: &str| format!("POST {path} HTTP/1.0\r\nHost: arbiter\r\nContent-Length: 0\r\n\r\n");
+
+    let (status, _, body) = console_https(console, &pki, Some(&ops), &get("/login")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("id=\"certificate-principal\">ops-1<"),
+        "{body}"
+    );
+    let (status, head, _) =
+        console_https(console, &pki, Some(&ops), &post("/login/certificate")).await;
+    assert_eq!(status, 303, "{head}");
+    let cookie = header(&head, "set-cookie").expect("a session");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = format!("GET /approvals HTTP/1.0\r\nHost: arbiter\r\nCookie: {session}\r\n\r\n");
+    let (status, _, body) = console_https(console, &pki, Some(&ops), &page).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("ops-1"),
+        "the page names the signed-in principal"
+    );
+
+    let before = denials(&root).await.len();
+    let (status, _, body) = console_https(console, &pki, None, &post("/login/certificate")).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("no client certificate"), "{body}");
+    let (status, _, body) =
+        console_https(console, &pki, Some(&bot), &post("/login/certificate")).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("requires one of the roles"), "{body}");
+    let (_, _, body) = console_https(console, &pki, Some(&bot), &get("/login")).await;
+    assert!(
+        !body.contains("certificate-principal"),
+        "no certificate button for an agent"
+    );
+    assert_eq!(
+        denials(&root).await.len(),
+        before + 2,
+        "each refusal is audited"
+    );
+}

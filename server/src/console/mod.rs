@@ -21,6 +21,7 @@ mod halts;
 mod headers;
 mod session;
 mod signin;
+mod tls;
 mod views;
 
 use crate::auth::{self as authn, Access, Refusal};
@@ -43,19 +44,24 @@ pub struct Options {
     pub lifetimes: Lifetimes,
     /// Mark the session cookie `Secure` (the console is reached over TLS).
     pub secure: bool,
+    /// Serve HTTPS with this configuration (`console.tls`), else plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Options {
-    pub fn from_settings(s: &ConsoleSettings) -> Self {
+    /// `grpc_tls`: the gRPC listener's TLS, which `console.tls` serves with.
+    pub fn from_settings(s: &ConsoleSettings, grpc_tls: Option<&rustls::ServerConfig>) -> Self {
+        let tls = grpc_tls.filter(|_| s.tls).map(tls::config);
         Self {
             lifetimes: Lifetimes {
                 idle: Duration::from_secs(s.idle_timeout_secs),
                 max_age: Duration::from_secs(s.max_age_secs),
             },
-            secure: s
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://")),
+            secure: tls.is_some()
+                || s.public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
+            tls,
         }
     }
 }
@@ -64,6 +70,7 @@ impl Options {
 pub fn url(s: &ConsoleSettings, addr: SocketAddr) -> String {
     match &s.public_url {
         Some(u) => format!("{}/", u.trim_end_matches('/')),
+        None if s.tls => format!("https://{addr}/"),
         None => format!("http://{addr}/"),
     }
 }
@@ -88,6 +95,9 @@ pub async fn serve(listener: tokio::net::TcpListener, engine: Arc<Engine>, optio
         secure: options.secure,
     });
     let app = router(console);
+    if let Some(config) = options.tls {
+        return tls::serve(listener, app, config).await;
+    }
     if let Err(e) = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -102,6 +112,7 @@ fn router(console: Shared) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/approvals") }))
         .route("/login", get(signin::page).post(signin::submit))
+        .route("/login/certificate", post(signin::certificate))
         .route("/logout", post(signin::logout))
         .route("/approvals", get(approvals::page))
         .route("/approvals/list", get(approvals::list))
@@ -231,3 +242,6 @@ fn readable(p: &Principal) -> bool {
 
 /// The client address axum hands every handler.
 pub(crate) type Peer = ConnectInfo<SocketAddr>;
+
+/// The connection's verified client certificate; absent on plain HTTP.
+pub(crate) type Certificate = Option<axum::Extension<tls::ClientCertificate>>;
