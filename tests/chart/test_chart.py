@@ -306,6 +306,12 @@ def test_console_port_env_and_policy_follow_the_switch():
     assert "http-console" in [p["name"] for p in svc["spec"]["ports"]]
     policy = one([o for o in objs if o["kind"] == "NetworkPolicy"], "NetworkPolicy")
     assert any(r["ports"] == [{"port": "http-console", "protocol": "TCP"}] for r in policy["spec"]["ingress"])
+    assert "ARBITER_CONSOLE__TLS" not in env_of(on)
+    tls = server_container(render("--set", "console.enabled=true", "--set", "console.tls=true",
+                                  "--set", "tls.enabled=true", "--set", "tls.existingSecret=t"))
+    assert env_of(tls)["ARBITER_CONSOLE__TLS"]["value"] == "true"
+    refused = helm("template", "arb", str(CHART), "--set", "console.tls=true")
+    assert refused.returncode != 0 and "console.tls needs tls.enabled" in refused.stderr
     # Without principals the server serves nothing off loopback: bootstrap keeps it there.
     boot = server_container(render("--set", "console.enabled=true", "--set", "bootstrap.enabled=true"))
     assert env_of(boot)["ARBITER_CONSOLE__LISTEN"]["value"] == "127.0.0.1:9464"

@@ -89,6 +89,9 @@ app.kubernetes.io/component: server
 {{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.grpc.port)) }}
 {{- fail "metrics.port and grpc.port must differ" }}
 {{- end }}
+{{- if and .Values.console.tls (not .Values.tls.enabled) }}
+{{- fail "console.tls needs tls.enabled (the console serves the gRPC certificate)" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}

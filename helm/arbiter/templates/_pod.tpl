@@ -62,6 +62,10 @@ spec:
         # Loopback while bootstrapping: without principals the server refuses anything else.
         - name: ARBITER_CONSOLE__LISTEN
           value: "{{ if .Values.bootstrap.enabled }}127.0.0.1{{ else }}0.0.0.0{{ end }}:{{ .Values.console.port }}"
+        {{- if and .Values.console.tls (include "arbiter.tlsOn" .) }}
+        - name: ARBITER_CONSOLE__TLS
+          value: "true"
+        {{- end }}
         {{- with .Values.console.publicUrl }}
         - name: ARBITER_CONSOLE__PUBLIC_URL
           value: {{ . | quote }}
