@@ -276,9 +276,8 @@ def test_the_budgets_page_shows_what_the_agent_spent_as_a_bar(
     sign_in(browser, server, "audrey")
     browser.get(server.console + "/budgets")
     assert "/budgets" in browser.current_url
-    window = wait(browser).until(
-        lambda b: b.find_element(By.CSS_SELECTOR, f'section.budget[data-budget="cap"][data-scope-key="{agent}"]')
-    )
+    found = f'section.budget[data-budget="cap"][data-scope-key="{agent}"]'
+    window = wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, found))
     row = window.find_element(By.CSS_SELECTOR, 'tr.amount[data-unit="micro_usd"]')
     bar = row.find_element(By.CSS_SELECTOR, "meter.spent")
     # The bar is the recorded cost (not the estimate), against the policy's $100 cap.
