@@ -264,6 +264,33 @@ def test_the_halt_button_stops_the_next_evaluate_and_resume_restores_it(
     assert len(kinds) == 2 and all('"bob"' in e for e in kinds), kinds
 
 
+def test_the_budgets_page_shows_what_the_agent_spent_as_a_bar(
+    browser: WebDriver, server: Server, agent: str
+) -> None:
+    bot = server.client("bot-runtime")
+    d = bot.evaluate(agent, tool="read_invoice", cost_usd="3.25")
+    assert d.allowed, d.reasons
+    bot.record(d.decision_id, cost_usd="3.40")
+    held = bot.evaluate(agent, tool="read_invoice", cost_usd="1.10")
+    assert held.allowed, held.reasons
+    sign_in(browser, server, "audrey")
+    browser.get(server.console + "/budgets")
+    assert "/budgets" in browser.current_url
+    found = f'section.budget[data-budget="cap"][data-scope-key="{agent}"]'
+    window = wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, found))
+    row = window.find_element(By.CSS_SELECTOR, 'tr.amount[data-unit="micro_usd"]')
+    bar = row.find_element(By.CSS_SELECTOR, "meter.spent")
+    # The bar is the recorded cost (not the estimate), against the policy's $100 cap.
+    assert float(bar.get_attribute("value") or "nan") == 3_400_000, bar.get_attribute("value")
+    assert float(bar.get_attribute("max") or "nan") == 100_000_000
+    assert row.find_element(By.CLASS_NAME, "spent-text").text == "$3.40"
+    assert row.find_element(By.CLASS_NAME, "reserved-text").text == "$1.10"
+    assert row.find_element(By.CLASS_NAME, "remaining-text").text == "$95.50"
+    assert not row.find_elements(By.CLASS_NAME, "flag")
+    assert browser.find_element(By.CSS_SELECTOR, 'nav a[aria-current="page"]').text == "Budgets"
+    screenshot(browser, "budgets")
+
+
 def test_the_audit_tail_shows_a_new_entry_within_a_second(
     browser: WebDriver, server: Server, agent: str
 ) -> None:

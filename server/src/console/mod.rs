@@ -16,6 +16,7 @@
 mod approvals;
 mod assets;
 mod audit;
+mod budgets;
 mod events;
 mod halts;
 mod headers;
@@ -119,6 +120,7 @@ fn router(console: Shared) -> Router {
         .route("/approvals/{id}", get(approvals::link))
         .route("/approvals/{id}/decide", post(approvals::decide))
         .route("/halts", get(halts::page).post(halts::change))
+        .route("/budgets", get(budgets::page))
         .route("/audit", get(audit::page))
         .route("/audit/list", get(audit::list))
         .route("/audit/verify", post(audit::verify))

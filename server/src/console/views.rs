@@ -25,6 +25,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("audit.html", include_str!("templates/audit.html")),
     ("audit_list.html", include_str!("templates/audit_list.html")),
     ("entry.html", include_str!("templates/entry.html")),
+    ("budgets.html", include_str!("templates/budgets.html")),
 ];
 
 pub struct Views {
