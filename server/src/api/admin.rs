@@ -184,30 +184,11 @@ impl AdminService for AdminApi {
             .budgets(agent.as_deref(), session.as_deref())
             .into_iter()
             .map(|b| {
-                let c = b.counter;
-                let mut amounts = Vec::new();
-                if let Some(cap) = b.caps.micro_usd {
-                    amounts.push(amount(
-                        "micro_usd",
-                        cap.0,
-                        c.spent.micro_usd,
-                        c.reserved.micro_usd,
-                    ));
-                }
-                if let Some(cap) = b.caps.tokens {
-                    amounts.push(amount("tokens", cap, c.spent.tokens, c.reserved.tokens));
-                }
-                if let Some(cap) = b.caps.calls {
-                    amounts.push(amount("calls", cap, c.spent.calls, c.reserved.calls));
-                }
-                if let Some(cap) = b.caps.session_seconds {
-                    amounts.push(amount(
-                        "session_seconds",
-                        cap,
-                        b.session_elapsed_s.unwrap_or(0),
-                        0,
-                    ));
-                }
+                let amounts = b
+                    .capped_units()
+                    .into_iter()
+                    .map(|u| amount(u.unit, u.cap, u.spent, u.reserved))
+                    .collect();
                 pb::BudgetSnapshot {
                     name: b.name,
                     scope: b.scope.name().into(),

@@ -71,26 +71,11 @@ fn amount(unit: &'static str, cap: u64, spent: u64, reserved: u64) -> Amount {
 
 /// The units a window caps, as the gRPC `GetBudgets` lists them.
 fn window(b: BudgetView) -> Window {
-    let c = b.counter;
-    let mut amounts = Vec::new();
-    if let Some(cap) = b.caps.micro_usd {
-        amounts.push(amount(
-            "micro_usd",
-            cap.0,
-            c.spent.micro_usd,
-            c.reserved.micro_usd,
-        ));
-    }
-    if let Some(cap) = b.caps.tokens {
-        amounts.push(amount("tokens", cap, c.spent.tokens, c.reserved.tokens));
-    }
-    if let Some(cap) = b.caps.calls {
-        amounts.push(amount("calls", cap, c.spent.calls, c.reserved.calls));
-    }
-    if let Some(cap) = b.caps.session_seconds {
-        let elapsed = b.session_elapsed_s.unwrap_or(0);
-        amounts.push(amount("session_seconds", cap, elapsed, 0));
-    }
+    let amounts: Vec<_> = b
+        .capped_units()
+        .into_iter()
+        .map(|u| amount(u.unit, u.cap, u.spent, u.reserved))
+        .collect();
     Window {
         flagged: amounts.iter().any(|a| a.overcommitted),
         name: b.name,

@@ -24,6 +24,47 @@ pub struct BudgetView {
     pub session_elapsed_s: Option<u64>,
 }
 
+/// One unit a budget window caps, as `GetBudgets` and the console show it.
+pub struct CappedUnit {
+    pub unit: &'static str,
+    pub cap: u64,
+    pub spent: u64,
+    pub reserved: u64,
+}
+
+impl BudgetView {
+    /// The units this window caps, in a fixed order (USD, tokens, calls, session
+    /// seconds); a session's elapsed time is its "spend", with nothing reserved.
+    pub fn capped_units(&self) -> Vec<CappedUnit> {
+        let (c, caps) = (&self.counter, &self.caps);
+        let unit = |unit, cap, spent, reserved| CappedUnit {
+            unit,
+            cap,
+            spent,
+            reserved,
+        };
+        [
+            caps.micro_usd
+                .map(|cap| unit("micro_usd", cap.0, c.spent.micro_usd, c.reserved.micro_usd)),
+            caps.tokens
+                .map(|cap| unit("tokens", cap, c.spent.tokens, c.reserved.tokens)),
+            caps.calls
+                .map(|cap| unit("calls", cap, c.spent.calls, c.reserved.calls)),
+            caps.session_seconds.map(|cap| {
+                unit(
+                    "session_seconds",
+                    cap,
+                    self.session_elapsed_s.unwrap_or(0),
+                    0,
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 pub struct PolicyInfo {
     pub current: Arc<CompiledPolicy>,
     pub history: Vec<PolicyLoadRow>,
