@@ -7,8 +7,8 @@
 //! Gauges that describe state (pending approvals, halts, reservations, the pool) are
 //! read when Prometheus scrapes, not kept up to date on every change.
 
-use crate::engine::Engine;
 use crate::pipeline::{Reason, Verdict};
+use crate::store::PoolStats;
 use crate::telemetry::metric as name;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -261,19 +261,17 @@ impl Metrics {
         }
     }
 
-    /// Reads the state gauges from `engine` and renders every metric in the Prometheus
+    /// Sets the state gauges from `state` and renders every metric in the Prometheus
     /// text format.
-    pub fn render(&self, engine: &Engine) -> String {
+    pub fn render(&self, state: &StateReading) -> String {
         let i = &self.inner;
-        let g = engine.gauges();
-        i.pending_approvals.set(saturate(g.pending_approvals));
-        i.active_halts.set(saturate(g.active_halts));
-        i.open_reservations.set(saturate(g.open_reservations));
-        let batcher = engine.batcher();
+        i.pending_approvals.set(saturate(state.pending_approvals));
+        i.active_halts.set(saturate(state.active_halts));
+        i.open_reservations.set(saturate(state.open_reservations));
         i.audit_head
-            .set(i64::try_from(batcher.head_seq()).unwrap_or(i64::MAX));
-        i.audit_queue.set(saturate(batcher.queue_depth()));
-        if let Some(p) = engine.store().pool_stats() {
+            .set(i64::try_from(state.audit_head).unwrap_or(i64::MAX));
+        i.audit_queue.set(saturate(state.audit_queue));
+        if let Some(p) = state.pool {
             i.pool.with_label_values(&["idle"]).set(i64::from(p.idle));
             i.pool
                 .with_label_values(&["in_use"])
@@ -296,12 +294,32 @@ fn stage_index(stage: &str) -> usize {
     STAGES.iter().position(|s| *s == stage).unwrap_or(0)
 }
 
-/// Serves `GET /metrics` on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Metrics, engine: Arc<Engine>) {
+/// Point-in-time readings of run-time state, taken when Prometheus scrapes. The caller
+/// (startup) reads them from the engine, so this module renders numbers and knows
+/// nothing of where they live.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StateReading {
+    pub pending_approvals: usize,
+    pub active_halts: usize,
+    pub open_reservations: usize,
+    /// The newest durable audit sequence number.
+    pub audit_head: u64,
+    /// Entries waiting for the audit writer.
+    pub audit_queue: usize,
+    /// The database pool, for backends that have one.
+    pub pool: Option<PoolStats>,
+}
+
+/// Serves `GET /metrics` on `listener` until the task is aborted; `read` takes the
+/// state readings on each scrape.
+pub async fn serve<F>(listener: tokio::net::TcpListener, metrics: Metrics, read: F)
+where
+    F: Fn() -> StateReading + Clone + Send + Sync + 'static,
+{
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let body = metrics.render(&engine);
+            let body = metrics.render(&read());
             async move {
                 (
                     [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

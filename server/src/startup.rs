@@ -389,10 +389,11 @@ impl Application {
         if let Some(listener) = self.metrics_listener {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "serving Prometheus metrics on http://{addr}/metrics");
+            let engine = self.engine.clone();
             background.push(tokio::spawn(crate::metrics::serve(
                 listener,
                 self.metrics.clone(),
-                self.engine.clone(),
+                move || state_reading(&engine),
             )));
         }
         if let Some(listener) = self.console_listener {
@@ -732,6 +733,20 @@ fn spawn_control_refresh(
             };
         }
     })
+}
+
+/// What the metrics endpoint shows of the engine's state, read on each scrape.
+fn state_reading(engine: &Engine) -> crate::metrics::StateReading {
+    let g = engine.gauges();
+    let batcher = engine.batcher();
+    crate::metrics::StateReading {
+        pending_approvals: g.pending_approvals,
+        active_halts: g.active_halts,
+        open_reservations: g.open_reservations,
+        audit_head: batcher.head_seq(),
+        audit_queue: batcher.queue_depth(),
+        pool: engine.store().pool_stats(),
+    }
 }
 
 fn spawn_health_monitor(
