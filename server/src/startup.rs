@@ -225,55 +225,7 @@ impl Application {
                 metrics.clone(),
             ));
         }
-        let maintained = engine.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(STORE_MAINTENANCE_EVERY);
-            loop {
-                tick.tick().await;
-                if let Err(e) = maintained.store().maintain().await {
-                    tracing::warn!(error = %e, "store maintenance failed");
-                }
-            }
-        }));
-        // With several replicas on one database only the lease holder (an advisory
-        // lock) expires approvals and judges silence; with the embedded store `lead` is
-        // always true.
-        let watchdog = engine.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                watchdog.watchdog().await;
-            }
-        }));
-        background.push(spawn_presence_sync(engine.clone()));
-        let expirer = engine.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                if expirer.store().lead("approval-expiry").await {
-                    expirer.expire_approvals().await;
-                }
-            }
-        }));
-        if let Some(changes) = engine.store().watch_changes() {
-            background.push(spawn_control_refresh(engine.clone(), changes));
-        }
-        if engine.store().shared() {
-            // TailAudit followers hear what other replicas commit (engine::tail).
-            let follower = engine.clone();
-            background.push(tokio::spawn(async move { follower.watch_log_head().await }));
-        }
-        let pruner = engine.clone();
-        background.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                pruner.prune();
-                pruner.prune_loop_ticks().await;
-            }
-        }));
+        background.extend(crate::engine::spawn_loops(&engine));
 
         // Webhooks follow the committed log, after the engine is up; nothing on the
         // decision path waits for them.
@@ -567,11 +519,6 @@ const BATCHER_STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a clean stop waits for the store to checkpoint and close.
 const STORE_CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How often the store's maintenance runs (SQLite: the WAL checkpoint). Short, because
-/// under sustained load the writer appends tens of MiB of WAL per second and the bound
-/// on the WAL is only as good as how soon a checkpoint notices it.
-const STORE_MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
-
 /// Whether this server may listen on `addr`. Off loopback every caller must be
 /// authenticated: principals must exist, and if none of them holds an API key, callers
 /// can only be told apart by client certificates, so those must be required.
@@ -672,65 +619,6 @@ fn spawn_policy_reload(
                     }
                 }
             }
-        }
-    })
-}
-
-/// How often heartbeats are written to the store and, with several replicas, read back.
-const PRESENCE_SYNC: Duration = Duration::from_millis(250);
-
-/// Writes the heartbeats received here to the store (one upsert per run, never one per
-/// heartbeat: they are not audited and stay off the request path) and takes in those
-/// other replicas received, so the watchdog and ListAgents see every replica's.
-fn spawn_presence_sync(engine: Arc<Engine>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PRESENCE_SYNC);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tick.tick().await;
-            match engine.sync_presence().await {
-                // Once per outage, not four times a second.
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "cannot sync presence with the store; retrying");
-                    failing = true;
-                }
-                Err(_) => {}
-                Ok(()) if failing => {
-                    tracing::info!("presence syncs with the store again");
-                    failing = false;
-                }
-                Ok(()) => {}
-            }
-        }
-    })
-}
-
-/// Applies control changes committed by other replicas: on every NOTIFY, and at least
-/// once a second as a safety net for notifications lost with a connection.
-fn spawn_control_refresh(
-    engine: Arc<Engine>,
-    mut changes: tokio::sync::mpsc::Receiver<()>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut retry = false;
-        loop {
-            let wait = if retry {
-                Duration::from_millis(20)
-            } else {
-                Duration::from_secs(1)
-            };
-            if let Ok(None) = tokio::time::timeout(wait, changes.recv()).await {
-                // The listener is gone: fall back to the periodic re-check alone.
-                tokio::time::sleep(wait).await;
-            }
-            retry = match engine.refresh_control().await {
-                Ok(applied) => !applied,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot re-read control state; retrying");
-                    false
-                }
-            };
         }
     })
 }

@@ -8,6 +8,7 @@
 mod admin;
 mod approval;
 mod audit;
+mod background;
 mod delegate;
 mod evaluate;
 mod halt;
@@ -21,6 +22,7 @@ mod tool_pins;
 
 pub use admin::{BudgetView, PolicyInfo};
 pub use audit::VerifyReport;
+pub use background::spawn_loops;
 pub use delegate::{DelegateInput, Delegated};
 pub use evaluate::{EvaluateInput, EvaluateResult};
 pub use key_ring::{key_ring_summary, KeyRingRecord};
