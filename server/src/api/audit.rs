@@ -9,7 +9,7 @@ use crate::audit::SealedEntry;
 use crate::auth::Access;
 use crate::domain::{check_len, ParseError};
 use crate::engine::Engine;
-use crate::store::AuditQuery;
+use crate::store::{AuditLog, AuditQuery};
 use arbiter_proto::v1 as pb;
 use futures::StreamExt;
 use pb::audit_service_server::AuditService;
@@ -96,7 +96,7 @@ impl AuditApi {
     async fn tree_size(&self, requested: u64) -> Result<u64, Status> {
         let latest = self
             .engine
-            .store()
+            .audit_log()
             .checkpoint(None)
             .await?
             .map_or(0, |c| c.size);
@@ -116,21 +116,17 @@ impl AuditApi {
 /// A receipt for one entry: its canonical bytes and MAC, an inclusion proof and the
 /// latest signed checkpoint (which covers it: every batch is checkpointed on commit).
 pub(super) async fn receipt(engine: &Engine, seq: u64) -> Result<pb::Receipt, Status> {
-    let store = engine.store();
-    let entry = store
-        .audit_range(seq, seq, 1)
+    let log = engine.audit_log();
+    let entry = log
+        .entry(seq)
         .await?
-        .pop()
         .ok_or_else(|| Status::internal("the decision's audit entry is missing"))?;
-    let cp = store
+    let cp = log
         .checkpoint(None)
         .await?
         .filter(|c| c.size >= seq)
         .ok_or_else(|| Status::internal("no checkpoint covers the decision yet"))?;
-    let hashes = proof_nodes(store.as_ref(), |node| {
-        merkle::inclusion_proof(seq - 1, cp.size, node)
-    })
-    .await?;
+    let hashes = proof_nodes(&log, |node| merkle::inclusion_proof(seq - 1, cp.size, node)).await?;
     Ok(pb::Receipt {
         entry: entry.canonical,
         mac: entry.mac,
@@ -161,7 +157,7 @@ pub(crate) async fn receipt_file(
 /// Runs a proof function twice: once to learn which stored nodes it reads, then with
 /// those nodes fetched from the store. The nodes a proof needs depend only on the sizes.
 async fn proof_nodes(
-    store: &dyn crate::store::Store,
+    log: &AuditLog,
     proof: impl Fn(&mut dyn FnMut(u32, u64) -> Option<merkle::Hash>) -> Option<Vec<merkle::Hash>>,
 ) -> Result<Vec<merkle::Hash>, Status> {
     let mut wanted = Vec::new();
@@ -169,7 +165,7 @@ async fn proof_nodes(
         wanted.push((level, index));
         Some([0u8; 32])
     });
-    let found = store.nodes(&wanted).await?;
+    let found = log.nodes(&wanted).await?;
     proof(&mut |level, index| found.get(&(level, index)).copied())
         .ok_or_else(|| Status::data_loss("a Merkle node is missing; run `arbiter audit verify`"))
 }
@@ -191,7 +187,7 @@ impl AuditService for AuditApi {
                 ParseError::new("page_token", "is not a token returned by QueryAudit")
             })?
         };
-        let entries = self.engine.store().query_audit(&q, after, limit).await?;
+        let entries = self.engine.audit_log().query(&q, after, limit).await?;
         let next = if entries.len() == limit as usize {
             entries
                 .last()
@@ -272,7 +268,7 @@ impl AuditService for AuditApi {
             super::authorize(&self.engine, &req, "ExportAudit", Access::Roles(AUDITORS)).await?;
         let binding = Binding::new(&self.engine, &who, "ExportAudit", Need::Roles(AUDITORS));
         let r = req.into_inner();
-        let store = self.engine.store().clone();
+        let log = self.engine.audit_log();
         let to = if r.to_seq == 0 {
             u64::MAX >> 1
         } else {
@@ -282,7 +278,7 @@ impl AuditService for AuditApi {
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             while next <= to {
-                match store.audit_range(next, to, 1000).await {
+                match log.range(next, to, 1000).await {
                     Ok(page) if page.is_empty() => return,
                     Ok(page) => {
                         next = page.last().map_or(to, |e| e.seq) + 1;
@@ -312,7 +308,7 @@ impl AuditService for AuditApi {
         super::authorize(&self.engine, &r, "GetCheckpoint", Access::Roles(AUDITORS)).await?;
         let c = self
             .engine
-            .store()
+            .audit_log()
             .checkpoint(None)
             .await?
             .ok_or_else(|| Status::not_found("the log is empty: no checkpoint yet"))?;
@@ -343,11 +339,9 @@ impl AuditService for AuditApi {
             )
             .into());
         }
-        let store = self.engine.store();
-        let hashes = proof_nodes(store.as_ref(), |node| {
-            merkle::inclusion_proof(r.seq - 1, size, node)
-        })
-        .await?;
+        let log = self.engine.audit_log();
+        let hashes =
+            proof_nodes(&log, |node| merkle::inclusion_proof(r.seq - 1, size, node)).await?;
         Ok(Response::new(pb::GetInclusionProofResponse {
             leaf_index: r.seq - 1,
             tree_size: size,
@@ -375,8 +369,8 @@ impl AuditService for AuditApi {
             )
             .into());
         }
-        let store = self.engine.store();
-        let hashes = proof_nodes(store.as_ref(), |node| {
+        let log = self.engine.audit_log();
+        let hashes = proof_nodes(&log, |node| {
             merkle::consistency_proof(r.from_size, to, node)
         })
         .await?;

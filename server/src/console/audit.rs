@@ -151,13 +151,13 @@ pub async fn page(
         Ok(q) => q,
         Err(e) => return c.error_page(StatusCode::BAD_REQUEST, &e),
     };
-    let store = c.engine.store();
+    let log = c.engine.audit_log();
     let read = async {
-        let head = store.audit_head().await?.map_or(0, |(seq, _)| seq);
-        let entries = store
-            .query_audit(&q, head.saturating_sub(LOOK_BACK), LOOK_BACK as u32)
+        let head = log.head().await?.map_or(0, |(seq, _)| seq);
+        let entries = log
+            .query(&q, head.saturating_sub(LOOK_BACK), LOOK_BACK as u32)
             .await?;
-        let checkpoint = store.checkpoint(None).await?;
+        let checkpoint = log.checkpoint(None).await?;
         Ok::<_, crate::store::StoreError>((head, entries, checkpoint))
     };
     let (head, entries, checkpoint) = match read.await {
@@ -203,15 +203,10 @@ pub async fn list(
         Ok(q) => q,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    let store = c.engine.store();
-    let head = store
-        .audit_head()
-        .await
-        .ok()
-        .flatten()
-        .map_or(0, |(s, _)| s);
-    match store
-        .query_audit(&q, head.saturating_sub(LOOK_BACK), LOOK_BACK as u32)
+    let log = c.engine.audit_log();
+    let head = log.head().await.ok().flatten().map_or(0, |(s, _)| s);
+    match log
+        .query(&q, head.saturating_sub(LOOK_BACK), LOOK_BACK as u32)
         .await
     {
         Ok(entries) => {
@@ -234,8 +229,8 @@ pub async fn entry(
         Ok(caller) => caller,
         Err(r) => return r,
     };
-    let found = c.engine.store().audit_range(seq, seq, 1).await;
-    let Some(e) = found.ok().and_then(|mut v| v.pop()) else {
+    let found = c.engine.audit_log().entry(seq).await;
+    let Some(e) = found.ok().flatten() else {
         return c.error_page(
             StatusCode::NOT_FOUND,
             &format!("entry {seq} does not exist"),

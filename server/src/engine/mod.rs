@@ -366,8 +366,15 @@ impl Engine {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    /// The store itself, for `startup`'s health checks, metrics readings and shutdown;
+    /// request handlers read the log through [`Engine::audit_log`] instead.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// A read-only handle on the committed audit log.
+    pub fn audit_log(&self) -> crate::store::AuditLog {
+        crate::store::AuditLog::new(self.store.clone())
     }
 
     pub fn batcher(&self) -> &BatcherHandle {

@@ -71,7 +71,7 @@ impl Notifier {
             None => None,
         };
         let cursor = CursorFile::new(cursor_file);
-        let head = engine.store().audit_head().await?.map_or(0, |(s, _)| s);
+        let head = engine.audit_log().head().await?.map_or(0, |(s, _)| s);
         let start = match cursor.read().map_err(anyhow::Error::msg)? {
             Some(seq) if seq <= head => seq,
             Some(seq) => {

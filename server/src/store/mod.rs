@@ -3,9 +3,11 @@
 //! audit batcher, so state changes and their audit entries commit together.
 
 pub mod admission;
+mod audit_log;
 mod postgres;
 mod sqlite;
 
+pub use audit_log::AuditLog;
 pub use postgres::PgStore;
 pub use postgres::NOTIFY_CHANNEL;
 pub use sqlite::SqliteStore;
