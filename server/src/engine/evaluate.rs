@@ -5,6 +5,8 @@ use crate::audit::EntryDraft;
 use crate::delegation::TokenCheck;
 use crate::domain::{Action, AgentId, ParseError, SessionId, TrustLevel};
 use crate::pipeline::{self, ApprovalIntent, Reason, Snapshot, Verdict};
+use crate::policy::CompiledPolicy;
+use crate::state::RuntimeState;
 use crate::state::{Amounts, Approval, ApprovalState, Memo, OpenDecision, Reservation};
 use crate::store::StateOp;
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,48 @@ impl EvaluateInput {
     }
 }
 
+/// One Evaluate's facts, computed once before the lock and shared by every step.
+struct Call<'a> {
+    input: &'a EvaluateInput,
+    policy: &'a CompiledPolicy,
+    token: Option<&'a TokenCheck>,
+    digest: &'a str,
+    fingerprint: &'a str,
+    recorded_action: &'a serde_json::Value,
+    now: i64,
+}
+
+impl Call<'_> {
+    fn agent(&self) -> &str {
+        self.input.agent_id.as_str()
+    }
+
+    fn session(&self) -> Option<&str> {
+        self.input.session_id.as_ref().map(|s| s.as_str())
+    }
+}
+
+/// What the pipeline decided and what that changed in memory.
+struct Decided {
+    decision: pipeline::Decision,
+    decision_id: String,
+    reservation: Option<Reservation>,
+    approval_id: Option<String>,
+    ops: Vec<StateOp>,
+    undo: Undo,
+}
+
+/// What one Evaluate decided and changed in memory, ready to commit.
+struct Staged {
+    result: EvaluateResult,
+    draft: EntryDraft,
+    ops: Vec<StateOp>,
+    undo: Undo,
+    /// The answer as stored for replays of its request id.
+    response_json: Option<String>,
+    guard: Option<crate::store::BudgetGuard>,
+}
+
 impl Engine {
     /// Decides, reserves and audits one action. See the module docs for the commit rule.
     pub async fn evaluate(&self, input: EvaluateInput) -> Result<EvaluateResult, EngineError> {
@@ -86,284 +130,250 @@ impl Engine {
             .delegation_token
             .as_deref()
             .map(|t| self.tokens.check(t));
-        let now = self.now_ms();
         let policy = self.policy();
         let digest = input.action.digest();
         let fingerprint = input.fingerprint(&digest.0);
-        let agent = input.agent_id.as_str();
-        let session = input.session_id.as_ref().map(|s| s.as_str());
         let in_flight_key = input.request_id.as_ref().map(|r| format!("evaluate:{r}"));
+        if let Some(replayed) = self
+            .claim_request_id(&input, in_flight_key.as_deref(), &fingerprint)
+            .await?
+        {
+            return Ok(replayed);
+        }
+        let recorded_action = self.recorded_action(&policy, &input.action);
+        let call = Call {
+            input: &input,
+            policy: &policy,
+            token: token.as_ref(),
+            digest: &digest.0,
+            fingerprint: &fingerprint,
+            recorded_action: &recorded_action,
+            now: self.now_ms(),
+        };
+        let staged = self.decide_and_stage(&call);
+        self.commit_staged(&call, staged, in_flight_key.as_deref())
+            .await
+    }
 
-        if let (Some(key), Some(rid)) = (&in_flight_key, &input.request_id) {
-            // Claim the request id. A retry that overtakes its original waits for the
-            // original's answer and replays it instead of failing or deciding twice.
-            loop {
-                let pending = {
-                    let mut s = self.lock();
-                    if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
-                        return replay(memo, agent, &fingerprint);
-                    }
-                    match s.in_flight.get(key) {
-                        Some(tx) => tx.subscribe(),
-                        None => {
-                            s.in_flight
-                                .insert(key.clone(), tokio::sync::watch::channel(()).0);
-                            break;
-                        }
-                    }
-                };
-                let mut pending = pending;
-                if tokio::time::timeout(std::time::Duration::from_secs(10), pending.changed())
-                    .await
-                    .is_err()
-                {
-                    return Err(EngineError::Aborted(format!(
-                        "request_id {rid:?} is still being evaluated; retry shortly"
-                    )));
+    /// Claims the request id. A retry that overtakes its original waits for the
+    /// original's answer and replays it instead of failing or deciding twice; a replay
+    /// is answered from memory and writes nothing.
+    async fn claim_request_id(
+        &self,
+        input: &EvaluateInput,
+        in_flight_key: Option<&str>,
+        fingerprint: &str,
+    ) -> Result<Option<EvaluateResult>, EngineError> {
+        let (Some(key), Some(rid)) = (in_flight_key, &input.request_id) else {
+            return Ok(None);
+        };
+        loop {
+            let mut pending = {
+                let mut s = self.lock();
+                if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
+                    return replay(memo, input.agent_id.as_str(), fingerprint).map(Some);
                 }
+                match s.in_flight.get(key) {
+                    Some(tx) => tx.subscribe(),
+                    None => {
+                        s.in_flight
+                            .insert(key.to_owned(), tokio::sync::watch::channel(()).0);
+                        return Ok(None);
+                    }
+                }
+            };
+            if tokio::time::timeout(std::time::Duration::from_secs(10), pending.changed())
+                .await
+                .is_err()
+            {
+                return Err(EngineError::Aborted(format!(
+                    "request_id {rid:?} is still being evaluated; retry shortly"
+                )));
             }
         }
+    }
 
-        let recorded_action = self.recorded_action(&policy, &input.action);
-        let (result, draft, ops, undo, response_json, guard) = {
-            let mut s = self.lock();
-            s.ledger.release_expired(now);
-            // An approval for this very action holds budget already; release it
-            // for the check so the action is not counted twice (restored unless allowed).
-            let held = input
-                .approval_id
-                .as_deref()
-                .and_then(|id| s.approvals.get(id))
-                .filter(|a| {
-                    // Pending too: re-sending a still-pending request must not count the
-                    // held budget twice.
-                    matches!(
-                        a.state_at(now),
-                        ApprovalState::Granted | ApprovalState::Pending
-                    ) && a.agent_id == agent
-                        && a.action_digest == digest.0
-                })
-                .and_then(|a| a.reservation.clone())
-                .filter(|r| s.ledger.is_open(&r.id));
-            if let Some(r) = &held {
-                s.ledger.release(&r.id);
-            }
-            let req = pipeline::Request {
+    /// Runs the pipeline under the state lock and applies what it decided to memory,
+    /// collecting the state ops to commit and how to take them back.
+    fn decide_and_stage(&self, call: &Call<'_>) -> Staged {
+        let (agent, session, now) = (call.agent(), call.session(), call.now);
+        let mut s = self.lock();
+        s.ledger.release_expired(now);
+        let held = take_held_reservation(&mut s, call);
+        let decision = pipeline::run(
+            &pipeline::Request {
                 agent_id: agent,
                 session_id: session,
-                action: &input.action,
-                min_trust: input.min_trust,
-                explain: input.explain,
-                approval_id: input.approval_id.as_deref(),
-                delegation: token.as_ref(),
-            };
-            let decision = pipeline::run(
-                &req,
-                &Snapshot {
-                    policy: &policy,
-                    state: &s,
-                    now_ms: now,
-                    store_available: self.store_available(),
-                },
-            );
-
-            if decision.reasons.iter().any(|r| r.code == "loop.detected") {
-                s.loop_trips.insert(agent.to_owned());
-            }
-            let decision_id = new_id("dec");
-            let mut ops = Vec::new();
-            let mut undo = Undo::default();
-            Self::touch(
-                &mut s,
-                agent,
-                session,
-                decision.verdict == Verdict::Allow,
-                now,
-                &mut ops,
-            );
-
-            let approval_ttl = policy.defaults.approval_ttl.as_millis() as i64;
-            let hold_ms = match &decision.intents.approval {
-                // Held while a human decides, then for the usual TTL after a grant.
-                ApprovalIntent::Request(_) => {
-                    approval_ttl + policy.defaults.reservation_ttl.as_millis() as i64
-                }
-                _ => policy.defaults.reservation_ttl.as_millis() as i64,
-            };
-            let plan = match &decision.intents.approval {
-                // The pending approval already holds this action's budget.
-                ApprovalIntent::StillPending(_) => None,
-                _ => decision.intents.reservation.clone(),
-            };
-            let reservation = plan.map(|plan| Reservation {
-                id: new_id("res"),
-                decision_id: decision_id.clone(),
-                agent_id: agent.to_owned(),
-                keys: plan.keys,
-                amounts: plan.amounts,
-                created_ms: now,
-                expires_ms: now + hold_ms,
-            });
-            match (&held, decision.verdict) {
-                (Some(r), Verdict::Allow) => {
-                    ops.push(StateOp::SettleReservation { id: r.id.clone() });
-                    undo.held = Some(r.clone());
-                }
-                (Some(r), _) => s.ledger.reserve(r.clone()),
-                (None, _) => {}
-            }
-            let mut approval_id = None;
-            match &decision.intents.approval {
-                ApprovalIntent::Request(why) => {
-                    let a = Approval {
-                        id: new_id("apr"),
-                        agent_id: agent.to_owned(),
-                        session_id: session.unwrap_or("").to_owned(),
-                        action_digest: digest.0.clone(),
-                        action_summary: approval_summary(&input.action, &recorded_action),
-                        action_json: String::from_utf8(
-                            serde_jcs::to_vec(&recorded_action).expect("action JSON"),
-                        )
-                        .expect("JCS is UTF-8"),
-                        policy_version: policy.version.clone(),
-                        reason: why.clone(),
-                        state: ApprovalState::Pending,
-                        requested_ms: now,
-                        expires_ms: now + approval_ttl,
-                        decided_by: String::new(),
-                        decision_reason: String::new(),
-                        decided_ms: None,
-                        reservation: reservation.clone(),
-                        decision_id: decision_id.clone(),
-                    };
-                    approval_id = Some(a.id.clone());
-                    s.approvals.put(a.clone());
-                    ops.push(StateOp::PutApproval(a.clone()));
-                    undo.approval = Some((a.id.clone(), None));
-                    undo.event = Some(a);
-                }
-                ApprovalIntent::Consume(id) => {
-                    if let Some(before) = s.approvals.get(id).cloned() {
-                        let mut a = before.clone();
-                        a.state = ApprovalState::Consumed;
-                        s.approvals.put(a.clone());
-                        ops.push(StateOp::PutApproval(a.clone()));
-                        undo.approval = Some((id.clone(), Some(before)));
-                        undo.event = Some(a);
-                    }
-                    approval_id = Some(id.clone());
-                }
-                ApprovalIntent::StillPending(id) => approval_id = Some(id.clone()),
-                ApprovalIntent::None => {}
-            }
-            if let Some(r) = &reservation {
-                s.ledger.reserve(r.clone());
-                ops.push(StateOp::Reserve(r.clone()));
-                undo.reservation = Some(r.id.clone());
-            }
-            if let Some((key, window_ms)) = decision.intents.loop_call {
-                s.loops.record(key.clone(), now, window_ms);
-                if let Some(guard) = policy.agent_rule(agent).and_then(|r| r.loop_guard) {
-                    ops.push(StateOp::LoopTick {
-                        agent_id: key.0.clone(),
-                        session_id: key.1.clone(),
-                        tool: key.2.clone(),
-                        ts_ms: now,
-                        window_ms,
-                        max_calls: guard.max_calls,
-                    });
-                }
-                undo.loop_call = Some(key);
-            }
-            if decision.verdict == Verdict::Allow {
-                let open = OpenDecision {
-                    decision_id: decision_id.clone(),
-                    agent_id: agent.to_owned(),
-                    session_id: session.unwrap_or("").to_owned(),
-                    model: input.action.model.clone(),
-                    reservation: reservation.clone(),
-                    created_ms: now,
-                };
-                s.open_decisions.insert(decision_id.clone(), open.clone());
-                ops.push(StateOp::OpenDecision(open));
-                undo.open_decision = Some(decision_id.clone());
-            }
-
-            let result = EvaluateResult {
-                verdict: decision.verdict,
-                reasons: decision.reasons,
-                decision_id: decision_id.clone(),
-                audit_seq: 0,
-                policy_version: policy.version.clone(),
-                action_digest: digest.0.clone(),
-                reservation_id: reservation.as_ref().map(|r| r.id.clone()),
-                reservation_expires_ms: reservation.as_ref().map(|r| r.expires_ms),
-                reserved: reservation.as_ref().map(|r| r.amounts).unwrap_or_default(),
-                approval_id: approval_id.clone(),
-                replayed: false,
-            };
-            // Stored with audit_seq 0; a replay takes the seq from the memo.
-            let response_json = input.request_id.as_ref().map(|rid| {
-                let json = serde_json::to_string(&result).expect("result serializes");
-                ops.push(StateOp::Remember {
-                    kind: "evaluate",
-                    key: rid.clone(),
-                    agent_id: agent.to_owned(),
-                    fingerprint: fingerprint.clone(),
-                    response: json.clone(),
-                    created_ms: now,
-                });
-                json
-            });
-            let draft = EntryDraft {
-                ts_ms: now,
-                kind: "evaluate".into(),
-                agent_id: agent.to_owned(),
-                session_id: session.unwrap_or("").to_owned(),
-                outcome: decision.verdict.name().to_owned(),
-                body: json!({
-                    "decision_id": decision_id,
-                    "request_id": input.request_id,
-                    "action": recorded_action,
-                    "action_digest": digest.0,
-                    "policy_version": policy.version,
-                    "reasons": result.reasons,
-                    "approval_id": approval_id,
-                    "explain": input.explain,
-                    "min_trust": input.min_trust.map(|l| l.name()),
-                    "reservation": reservation.as_ref().map(|r| json!({
-                        "id": r.id,
-                        "amounts": r.amounts,
-                        "expires_ts_ms": r.expires_ms,
-                        "budgets": r.keys,
-                    })),
-                    "context": self.redact(&policy, &input.context),
-                    "delegation": token.as_ref().map(delegation_entry),
-                }),
-            };
-            // With several replicas the database admits the reservation against the
-            // caps too (under the sequencer lock); the embedded store ignores this.
-            let guard = reservation.as_ref().map(|r| crate::store::BudgetGuard {
-                keys: r
-                    .keys
-                    .iter()
-                    .map(|k| {
-                        let caps = policy
-                            .budgets
-                            .iter()
-                            .find(|b| b.name == k.budget)
-                            .map_or([None; 3], |b| {
-                                [b.caps.micro_usd.map(|m| m.0), b.caps.tokens, b.caps.calls]
-                            });
-                        (k.clone(), caps)
-                    })
-                    .collect(),
-                amounts: r.amounts,
+                action: &call.input.action,
+                min_trust: call.input.min_trust,
+                explain: call.input.explain,
+                approval_id: call.input.approval_id.as_deref(),
+                delegation: call.token,
+            },
+            &Snapshot {
+                policy: call.policy,
+                state: &s,
                 now_ms: now,
-            });
-            (result, draft, ops, undo, response_json, guard)
-        };
+                store_available: self.store_available(),
+            },
+        );
+        if decision.reasons.iter().any(|r| r.code == "loop.detected") {
+            s.loop_trips.insert(agent.to_owned());
+        }
+        let decision_id = new_id("dec");
+        let mut ops = Vec::new();
+        let mut undo = Undo::default();
+        let allowed = decision.verdict == Verdict::Allow;
+        Self::touch(&mut s, agent, session, allowed, now, &mut ops);
+        let reservation = planned_reservation(call, &decision, &decision_id);
+        match (&held, decision.verdict) {
+            (Some(r), Verdict::Allow) => {
+                ops.push(StateOp::SettleReservation { id: r.id.clone() });
+                undo.held = Some(r.clone());
+            }
+            (Some(r), _) => s.ledger.reserve(r.clone()),
+            (None, _) => {}
+        }
+        let approval_id = stage_approval(
+            &mut s,
+            call,
+            &decision.intents.approval,
+            &reservation,
+            &decision_id,
+            &mut ops,
+            &mut undo,
+        );
+        if let Some(r) = &reservation {
+            s.ledger.reserve(r.clone());
+            ops.push(StateOp::Reserve(r.clone()));
+            undo.reservation = Some(r.id.clone());
+        }
+        if let Some(call_key) = decision.intents.loop_call.clone() {
+            stage_loop_call(&mut s, call, call_key, &mut ops, &mut undo);
+        }
+        if allowed {
+            let open = open_decision(call, &decision_id, &reservation);
+            s.open_decisions.insert(decision_id.clone(), open.clone());
+            ops.push(StateOp::OpenDecision(open));
+            undo.open_decision = Some(decision_id.clone());
+        }
+        drop(s);
+        self.staged(
+            call,
+            Decided {
+                decision,
+                decision_id,
+                reservation,
+                approval_id,
+                ops,
+                undo,
+            },
+        )
+    }
 
+    /// The answer, its replay copy, its audit entry and its budget guard, built outside
+    /// the state lock from what was decided under it.
+    fn staged(&self, call: &Call<'_>, d: Decided) -> Staged {
+        let Decided {
+            decision,
+            decision_id,
+            reservation,
+            approval_id,
+            mut ops,
+            undo,
+        } = d;
+        let (agent, now) = (call.agent(), call.now);
+        let result = EvaluateResult {
+            verdict: decision.verdict,
+            reasons: decision.reasons,
+            decision_id,
+            audit_seq: 0,
+            policy_version: call.policy.version.clone(),
+            action_digest: call.digest.to_owned(),
+            reservation_id: reservation.as_ref().map(|r| r.id.clone()),
+            reservation_expires_ms: reservation.as_ref().map(|r| r.expires_ms),
+            reserved: reservation.as_ref().map(|r| r.amounts).unwrap_or_default(),
+            approval_id,
+            replayed: false,
+        };
+        // Stored with audit_seq 0; a replay takes the seq from the memo.
+        let response_json = call.input.request_id.as_ref().map(|rid| {
+            let json = serde_json::to_string(&result).expect("result serializes");
+            ops.push(StateOp::Remember {
+                kind: "evaluate",
+                key: rid.clone(),
+                agent_id: agent.to_owned(),
+                fingerprint: call.fingerprint.to_owned(),
+                response: json.clone(),
+                created_ms: now,
+            });
+            json
+        });
+        let draft = self.evaluate_entry(call, &result, reservation.as_ref());
+        let guard = reservation
+            .as_ref()
+            .map(|r| budget_guard(call.policy, r, now));
+        Staged {
+            result,
+            draft,
+            ops,
+            undo,
+            response_json,
+            guard,
+        }
+    }
+
+    /// The audit entry of one decision.
+    fn evaluate_entry(
+        &self,
+        call: &Call<'_>,
+        result: &EvaluateResult,
+        reservation: Option<&Reservation>,
+    ) -> EntryDraft {
+        EntryDraft {
+            ts_ms: call.now,
+            kind: "evaluate".into(),
+            agent_id: call.agent().to_owned(),
+            session_id: call.session().unwrap_or("").to_owned(),
+            outcome: result.verdict.name().to_owned(),
+            body: json!({
+                "decision_id": result.decision_id,
+                "request_id": call.input.request_id,
+                "action": call.recorded_action,
+                "action_digest": call.digest,
+                "policy_version": call.policy.version,
+                "reasons": result.reasons,
+                "approval_id": result.approval_id,
+                "explain": call.input.explain,
+                "min_trust": call.input.min_trust.map(|l| l.name()),
+                "reservation": reservation.map(|r| json!({
+                    "id": r.id,
+                    "amounts": r.amounts,
+                    "expires_ts_ms": r.expires_ms,
+                    "budgets": r.keys,
+                })),
+                "context": self.redact(call.policy, &call.input.context),
+                "delegation": call.token.map(delegation_entry),
+            }),
+        }
+    }
+
+    /// Commits the staged decision and answers it, or takes its memory changes back;
+    /// a race lost to another replica is answered (and logged) as the denial it is.
+    async fn commit_staged(
+        &self,
+        call: &Call<'_>,
+        staged: Staged,
+        in_flight_key: Option<&str>,
+    ) -> Result<EvaluateResult, EngineError> {
+        let Staged {
+            result,
+            draft,
+            ops,
+            undo,
+            response_json,
+            guard,
+        } = staged;
         // Kept only when another replica can win a race for the budget or the approval
         // this decision consumes (shared stores), so the loss can be logged as the
         // denial it is.
@@ -378,7 +388,7 @@ impl Engine {
         // The lock is released before the lost-race denial is written (an await).
         let failed = {
             let mut s = self.lock();
-            if let Some(k) = &in_flight_key {
+            if let Some(k) = in_flight_key {
                 s.in_flight.remove(k);
             }
             match committed {
@@ -388,42 +398,41 @@ impl Engine {
                     }
                     let mut result = result;
                     result.audit_seq = c.seq;
-                    if let (Some(rid), Some(response_json)) = (input.request_id, response_json) {
+                    if let (Some(rid), Some(response_json)) =
+                        (&call.input.request_id, response_json)
+                    {
                         s.requests.insert(
-                            ("evaluate".to_owned(), rid),
+                            ("evaluate".to_owned(), rid.clone()),
                             Memo {
-                                agent_id: agent.to_owned(),
-                                fingerprint,
+                                agent_id: call.agent().to_owned(),
+                                fingerprint: call.fingerprint.to_owned(),
                                 response_json,
                                 audit_seq: c.seq,
-                                created_ms: now,
+                                created_ms: call.now,
                             },
                         );
                     }
                     return Ok(result);
                 }
                 Err(e) => {
-                    if let Some(id) = undo.reservation {
-                        s.ledger.release(&id);
-                    }
-                    if let Some(r) = undo.held {
-                        s.ledger.reserve(r);
-                    }
-                    match undo.approval {
-                        Some((_, Some(before))) => s.approvals.put(before),
-                        Some((id, None)) => s.approvals.remove(&id),
-                        None => {}
-                    }
-                    if let Some(key) = undo.loop_call {
-                        s.loops.forget(&key, now);
-                    }
-                    if let Some(id) = undo.open_decision {
-                        s.open_decisions.remove(&id);
-                    }
+                    undo.roll_back(&mut s, call.now);
                     e
                 }
             }
         };
+        self.answer_refusal(call, failed, result, race_draft).await
+    }
+
+    /// The answer to a commit the store refused: a lost race becomes the DENY its stage
+    /// would have given; anything else is the error it is (never ALLOW).
+    async fn answer_refusal(
+        &self,
+        call: &Call<'_>,
+        failed: CommitError,
+        result: EvaluateResult,
+        race_draft: Option<EntryDraft>,
+    ) -> Result<EvaluateResult, EngineError> {
+        let explain = call.input.explain;
         match (failed, race_draft) {
             (CommitError::Refused(Refusal::BudgetExceeded), Some(draft)) => {
                 let lost = Reason::fail(
@@ -431,8 +440,7 @@ impl Engine {
                     "budget.exceeded",
                     "another replica reserved the rest of the budget while this request was decided",
                 );
-                self.deny_lost_race(result, draft, input.explain, lost)
-                    .await
+                self.deny_lost_race(result, draft, explain, lost).await
             }
             (CommitError::Refused(why @ Refusal::ApprovalConflict { was, .. }), Some(draft)) => {
                 // Another replica consumed the approval first, or it expired or was
@@ -443,15 +451,13 @@ impl Engine {
                     _ => "approval.consumed",
                 };
                 let lost = Reason::fail("approval", code, why.detail());
-                self.deny_lost_race(result, draft, input.explain, lost)
-                    .await
+                self.deny_lost_race(result, draft, explain, lost).await
             }
             (CommitError::Refused(why @ Refusal::LoopDetected { .. }), Some(draft)) => {
                 // Calls served by other replicas filled the window first.
-                self.lock().loop_trips.insert(agent.to_owned());
+                self.lock().loop_trips.insert(call.agent().to_owned());
                 let lost = Reason::fail("scope", "loop.detected", why.detail());
-                self.deny_lost_race(result, draft, input.explain, lost)
-                    .await
+                self.deny_lost_race(result, draft, explain, lost).await
             }
             (e, _) => Err(e.into()),
         }
@@ -507,6 +513,206 @@ struct Undo {
     reservation: Option<String>,
     loop_call: Option<crate::state::LoopKey>,
     open_decision: Option<String>,
+}
+
+impl Undo {
+    /// Takes back every memory change of a decision whose commit failed.
+    fn roll_back(self, s: &mut RuntimeState, now: i64) {
+        if let Some(id) = self.reservation {
+            s.ledger.release(&id);
+        }
+        if let Some(r) = self.held {
+            s.ledger.reserve(r);
+        }
+        match self.approval {
+            Some((_, Some(before))) => s.approvals.put(before),
+            Some((id, None)) => s.approvals.remove(&id),
+            None => {}
+        }
+        if let Some(key) = self.loop_call {
+            s.loops.forget(&key, now);
+        }
+        if let Some(id) = self.open_decision {
+            s.open_decisions.remove(&id);
+        }
+    }
+}
+
+/// An approval for this very action holds budget already; it is released for the check
+/// so the action is not counted twice (and restored unless the action is allowed).
+fn take_held_reservation(s: &mut RuntimeState, call: &Call<'_>) -> Option<Reservation> {
+    let held = call
+        .input
+        .approval_id
+        .as_deref()
+        .and_then(|id| s.approvals.get(id))
+        .filter(|a| {
+            // Pending too: re-sending a still-pending request must not count the held
+            // budget twice.
+            matches!(
+                a.state_at(call.now),
+                ApprovalState::Granted | ApprovalState::Pending
+            ) && a.agent_id == call.agent()
+                && a.action_digest == call.digest
+        })
+        .and_then(|a| a.reservation.clone())
+        .filter(|r| s.ledger.is_open(&r.id));
+    if let Some(r) = &held {
+        s.ledger.release(&r.id);
+    }
+    held
+}
+
+/// The reservation the decision asks for, held while a human decides and then for the
+/// usual TTL after a grant; none when a still-pending approval already holds it.
+fn planned_reservation(
+    call: &Call<'_>,
+    decision: &pipeline::Decision,
+    decision_id: &str,
+) -> Option<Reservation> {
+    let defaults = &call.policy.defaults;
+    let hold_ms = match &decision.intents.approval {
+        ApprovalIntent::Request(_) => {
+            defaults.approval_ttl.as_millis() as i64 + defaults.reservation_ttl.as_millis() as i64
+        }
+        _ => defaults.reservation_ttl.as_millis() as i64,
+    };
+    if matches!(decision.intents.approval, ApprovalIntent::StillPending(_)) {
+        return None;
+    }
+    let plan = decision.intents.reservation.clone()?;
+    Some(Reservation {
+        id: new_id("res"),
+        decision_id: decision_id.to_owned(),
+        agent_id: call.agent().to_owned(),
+        keys: plan.keys,
+        amounts: plan.amounts,
+        created_ms: call.now,
+        expires_ms: call.now + hold_ms,
+    })
+}
+
+/// Opens or consumes the approval the decision asks for; returns the approval id the
+/// answer names.
+fn stage_approval(
+    s: &mut RuntimeState,
+    call: &Call<'_>,
+    intent: &ApprovalIntent,
+    reservation: &Option<Reservation>,
+    decision_id: &str,
+    ops: &mut Vec<StateOp>,
+    undo: &mut Undo,
+) -> Option<String> {
+    match intent {
+        ApprovalIntent::Request(why) => {
+            let a = Approval {
+                id: new_id("apr"),
+                agent_id: call.agent().to_owned(),
+                session_id: call.session().unwrap_or("").to_owned(),
+                action_digest: call.digest.to_owned(),
+                action_summary: approval_summary(&call.input.action, call.recorded_action),
+                action_json: String::from_utf8(
+                    serde_jcs::to_vec(call.recorded_action).expect("action JSON"),
+                )
+                .expect("JCS is UTF-8"),
+                policy_version: call.policy.version.clone(),
+                reason: why.clone(),
+                state: ApprovalState::Pending,
+                requested_ms: call.now,
+                expires_ms: call.now + call.policy.defaults.approval_ttl.as_millis() as i64,
+                decided_by: String::new(),
+                decision_reason: String::new(),
+                decided_ms: None,
+                reservation: reservation.clone(),
+                decision_id: decision_id.to_owned(),
+            };
+            let id = a.id.clone();
+            s.approvals.put(a.clone());
+            ops.push(StateOp::PutApproval(a.clone()));
+            undo.approval = Some((id.clone(), None));
+            undo.event = Some(a);
+            Some(id)
+        }
+        ApprovalIntent::Consume(id) => {
+            if let Some(before) = s.approvals.get(id).cloned() {
+                let mut a = before.clone();
+                a.state = ApprovalState::Consumed;
+                s.approvals.put(a.clone());
+                ops.push(StateOp::PutApproval(a.clone()));
+                undo.approval = Some((id.clone(), Some(before)));
+                undo.event = Some(a);
+            }
+            Some(id.clone())
+        }
+        ApprovalIntent::StillPending(id) => Some(id.clone()),
+        ApprovalIntent::None => None,
+    }
+}
+
+/// Counts the call in its loop window; with a loop guard the tick is also committed, so
+/// replicas (and a restart) see the same window.
+fn stage_loop_call(
+    s: &mut RuntimeState,
+    call: &Call<'_>,
+    (key, window_ms): (crate::state::LoopKey, i64),
+    ops: &mut Vec<StateOp>,
+    undo: &mut Undo,
+) {
+    s.loops.record(key.clone(), call.now, window_ms);
+    if let Some(guard) = call
+        .policy
+        .agent_rule(call.agent())
+        .and_then(|r| r.loop_guard)
+    {
+        ops.push(StateOp::LoopTick {
+            agent_id: key.0.clone(),
+            session_id: key.1.clone(),
+            tool: key.2.clone(),
+            ts_ms: call.now,
+            window_ms,
+            max_calls: guard.max_calls,
+        });
+    }
+    undo.loop_call = Some(key);
+}
+
+/// The decision an ALLOW leaves open until its Record closes it.
+fn open_decision(
+    call: &Call<'_>,
+    decision_id: &str,
+    reservation: &Option<Reservation>,
+) -> OpenDecision {
+    OpenDecision {
+        decision_id: decision_id.to_owned(),
+        agent_id: call.agent().to_owned(),
+        session_id: call.session().unwrap_or("").to_owned(),
+        model: call.input.action.model.clone(),
+        reservation: reservation.clone(),
+        created_ms: call.now,
+    }
+}
+
+/// With several replicas the database admits the reservation against the caps too
+/// (under the sequencer lock); the embedded store ignores this.
+fn budget_guard(policy: &CompiledPolicy, r: &Reservation, now: i64) -> crate::store::BudgetGuard {
+    crate::store::BudgetGuard {
+        keys: r
+            .keys
+            .iter()
+            .map(|k| {
+                let caps = policy
+                    .budgets
+                    .iter()
+                    .find(|b| b.name == k.budget)
+                    .map_or([None; 3], |b| {
+                        [b.caps.micro_usd.map(|m| m.0), b.caps.tokens, b.caps.calls]
+                    });
+                (k.clone(), caps)
+            })
+            .collect(),
+        amounts: r.amounts,
+        now_ms: now,
+    }
 }
 
 /// What the log keeps of a presented token: enough to trace the chain, never the
