@@ -54,6 +54,7 @@ agents:
     tools: {allow: ["*"]}
 budgets:
   - {name: cap, scope: agent, period: lifetime, max_usd: "100.00"}
+  - {name: run, scope: session, period: lifetime, max_usd: "50.00"}
 """
 
 
@@ -167,6 +168,8 @@ def server() -> Iterator[Server]:
         ("alice", ["operator"], []),
         ("bob", ["operator"], []),
         ("audrey", ["auditor"], []),
+        # An operator that also acts for the agents: it may sign in, never govern them.
+        ("ops-bot", ["operator", "agent"], ["bot*"]),
     ]:
         made = admin.create_principal(name, roles, agents=agents)
         assert made.api_key

@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import time
+import urllib.parse
 from typing import Any
 
 import arbiter
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from conftest import (
     Server,
@@ -364,3 +366,159 @@ def test_development_mode_shows_a_banner_without_sign_in(browser: WebDriver, dev
     banner = wait(browser).until(lambda b: b.find_element(By.ID, "dev-banner"))
     assert "DEVELOPMENT MODE" in banner.text
     assert browser.find_element(By.ID, "me").text.startswith("anonymous")
+
+
+def agent_path(agent: str) -> str:
+    return "/agents/" + urllib.parse.quote(agent, safe="")
+
+
+def test_the_agents_page_shows_presence_trust_and_spend_and_an_operator_governs_the_agent(
+    browser: WebDriver, server: Server, agent: str
+) -> None:
+    bot = server.client("bot-runtime")
+    bot.heartbeat(agent, operator="carol")
+    d = bot.evaluate(agent, tool="read_invoice", cost_usd="1.00")
+    assert d.allowed, d.reasons
+    bot.record(d.decision_id, cost_usd="2.50")
+    refused = bot.evaluate(agent, tool="lookup_customer", data=[("pii", "support")])
+    assert not refused.allowed and refused.reasons[0].code.startswith("consent."), refused.reasons
+    sign_in(browser, server, "alice")
+    browser.get(server.console + "/agents")
+    row = wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, f'tr.agent[data-agent="{agent}"]'))
+    assert row.find_element(By.CLASS_NAME, "presence").text == "live"
+    assert row.find_element(By.CLASS_NAME, "operator").text == "carol"
+    assert row.find_element(By.CLASS_NAME, "trust").text == "L2_SUGGEST"
+    # Spend today is what Record settled ($2.50), not the estimate ($1.00).
+    assert row.find_element(By.CLASS_NAME, "spend").text == "$2.50"
+    assert row.find_element(By.CLASS_NAME, "halted").text == ""
+    screenshot(browser, "agents")
+
+    row.find_element(By.TAG_NAME, "a").click()
+    says(browser, "agent-id", agent)
+    decisions = browser.find_elements(By.CSS_SELECTOR, "#decisions tr.decision")
+    assert [r.get_attribute("data-outcome") for r in decisions] == ["DENY", "ALLOW"], [r.text for r in decisions]
+    assert "tool lookup_customer" in decisions[0].text and "consent." in decisions[0].text
+    assert "tool read_invoice" in decisions[1].text
+    # An operator does not read the log, so the decisions do not link into it.
+    assert not browser.find_elements(By.CSS_SELECTOR, "#decisions a")
+
+    Select(browser.find_element(By.ID, "trust-level")).select_by_value("L4_ACT_REPORT")
+    browser.find_element(By.ID, "trust-reason").send_keys("six weeks clean")
+    browser.find_element(By.ID, "trust-button").click()
+    assert f"Trust of {agent} set to L4_ACT_REPORT" in flash(browser)
+    assert server.client("root").get_trust(agent).effective_level == arbiter.TrustLevel.L4_ACT_REPORT
+    says(browser, "agent-trust", "L4_ACT_REPORT")
+
+    browser.find_element(By.ID, "consent-data-type").send_keys("pii")
+    browser.find_element(By.ID, "consent-purpose").send_keys("support")
+    browser.find_element(By.ID, "consent-button").click()
+    assert "Consent granted" in flash(browser)
+    assert bot.evaluate(agent, tool="lookup_customer", data=[("pii", "support")]).allowed
+    screenshot(browser, "agent")
+    grant = browser.find_element(By.CSS_SELECTOR, 'tr.grant[data-data-type="pii"]')
+    grant.find_element(By.CSS_SELECTOR, "form.revoke button").click()
+    assert "revoked" in flash(browser)
+    assert not bot.evaluate(agent, tool="lookup_customer", data=[("pii", "support")]).allowed
+
+    trust = [e for e in audit_kinds(server, "trust.set") if agent in e]
+    consent = [e for e in audit_kinds(server, "consent.grant") + audit_kinds(server, "consent.revoke") if agent in e]
+    assert len(trust) == 1 and '"alice"' in trust[0] and "six weeks clean" in trust[0], trust
+    assert len(consent) == 2 and all('"alice"' in e for e in consent), consent
+
+
+def test_an_auditor_reads_an_agent_but_cannot_change_it(
+    browser: WebDriver, server: Server, agent: str
+) -> None:
+    assert server.client("bot-runtime").evaluate(agent, tool="read_invoice").allowed
+    sign_in(browser, server, "audrey")
+    browser.get(server.console + agent_path(agent))
+    says(browser, "agent-id", agent)
+    assert not browser.find_elements(By.ID, "trust-form")
+    assert not browser.find_elements(By.ID, "consent-form")
+    assert "Read only" in browser.find_element(By.ID, "consent").text
+    # The auditor reads the log, so each decision links to its entry.
+    assert browser.find_elements(By.CSS_SELECTOR, "#decisions a[href^='/audit/entry/']")
+    head = len(audit_log(server))
+    r = request(
+        server,
+        "POST",
+        agent_path(agent),
+        cookie=session_cookie(browser),
+        form={"csrf": csrf(browser), "action": "trust", "level": "L5_AUTONOMOUS"},
+    )
+    assert r.status == 403 and "may only read" in r.body, r.body
+    assert server.client("root").get_trust(agent).effective_level == arbiter.TrustLevel.L2_SUGGEST
+    after = audit_log(server)[head:]
+    assert [e["kind"] for e in after] == ["auth.denied"], after
+
+
+def test_a_principal_that_acts_for_the_agent_cannot_raise_its_trust(
+    browser: WebDriver, server: Server, agent: str
+) -> None:
+    assert server.client("bot-runtime").evaluate(agent, tool="read_invoice").allowed
+    sign_in(browser, server, "ops-bot")
+    browser.get(server.console + agent_path(agent))
+    says(browser, "consent", "You act for this agent")
+    assert not browser.find_elements(By.ID, "trust-form")
+    r = request(
+        server,
+        "POST",
+        agent_path(agent),
+        cookie=session_cookie(browser),
+        form={"csrf": csrf(browser), "action": "trust", "level": "L5_AUTONOMOUS"},
+    )
+    assert r.status == 403 and f"acts for agent {agent} and cannot govern it" in r.body, r.body
+    assert server.client("root").get_trust(agent).effective_level == arbiter.TrustLevel.L2_SUGGEST
+    # A bad field is named and changes nothing (checked after the role, as over gRPC).
+    sign_in(browser, server, "bob")
+    browser.get(server.console + agent_path(agent))
+    r = request(
+        server,
+        "POST",
+        agent_path(agent),
+        cookie=session_cookie(browser),
+        form={"csrf": csrf(browser), "action": "trust", "level": "L9"},
+    )
+    assert r.status == 400 and "level:" in r.body, r.body
+
+
+def test_the_budgets_page_lists_a_sessions_window(browser: WebDriver, server: Server, agent: str) -> None:
+    bot = server.client("bot-runtime")
+    d = bot.evaluate(agent, tool="read_invoice", session_id="run-1", cost_usd="4.00")
+    assert d.allowed, d.reasons
+    bot.record(d.decision_id, cost_usd="4.00")
+    sign_in(browser, server, "alice")
+    browser.get(server.console + "/budgets")
+    found = f'section.budget[data-budget="run"][data-scope-key="{agent}/run-1"]'
+    window = wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, found))
+    row = window.find_element(By.CSS_SELECTOR, 'tr.amount[data-unit="micro_usd"]')
+    assert row.find_element(By.CLASS_NAME, "spent-text").text == "$4.00"
+    assert row.find_element(By.CLASS_NAME, "remaining-text").text == "$46.00"
+
+
+def test_the_policy_page_shows_the_served_version_and_a_rejected_load(
+    browser: WebDriver, server: Server
+) -> None:
+    served = server.client("root").get_policy().current.version
+    path = server.directory / "policy.yaml"
+    good = path.read_text()
+    sign_in(browser, server, "audrey")
+    browser.get(server.console + "/policy")
+    says(browser, "policy-version", served)
+    assert browser.find_element(By.ID, "policy-budgets").text == "2"
+    try:
+        path.write_text(good + "\nbudgets: [{name: broken, scope: nowhere}]\n")
+
+        def rejected(b: WebDriver) -> bool:
+            b.get(server.console + "/policy")
+            return bool(b.find_elements(By.CSS_SELECTOR, "#history tr.load.rejected"))
+
+        wait(browser, timeout=15).until(rejected, "the rejected load never appeared")
+    finally:
+        path.write_text(good)
+    row = browser.find_element(By.CSS_SELECTOR, "#history tr.load.rejected")
+    assert "rejected" in row.text and row.find_element(By.CSS_SELECTOR, "pre.error").text, row.text
+    # The bad file did not replace the served policy.
+    says(browser, "policy-version", served)
+    assert browser.find_element(By.CSS_SELECTOR, "#history tr.load.current").get_attribute("data-version") == served
+    screenshot(browser, "policy")

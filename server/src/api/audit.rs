@@ -63,6 +63,7 @@ fn query(f: Option<pb::AuditFilter>) -> Result<AuditQuery, ParseError> {
             .as_ref()
             .map(|t| timestamp_ms("filter.until", t))
             .transpose()?,
+        newest_first: false,
     })
 }
 

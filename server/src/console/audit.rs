@@ -79,6 +79,7 @@ impl Filter {
             outcome: Some(self.outcome.trim().to_owned()).filter(|o| !o.is_empty()),
             since_ms,
             until_ms: None,
+            newest_first: false,
         })
     }
 

@@ -34,7 +34,7 @@ struct Amount {
 }
 
 #[derive(Serialize)]
-struct Window {
+pub(super) struct Window {
     name: String,
     scope: &'static str,
     scope_key: String,
@@ -70,7 +70,7 @@ fn amount(unit: &'static str, cap: u64, spent: u64, reserved: u64) -> Amount {
 }
 
 /// The units a window caps, as the gRPC `GetBudgets` lists them.
-fn window(b: BudgetView) -> Window {
+pub(super) fn window(b: BudgetView) -> Window {
     let amounts: Vec<_> = b
         .capped_units()
         .into_iter()
@@ -91,15 +91,19 @@ fn window(b: BudgetView) -> Window {
     }
 }
 
+/// Session windows listed at most (those holding spend or reservations now).
+const SESSIONS_SHOWN: usize = 200;
+
 /// The global and category windows, then each seen agent's (a window shared by
-/// several agents, such as a global one, is listed once). Session windows are not
-/// listed: they belong to sessions, which this page does not enumerate.
+/// several agents, such as a global one, is listed once), then the session windows
+/// that count something in their current period.
 fn views_of_every_agent(engine: &crate::engine::Engine) -> Vec<BudgetView> {
     let mut seen = std::collections::HashSet::new();
     let mut all = engine.budgets(None, None);
     for (agent, _, _) in engine.agents() {
         all.extend(engine.budgets(Some(&agent), None));
     }
+    all.extend(engine.session_budgets(SESSIONS_SHOWN));
     all.retain(|b| seen.insert((b.name.clone(), b.scope_key.clone())));
     all
 }

@@ -6,7 +6,6 @@
 
 use super::views::when;
 use super::{Peer, Shared};
-use crate::auth::Refusal;
 use crate::domain::{check_len, Id};
 use crate::engine::EngineError;
 use crate::state::{HaltMode, HaltTarget};
@@ -197,21 +196,10 @@ pub async fn change(
             )
             .into_response();
     }
-    if p.resume && !caller.principal.governs(p.target.agent()) {
-        // As `api::refuse_self_governance`: an agent's own key never lifts its halt.
-        let reason = format!(
-            "{rpc}: {} may not lift a halt on {}",
-            caller.principal.name,
-            p.target.describe()
-        );
-        c.engine
-            .record_refusal(Refusal {
-                principal: caller.principal.name.clone(),
-                rpc,
-                reason: reason.clone(),
-            })
-            .await;
-        return c.error_page(StatusCode::FORBIDDEN, &reason);
+    if p.resume {
+        if let Err(r) = c.may_govern(&caller, rpc, p.target.agent()).await {
+            return r;
+        }
     }
     let target = p.target.describe();
     let outcome = match p.mode {

@@ -13,6 +13,7 @@
 // the axum idiom, built once per request, so its size does not matter here.
 #![allow(clippy::result_large_err)]
 
+mod agents;
 mod approvals;
 mod assets;
 mod audit;
@@ -20,6 +21,7 @@ mod budgets;
 mod events;
 mod halts;
 mod headers;
+mod policy;
 mod session;
 mod signin;
 mod tls;
@@ -120,7 +122,10 @@ fn router(console: Shared) -> Router {
         .route("/approvals/{id}", get(approvals::link))
         .route("/approvals/{id}/decide", post(approvals::decide))
         .route("/halts", get(halts::page).post(halts::change))
+        .route("/agents", get(agents::page))
+        .route("/agents/{id}", get(agents::detail).post(agents::change))
         .route("/budgets", get(budgets::page))
+        .route("/policy", get(policy::page))
         .route("/audit", get(audit::page))
         .route("/audit/list", get(audit::list))
         .route("/audit/verify", post(audit::verify))
@@ -221,6 +226,38 @@ impl Console {
             )
         } else {
             return Ok(());
+        };
+        self.engine
+            .record_refusal(Refusal {
+                principal: caller.principal.name.clone(),
+                rpc,
+                reason: reason.clone(),
+            })
+            .await;
+        Err(self.error_page(StatusCode::FORBIDDEN, &reason))
+    }
+
+    /// Checks that the caller may govern `agent` (`None`: a global target): a principal
+    /// never lifts its own agent's halt, raises its trust or grants it consent
+    /// (`Principal::governs`, as `api::refuse_self_governance`). A refusal is audited.
+    async fn may_govern(
+        &self,
+        caller: &Caller,
+        rpc: &'static str,
+        agent: Option<&str>,
+    ) -> Result<(), Response> {
+        if caller.principal.governs(agent) {
+            return Ok(());
+        }
+        let reason = match agent {
+            Some(a) => format!(
+                "{rpc}: {} acts for agent {a} and cannot govern it",
+                caller.principal.name
+            ),
+            None => format!(
+                "{rpc}: {} holds the agent role and cannot lift a global halt",
+                caller.principal.name
+            ),
         };
         self.engine
             .record_refusal(Refusal {

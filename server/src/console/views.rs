@@ -26,6 +26,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("audit_list.html", include_str!("templates/audit_list.html")),
     ("entry.html", include_str!("templates/entry.html")),
     ("budgets.html", include_str!("templates/budgets.html")),
+    ("agents.html", include_str!("templates/agents.html")),
+    ("agent.html", include_str!("templates/agent.html")),
+    ("policy.html", include_str!("templates/policy.html")),
 ];
 
 pub struct Views {

@@ -216,6 +216,44 @@ impl Engine {
         budget_view(&policy, &s, agent, session, now)
     }
 
+    /// The current windows of session-scoped budgets that hold spend or reservations,
+    /// at most `limit`, ordered by agent then session. A session with nothing counted
+    /// is left out: sessions are never forgotten, so listing them all would grow
+    /// without bound.
+    pub fn session_budgets(&self, limit: usize) -> Vec<BudgetView> {
+        let policy = self.policy();
+        let now = self.now_ms();
+        let today = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+        let mut s = self.lock();
+        s.ledger.release_expired(now);
+        let counted: std::collections::HashSet<&str> = s
+            .ledger
+            .keys()
+            .filter(|k| {
+                policy.budget(&k.budget).is_some_and(|b| {
+                    b.scope == BudgetScope::Session && b.period.window(today).0 == k.window_start_ms
+                })
+            })
+            .map(|k| k.scope_key.as_str())
+            .collect();
+        if counted.is_empty() {
+            return Vec::new();
+        }
+        let mut pairs: Vec<(&String, &String)> = s
+            .sessions
+            .keys()
+            .filter(|(a, sess)| counted.contains(format!("{a}/{sess}").as_str()))
+            .map(|(a, sess)| (a, sess))
+            .collect();
+        pairs.sort();
+        pairs.truncate(limit);
+        pairs
+            .into_iter()
+            .flat_map(|(a, sess)| budget_view(&policy, &s, Some(a), Some(sess), now))
+            .filter(|b| b.scope == BudgetScope::Session && b.counter != Counter::default())
+            .collect()
+    }
+
     /// Agents seen so far, with their effective trust.
     pub fn agents(&self) -> Vec<(String, crate::state::AgentInfo, TrustLevel)> {
         let policy = self.policy();

@@ -113,6 +113,11 @@ impl Ledger {
         self.reservations.contains_key(id)
     }
 
+    /// The windows that hold spend or reservations (for listing them; no order).
+    pub fn keys(&self) -> impl Iterator<Item = &CounterKey> {
+        self.counters.keys()
+    }
+
     /// Releases every reservation whose TTL has passed at `now_ms`.
     pub fn release_expired(&mut self, now_ms: i64) -> usize {
         let due: Vec<String> = self

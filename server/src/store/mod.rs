@@ -236,6 +236,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
+    /// Newest entries first (the `limit` newest after `after_seq`), else oldest first.
+    pub newest_first: bool,
 }
 
 impl AuditQuery {

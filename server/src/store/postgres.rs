@@ -417,7 +417,12 @@ impl Store for PgStore {
         if let Some(t) = q.until_ms {
             b.push(" AND ts_ms < ").push_bind(t);
         }
-        b.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        b.push(if q.newest_first {
+            " ORDER BY seq DESC LIMIT "
+        } else {
+            " ORDER BY seq LIMIT "
+        })
+        .push_bind(i64::from(limit));
         b.build()
             .fetch_all(&self.pool)
             .await?

@@ -631,7 +631,11 @@ impl Store for SqliteStore {
         if q.until_ms.is_some() {
             sql.push_str(" AND ts_ms < ?");
         }
-        sql.push_str(" ORDER BY seq LIMIT ?");
+        sql.push_str(if q.newest_first {
+            " ORDER BY seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        });
         // Only fixed fragments and `?` placeholders are appended above; values are bound.
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(to_i64(after_seq));
         if let Some(a) = &q.agent_id {
