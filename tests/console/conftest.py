@@ -54,7 +54,7 @@ agents:
     tools: {allow: ["*"]}
 budgets:
   - {name: cap, scope: agent, period: lifetime, max_usd: "100.00"}
-  - {name: run, scope: session, period: lifetime, max_usd: "50.00"}
+  - {name: run, scope: session, agents: ["botrun-*"], period: lifetime, max_usd: "50.00"}
 """
 
 
