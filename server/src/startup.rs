@@ -229,10 +229,15 @@ impl Application {
 
         // Webhooks follow the committed log, after the engine is up; nothing on the
         // decision path waits for them.
+        let store = engine.store();
+        let lease = store
+            .shared()
+            .then(|| crate::notify::lease::Lease::new(store.clone()));
         let notifier = crate::notify::Notifier::start(
             engine.clone(),
             &settings.notifications,
             settings.notifications_cursor_file(),
+            lease,
             metrics.registry(),
         )
         .await

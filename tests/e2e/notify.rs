@@ -559,3 +559,75 @@ budgets:
         .collect();
     assert_eq!(crossings, vec![0.8, 1.0], "one event per share crossed");
 }
+
+#[tokio::test]
+async fn with_two_replicas_one_delivers_each_event_and_the_other_takes_over_when_it_stops() {
+    use crate::harness::{
+        create_database, eventually, postgres_admin_url, skip_unless_postgres, with_database,
+    };
+    if skip_unless_postgres(
+        "notify::with_two_replicas_one_delivers_each_event_and_the_other_takes_over_when_it_stops",
+    ) {
+        return;
+    }
+    let (rx, addr) = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), addr, "standard", 1000);
+    let url = with_database(&postgres_admin_url(), &create_database());
+    let keys = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let opts = ServerOptions::new()
+            .policy(POLICY)
+            .database_url(&url)
+            .data_dir(keys.path())
+            .env("ARBITER_CONFIG", &cfg);
+        servers.push(spawn_server(opts).await);
+    }
+    let holds = |s: &TestServer| s.log().contains("holds the notifier lease");
+    let leader = eventually(
+        "one replica holds the lease",
+        Duration::from_secs(10),
+        || {
+            let found = servers.iter().position(holds);
+            async move { found }
+        },
+    )
+    .await;
+    // An event committed through each replica: each reaches the receiver once.
+    for (i, s) in servers.iter().enumerate() {
+        halt(&s.client(), &format!("bot-r{i}"), "drill").await;
+    }
+    for i in 0..2 {
+        let target = format!("agent:bot-r{i}");
+        rx.delivered("halt.engaged", |d| d["target"] == target.as_str())
+            .await;
+    }
+    // A replica delivering too would have sent its copies by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<String> = rx.hits().into_iter().map(|h| h.id).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "each event once, not once per replica: {ids:?}"
+    );
+    assert!(
+        !holds(&servers[1 - leader]),
+        "both replicas claim the lease"
+    );
+
+    // The holder stops: the other takes the lease over and resumes from its cursor.
+    servers[leader].stop().await;
+    let other = &servers[1 - leader];
+    halt(&other.client(), "bot-after", "after the hand-over").await;
+    rx.delivered("halt.engaged", |d| d["target"] == "agent:bot-after")
+        .await;
+    assert!(holds(other), "{}", other.log());
+    let hits = rx.hits();
+    let unique: BTreeSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(
+        (hits.len(), unique.len()),
+        (3, 3),
+        "nothing lost or repeated across the hand-over: {hits:#?}"
+    );
+}

@@ -54,6 +54,13 @@ impl Progress {
         }
     }
 
+    /// Resumes after `seq`, where the previous holder of the notifier lease stopped,
+    /// even if that is behind what this replica examined before (events between may
+    /// be sent again: at-least-once).
+    pub fn resume_after(&self, seq: u64) {
+        self.lock().examined = seq;
+    }
+
     pub fn last_examined(&self) -> u64 {
         self.lock().examined
     }

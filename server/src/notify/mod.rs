@@ -9,12 +9,15 @@
 //! into events (`event`, `budget`), and hands each to the bounded queue of every
 //! endpoint that wants it without ever waiting: a full queue is a dead letter, counted.
 //! Workers (`deliver`) sign (`sign`) and POST the endpoint's format (`payload`) with
-//! retries. Delivery is at-least-once; the `webhook-id` is stable per event.
+//! retries. Delivery is at-least-once; the `webhook-id` is stable per event. With
+//! several replicas on one database only the holder of the notifier lease delivers
+//! (`lease`), and the cursor lives in the database.
 
 pub mod budget;
 pub mod cursor;
 pub mod deliver;
 pub mod event;
+pub mod lease;
 pub mod metrics;
 pub mod payload;
 pub mod settings;
@@ -24,6 +27,7 @@ use crate::engine::Engine;
 use crate::store::AuditQuery;
 use cursor::{CursorFile, Progress};
 use event::{Event, EventType};
+use lease::Lease;
 use metrics::{EndpointMetrics, NotifyMetrics};
 use settings::{Endpoint, NotificationSettings};
 use std::path::PathBuf;
@@ -36,13 +40,38 @@ use tokio::task::JoinHandle;
 const CURSOR_EVERY: Duration = Duration::from_secs(1);
 /// Wait before following the log again after a store error.
 const RESUME_AFTER: Duration = Duration::from_secs(1);
+/// How often a replica without the notifier lease asks for it, and the holder checks
+/// it still has it.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
+/// Where the delivery cursor is kept: a file (one server), or the database while this
+/// replica holds the notifier lease (several replicas on one database).
+#[derive(Clone)]
+enum CursorHome {
+    File(Arc<CursorFile>),
+    Shared(Arc<Lease>),
+}
+
+impl CursorHome {
+    /// Stores `seq`; with a lease, only while this replica holds it (a replica that
+    /// lost it must not move the cursor the new holder follows).
+    async fn save(&self, seq: u64) -> Result<(), String> {
+        match self {
+            Self::File(f) => f
+                .write(seq)
+                .map_err(|e| format!("{}: {e}", f.path().display())),
+            Self::Shared(l) if l.held() => l.save(seq).await.map_err(|e| e.to_string()),
+            Self::Shared(_) => Ok(()),
+        }
+    }
+}
 
 pub struct Notifier {
     dispatcher: JoinHandle<()>,
     keeper: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     progress: Arc<Progress>,
-    cursor: CursorFile,
+    cursor: CursorHome,
     drain: Duration,
 }
 
@@ -54,11 +83,13 @@ struct Route {
 
 impl Notifier {
     /// Starts the workers and the dispatcher, or returns None without endpoints.
-    /// `cursor_file` is where the delivery cursor lives.
+    /// `cursor_file` is where the delivery cursor lives on a single server; `lease`
+    /// (several replicas on one database) makes delivery one replica's job at a time.
     pub async fn start(
         engine: Arc<Engine>,
         settings: &NotificationSettings,
         cursor_file: PathBuf,
+        lease: Option<Lease>,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Option<Self>> {
         let endpoints = settings.endpoints().map_err(anyhow::Error::msg)?;
@@ -108,25 +139,28 @@ impl Notifier {
                 metrics: em,
             });
         }
+        let lease = lease.map(Arc::new);
+        let home = match &lease {
+            Some(l) => CursorHome::Shared(l.clone()),
+            None => CursorHome::File(Arc::new(cursor)),
+        };
         let dispatcher = Dispatcher {
             engine,
             routes,
             budgets: budget::BudgetWatch::new(&settings.budget_shares),
             progress: progress.clone(),
             lags: m.log_lags.clone(),
+            lease,
         };
         tracing::info!(after_seq = start, "notifier following the audit log");
         let dispatcher = tokio::spawn(dispatcher.run());
-        let keeper = tokio::spawn(keep_cursor(
-            progress.clone(),
-            CursorFile::new(cursor.path().to_owned()),
-        ));
+        let keeper = tokio::spawn(keep_cursor(progress.clone(), home.clone()));
         Ok(Some(Self {
             dispatcher,
             keeper,
             workers,
             progress,
-            cursor,
+            cursor: home,
             drain: Duration::from_millis(settings.drain_ms),
         }))
     }
@@ -157,24 +191,23 @@ impl Notifier {
             w.abort();
         }
         let safe = self.progress.safe();
-        if let Err(e) = self.cursor.write(safe) {
+        if let Err(e) = self.cursor.save(safe).await {
             tracing::warn!(error = %e, "shutdown: cannot write the webhook cursor");
         }
     }
 }
 
-/// Rewrites the cursor file whenever it moved.
-async fn keep_cursor(progress: Arc<Progress>, file: CursorFile) {
+/// Stores the cursor whenever it moved.
+async fn keep_cursor(progress: Arc<Progress>, home: CursorHome) {
     let mut written = None;
     let mut tick = tokio::time::interval(CURSOR_EVERY);
     loop {
         tick.tick().await;
         let safe = progress.safe();
         if written != Some(safe) {
-            match file.write(safe) {
+            match home.save(safe).await {
                 Ok(()) => written = Some(safe),
-                Err(e) => tracing::warn!(error = %e, path = %file.path().display(),
-                    "cannot write the webhook cursor; will retry"),
+                Err(e) => tracing::warn!(error = %e, "cannot write the webhook cursor; will retry"),
             }
         }
     }
@@ -186,6 +219,8 @@ struct Dispatcher {
     budgets: budget::BudgetWatch,
     progress: Arc<Progress>,
     lags: prometheus::IntCounter,
+    /// Several replicas on one database: deliver only while holding it.
+    lease: Option<Arc<Lease>>,
 }
 
 impl Dispatcher {
@@ -194,27 +229,65 @@ impl Dispatcher {
             kinds: event::SOURCE_KINDS.map(String::from).to_vec(),
             ..Default::default()
         };
-        let budgets_wanted = self
-            .routes
-            .iter()
-            .any(|r| r.endpoint.wants(EventType::BudgetThreshold));
         loop {
+            if !self.take_turn().await {
+                tokio::time::sleep(LEASE_POLL).await;
+                continue;
+            }
             let after = self.progress.last_examined();
             let follow = self
                 .engine
                 .follow_log_counted(q.clone(), Some(after), Some(self.lags.clone()))
                 .await;
-            let mut entries = match follow {
-                Ok(rx) => rx,
+            match follow {
+                Ok(entries) => self.deliver_while_leading(entries).await,
                 Err(e) => {
-                    tracing::warn!(error = %e, "notifier cannot follow the audit log; will retry");
-                    tokio::time::sleep(RESUME_AFTER).await;
-                    continue;
+                    tracing::warn!(error = %e, "notifier cannot follow the audit log; will retry")
                 }
-            };
-            while let Some(next) = entries.recv().await {
-                match next {
-                    Ok(entry) => {
+            }
+            tokio::time::sleep(RESUME_AFTER).await;
+        }
+    }
+
+    /// Whether this replica delivers now: always on a single server; with a lease once
+    /// it holds it, resuming where the previous holder stopped.
+    async fn take_turn(&self) -> bool {
+        let Some(lease) = &self.lease else {
+            return true;
+        };
+        let was = lease.held();
+        if !lease.hold().await {
+            return false;
+        }
+        if !was {
+            match lease.cursor().await {
+                Ok(Some(seq)) => self.progress.resume_after(seq),
+                // No replica delivered yet: from where this one started.
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "notifier cannot read the shared cursor; will retry");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Turns followed entries into events until the stream ends or the lease is lost.
+    async fn deliver_while_leading(
+        &mut self,
+        mut entries: mpsc::Receiver<Result<crate::audit::SealedEntry, crate::store::StoreError>>,
+    ) {
+        let budgets_wanted = self
+            .routes
+            .iter()
+            .any(|r| r.endpoint.wants(EventType::BudgetThreshold));
+        let mut check = tokio::time::interval(LEASE_POLL);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                next = entries.recv() => match next {
+                    Some(Ok(entry)) => {
                         let mut events = event::from_entry(&entry);
                         if budgets_wanted && entry.kind == "record" {
                             events.extend(self.budgets.check(
@@ -226,13 +299,20 @@ impl Dispatcher {
                         }
                         self.dispatch(entry.seq, events);
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         tracing::warn!(error = %e, "notifier lost the audit log; resuming from the store");
-                        break;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = check.tick(), if self.lease.is_some() => {
+                    if let Some(lease) = &self.lease {
+                        if !lease.hold().await {
+                            return;
+                        }
                     }
                 }
             }
-            tokio::time::sleep(RESUME_AFTER).await;
         }
     }
 

@@ -441,6 +441,15 @@ pub trait Store: Send + Sync + 'static {
     async fn lead(&self, _job: &'static str) -> bool {
         true
     }
+    /// A singleton job's shared progress (the webhook delivery cursor), so the server
+    /// that takes its lease over resumes there; `None` when never stored or unshared.
+    async fn delivery_cursor(&self, _name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// Moves a shared progress mark forward (never back); a no-op when unshared.
+    async fn store_delivery_cursor(&self, _name: &str, _seq: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// One group commit under the sequencer lock: the head is read after the lock is taken,

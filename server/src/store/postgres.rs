@@ -583,6 +583,27 @@ impl Store for PgStore {
         Some(rx)
     }
 
+    async fn delivery_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM delivery_cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.map(|s| s.max(0) as u64))
+    }
+
+    async fn store_delivery_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO delivery_cursors (name, seq) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET seq = GREATEST(delivery_cursors.seq, EXCLUDED.seq)",
+        )
+        .bind(name)
+        .bind(to_i64(seq))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn lead(&self, job: &'static str) -> bool {
         // Bounded like pool acquisition: a database that drops packets must not hold
         // the lease jobs (and this mutex) for the operating system's TCP timeout.
