@@ -7,7 +7,7 @@ use crate::gateway::{Gateway, HeldKey};
 use crate::identity::Caller;
 use crate::metrics::{Metrics, Outcome};
 use crate::state::ApprovalState;
-use crate::upstream::UpstreamError;
+use crate::upstream::{ProgressSink, Upstream, UpstreamError};
 use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
 use futures::StreamExt;
 use rmcp::model::{
@@ -76,12 +76,20 @@ pub async fn call_tool(
     match decision.outcome {
         DecisionOutcome::Allow => {
             metrics.call(&upstream.name, Outcome::Forwarded);
-            let price = call.price;
-            forward(
-                &caller, &decision, &upstream, &tool, arguments, price, metrics,
-            )
-            .await
-            .map(Into::into)
+            let target = Target {
+                upstream: &upstream,
+                tool: &tool,
+                price: call.price,
+            };
+            // The client's progress token, if it gave one, receives the upstream's
+            // reports for this call.
+            let sink = ctx.meta.get_progress_token().map(|token| ProgressSink {
+                client: ctx.peer.clone(),
+                token,
+            });
+            forward(&caller, &decision, target, arguments, sink, metrics)
+                .await
+                .map(Into::into)
         }
         DecisionOutcome::Deny => {
             let answer = refuse(&decision);
@@ -226,18 +234,30 @@ pub(crate) fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
     Ok(answer::denied(code, &decision.decision_id))
 }
 
+/// Where an allowed call goes: the upstream, its own name for the tool, and the price
+/// a result without usage is charged.
+pub(crate) struct Target<'a> {
+    pub upstream: &'a Upstream,
+    pub tool: &'a str,
+    pub price: Option<u64>,
+}
+
 pub(crate) async fn forward(
     caller: &Caller,
     decision: &Decision,
-    upstream: &crate::upstream::Upstream,
-    tool: &str,
+    target: Target<'_>,
     arguments: JsonObject,
-    price: Option<u64>,
+    sink: Option<ProgressSink>,
     metrics: &Metrics,
 ) -> Result<CallToolResult, ErrorData> {
+    let Target {
+        upstream,
+        tool,
+        price,
+    } = target;
     let started = Instant::now();
     let result = upstream
-        .call_tool(tool, (!arguments.is_empty()).then_some(arguments))
+        .call_tool(tool, (!arguments.is_empty()).then_some(arguments), sink)
         .await;
     let error = result.as_ref().err().map(UpstreamError::kind);
     metrics.upstream_call(&upstream.name, started.elapsed().as_secs_f64(), error);

@@ -1,14 +1,27 @@
 //! The upstream MCP servers: one supervised rmcp client each. A supervisor task keeps
 //! the connection up (a stdio server is started, and started again with backoff when it
-//! exits); calls take the live peer or fail with a clear error, never hang.
+//! exits); calls take the live peer or fail with a clear error, never hang. A call's
+//! `notifications/progress` from the upstream are relayed to the client that asked for
+//! them, under the client's own token; a call abandoned by its client (cancelled, timed
+//! out, disconnected) is cancelled upstream too.
 
 use crate::config::{HttpConfig, StdioConfig, Transport, UpstreamConfig};
 use anyhow::Context;
+use futures::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue};
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
-use rmcp::service::{Peer, RoleClient, RunningService, ServiceError};
+use rmcp::handler::client::progress::{ProgressDispatcher, ProgressSubscriber};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
+    ClientRequest, JsonObject, ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
+    Tool,
+};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RoleClient, RoleServer, RunningService,
+    ServiceError,
+};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::ClientHandler;
 use rmcp::ServiceExt;
 use rustls::pki_types::pem::PemObject;
 use std::collections::HashMap;
@@ -23,6 +36,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// How long a call waits for a restarting upstream before it gives up.
 const RECONNECT_WAIT: Duration = Duration::from_secs(5);
+/// After the answer, reports the upstream sent just before it may still be on their way
+/// through the notification handler (a separate task from the answer's): this long is
+/// given to them, so the client sees every report before the result.
+const LAST_REPORTS: Duration = Duration::from_millis(5);
 
 /// Why an upstream call did not produce a result. The text is what the client sees.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +69,27 @@ pub struct Upstream {
     pub prices: std::collections::BTreeMap<String, u64>,
     peer: watch::Receiver<Option<Peer<RoleClient>>>,
     timeout: Duration,
+    /// Routes the upstream's progress reports to the call that is waiting for them; it
+    /// outlives reconnections (each connection's handler holds a clone).
+    progress: ProgressDispatcher,
+}
+
+/// Where a call's progress goes: the downstream client and the token it asked with.
+pub struct ProgressSink {
+    pub client: Peer<RoleServer>,
+    pub token: ProgressToken,
+}
+
+impl ProgressSink {
+    /// Passes one upstream report on under the client's token (the upstream's token is
+    /// the gateway's own and means nothing to the client).
+    async fn relay(&self, report: ProgressNotificationParam) {
+        let mut p = ProgressNotificationParam::new(self.token.clone(), report.progress);
+        p.total = report.total;
+        p.message = report.message;
+        // A client that went away is noticed by the call itself; nothing to do here.
+        let _ = self.client.notify_progress(p).await;
+    }
 }
 
 impl Upstream {
@@ -59,12 +97,17 @@ impl Upstream {
     pub fn start(config: &UpstreamConfig, timeout: Duration, stop: CancellationToken) -> Arc<Self> {
         let (tx, rx) = watch::channel(None);
         let name = config.name.clone();
-        tokio::spawn(supervise(name.clone(), config.transport(), tx, stop));
+        let progress = ProgressDispatcher::new();
+        let relay = Relay {
+            progress: progress.clone(),
+        };
+        tokio::spawn(supervise(name.clone(), config.transport(), relay, tx, stop));
         Arc::new(Self {
             name,
             prices: config.prices.clone(),
             peer: rx,
             timeout,
+            progress,
         })
     }
 
@@ -94,15 +137,53 @@ impl Upstream {
         self.bounded(peer.list_all_tools()).await
     }
 
+    /// Calls one tool, relaying its progress to `sink` when the client asked for it.
+    /// Dropping the returned future (the client cancelled or left) or running out of
+    /// time cancels the call upstream.
     pub async fn call_tool(
         &self,
         tool: &str,
         arguments: Option<JsonObject>,
+        sink: Option<ProgressSink>,
     ) -> Result<CallToolResult, UpstreamError> {
         let peer = self.peer().await?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
-        self.bounded(peer.call_tool(params)).await
+        self.bounded(self.relayed(peer, params, sink)).await
+    }
+
+    async fn relayed(
+        &self,
+        peer: Peer<RoleClient>,
+        params: CallToolRequestParams,
+        sink: Option<ProgressSink>,
+    ) -> Result<CallToolResult, ServiceError> {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        // rmcp gives every request a fresh progress token of the gateway's own (chosen
+        // inside the send, so the subscription can only follow it); the dispatcher
+        // routes reports carrying it here. A report needs the upstream's round trip,
+        // far longer than the subscription, so none is missed in practice.
+        let handle = peer
+            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .await?;
+        let mut guard = CancelOnDrop {
+            peer: peer.clone(),
+            id: Some(handle.id.clone()),
+        };
+        let answer = match sink {
+            None => handle.await_response().await,
+            Some(sink) => {
+                let reports = self.progress.subscribe(handle.progress_token.clone()).await;
+                relaying(handle.await_response(), reports, &sink).await
+            }
+        };
+        guard.id = None;
+        match answer? {
+            ServerResult::CallToolResult(result) => Ok(result),
+            // A result with nothing in it parses as the empty result.
+            ServerResult::EmptyResult(_) => Ok(CallToolResult::default()),
+            _ => Err(ServiceError::UnexpectedResponse),
+        }
     }
 
     async fn bounded<T>(
@@ -117,11 +198,73 @@ impl Upstream {
     }
 }
 
-type Client = RunningService<RoleClient, ()>;
+/// Waits for the answer, relaying each report as it comes; then the reports sent just
+/// before the answer, so they reach the client before the result.
+async fn relaying<T>(
+    answer: impl std::future::Future<Output = T>,
+    mut reports: ProgressSubscriber,
+    sink: &ProgressSink,
+) -> T {
+    tokio::pin!(answer);
+    let answer = loop {
+        tokio::select! {
+            answer = &mut answer => break answer,
+            Some(report) = reports.next() => sink.relay(report).await,
+        }
+    };
+    while let Ok(Some(report)) = tokio::time::timeout(LAST_REPORTS, reports.next()).await {
+        sink.relay(report).await;
+    }
+    answer
+}
+
+/// Sends `notifications/cancelled` for a call still in flight when its future is
+/// dropped, so an upstream stops work nobody waits for any more.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let peer = self.peer.clone();
+        let cancelled = CancelledNotificationParam::new(
+            Some(id),
+            Some("the gateway's client is no longer waiting".into()),
+        );
+        // Drop cannot await; the runtime is there because the call ran on it.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = peer.notify_cancelled(cancelled).await;
+            });
+        }
+    }
+}
+
+/// The gateway's side of an upstream connection: the default client, plus progress
+/// reports handed to the call they belong to.
+#[derive(Clone)]
+struct Relay {
+    progress: ProgressDispatcher,
+}
+
+impl ClientHandler for Relay {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.handle_notification(params).await;
+    }
+}
+
+type Client = RunningService<RoleClient, Relay>;
 
 async fn supervise(
     name: String,
     transport: Transport,
+    relay: Relay,
     tx: watch::Sender<Option<Peer<RoleClient>>>,
     stop: CancellationToken,
 ) {
@@ -129,7 +272,7 @@ async fn supervise(
     loop {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = connect(&transport, stop.child_token()) => c,
+            c = connect(&transport, relay.clone(), stop.child_token()) => c,
         };
         match connected {
             Ok(client) => {
@@ -159,26 +302,39 @@ async fn supervise(
     }
 }
 
-async fn connect(transport: &Transport, ct: CancellationToken) -> anyhow::Result<Client> {
+async fn connect(
+    transport: &Transport,
+    relay: Relay,
+    ct: CancellationToken,
+) -> anyhow::Result<Client> {
     match transport {
-        Transport::Stdio(s) => connect_stdio(s, ct).await,
-        Transport::Http(h) => connect_http(h, ct).await,
+        Transport::Stdio(s) => connect_stdio(s, relay, ct).await,
+        Transport::Http(h) => connect_http(h, relay, ct).await,
     }
 }
 
-async fn connect_stdio(s: &StdioConfig, ct: CancellationToken) -> anyhow::Result<Client> {
+async fn connect_stdio(
+    s: &StdioConfig,
+    relay: Relay,
+    ct: CancellationToken,
+) -> anyhow::Result<Client> {
     let mut cmd = tokio::process::Command::new(&s.command);
     cmd.args(&s.args).envs(&s.env).kill_on_drop(true);
     if let Some(cwd) = &s.cwd {
         cmd.current_dir(cwd);
     }
     let child = TokioChildProcess::new(cmd).with_context(|| format!("starting {}", s.command))?;
-    ().serve_with_ct(child, ct)
+    relay
+        .serve_with_ct(child, ct)
         .await
         .with_context(|| format!("MCP handshake with {}", s.command))
 }
 
-async fn connect_http(h: &HttpConfig, ct: CancellationToken) -> anyhow::Result<Client> {
+async fn connect_http(
+    h: &HttpConfig,
+    relay: Relay,
+    ct: CancellationToken,
+) -> anyhow::Result<Client> {
     let mut headers = HashMap::new();
     for (k, v) in &h.headers {
         let name =
@@ -193,7 +349,8 @@ async fn connect_http(h: &HttpConfig, ct: CancellationToken) -> anyhow::Result<C
         .build()
         .context("building the HTTP client")?;
     let transport = StreamableHttpClientTransport::with_client(http, config);
-    ().serve_with_ct(transport, ct)
+    relay
+        .serve_with_ct(transport, ct)
         .await
         .with_context(|| format!("MCP handshake with {}", h.url))
 }

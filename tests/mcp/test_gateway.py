@@ -311,6 +311,11 @@ def test_a_hanging_upstream_times_out_with_a_clear_error(stack: Stack) -> None:
 
     error = asyncio.run(run())
     assert error.code == UPSTREAM and "did not answer" in error.message
+    # The gateway cancelled the call upstream rather than leaving it running.
+    deadline = time.monotonic() + 5
+    while [c["tool"] for c in gw.calls()] != ["hang", "hang.cancelled"]:
+        assert time.monotonic() < deadline, gw.calls()
+        time.sleep(0.05)
 
 
 def test_stdio_mode_serves_one_agent_with_its_own_key(stack: Stack) -> None:

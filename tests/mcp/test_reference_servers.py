@@ -196,11 +196,6 @@ def test_a_long_running_tool_completes_through_the_gateway(ref: tuple[Stack, Pat
     assert records[0]["body"]["duration_ms"] >= 2000, records[0]["body"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not built: the gateway does not pass the client's progress token upstream or relay "
-    "the upstream's notifications/progress (docs/mcp.md, Not built yet)",
-)
 def test_the_upstreams_progress_reaches_the_client(ref: tuple[Stack, Path]) -> None:
     stack, root = ref
     gw = stack.gateway(upstreams=upstreams(root))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+
+import anyio
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import Tool
@@ -90,10 +91,15 @@ def garble() -> str:
 
 
 @server.tool()
-def hang(seconds: float) -> str:
-    """Answers only after `seconds`."""
+async def hang(seconds: float) -> str:
+    """Answers only after `seconds`; a cancellation (notifications/cancelled) is logged as
+    the call `hang.cancelled`, so a test can see the gateway gave up upstream too."""
     _log("hang", seconds=seconds)
-    time.sleep(seconds)
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        _log("hang.cancelled")
+        raise
     return "late"
 
 
