@@ -29,6 +29,7 @@ pub fn router(
         .with_max_request_body_bytes(listen.max_request_bytes)
         .with_cancellation_token(stop);
     let gateway_for_hooks = gateway.clone();
+    let docker = crate::docker::Interceptors::new(gateway.clone(), ids.clone());
     let service = StreamableHttpService::new(
         move || Ok(gateway.clone()),
         Arc::new(LocalSessionManager::default()),
@@ -45,6 +46,24 @@ pub fn router(
             axum::routing::post(crate::hooks::claude_code).with_state(hooks),
         )
         .layer(middleware::from_fn_with_state(ids, authenticate))
+        // After the layer: Docker sends no Authorization, so these authenticate by the
+        // key in their path (docker.rs).
+        .merge(docker_routes(docker, listen.max_request_bytes))
+}
+
+fn docker_routes(hooks: crate::docker::Interceptors, max_body: usize) -> Router {
+    Router::new()
+        .route(
+            "/hooks/docker/{key}/before",
+            axum::routing::post(crate::docker::before),
+        )
+        .route(
+            "/hooks/docker/{key}/after",
+            axum::routing::post(crate::docker::after),
+        )
+        .with_state(hooks)
+        // Larger bodies get 413; Docker cannot parse that as a result, so the call fails.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }
 
 /// Every request, before rmcp sees it: the key names the caller or the request ends here.

@@ -8,6 +8,7 @@
 mod answer;
 mod call;
 pub mod config;
+mod docker;
 mod gateway;
 mod hooks;
 mod http;

@@ -526,3 +526,71 @@ def test_the_claude_code_hook_contract(stack: Stack) -> None:
     records = [e for e in audit if e["kind"] == "record"]
     assert [r["body"]["decision_id"] for r in records] == [evaluates[0]["body"]["decision_id"]]
     assert gw.calls() == []
+
+
+def docker_hook(gw_url: str, key: str, when: str, body: bytes, session: str = "") -> httpx2.Response:
+    url = gw_url.rsplit("/", 1)[0] + f"/hooks/docker/{key}/{when}"
+    params = {"session": session} if session else {}
+    # Docker sends no headers of its own and no Authorization: the key is in the path.
+    return httpx2.post(url, content=body, params=params, timeout=30)
+
+
+def go_request(name: str, arguments: dict[str, object]) -> bytes:
+    """What Docker's gateway posts: json.Marshal of go-sdk's *mcp.CallToolRequest (its
+    struct fields are untagged, so they keep their Go names; Params has JSON tags)."""
+    params = {"_meta": {}, "name": name, "arguments": arguments}
+    return json.dumps({"Session": {}, "Params": params, "Extra": None}).encode()
+
+
+def test_the_docker_interceptor_contract(stack: Stack) -> None:
+    gw = stack.gateway()
+    key = stack.keys["bot-1"]
+    run = "docker-run-1"
+
+    allowed = docker_hook(gw.url, key, "before", go_request("read_file", {"path": "/a"}), run)
+    assert (allowed.status_code, allowed.content) == (200, b""), allowed.text  # empty = continue
+    result = json.dumps({"content": [{"type": "text", "text": "a"}]}).encode()
+    after = docker_hook(gw.url, key, "after", result)
+    assert (after.status_code, after.content) == (200, b"")
+
+    # The documented shape works too; a denial replaces the call with an isError result.
+    documented = {"method": "tools/call", "params": {"name": "delete_repo", "arguments": {"name": "x"}}}
+    denied = docker_hook(gw.url, key, "before", json.dumps(documented).encode(), run).json()
+    assert denied["isError"] is True and "scope.tool_denied" in denied["content"][0]["text"]
+
+    held = docker_hook(gw.url, key, "before", go_request("send_email", {"to": "a", "body": "b"}), run).json()
+    assert held["isError"] is True and "apr_" in held["content"][0]["text"]
+
+    # Two calls in flight, one result back: it cannot be attributed, so nothing is recorded.
+    for _ in range(2):
+        assert docker_hook(gw.url, key, "before", go_request("read_file", {"path": "/b"}), run).content == b""
+    assert docker_hook(gw.url, key, "after", b'{"content":[]}').content == b""
+
+    # Docker ignores the status and continues on an empty body: every refusal has a body.
+    wrong_key = docker_hook(gw.url, "arb_wrong", "before", go_request("read_file", {"path": "/a"}))
+    assert wrong_key.status_code == 401 and wrong_key.json()["isError"] is True
+    malformed = docker_hook(gw.url, key, "before", b'{"params":{"arguments":{}}}')
+    assert malformed.json()["isError"] is True and "params.name" in malformed.json()["content"][0]["text"]
+    not_json = docker_hook(gw.url, key, "before", b"not json")
+    assert not_json.json()["isError"] is True
+
+    stack.cli("halt", "--agent", "bot-1", "--reason", "incident", key="operator")
+    halted = docker_hook(gw.url, key, "before", go_request("read_file", {"path": "/a"}), run).json()
+    assert halted["isError"] is True and "halt" in halted["content"][0]["text"]
+
+    audit = stack.audit()
+    evaluates = [e for e in audit if e["kind"] == "evaluate"]
+    assert [(e["body"]["action"]["tool"], e["outcome"]) for e in evaluates] == [
+        ("read_file", "allow"),
+        ("delete_repo", "deny"),
+        ("send_email", "pending_approval"),
+        ("read_file", "allow"),
+        ("read_file", "allow"),
+        ("read_file", "deny"),
+    ]
+    assert all(e["session_id"] == run for e in evaluates)
+    records = [e for e in audit if e["kind"] == "record"]
+    assert [(r["body"]["decision_id"], r["outcome"]) for r in records] == [
+        (evaluates[0]["body"]["decision_id"], "success")
+    ]
+    assert gw.calls() == []  # the gateway's own upstream is never involved

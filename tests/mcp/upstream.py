@@ -13,7 +13,6 @@ import os
 import sys
 
 import anyio
-
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import Tool
 
