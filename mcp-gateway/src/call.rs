@@ -47,6 +47,7 @@ pub async fn call_tool(
     let arguments = request.arguments.unwrap_or_default();
     let call = Call {
         price: upstream.prices.get(&tool).copied(),
+        receipt: upstream.receipts,
         ..Call::new(&exposed, &arguments)
     };
     // A retry of an `input_required` answer: its state must verify and match this very
@@ -111,12 +112,14 @@ pub async fn call_tool(
 }
 
 /// One call as Arbiter and the sealed state see it: the exposed tool name, the
-/// arguments and their RFC 8785 digest, and the tool's price (micro-USD per call).
+/// arguments and their RFC 8785 digest, the tool's price (micro-USD per call), and
+/// whether the decision should come with a receipt for the upstream.
 pub(crate) struct Call<'a> {
     pub exposed: &'a str,
     pub arguments: &'a JsonObject,
     pub digest: String,
     pub price: Option<u64>,
+    pub receipt: bool,
 }
 
 impl<'a> Call<'a> {
@@ -126,6 +129,7 @@ impl<'a> Call<'a> {
             arguments,
             digest: digest(arguments),
             price: None,
+            receipt: false,
         }
     }
 }
@@ -216,6 +220,9 @@ async fn evaluate(
     if let Some(id) = approval {
         builder = builder.approval_id(id);
     }
+    if call.receipt {
+        builder = builder.receipt(true);
+    }
     // Any error is "no decision": nothing is forwarded (fail closed).
     builder.send().await.map_err(|e| {
         tracing::warn!(agent = %caller.agent, error = %e, "Evaluate failed; call not forwarded");
@@ -255,9 +262,15 @@ pub(crate) async fn forward(
         tool,
         price,
     } = target;
+    let meta = decision.receipt().map(receipt_meta);
     let started = Instant::now();
     let result = upstream
-        .call_tool(tool, (!arguments.is_empty()).then_some(arguments), sink)
+        .call_tool(
+            tool,
+            (!arguments.is_empty()).then_some(arguments),
+            meta,
+            sink,
+        )
         .await;
     let error = result.as_ref().err().map(UpstreamError::kind);
     metrics.upstream_call(&upstream.name, started.elapsed().as_secs_f64(), error);
@@ -289,6 +302,26 @@ pub(crate) async fn forward(
         r
     })
 }
+
+/// The upstream request's `_meta` carrying the decision's receipt: the same four fields
+/// as `arbiter audit proof` writes, which `arbiter audit verify-receipt` and
+/// `arbiter_client::proof::verify_receipt` check with only the public key.
+fn receipt_meta(receipt: &proto::Receipt) -> JsonObject {
+    let mut meta = JsonObject::new();
+    meta.insert(
+        RECEIPT_META.to_owned(),
+        serde_json::json!({
+            "entry": receipt.entry,
+            "mac": receipt.mac,
+            "inclusion_proof": receipt.inclusion_proof,
+            "checkpoint": receipt.checkpoint,
+        }),
+    );
+    meta
+}
+
+/// The `_meta` key of the receipt handed to an upstream.
+pub const RECEIPT_META: &str = "io.github.arbiter/receipt";
 
 /// Waits for the approval to be granted, up to `approval_wait`, reporting progress to
 /// clients that asked for it. True only for a grant.

@@ -166,6 +166,11 @@ pub struct UpstreamConfig {
     /// (1 USD = 1 000 000), sent as Evaluate's estimate so budgets cap MCP spend.
     #[serde(default)]
     pub prices: BTreeMap<String, u64>,
+    /// Ask Arbiter for a receipt of each allowed call and hand it to this upstream in
+    /// the request's `_meta["io.github.arbiter/receipt"]`, so the tool server can check
+    /// offline, with only Arbiter's public key, that the call was allowed and logged.
+    #[serde(default)]
+    pub receipts: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,8 +12,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::handler::client::progress::{ProgressDispatcher, ProgressSubscriber};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
-    ClientRequest, JsonObject, ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
-    Tool,
+    ClientRequest, JsonObject, MetaObject, ProgressNotificationParam, ProgressToken, RequestId,
+    RequestMetaObject, ServerResult, Tool,
 };
 use rmcp::service::{
     NotificationContext, Peer, PeerRequestOptions, RoleClient, RoleServer, RunningService,
@@ -67,6 +67,8 @@ pub struct Upstream {
     pub name: String,
     /// Cost of one call of each tool (by the upstream's own name), in micro-USD.
     pub prices: std::collections::BTreeMap<String, u64>,
+    /// Whether allowed calls carry their receipt in `_meta` (`upstreams[].receipts`).
+    pub receipts: bool,
     peer: watch::Receiver<Option<Peer<RoleClient>>>,
     timeout: Duration,
     /// Routes the upstream's progress reports to the call that is waiting for them; it
@@ -105,6 +107,7 @@ impl Upstream {
         Arc::new(Self {
             name,
             prices: config.prices.clone(),
+            receipts: config.receipts,
             peer: rx,
             timeout,
             progress,
@@ -137,18 +140,20 @@ impl Upstream {
         self.bounded(peer.list_all_tools()).await
     }
 
-    /// Calls one tool, relaying its progress to `sink` when the client asked for it.
-    /// Dropping the returned future (the client cancelled or left) or running out of
-    /// time cancels the call upstream.
+    /// Calls one tool (with `meta` as the request's `_meta`), relaying its progress to
+    /// `sink` when the client asked for it. Dropping the returned future (the client
+    /// cancelled or left) or running out of time cancels the call upstream.
     pub async fn call_tool(
         &self,
         tool: &str,
         arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
         sink: Option<ProgressSink>,
     ) -> Result<CallToolResult, UpstreamError> {
         let peer = self.peer().await?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
+        params.meta = meta.map(|m| RequestMetaObject(MetaObject(m)));
         self.bounded(self.relayed(peer, params, sink)).await
     }
 

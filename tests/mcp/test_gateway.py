@@ -594,3 +594,47 @@ def test_the_docker_interceptor_contract(stack: Stack) -> None:
         (evaluates[0]["body"]["decision_id"], "success")
     ]
     assert gw.calls() == []  # the gateway's own upstream is never involved
+
+
+def test_an_upstream_with_receipts_gets_one_it_can_verify_offline(stack: Stack) -> None:
+    with_receipts = stack.stdio_upstream().rstrip("\n") + "\n    receipts: true\n"
+    gw = stack.gateway(upstreams=with_receipts)
+
+    async def run() -> None:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            assert not (await c.call_tool("read_file", {"path": "/etc/motd"})).is_error
+
+    asyncio.run(run())
+    [call] = gw.calls()
+    receipt = call["receipt"]
+    assert isinstance(receipt, dict)
+    entry = json.loads(str(receipt["entry"]))
+    # What a tool server checks before acting (docs/audit-format.md §11.7).
+    assert (entry["kind"], entry["outcome"], entry["agent_id"]) == ("evaluate", "allow", "bot-1")
+    assert entry["body"]["action"]["tool"] == "read_file"
+    assert entry["body"]["action"]["arguments"] == {"path": "/etc/motd"}
+
+    public_key = stack.tmp / "data" / "keys" / "signing.pub"
+    good = stack.tmp / "receipt.json"
+    good.write_text(json.dumps(receipt), encoding="utf-8")
+    verified = stack.cli("audit", "verify-receipt", str(good), "--public-key", str(public_key), check=False)
+    assert verified.returncode == 0, verified.stderr
+
+    # A receipt rewritten to permit another call no longer verifies.
+    forged = dict(receipt, entry=str(receipt["entry"]).replace("/etc/motd", "/etc/shadow"))
+    bad = stack.tmp / "forged.json"
+    bad.write_text(json.dumps(forged), encoding="utf-8")
+    refused = stack.cli("audit", "verify-receipt", str(bad), "--public-key", str(public_key), check=False)
+    assert refused.returncode != 0
+
+
+def test_an_upstream_without_receipts_gets_none(stack: Stack) -> None:
+    gw = stack.gateway()
+
+    async def run() -> None:
+        async with mcp_client(gw.url, stack.keys["bot-1"]) as c:
+            assert not (await c.call_tool("read_file", {"path": "/a"})).is_error
+
+    asyncio.run(run())
+    [call] = gw.calls()
+    assert "receipt" not in call
