@@ -636,6 +636,7 @@ impl Store for PgStore {
     }
 
     async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+        let rows = newest_heartbeats(rows);
         for chunk in rows.chunks(CHUNK) {
             let mut q = QueryBuilder::<Postgres>::new(
                 "INSERT INTO presence (agent_id, status, last_heartbeat_ms) ",
@@ -1113,6 +1114,7 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
     // Batches commit in seq order under the sequencer lock, so "changed after seq N"
     // is a watermark a reader can resume from (`load_control`).
     let batch_seq = units.last().map_or(0, |u| to_i64(u.entry.seq));
+    let agents = fold_sightings(agents);
     for chunk in agents.chunks(CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms, seen_seq) ",
@@ -1264,6 +1266,57 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         apply(tx, op).await?;
     }
     Ok(())
+}
+
+/// An agent's sightings in one batch (agent id, first seen, last seen, last allowed),
+/// folded into one row per agent. PostgreSQL refuses an upsert that reaches the same
+/// row twice (SQLSTATE 21000, "ON CONFLICT DO UPDATE command cannot affect row a second
+/// time"), which two Evaluates of one agent sealed in the same batch would do; the fold
+/// gives the row SQLite's in-order upsert leaves: the first sighting's first seen, the
+/// largest last seen, the last `last_allowed` given.
+type Sighting = (String, i64, i64, Option<i64>);
+
+fn fold_sightings(rows: Vec<Sighting>) -> Vec<Sighting> {
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<Sighting> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match at.get(&row.0) {
+            Some(&i) => {
+                let kept = &mut out[i];
+                kept.2 = kept.2.max(row.2);
+                if row.3.is_some() {
+                    kept.3 = row.3;
+                }
+            }
+            None => {
+                at.insert(row.0.clone(), out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+/// One heartbeat per agent for a single upsert (SQLSTATE 21000 otherwise, see
+/// `fold_sightings`): the newest, and of equal ones the first, as SQLite's in-order
+/// upsert keeps (a heartbeat replaces only an older one).
+fn newest_heartbeats(rows: &[PresenceRow]) -> Vec<&PresenceRow> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<&PresenceRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match at.get(row.agent_id.as_str()) {
+            Some(&i) => {
+                if out[i].last_heartbeat_ms < row.last_heartbeat_ms {
+                    out[i] = row;
+                }
+            }
+            None => {
+                at.insert(&row.agent_id, out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
 }
 
 /// Takes closed reservations (rows of keys_json, micro_usd, tokens, calls) off the
