@@ -856,7 +856,6 @@ impl SequencedBatch for PgBatch {
     }
 }
 
-/// Trust, consent, operators, approvals and halts: what other replicas change.
 /// A counter's key and settled spend.
 fn counter_from_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Amounts), StoreError> {
     Ok((
@@ -873,6 +872,7 @@ fn counter_from_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Amounts), 
     ))
 }
 
+/// Trust, consent, operators, tool pins, approvals and halts: what other replicas change.
 async fn load_control_into(
     conn: &mut sqlx::PgConnection,
     img: &mut StateImage,
@@ -955,10 +955,12 @@ async fn load_control_into(
     Ok(())
 }
 
-/// Every agent's newest heartbeat.
+/// Every principal, revoked ones included, in byte order of the name.
 async fn read_principals(conn: &mut sqlx::PgConnection) -> Result<Vec<PrincipalRow>, StoreError> {
+    // Byte order, as SQLite's BINARY collation sorts: the database's default collation
+    // (en_US and the like) would list `alice` before `Bob` here and after it there.
     sqlx::query(
-        "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
+        "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name COLLATE \"C\"",
     )
     .fetch_all(&mut *conn)
     .await?
@@ -988,6 +990,7 @@ async fn read_principals(conn: &mut sqlx::PgConnection) -> Result<Vec<PrincipalR
     .collect()
 }
 
+/// Every agent's newest heartbeat.
 async fn read_presence(conn: &mut sqlx::PgConnection) -> Result<Vec<PresenceRow>, StoreError> {
     sqlx::query("SELECT agent_id, status, last_heartbeat_ms, silence_halted_ms FROM presence")
         .fetch_all(&mut *conn)
