@@ -183,9 +183,15 @@ impl Store for PgStore {
         let mut img = StateImage::default();
         let mut conn = self.pool.acquire().await?;
         load_control_into(&mut conn, &mut img).await?;
-        for r in sqlx::query("SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls FROM budget_counters")
-            .fetch_all(&self.pool)
-            .await?
+        // Settled spend only, as SQLite keeps it: a row that only ever held reservations
+        // (written by `shift_reserved`, spent_seq never set) has none to load.
+        for r in sqlx::query(
+            "SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls \
+             FROM budget_counters WHERE spent_seq > 0 OR spent_micro_usd <> 0 OR spent_tokens <> 0 \
+             OR spent_calls <> 0",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             img.counters.push(counter_from_row(&r)?);
         }
