@@ -81,6 +81,9 @@ if PG_URL="$(scripts/pg-cluster.sh start "$PG_DIR")"; then
   SKIP_LOG="$PG_DIR/skipped.txt"
   ARBITER_E2E_DATABASE=postgres ARBITER_E2E_DATABASE_URL="$PG_URL" ARBITER_E2E_SKIP_LOG="$SKIP_LOG" \
     ARBITER_E2E_PG_CLUSTER="$PG_DIR" cargo test -p arbiter-e2e --locked
+  # The store's behaviour contract, in process, on a fresh database per case.
+  ARBITER_E2E_DATABASE=postgres ARBITER_E2E_DATABASE_URL="$PG_URL" ARBITER_E2E_SKIP_LOG="$SKIP_LOG" \
+    cargo test -p arbiter-server --test store_conformance --locked
   if [ -s "$SKIP_LOG" ]; then
     echo "tests that do not apply on PostgreSQL (each says why):"
     cat "$SKIP_LOG"

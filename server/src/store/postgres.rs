@@ -183,9 +183,15 @@ impl Store for PgStore {
         let mut img = StateImage::default();
         let mut conn = self.pool.acquire().await?;
         load_control_into(&mut conn, &mut img).await?;
-        for r in sqlx::query("SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls FROM budget_counters")
-            .fetch_all(&self.pool)
-            .await?
+        // Settled spend only, as SQLite keeps it: a row that only ever held reservations
+        // (written by `shift_reserved`, spent_seq never set) has none to load.
+        for r in sqlx::query(
+            "SELECT budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls \
+             FROM budget_counters WHERE spent_seq > 0 OR spent_micro_usd <> 0 OR spent_tokens <> 0 \
+             OR spent_calls <> 0",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             img.counters.push(counter_from_row(&r)?);
         }
@@ -636,6 +642,7 @@ impl Store for PgStore {
     }
 
     async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+        let rows = newest_heartbeats(rows);
         for chunk in rows.chunks(CHUNK) {
             let mut q = QueryBuilder::<Postgres>::new(
                 "INSERT INTO presence (agent_id, status, last_heartbeat_ms) ",
@@ -855,7 +862,6 @@ impl SequencedBatch for PgBatch {
     }
 }
 
-/// Trust, consent, operators, approvals and halts: what other replicas change.
 /// A counter's key and settled spend.
 fn counter_from_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Amounts), StoreError> {
     Ok((
@@ -872,6 +878,7 @@ fn counter_from_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Amounts), 
     ))
 }
 
+/// Trust, consent, operators, tool pins, approvals and halts: what other replicas change.
 async fn load_control_into(
     conn: &mut sqlx::PgConnection,
     img: &mut StateImage,
@@ -954,10 +961,12 @@ async fn load_control_into(
     Ok(())
 }
 
-/// Every agent's newest heartbeat.
+/// Every principal, revoked ones included, in byte order of the name.
 async fn read_principals(conn: &mut sqlx::PgConnection) -> Result<Vec<PrincipalRow>, StoreError> {
+    // Byte order, as SQLite's BINARY collation sorts: the database's default collation
+    // (en_US and the like) would list `alice` before `Bob` here and after it there.
     sqlx::query(
-        "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name",
+        "SELECT name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms, revoked_ms FROM principals ORDER BY name COLLATE \"C\"",
     )
     .fetch_all(&mut *conn)
     .await?
@@ -987,6 +996,7 @@ async fn read_principals(conn: &mut sqlx::PgConnection) -> Result<Vec<PrincipalR
     .collect()
 }
 
+/// Every agent's newest heartbeat.
 async fn read_presence(conn: &mut sqlx::PgConnection) -> Result<Vec<PresenceRow>, StoreError> {
     sqlx::query("SELECT agent_id, status, last_heartbeat_ms, silence_halted_ms FROM presence")
         .fetch_all(&mut *conn)
@@ -1113,6 +1123,7 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
     // Batches commit in seq order under the sequencer lock, so "changed after seq N"
     // is a watermark a reader can resume from (`load_control`).
     let batch_seq = units.last().map_or(0, |u| to_i64(u.entry.seq));
+    let agents = fold_sightings(agents);
     for chunk in agents.chunks(CHUNK) {
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms, seen_seq) ",
@@ -1264,6 +1275,57 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         apply(tx, op).await?;
     }
     Ok(())
+}
+
+/// An agent's sightings in one batch (agent id, first seen, last seen, last allowed),
+/// folded into one row per agent. PostgreSQL refuses an upsert that reaches the same
+/// row twice (SQLSTATE 21000, "ON CONFLICT DO UPDATE command cannot affect row a second
+/// time"), which two Evaluates of one agent sealed in the same batch would do; the fold
+/// gives the row SQLite's in-order upsert leaves: the first sighting's first seen, the
+/// largest last seen, the last `last_allowed` given.
+type Sighting = (String, i64, i64, Option<i64>);
+
+fn fold_sightings(rows: Vec<Sighting>) -> Vec<Sighting> {
+    let mut at: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<Sighting> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match at.get(&row.0) {
+            Some(&i) => {
+                let kept = &mut out[i];
+                kept.2 = kept.2.max(row.2);
+                if row.3.is_some() {
+                    kept.3 = row.3;
+                }
+            }
+            None => {
+                at.insert(row.0.clone(), out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+/// One heartbeat per agent for a single upsert (SQLSTATE 21000 otherwise, see
+/// `fold_sightings`): the newest, and of equal ones the first, as SQLite's in-order
+/// upsert keeps (a heartbeat replaces only an older one).
+fn newest_heartbeats(rows: &[PresenceRow]) -> Vec<&PresenceRow> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<&PresenceRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match at.get(row.agent_id.as_str()) {
+            Some(&i) => {
+                if out[i].last_heartbeat_ms < row.last_heartbeat_ms {
+                    out[i] = row;
+                }
+            }
+            None => {
+                at.insert(&row.agent_id, out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
 }
 
 /// Takes closed reservations (rows of keys_json, micro_usd, tokens, calls) off the
