@@ -12,6 +12,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The Arbiter server every decision comes from.
+    #[serde(default)]
     pub arbiter: ArbiterConfig,
     /// Where MCP clients connect (Streamable HTTP).
     #[serde(default)]
@@ -108,14 +109,83 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArbiterConfig {
-    /// gRPC endpoint, e.g. "http://127.0.0.1:50051".
-    pub endpoint: String,
+    /// gRPC endpoint, e.g. "http://127.0.0.1:50051". Required for `arbiter mcp-gateway`;
+    /// inside `arbiter serve` it must be absent: the server sets it to its own listener.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// PEM file of the CA that signed Arbiter's certificate (for https:// endpoints).
     #[serde(default)]
     pub tls_ca: Option<PathBuf>,
+    /// The name Arbiter's certificate must carry, when it differs from the endpoint's host.
+    #[serde(default)]
+    pub tls_domain: Option<String>,
+    /// Client certificate (PEM) for an Arbiter that asks for one (mTLS). It only opens
+    /// the connection: each call is still made with the MCP client's own key, so the
+    /// certificate must not be bound to a principal (Arbiter refuses a key and a
+    /// certificate of different principals).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Deadline of one Arbiter call (e.g. "5s").
     #[serde(default = "default_arbiter_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+}
+
+impl Default for ArbiterConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            tls_ca: None,
+            tls_domain: None,
+            tls_cert: None,
+            tls_key: None,
+            timeout: default_arbiter_timeout(),
+        }
+    }
+}
+
+/// Where the gateway runs, which decides who names the Arbiter endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// `arbiter mcp-gateway`: its own process, `arbiter.endpoint` required.
+    Standalone,
+    /// Inside `arbiter serve`: the server points it at its own gRPC listener.
+    InServer,
+}
+
+impl ArbiterConfig {
+    fn problems(&self, placement: Placement, out: &mut Vec<String>) {
+        match (placement, &self.endpoint) {
+            (Placement::Standalone, None) => out.push(
+                "arbiter.endpoint: required (Arbiter's gRPC endpoint, e.g. \"http://127.0.0.1:50051\")"
+                    .to_owned(),
+            ),
+            (Placement::InServer, Some(_)) => out.push(
+                "arbiter.endpoint: not used inside `arbiter serve`, where the gateway calls that \
+                 server's own gRPC listener; remove it"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => out.push("arbiter.tls_key: needed with arbiter.tls_cert".to_owned()),
+            (None, Some(_)) => out.push("arbiter.tls_cert: needed with arbiter.tls_key".to_owned()),
+            _ => {}
+        }
+        // Arbiter's client takes these only over TLS, which the CA turns on.
+        if self.tls_ca.is_none() {
+            for (set, field) in [
+                (self.tls_cert.is_some(), "arbiter.tls_cert"),
+                (self.tls_domain.is_some(), "arbiter.tls_domain"),
+            ] {
+                if set {
+                    out.push(format!("arbiter.tls_ca: needed with {field}"));
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,16 +325,27 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 impl Config {
-    /// Reads and checks `path`; every problem is named by field.
+    /// Reads and checks `path` for `arbiter mcp-gateway`; every problem is named by field.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
+        Self::load_for(path, Placement::Standalone)
+    }
+
+    /// Reads and checks `path` for where the gateway runs.
+    pub fn load_for(path: &Path, placement: Placement) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::parse_for(&text, placement).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
+        Self::parse_for(text, Placement::Standalone)
+    }
+
+    pub fn parse_for(text: &str, placement: Placement) -> anyhow::Result<Config> {
         let config: Config = serde_norway::from_str(text)?;
-        let problems = config.problems();
+        let mut problems = Vec::new();
+        config.arbiter.problems(placement, &mut problems);
+        problems.extend(config.problems());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -414,6 +495,39 @@ mod tests {
         assert!(err.contains("upstreams[0].prices.send: at most"), "{err}");
         let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 0.02}");
         assert!(Config::parse(&text).is_err(), "prices are integers");
+    }
+
+    #[test]
+    fn the_endpoint_is_required_standalone_and_refused_inside_the_server() {
+        let bare = "upstreams: [{name: files, stdio: {command: srv}}]\n";
+        let err = Config::parse(bare).unwrap_err().to_string();
+        assert!(err.contains("arbiter.endpoint: required"), "{err}");
+        let c = Config::parse_for(bare, Placement::InServer).unwrap();
+        assert!(c.arbiter.endpoint.is_none());
+        assert_eq!(c.arbiter.timeout, Duration::from_secs(5));
+        let err = Config::parse_for(MINIMAL, Placement::InServer)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("arbiter.endpoint: not used inside `arbiter serve`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_tls_pieces_name_what_they_need() {
+        let text = MINIMAL.replace(
+            "endpoint: 'http://127.0.0.1:1'",
+            "endpoint: 'https://a:1', tls_cert: c.pem, tls_domain: a",
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        for want in [
+            "arbiter.tls_key: needed with arbiter.tls_cert",
+            "arbiter.tls_ca: needed with arbiter.tls_cert",
+            "arbiter.tls_ca: needed with arbiter.tls_domain",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
     }
 
     #[test]

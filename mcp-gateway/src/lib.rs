@@ -3,7 +3,8 @@
 //! `tools/list` shows only what Arbiter's `FilterTools` lets the caller see. The gateway
 //! is a client of Arbiter's gRPC API (through `arbiter-client`, with each caller's own
 //! key), never a reach into the engine, so it runs in its own process next to or far
-//! from the server. See docs/mcp.md.
+//! from the server, or inside `arbiter serve`, which points it at its own gRPC listener
+//! (`HttpGateway`). See docs/mcp.md.
 
 mod answer;
 mod call;
@@ -43,40 +44,78 @@ pub async fn run_http(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let stop = CancellationToken::new();
-    let base = arbiter(&config.arbiter)?;
-    let sealer = state::Sealer::new(&config.request_state)?;
-    let metrics = serve_metrics(&config, &stop).await?;
-    let upstreams = start_upstreams(&config, &stop).await;
-    let gateway = Gateway::new(
-        upstreams,
-        config.approval_wait,
-        config.list_watch,
-        metrics,
-        None,
-        sealer,
-    );
-    let ids = Arc::new(Identities::new(base));
-    let app = http::router(&config.listen, gateway, ids, stop.child_token());
-    let listener = tokio::net::TcpListener::bind(config.listen.addr)
-        .await
-        .with_context(|| format!("binding listen.addr {}", config.listen.addr))?;
-    let addr = listener.local_addr()?;
-    println!(
-        "arbiter mcp-gateway listening on http://{addr}{}",
-        config.listen.path
-    );
-    tracing::info!(%addr, "MCP gateway serving");
-    let stopping = stop.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
+    HttpGateway::bind(config).await?.serve(shutdown).await
+}
+
+/// A Streamable HTTP gateway whose configuration is checked and whose listeners are
+/// bound, not serving yet. `arbiter serve` binds it before it announces itself, so a bad
+/// file, an unreadable secret or a taken port stops the start instead of leaving a
+/// server without its gateway.
+pub struct HttpGateway {
+    config: Config,
+    base: arbiter_client::Client,
+    sealer: state::Sealer,
+    listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
+}
+
+impl HttpGateway {
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let base = arbiter(&config.arbiter)?;
+        let sealer = state::Sealer::new(&config.request_state)?;
+        let metrics_listener = bind_metrics(&config).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen.addr)
+            .await
+            .with_context(|| format!("binding listen.addr {}", config.listen.addr))?;
+        Ok(Self {
+            config,
+            base,
+            sealer,
+            listener,
+            metrics_listener,
         })
-        .await
-        .context("serving HTTP")?;
-    stop.cancel();
-    Ok(())
+    }
+
+    /// Where MCP clients connect: http://ADDR/PATH with the bound port.
+    pub fn url(&self) -> anyhow::Result<String> {
+        let addr = self.listener.local_addr()?;
+        Ok(format!("http://{addr}{}", self.config.listen.path))
+    }
+
+    /// Starts the upstreams and serves until `shutdown` resolves. Prints
+    /// "arbiter mcp-gateway listening on URL" once requests are answered.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let url = self.url()?;
+        let config = self.config;
+        let stop = CancellationToken::new();
+        let metrics = serve_metrics(self.metrics_listener, &stop);
+        let upstreams = start_upstreams(&config, &stop).await;
+        let gateway = Gateway::new(
+            upstreams,
+            config.approval_wait,
+            config.list_watch,
+            metrics,
+            None,
+            self.sealer,
+        );
+        let ids = Arc::new(Identities::new(self.base));
+        let app = http::router(&config.listen, gateway, ids, stop.child_token());
+        println!("arbiter mcp-gateway listening on {url}");
+        tracing::info!(%url, "MCP gateway serving");
+        let stopping = stop.clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.cancel();
+            })
+            .await
+            .context("serving HTTP")?;
+        stop.cancel();
+        Ok(())
+    }
 }
 
 /// Serves one MCP client over stdin/stdout (desktop clients), as `agent`, with the key
@@ -103,7 +142,7 @@ pub async fn run_stdio(
     }
     // One process is one run of the agent unless the launcher names the run.
     let session = session.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let metrics = serve_metrics(&config, &stop).await?;
+    let metrics = serve_metrics(bind_metrics(&config).await?, &stop);
     let upstreams = start_upstreams(&config, &stop).await;
     let gateway = Gateway::new(
         upstreams,
@@ -122,18 +161,26 @@ pub async fn run_stdio(
     Ok(())
 }
 
-/// The metrics registry, served on `metrics.listen` when that is set.
-async fn serve_metrics(
-    config: &Config,
-    stop: &CancellationToken,
-) -> anyhow::Result<Arc<metrics::Metrics>> {
-    let metrics = Arc::new(metrics::Metrics::new());
+/// The listener of `metrics.listen`, when that is set.
+async fn bind_metrics(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let Some(addr) = config.metrics.listen else {
-        return Ok(metrics);
+        return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics.listen {addr}"))?;
+    Ok(Some(listener))
+}
+
+/// The metrics registry, served on `listener` when there is one.
+fn serve_metrics(
+    listener: Option<tokio::net::TcpListener>,
+    stop: &CancellationToken,
+) -> Arc<metrics::Metrics> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let Some(listener) = listener else {
+        return metrics;
+    };
     let registry = metrics.clone();
     let app = axum::Router::new().route(
         "/metrics",
@@ -151,19 +198,36 @@ async fn serve_metrics(
             tracing::warn!(error = %e, "metrics endpoint stopped");
         }
     });
-    Ok(metrics)
+    metrics
 }
 
+/// Arbiter's client. Every call carries the MCP client's own key (`Identities`); the
+/// TLS pieces only open the connection.
 fn arbiter(c: &config::ArbiterConfig) -> anyhow::Result<arbiter_client::Client> {
-    let mut builder = arbiter_client::Client::builder(c.endpoint.clone()).timeout(c.timeout);
+    let endpoint = c
+        .endpoint
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("arbiter.endpoint: not set"))?;
+    let mut builder = arbiter_client::Client::builder(endpoint).timeout(c.timeout);
     if let Some(ca) = &c.tls_ca {
-        let pem = std::fs::read(ca)
-            .with_context(|| format!("arbiter.tls_ca: reading {}", ca.display()))?;
-        builder = builder.tls_ca_pem(pem);
+        builder = builder.tls_ca_pem(read_pem("arbiter.tls_ca", ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
+        builder = builder.tls_identity_pem(
+            read_pem("arbiter.tls_cert", cert)?,
+            read_pem("arbiter.tls_key", key)?,
+        );
+    }
+    if let Some(name) = &c.tls_domain {
+        builder = builder.tls_domain_name(name.clone());
     }
     builder
         .connect_lazy()
         .map_err(|e| anyhow::anyhow!("arbiter.endpoint: {e}"))
+}
+
+fn read_pem(field: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{field}: reading {}", path.display()))
 }
 
 async fn start_upstreams(config: &Config, stop: &CancellationToken) -> Vec<Arc<Upstream>> {

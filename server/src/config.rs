@@ -302,6 +302,15 @@ impl ConsoleSettings {
     }
 }
 
+/// `mcp_gateway`: the MCP gateway (docs/mcp.md) served by this process, on its own HTTP
+/// port, calling this server's own gRPC listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpGatewaySettings {
+    /// The gateway's `gateway.yaml` (without `arbiter.endpoint`). Unset: no gateway.
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DevSettings {
@@ -332,6 +341,7 @@ pub struct Settings {
     /// Outbound webhooks (docs/operations.md, "Webhooks").
     pub notifications: crate::notify::settings::NotificationSettings,
     pub console: ConsoleSettings,
+    pub mcp_gateway: McpGatewaySettings,
     pub dev: DevSettings,
 }
 
@@ -466,6 +476,19 @@ mod tests {
                 && err.contains("storage.synchronous")
                 && err.contains("metrics.listen"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_mcp_gateway_is_off_unless_its_file_is_named() {
+        assert!(Settings::default().mcp_gateway.config.is_none());
+        let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(
+            "[mcp_gateway]\nconfig = \"/etc/arbiter/gateway.yaml\"\n",
+        ));
+        let s: Settings = fig.extract().unwrap();
+        assert_eq!(
+            s.mcp_gateway.config.as_deref(),
+            Some(Path::new("/etc/arbiter/gateway.yaml"))
         );
     }
 

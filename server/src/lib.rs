@@ -11,6 +11,7 @@ pub mod delegation;
 pub mod domain;
 pub mod engine;
 pub mod keys;
+pub mod mcp_gateway;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

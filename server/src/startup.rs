@@ -43,6 +43,7 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     notifier: Option<crate::notify::Notifier>,
     console_listener: Option<TcpListener>,
+    mcp_gateway: Option<arbiter_mcp_gateway::HttpGateway>,
 }
 
 /// Opens the database (PostgreSQL with `storage.database_url`, else the embedded SQLite
@@ -76,6 +77,11 @@ impl Application {
         // Certificates are checked before anything else is touched, so a broken TLS
         // setup stops the start instead of serving in clear.
         let tls = crate::tls::load(&settings.server.tls)?;
+        // The gateway's file too: a bad one stops the start before anything is opened.
+        let gateway_config = match &settings.mcp_gateway.config {
+            Some(path) => Some(crate::mcp_gateway::load(path, &settings.server.tls)?),
+            None => None,
+        };
         let keys_path = settings.keys_file();
         let (keys, generated) = crate::keys::load_or_generate(&keys_path)?;
         if generated {
@@ -270,6 +276,14 @@ impl Application {
             }
             None => None,
         };
+        // Bound now, so a taken port or an unreadable secret stops the start too; it
+        // calls the gRPC listener just bound.
+        let mcp_gateway = match (gateway_config, &settings.mcp_gateway.config) {
+            (Some(config), Some(path)) => {
+                Some(crate::mcp_gateway::bind(config, path, addr, &settings.server.tls).await?)
+            }
+            _ => None,
+        };
         Ok(Self {
             listener,
             addr,
@@ -282,6 +296,7 @@ impl Application {
             metrics_listener,
             notifier,
             console_listener,
+            mcp_gateway,
         })
     }
 
@@ -303,13 +318,19 @@ impl Application {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// Where the in-process MCP gateway is served, when it is (http://ADDR/PATH).
+    pub fn mcp_gateway_url(&self) -> Option<String> {
+        self.mcp_gateway.as_ref().and_then(|g| g.url().ok())
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
-    /// Serves until `shutdown` resolves, then stops in this order (ARCHITECTURE.md,
-    /// "Shutdown"): health turns NOT_SERVING; no new connections are accepted;
-    /// in-flight RPCs finish, for at most `server.shutdown_grace_ms`; background tasks
+    /// Serves until `shutdown` resolves (or the in-process MCP gateway ends), then stops
+    /// in this order (ARCHITECTURE.md, "Shutdown"): health turns NOT_SERVING; the MCP
+    /// gateway stops and finishes its in-flight requests; no new connections are accepted;
+    /// in-flight RPCs finish (both drains within one `server.shutdown_grace_ms`); background tasks
     /// stop; the audit writer commits what is queued, checks that the last signed
     /// checkpoint covers the whole log and syncs the mirror. Every answered decision
     /// was already durable, so nothing acknowledged is lost whatever is cut.
@@ -377,13 +398,25 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        // Shutdown begins: load balancers watching health stop sending first, then
-        // tonic stops accepting and waits for open connections to finish.
-        let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
+        // The in-process MCP gateway calls this server's gRPC listener, so it runs until
+        // that listener stops accepting, and its own end stops the server.
+        let mut gateway = self
+            .mcp_gateway
+            .map(|g| crate::mcp_gateway::Running::spawn(|stop| g.serve(stop)));
+        let (gateway_failed_tx, mut gateway_failed) = tokio::sync::oneshot::channel();
+
+        // Shutdown begins (on the signal, or when the gateway ended): load balancers
+        // watching health stop sending first, then the gateway finishes its in-flight MCP
+        // requests (their Evaluate and Record still get through), then tonic stops
+        // accepting and waits for open connections. One grace period bounds both drains.
+        let (draining_tx, draining) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
         let stop_accepting = {
             let health = health.clone();
             async move {
-                shutdown.await;
+                if let Some(e) = shutdown_or_gateway_end(shutdown, gateway.as_mut()).await {
+                    let _ = gateway_failed_tx.send(e);
+                }
+                let started = tokio::time::Instant::now();
                 monitor.abort();
                 let _ = monitor.await;
                 for name in HEALTH_SERVICES {
@@ -391,11 +424,14 @@ impl Application {
                         .set_service_status(name, ServingStatus::NotServing)
                         .await;
                 }
+                if let Some(g) = gateway {
+                    g.stop(grace).await;
+                }
                 tracing::info!(
                     grace_ms = grace.as_millis() as u64,
                     "shutdown: health NOT_SERVING, no new connections, draining in-flight RPCs"
                 );
-                let _ = draining_tx.send(());
+                let _ = draining_tx.send(started);
             }
         };
 
@@ -447,10 +483,10 @@ impl Application {
         let grace_over = async move {
             // Pending until shutdown begins (the sender is dropped unsent only when
             // the server ended for another reason).
-            if draining.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(grace).await;
+            let Ok(started) = draining.await else {
+                return std::future::pending::<()>().await;
+            };
+            tokio::time::sleep_until(started + grace).await;
         };
         let result = tokio::select! {
             r = serving => r,
@@ -507,14 +543,38 @@ impl Application {
         }
         result.context("gRPC server failed")?;
         match finished {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!(
-                "the audit writer failed while stopping: {e}"
-            )),
-            Err(_) => Err(anyhow::anyhow!(
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("the audit writer failed while stopping: {e}"),
+            Err(_) => anyhow::bail!(
                 "the audit writer did not finish its last batch within {BATCHER_STOP_DEADLINE:?}; \
                  unanswered requests may be missing from the log (answered ones are not)"
+            ),
+        }
+        // A clean stop otherwise, but not a clean run: the exit code says so.
+        match gateway_failed.try_recv() {
+            Ok(e) => Err(e.context(
+                "the in-process MCP gateway (mcp_gateway.config) stopped, so the server shut down",
             )),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Waits for the shutdown signal (None), or for the in-process gateway to end by itself
+/// (why it did): then the server shuts down too rather than serve without it.
+async fn shutdown_or_gateway_end(
+    shutdown: impl Future<Output = ()>,
+    gateway: Option<&mut crate::mcp_gateway::Running>,
+) -> Option<anyhow::Error> {
+    let Some(gateway) = gateway else {
+        shutdown.await;
+        return None;
+    };
+    tokio::select! {
+        () = shutdown => None,
+        e = gateway.failed() => {
+            tracing::error!(error = %format!("{e:#}"), "the in-process MCP gateway stopped; shutting the server down with it");
+            Some(e)
         }
     }
 }

@@ -435,8 +435,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // a supervisor sees the server up must start a graceful shutdown, not kill it.
     let stop = shutdown_signal()?;
     // The first stdout line is the bound address; test harnesses and scripts read it.
+    // With mcp_gateway.config the gateway prints its own line once it serves.
     say!("arbiter listening on {addr}");
     tracing::info!(%addr, "serving arbiter.v1 (health and reflection enabled)");
+    if let Some(url) = app.mcp_gateway_url() {
+        tracing::info!(%url, "starting the in-process MCP gateway (mcp_gateway.config)");
+    }
     app.run_until_stopped(stop).await?;
     tracing::info!("stopped");
     Ok(())
