@@ -23,8 +23,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -133,6 +135,18 @@ VARIANTS = {
 for example in EXAMPLES:
     VARIANTS[example.stem] = ["-f", str(example)]
 
+# The MCP gateway in the server process: plain, and in front of mTLS with every optional
+# object (network policy, console, metrics).
+GATEWAY = {"upstreams": [{"name": "search", "http": {"url": "https://search.internal/mcp",
+                                                     "headers": {"Authorization": "Bearer upstream-token"}}}]}
+GATEWAY_ON = ["--set", "mcpGateway.enabled=true", "--set-json", f"mcpGateway.config={json.dumps(GATEWAY)}"]
+VARIANTS["mcp-gateway"] = GATEWAY_ON
+VARIANTS["mcp-gateway-mtls-everything"] = [
+    "-f", str(CHART / "examples/postgres-tls.yaml"), *GATEWAY_ON,
+    "--set", "mcpGateway.tls.clientSecret=gateway-client", "--set", "console.enabled=true",
+    "--set-json", 'networkPolicy.mcpFrom=[{"podSelector":{"matchLabels":{"app":"agent"}}}]',
+]
+
 
 def check_service_monitor(obj: dict) -> None:
     # No Kubernetes schema covers the prometheus-operator CRD; check the fields we set.
@@ -185,6 +199,17 @@ BAD_VALUES = {
     "autoscaling in embedded mode": (["--set", "autoscaling.enabled=true"], "mode"),
     "metrics on the grpc port": (["--set", "metrics.port=50051"], "must differ"),
     "service monitor without metrics": (["--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"], "metrics.enabled"),
+    "unknown mcpGateway key": (["--set", "mcpGateway.listen=0.0.0.0:1"], "listen"),
+    "unknown gateway.yaml section": (["--set", "mcpGateway.config.upstream_timout=1s"], "upstream_timout"),
+    "gateway port out of range": (["--set", "mcpGateway.port=0"], "port"),
+    "gateway upstreams not a list": (["--set", "mcpGateway.config.upstreams=x"], "upstreams"),
+    "gateway without upstreams": (["--set", "mcpGateway.enabled=true"], "mcpGateway.config.upstreams"),
+    "gateway with an endpoint": ([*GATEWAY_ON, "--set", "mcpGateway.config.arbiter.endpoint=http://x:1"], "arbiter.endpoint"),
+    "gateway with its own tls_ca": ([*GATEWAY_ON, "--set", "mcpGateway.config.arbiter.tls_ca=/x"], "arbiter.tls_ca"),
+    "gateway listen address": ([*GATEWAY_ON, "--set", "mcpGateway.config.listen.addr=0.0.0.0:1"], "mcpGateway.port"),
+    "gateway on the grpc port": ([*GATEWAY_ON, "--set", "mcpGateway.port=50051"], "must differ"),
+    "gateway file twice": ([*GATEWAY_ON, "--set", "mcpGateway.existingSecret=s"], "not both"),
+    "gateway under required mtls without a certificate": (["-f", str(CHART / "examples/postgres-tls.yaml"), *GATEWAY_ON], "mcpGateway.tls.clientSecret"),
 }
 
 
@@ -317,6 +342,78 @@ def test_console_port_env_and_policy_follow_the_switch():
     assert env_of(boot)["ARBITER_CONSOLE__LISTEN"]["value"] == "127.0.0.1:9464"
 
 
+def gateway_file(objs: list[dict]) -> dict:
+    secret = one([o for o in objs if o["kind"] == "Secret"], "Secret")
+    assert secret["metadata"]["name"] == "arb-arbiter-mcp-gateway"
+    return yaml.safe_load(secret["stringData"]["gateway.yaml"])
+
+
+def test_the_mcp_gateway_is_off_by_default_and_renders_nothing_then():
+    for args in ([], ["-f", str(CHART / "examples/postgres-tls.yaml")]):
+        text = helm("template", "arb", str(CHART), "--kube-version", KUBE_VERSIONS[-1], *args).stdout
+        assert "mcp" not in text.lower(), "no gateway object, port, env or annotation"
+
+
+def test_the_mcp_gateway_port_env_secret_and_service_follow_the_switch():
+    objs = render(*GATEWAY_ON, "--set", "mcpGateway.allowedHosts={mcp.example.com}",
+                  "--set", "mcpGateway.allowedOrigins={https://agents.example.com}")
+    c = server_container(objs)
+    assert env_of(c)["ARBITER_MCP_GATEWAY__CONFIG"]["value"] == "/etc/arbiter/mcp-gateway/gateway.yaml"
+    assert {"name": "http-mcp", "containerPort": 8765, "protocol": "TCP"} in c["ports"]
+    assert {"name": "mcp-gateway", "mountPath": "/etc/arbiter/mcp-gateway", "readOnly": True} in c["volumeMounts"]
+    svc = one([o for o in objs if o["kind"] == "Service" and "clusterIP" not in o["spec"]], "Service")
+    assert {"name": "http-mcp", "port": 8765, "targetPort": "http-mcp", "protocol": "TCP",
+            "appProtocol": "http"} in svc["spec"]["ports"]
+    # Upstream credentials are in a Secret, never in a ConfigMap.
+    assert not [o for o in objs if o["kind"] == "ConfigMap" and "upstream-token" in json.dumps(o)]
+    gw = gateway_file(objs)
+    assert gw["upstreams"] == GATEWAY["upstreams"]
+    assert "endpoint" not in gw.get("arbiter", {}), "the server is the endpoint"
+    assert gw["listen"]["addr"] == "0.0.0.0:8765"
+    assert {"arb-arbiter", "arb-arbiter.default.svc", "127.0.0.1", "mcp.example.com"} <= set(gw["listen"]["allowed_hosts"])
+    assert gw["listen"]["allowed_origins"] == ["https://agents.example.com"]
+    # While bootstrapping, loopback only like the rest.
+    assert gateway_file(render(*GATEWAY_ON, "--set", "bootstrap.enabled=true"))["listen"]["addr"] == "127.0.0.1:8765"
+
+
+def test_the_gateway_trusts_the_servers_ca_and_presents_its_client_certificate_over_mtls():
+    objs = render("-f", str(CHART / "examples/postgres-tls.yaml"), *GATEWAY_ON,
+                  "--set", "mcpGateway.tls.clientSecret=gateway-client")
+    gw = gateway_file(objs)
+    assert gw["arbiter"] == {"tls_ca": "/etc/arbiter/mcp-gateway-ca/ca.crt",
+                             "tls_cert": "/etc/arbiter/mcp-gateway-client/tls.crt",
+                             "tls_key": "/etc/arbiter/mcp-gateway-client/tls.key"}
+    c = server_container(objs)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["mcp-gateway-ca"] == "/etc/arbiter/mcp-gateway-ca"
+    assert mounts["mcp-gateway-client"] == "/etc/arbiter/mcp-gateway-client"
+    pod = one([o for o in objs if o["kind"] == "Deployment"], "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["mcp-gateway-ca"]["secret"]["secretName"] == "arbiter-tls"
+    assert volumes["mcp-gateway-client"]["secret"]["secretName"] == "gateway-client"
+    # During bootstrap the server speaks plaintext, so the gateway does too.
+    boot = gateway_file(render("-f", str(CHART / "examples/postgres-tls.yaml"), *GATEWAY_ON,
+                               "--set", "mcpGateway.tls.clientSecret=gateway-client", "--set", "bootstrap.enabled=true"))
+    assert "arbiter" not in boot
+
+
+def test_a_gateway_file_change_rolls_the_pods_and_an_existing_secret_is_used_as_is():
+    def annotation(*args):
+        sts = one(render(*GATEWAY_ON, *args), "StatefulSet")
+        return sts["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/mcp-gateway")
+
+    base = annotation()
+    assert base and annotation("--set", "mcpGateway.config.approval_wait=5s") != base
+    # The gateway reads its file only at start: it rolls whatever policy.rollOnChange says.
+    assert annotation("--set", "policy.rollOnChange=false") == base
+    objs = render("--set", "mcpGateway.enabled=true", "--set", "mcpGateway.existingSecret=my-gateway")
+    assert "Secret" not in kinds(objs)
+    pod = one(objs, "StatefulSet")["spec"]["template"]
+    assert "checksum/mcp-gateway" not in pod["metadata"].get("annotations", {})
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["mcp-gateway"]["secret"]["secretName"] == "my-gateway"
+
+
 def test_metrics_port_and_env_follow_the_switch():
     on = server_container(render())
     assert env_of(on)["ARBITER_METRICS__LISTEN"]["value"] == "0.0.0.0:9090"
@@ -411,15 +508,18 @@ class Pod:
     from the manifest changes.
     """
 
-    def __init__(self, objs: list[dict], root: Path, secrets: dict[str, dict[str, str]] | None = None):
+    def __init__(self, objs: list[dict], root: Path, secrets: dict[str, dict[str, str]] | None = None,
+                 ports: dict[int, int] | None = None):
         self.objs = objs
         workload = next(o for o in objs if o["kind"] in ("StatefulSet", "Deployment"))
         self.pod = workload["spec"]["template"]["spec"]
         self.container = server_container(objs)
         self.root = root
         self.secrets = secrets or {}
-        self.ports: dict[int, int] = {}
+        # Container port -> local port; shared by the pods of one volume's life.
+        self.ports: dict[int, int] = ports if ports is not None else {}
         self.mounts: dict[str, Path] = {}
+        self.rendered_files: list[Path] = []
         # Outer mounts first, so a mount inside another (the key Secret inside the data
         # volume) lands inside its directory, as it does in the container.
         for m in sorted(self.container["volumeMounts"], key=lambda m: len(m["mountPath"])):
@@ -428,6 +528,19 @@ class Pod:
                 local = root / m["name"]
             self.mounts[m["mountPath"]] = local
             self.materialize(m["name"], local)
+        # Files the chart wrote (the gateway's file) name mount paths and container ports
+        # too: moved like the environment, once every mount is known.
+        for path in self.rendered_files:
+            path.write_text(self.localize(path.read_text()))
+
+    def localize(self, text: str) -> str:
+        ports = {p["containerPort"] for p in self.container["ports"]}
+        text = re.sub(r"/etc/arbiter/[^\s\"']+", lambda m: self.local_path(m.group(0)), text)
+        return re.sub(
+            r"\b(\d{1,3}(?:\.\d{1,3}){3}):(\d+)\b",
+            lambda m: f"{m.group(1)}:{self.local_port(int(m.group(2)))}" if int(m.group(2)) in ports else m.group(0),
+            text,
+        )
 
     def materialize(self, name: str, local: Path) -> None:
         volumes = {v["name"]: v for v in self.pod["volumes"]}
@@ -448,12 +561,16 @@ class Pod:
                 (local / item["path"]).write_text(cm["data"][item["key"]])
         elif "secret" in vol:
             # As the kubelet writes a Secret volume: root-owned files with defaultMode.
-            data = self.secrets[vol["secret"]["secretName"]]
+            name = vol["secret"]["secretName"]
+            rendered = [o for o in self.objs if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+            data = rendered[0]["stringData"] if rendered else self.secrets[name]
             local.mkdir(parents=True, exist_ok=True)
             for key, text in data.items():
                 path = local / key
                 path.write_text(text)
                 path.chmod(vol["secret"]["defaultMode"])
+                if rendered:
+                    self.rendered_files.append(path)
         elif "emptyDir" in vol:
             if local.exists():
                 shutil.rmtree(local)
@@ -627,6 +744,88 @@ def test_the_rendered_embedded_pod_starts_bootstraps_and_passes_its_probes(tmp_p
     assert code == 0, err
     # A read-only root filesystem: the server wrote only into its volumes.
     assert not any((tmp_path / "cwd").iterdir())
+
+
+def mcp_post(url: str, key: str, message: dict, session: str | None = None) -> tuple[str | None, list[dict]]:
+    """One Streamable HTTP POST as an MCP client sends it; the session id the gateway
+    assigned and the JSON-RPC messages it answered (a JSON body or an SSE stream)."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream"}
+    if session:
+        headers |= {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+    req = urllib.request.Request(url, data=json.dumps(message).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read().decode()
+        sid = r.headers.get("Mcp-Session-Id")
+        if r.headers.get_content_type() == "text/event-stream":
+            data = [line[5:].strip() for line in body.splitlines() if line.startswith("data:")]
+            return sid, [json.loads(d) for d in data if d]
+        return sid, [json.loads(body)] if body.strip() else []
+
+
+def mcp_result(url: str, key: str, session: str, rid: int, method: str, params: dict) -> dict:
+    _, messages = mcp_post(url, key, {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, session)
+    (reply,) = [m for m in messages if m.get("id") == rid]
+    assert "result" in reply, reply
+    return reply["result"]
+
+
+def test_the_rendered_pod_serves_the_mcp_gateway_in_the_server_process(tmp_path):
+    """mcpGateway.enabled: the pod, run for real, serves MCP on its http-mcp port next to
+    gRPC; the in-process gateway authenticates the agent key through the server's own
+    gRPC port, shows and forwards only what the chart's policy allows, and stops with the
+    server on SIGTERM."""
+    binary = arbiter_path()
+    calls = tmp_path / "calls.jsonl"
+    upstream = {"name": "kb", "stdio": {"command": sys.executable, "args": [str(Path(__file__).with_name("mcp_upstream.py"))],
+                                        "env": {"FIXTURE_CALLS": str(calls)}}}
+    args = ["-f", str(CHART / "examples/embedded.yaml"), "--set", "mcpGateway.enabled=true",
+            "--set-json", f'mcpGateway.config={json.dumps({"upstreams": [upstream], "approval_wait": "0s"})}']
+    if not metrics_supported(binary, tmp_path):
+        args += ["--set", "metrics.enabled=false"]
+
+    boot = Pod(render(*args, "--set", "bootstrap.enabled=true"), tmp_path)
+    proc = boot.start(binary)
+    try:
+        wait_listening(proc)
+        assert proc.stdout.readline().startswith("arbiter mcp-gateway listening on http://127.0.0.1:")
+        keys = {}
+        for name, extra in (("root", ["--role", "admin"]), ("support-1-runtime", ["--role", "agent", "--agent", "support-1"])):
+            created = boot.exec(binary, "principals", "create", name, *extra, *(["--api-key", keys["root"]] if keys else []))
+            assert created.returncode == 0, created.stderr
+            keys[name] = re.search(r"arb_\S+", created.stdout).group(0)
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+
+    objs = render(*args)
+    pod = Pod(objs, tmp_path, ports=boot.ports)
+    proc = pod.start(binary)
+    try:
+        assert wait_listening(proc).startswith("0.0.0.0:")
+        assert proc.stdout.readline().startswith("arbiter mcp-gateway listening on http://0.0.0.0:")
+        spec = pod.container["readinessProbe"]["grpc"]
+        grpc_probe(pod.local_port(spec["port"]), spec.get("service", ""))
+        url = f"http://127.0.0.1:{pod.local_port(container_port(pod.container, 'http-mcp'))}/mcp"
+        key = keys["support-1-runtime"]
+        init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "chart-test", "version": "1"}}
+        session, _ = mcp_post(url, key, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init})
+        assert session
+        mcp_post(url, key, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+        tools = mcp_result(url, key, session, 2, "tools/list", {})["tools"]
+        assert [t["name"] for t in tools] == ["search_kb"], "delete_ticket is not in the bundle's allow list"
+        ran = mcp_result(url, key, session, 3, "tools/call", {"name": "search_kb", "arguments": {"q": "vpn"}})
+        assert not ran["isError"] and ran["content"][0]["text"] == "ran search_kb"
+        denied = mcp_result(url, key, session, 4, "tools/call", {"name": "delete_ticket", "arguments": {}})
+        assert denied["isError"] and "denied by Arbiter" in denied["content"][0]["text"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            mcp_post(url, "arb_not_a_key", {"jsonrpc": "2.0", "id": 5, "method": "ping"})
+        assert refused.value.code == 401
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert [json.loads(line)["name"] for line in calls.read_text().splitlines()] == ["search_kb"]
+    assert "shutdown: the MCP gateway stopped" in err, err
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):

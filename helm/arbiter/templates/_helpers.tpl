@@ -98,6 +98,9 @@ app.kubernetes.io/component: server
 {{- if and .Values.notifications.endpoints (hasKey (.Values.config.notifications | default dict) "endpoints") }}
 {{- fail "set webhook endpoints in notifications.endpoints or in config.notifications.endpoints, not both" }}
 {{- end }}
+{{- if .Values.mcpGateway.enabled }}
+{{- include "arbiter.validateMcpGateway" . }}
+{{- end }}
 {{- $names := dict }}
 {{- range .Values.notifications.endpoints }}
 {{- if hasKey $names .name }}
@@ -152,4 +155,66 @@ the CLI run there with `kubectl exec` has no CA file or client certificate. */}}
 
 {{- define "arbiter.podSecurityContext" -}}
 {{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{/* The in-process MCP gateway: whether it presents a client certificate on loopback
+(TLS on, and a Secret for it given). */}}
+{{- define "arbiter.mcpGatewayClientCert" -}}
+{{- if and (include "arbiter.tlsOn" .) (ne .Values.tls.clientAuth "none") .Values.mcpGateway.tls.clientSecret }}true{{ end }}
+{{- end }}
+
+{{/* gateway.yaml: mcpGateway.config plus what the chart owns (the listen address, the
+accepted hosts and origins, the loopback TLS files it mounts). */}}
+{{- define "arbiter.mcpGatewayConfig" -}}
+{{- $gw := deepCopy .Values.mcpGateway.config }}
+{{- $listen := $gw.listen | default dict }}
+{{- $host := ternary "127.0.0.1" "0.0.0.0" .Values.bootstrap.enabled }}
+{{- $_ := set $listen "addr" (printf "%s:%d" $host (int .Values.mcpGateway.port)) }}
+{{- $name := include "arbiter.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $hosts := list "localhost" "127.0.0.1" "::1" $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) }}
+{{- $_ := set $listen "allowed_hosts" (concat $hosts .Values.mcpGateway.allowedHosts) }}
+{{- with .Values.mcpGateway.allowedOrigins }}{{ $_ := set $listen "allowed_origins" . }}{{ end }}
+{{- $_ := set $gw "listen" $listen }}
+{{- if include "arbiter.tlsOn" . }}
+{{- $arbiter := $gw.arbiter | default dict }}
+{{- $_ := set $arbiter "tls_ca" "/etc/arbiter/mcp-gateway-ca/ca.crt" }}
+{{- if include "arbiter.mcpGatewayClientCert" . }}
+{{- $_ := set $arbiter "tls_cert" "/etc/arbiter/mcp-gateway-client/tls.crt" }}
+{{- $_ := set $arbiter "tls_key" "/etc/arbiter/mcp-gateway-client/tls.key" }}
+{{- end }}
+{{- $_ := set $gw "arbiter" $arbiter }}
+{{- end }}
+{{- toYaml $gw }}
+{{- end }}
+
+{{/* What the schema cannot say about mcpGateway: the keys the chart owns, and its port. */}}
+{{- define "arbiter.validateMcpGateway" -}}
+{{- $m := .Values.mcpGateway }}
+{{- if and $m.existingSecret $m.config }}
+{{- fail "set mcpGateway.config or mcpGateway.existingSecret, not both" }}
+{{- end }}
+{{- if not (or $m.existingSecret $m.config.upstreams) }}
+{{- fail "mcpGateway.enabled needs mcpGateway.config.upstreams (or mcpGateway.existingSecret)" }}
+{{- end }}
+{{- if hasKey ($m.config.arbiter | default dict) "endpoint" }}
+{{- fail "mcpGateway.config.arbiter.endpoint: leave it out; the in-process gateway calls this server's own gRPC port" }}
+{{- end }}
+{{- range list "tls_ca" "tls_cert" "tls_key" }}
+{{- if hasKey ($m.config.arbiter | default dict) . }}
+{{- fail (printf "mcpGateway.config.arbiter.%s: the chart sets it from tls and mcpGateway.tls" .) }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := dict "addr" "mcpGateway.port" "allowed_hosts" "mcpGateway.allowedHosts" "allowed_origins" "mcpGateway.allowedOrigins" }}
+{{- if hasKey ($m.config.listen | default dict) $key }}
+{{- fail (printf "mcpGateway.config.listen.%s: set %s instead" $key $value) }}
+{{- end }}
+{{- end }}
+{{- $port := int $m.port }}
+{{- if or (eq $port (int .Values.grpc.port)) (and .Values.metrics.enabled (eq $port (int .Values.metrics.port))) (and .Values.console.enabled (eq $port (int .Values.console.port))) }}
+{{- fail "mcpGateway.port must differ from grpc.port, metrics.port and console.port" }}
+{{- end }}
+{{- if and .Values.tls.enabled (eq .Values.tls.clientAuth "required") (not $m.tls.clientSecret) }}
+{{- fail "mcpGateway with tls.clientAuth=required needs mcpGateway.tls.clientSecret: the certificate the gateway presents to the server on loopback" }}
+{{- end }}
 {{- end }}

@@ -6,11 +6,16 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- if or .Values.policy.rollOnChange .Values.podAnnotations }}
+  {{- $gatewayRolls := and .Values.mcpGateway.enabled (not .Values.mcpGateway.existingSecret) }}
+  {{- if or .Values.policy.rollOnChange .Values.podAnnotations $gatewayRolls }}
   annotations:
     {{- if .Values.policy.rollOnChange }}
     {{- /* A changed config or bundle changes this hash, and so the pod template: pods roll. */}}
     checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+    {{- end }}
+    {{- if $gatewayRolls }}
+    {{- /* Whatever rollOnChange says: the gateway reads its file only at start. */}}
+    checksum/mcp-gateway: {{ include "arbiter.mcpGatewayConfig" . | sha256sum }}
     {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
@@ -71,6 +76,10 @@ spec:
           value: {{ . | quote }}
         {{- end }}
         {{- end }}
+        {{- if .Values.mcpGateway.enabled }}
+        - name: ARBITER_MCP_GATEWAY__CONFIG
+          value: /etc/arbiter/mcp-gateway/gateway.yaml
+        {{- end }}
         {{- range .Values.notifications.endpoints }}
         - name: {{ include "arbiter.webhookSecretEnv" .name }}
           valueFrom:
@@ -113,6 +122,11 @@ spec:
           containerPort: {{ .Values.console.port }}
           protocol: TCP
         {{- end }}
+        {{- if .Values.mcpGateway.enabled }}
+        - name: http-mcp
+          containerPort: {{ .Values.mcpGateway.port }}
+          protocol: TCP
+        {{- end }}
       {{- if not .Values.bootstrap.enabled }}
       {{- /* Bootstrap listens on loopback, which the kubelet cannot reach: no probes then. */}}
       livenessProbe:
@@ -153,6 +167,21 @@ spec:
         {{- if ne .Values.tls.clientAuth "none" }}
         - name: client-ca
           mountPath: /etc/arbiter/client-ca
+          readOnly: true
+        {{- end }}
+        {{- end }}
+        {{- if .Values.mcpGateway.enabled }}
+        - name: mcp-gateway
+          mountPath: /etc/arbiter/mcp-gateway
+          readOnly: true
+        {{- if include "arbiter.tlsOn" . }}
+        - name: mcp-gateway-ca
+          mountPath: /etc/arbiter/mcp-gateway-ca
+          readOnly: true
+        {{- end }}
+        {{- if include "arbiter.mcpGatewayClientCert" . }}
+        - name: mcp-gateway-client
+          mountPath: /etc/arbiter/mcp-gateway-client
           readOnly: true
         {{- end }}
         {{- end }}
@@ -205,6 +234,9 @@ spec:
             path: ca.crt
     {{- end }}
     {{- end }}
+    {{- if .Values.mcpGateway.enabled }}
+    {{- include "arbiter.mcpGatewayVolumes" . | nindent 4 }}
+    {{- end }}
   {{- if .Values.topologySpreadConstraints }}
   topologySpreadConstraints:
     {{- toYaml .Values.topologySpreadConstraints | nindent 4 }}
@@ -243,5 +275,36 @@ grpc:
   {{- with .Values.probes.service }}
   service: {{ . | quote }}
   {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The in-process MCP gateway's file and the loopback TLS files it reads. */}}
+{{- define "arbiter.mcpGatewayVolumes" -}}
+- name: mcp-gateway
+  secret:
+    secretName: {{ default (printf "%s-mcp-gateway" (include "arbiter.fullname" .)) .Values.mcpGateway.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: gateway.yaml
+        path: gateway.yaml
+{{- if include "arbiter.tlsOn" . }}
+- name: mcp-gateway-ca
+  secret:
+    secretName: {{ default .Values.tls.existingSecret .Values.mcpGateway.tls.caSecret }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- if include "arbiter.mcpGatewayClientCert" . }}
+- name: mcp-gateway-client
+  secret:
+    secretName: {{ .Values.mcpGateway.tls.clientSecret }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
 {{- end }}
 {{- end }}
