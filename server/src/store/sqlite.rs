@@ -1,8 +1,10 @@
-//! The embedded backend: SQLite in WAL mode. All SQL for it lives here.
+//! The embedded backend: SQLite in WAL mode. Its SQL lives here (reads, presence,
+//! checkpoints, through sqlx) and in `sqlite_writer.rs` (every audited write).
 
+use super::sqlite_writer::Writer;
 use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
-    StateImage, StateOp, Store, StoreError, TreeUpdate,
+    StateImage, Store, StoreError, TreeUpdate,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -13,9 +15,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::instrument;
 
@@ -24,6 +26,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sql
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Every write that changes audited state (`sqlite_writer.rs`).
+    writer: Arc<Writer>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -69,7 +73,8 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await?;
-        Ok(Self { pool })
+        let writer = Arc::new(Writer::new(path, synchronous_full));
+        Ok(Self { pool, writer })
     }
 
     /// Applies pending migrations.
@@ -110,6 +115,7 @@ impl SqliteStore {
     /// At a clean stop, after the last batch: leaves no WAL behind (the database file
     /// alone is the whole state), then closes the pool.
     pub async fn close(&self) -> Result<(), StoreError> {
+        self.writer.close();
         let truncated = self.wal_truncate().await;
         self.pool.close().await;
         match truncated? {
@@ -172,10 +178,6 @@ fn entry_from_row(r: &SqliteRow) -> Result<SealedEntry, StoreError> {
 
 fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("state types serialize")
 }
 
 const ENTRY_COLUMNS: &str =
@@ -424,43 +426,17 @@ impl Store for SqliteStore {
 
     #[instrument(skip_all, fields(units = units.len()))]
     async fn commit(&self, units: &[CommitUnit], tree: &TreeUpdate) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let done = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            write_batch(&mut tx, units).await?;
-            write_tree(&mut tx, tree).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        discard_on_error(&mut conn, done)
+        self.writer.commit(units, tree)
     }
 
     async fn put_tree(&self, tree: &TreeUpdate) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let done = async {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            write_tree(&mut tx, tree).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        discard_on_error(&mut conn, done)
+        self.writer.put_tree(tree)
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
         // Larger than a typical batch, so it does not fit in the room a failed batch
         // left at the end of the WAL while the disk is still full (a one-page write does).
-        let done = sqlx::query(
-            "UPDATE health_probe SET writes = writes + 1, room = zeroblob(?) WHERE id = 1",
-        )
-        .bind(PROBE_BYTES)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(StoreError::from);
-        discard_on_error(&mut conn, done)
+        self.writer.probe(PROBE_BYTES)
     }
 
     async fn audit_count(&self) -> Result<u64, StoreError> {
@@ -745,454 +721,6 @@ fn reply_from_row(r: &SqliteRow) -> Result<ReplyRow, StoreError> {
 /// Rows per multi-row statement; 9 columns × 500 stays far below SQLite's bound-parameter limit.
 const CHUNK: usize = 500;
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
-
 /// What the health probe writes after a failed commit: 256 KiB, a few times a typical
 /// batch's pages.
 const PROBE_BYTES: i64 = 256 * 1024;
-
-/// After a failed write, closes the connection instead of returning it to the pool.
-/// A write that fails on a full disk (or an I/O error) can leave SQLite's transaction
-/// open even after the rollback sqlx queues (SQLite may have rolled it back itself, or
-/// refuse the rollback), and a pooled connection inside a stale write transaction would
-/// hold the write lock ("database is locked" for every later commit) and show its
-/// uncommitted rows to whichever read it serves next. Closing it rolls back whatever it
-/// holds; the pool opens a fresh one.
-fn discard_on_error<T>(
-    conn: &mut sqlx::pool::PoolConnection<Sqlite>,
-    done: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    if done.is_err() {
-        conn.close_on_drop();
-    }
-    done
-}
-
-/// Writes a batch with one multi-row statement per table instead of one per row, so the
-/// group commit costs per batch, not per decision. Inserts run before updates, and the
-/// rare administrative changes run last, in their original order.
-async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreError> {
-    for chunk in units.chunks(CHUNK) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) "));
-        q.push_values(chunk, |mut b, u| {
-            let e = &u.entry;
-            b.push_bind(to_i64(e.seq))
-                .push_bind(e.ts_ms)
-                .push_bind(e.kind.clone())
-                .push_bind(e.agent_id.clone())
-                .push_bind(e.session_id.clone())
-                .push_bind(e.outcome.clone())
-                .push_bind(e.key_id.clone())
-                .push_bind(e.canonical.clone())
-                .push_bind(e.mac.clone());
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-
-    let mut agents = Vec::new();
-    let mut sessions = Vec::new();
-    let mut reservations = Vec::new();
-    let mut settled = Vec::new();
-    let mut spend: BTreeMap<CounterKey, Amounts> = BTreeMap::new();
-    let mut opened = Vec::new();
-    let mut closed = Vec::new();
-    let mut replies = Vec::new();
-    let mut admin = Vec::new();
-    for unit in units {
-        for op in &unit.ops {
-            match op {
-                StateOp::TouchAgent {
-                    agent_id,
-                    first_seen_ms,
-                    last_seen_ms,
-                    last_allowed_ms,
-                } => agents.push((
-                    agent_id.clone(),
-                    *first_seen_ms,
-                    *last_seen_ms,
-                    *last_allowed_ms,
-                )),
-                StateOp::StartSession {
-                    agent_id,
-                    session_id,
-                    started_ms,
-                } => sessions.push((agent_id.clone(), session_id.clone(), *started_ms)),
-                StateOp::Reserve(r) => reservations.push(r.clone()),
-                StateOp::SettleReservation { id } => settled.push(id.clone()),
-                StateOp::AddSpend { keys, amounts } => {
-                    for k in keys {
-                        spend.entry(k.clone()).or_default().add(*amounts);
-                    }
-                }
-                StateOp::OpenDecision(d) => opened.push(d.clone()),
-                StateOp::CloseDecision { decision_id } => closed.push(decision_id.clone()),
-                StateOp::Remember {
-                    kind,
-                    key,
-                    agent_id,
-                    fingerprint,
-                    response,
-                    created_ms,
-                } => replies.push((
-                    *kind,
-                    key.clone(),
-                    agent_id.clone(),
-                    fingerprint.clone(),
-                    response.clone(),
-                    unit.entry.seq,
-                    *created_ms,
-                )),
-                _ => admin.push(op),
-            }
-        }
-    }
-
-    for chunk in agents.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO agents (agent_id, first_seen_ms, last_seen_ms, last_allowed_ms) ",
-        );
-        q.push_values(chunk, |mut b, (id, first, last, allowed)| {
-            b.push_bind(id.clone())
-                .push_bind(*first)
-                .push_bind(*last)
-                .push_bind(*allowed);
-        });
-        q.push(
-            " ON CONFLICT (agent_id) DO UPDATE SET last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms), \
-             last_allowed_ms = COALESCE(excluded.last_allowed_ms, last_allowed_ms)",
-        );
-        q.build().execute(&mut **tx).await?;
-    }
-    for chunk in sessions.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO sessions (agent_id, session_id, started_ms) ",
-        );
-        q.push_values(chunk, |mut b, (agent, session, started)| {
-            b.push_bind(agent.clone())
-                .push_bind(session.clone())
-                .push_bind(*started);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    for chunk in reservations.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO reservations (id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms) ",
-        );
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.id.clone())
-                .push_bind(r.decision_id.clone())
-                .push_bind(r.agent_id.clone())
-                .push_bind(to_json(&r.keys))
-                .push_bind(to_i64(r.amounts.micro_usd))
-                .push_bind(to_i64(r.amounts.tokens))
-                .push_bind(to_i64(r.amounts.calls))
-                .push_bind(r.created_ms)
-                .push_bind(r.expires_ms);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    for chunk in opened.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO decisions (decision_id, agent_id, body_json, created_ms) ",
-        );
-        q.push_values(chunk, |mut b, d| {
-            b.push_bind(d.decision_id.clone())
-                .push_bind(d.agent_id.clone())
-                .push_bind(to_json(d))
-                .push_bind(d.created_ms);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    for chunk in replies.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) ",
-        );
-        q.push_values(
-            chunk,
-            |mut b, (kind, key, agent, fingerprint, response, seq, created)| {
-                b.push_bind(*kind)
-                    .push_bind(key.clone())
-                    .push_bind(agent.clone())
-                    .push_bind(fingerprint.clone())
-                    .push_bind(response.clone())
-                    .push_bind(to_i64(*seq))
-                    .push_bind(*created);
-            },
-        );
-        q.build().execute(&mut **tx).await?;
-    }
-    let spend: Vec<(CounterKey, Amounts)> = spend.into_iter().collect();
-    for chunk in spend.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO budget_counters (budget, scope_key, window_start_ms, spent_micro_usd, spent_tokens, spent_calls) ",
-        );
-        q.push_values(chunk, |mut b, (k, a)| {
-            b.push_bind(k.budget.clone())
-                .push_bind(k.scope_key.clone())
-                .push_bind(k.window_start_ms)
-                .push_bind(to_i64(a.micro_usd))
-                .push_bind(to_i64(a.tokens))
-                .push_bind(to_i64(a.calls));
-        });
-        q.push(
-            " ON CONFLICT (budget, scope_key, window_start_ms) DO UPDATE SET \
-             spent_micro_usd = spent_micro_usd + excluded.spent_micro_usd, \
-             spent_tokens = spent_tokens + excluded.spent_tokens, \
-             spent_calls = spent_calls + excluded.spent_calls",
-        );
-        q.build().execute(&mut **tx).await?;
-    }
-    for (table, column, ids) in [
-        ("reservations", "id", &settled),
-        ("decisions", "decision_id", &closed),
-    ] {
-        let flag = if table == "reservations" {
-            "settled"
-        } else {
-            "recorded"
-        };
-        for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "UPDATE {table} SET {flag} = 1 WHERE {column} IN ("
-            ));
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            q.push(")");
-            q.build().execute(&mut **tx).await?;
-        }
-    }
-    for op in admin {
-        apply(tx, op).await?;
-    }
-    Ok(())
-}
-
-async fn write_tree(tx: &mut Tx<'_>, tree: &TreeUpdate) -> Result<(), StoreError> {
-    for chunk in tree.nodes.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO merkle_nodes (level, idx, hash) ");
-        q.push_values(chunk, |mut b, n| {
-            b.push_bind(i64::from(n.level))
-                .push_bind(to_i64(n.index))
-                .push_bind(hex::encode(n.hash));
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    if let Some(c) = &tree.checkpoint {
-        sqlx::query(
-            "INSERT OR IGNORE INTO checkpoints (size, root, note, ts_ms) VALUES (?, ?, ?, ?)",
-        )
-        .bind(to_i64(c.size))
-        .bind(&c.root_hex)
-        .bind(&c.note)
-        .bind(c.ts_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Administrative changes, one statement each, in order.
-async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
-    match op {
-        StateOp::TouchAgent { .. }
-        | StateOp::StartSession { .. }
-        | StateOp::Reserve(_)
-        | StateOp::SettleReservation { .. }
-        | StateOp::AddSpend { .. }
-        | StateOp::OpenDecision(_)
-        | StateOp::CloseDecision { .. }
-        | StateOp::Remember { .. } => unreachable!("batched by write_batch"),
-        StateOp::SetTrust(a) => {
-            sqlx::query(
-                "INSERT INTO trust_assignments (agent_id, scope, level, assigned_by, assigned_ms) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (agent_id, scope) DO UPDATE SET level = excluded.level,
-                   assigned_by = excluded.assigned_by, assigned_ms = excluded.assigned_ms",
-            )
-            .bind(&a.agent_id)
-            .bind(&a.scope)
-            .bind(i64::from(a.level.rank()))
-            .bind(&a.assigned_by)
-            .bind(a.assigned_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::PutConsent(g) => {
-            sqlx::query(
-                "INSERT INTO consent_grants (agent_id, data_type, purpose, granted_by, granted_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (agent_id, data_type, purpose) DO UPDATE SET granted_by = excluded.granted_by,
-                   granted_ms = excluded.granted_ms, expires_ms = excluded.expires_ms",
-            )
-            .bind(&g.agent_id)
-            .bind(&g.data_type)
-            .bind(g.purpose.as_deref().unwrap_or(""))
-            .bind(&g.granted_by)
-            .bind(g.granted_ms)
-            .bind(g.expires_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::RevokeConsent {
-            agent_id,
-            data_type,
-            purpose,
-        } => {
-            sqlx::query(
-                "DELETE FROM consent_grants WHERE agent_id = ? AND data_type = ? AND purpose = ?",
-            )
-            .bind(agent_id)
-            .bind(data_type)
-            .bind(purpose.as_deref().unwrap_or(""))
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::SetOperator {
-            agent_id,
-            operator,
-            set_by,
-            set_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO agent_operators (agent_id, operator, set_by, set_ms) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (agent_id) DO UPDATE SET operator = excluded.operator, set_by = excluded.set_by, set_ms = excluded.set_ms",
-            )
-            .bind(agent_id)
-            .bind(operator)
-            .bind(set_by)
-            .bind(set_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::PutToolPin(pin) => {
-            sqlx::query(
-                "INSERT INTO mcp_tool_pins (server, tool, body_json) VALUES (?, ?, ?)
-                 ON CONFLICT (server, tool) DO UPDATE SET body_json = excluded.body_json",
-            )
-            .bind(&pin.server)
-            .bind(&pin.tool)
-            .bind(to_json(pin))
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::PutApproval(a) => {
-            sqlx::query(
-                "INSERT INTO approvals (id, agent_id, state, requested_ms, body_json) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, body_json = excluded.body_json",
-            )
-            .bind(&a.id)
-            .bind(&a.agent_id)
-            .bind(a.state.name())
-            .bind(a.requested_ms)
-            .bind(to_json(a))
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::EngageHalt(h) => {
-            let (scope, agent, session) = match &h.target {
-                HaltTarget::Global => ("global", "", ""),
-                HaltTarget::Agent(a) => ("agent", a.as_str(), ""),
-                HaltTarget::Session(a, s) => ("session", a.as_str(), s.as_str()),
-            };
-            sqlx::query(
-                "INSERT INTO halts (target, scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (target) DO UPDATE SET mode = excluded.mode, reason = excluded.reason,
-                   engaged_by = excluded.engaged_by, engaged_ms = excluded.engaged_ms",
-            )
-            .bind(h.target.key())
-            .bind(scope)
-            .bind(agent)
-            .bind(session)
-            .bind(h.mode.name())
-            .bind(&h.reason)
-            .bind(&h.engaged_by)
-            .bind(h.engaged_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::LiftHalt { target } => {
-            sqlx::query("DELETE FROM halts WHERE target = ?")
-                .bind(target.key())
-                .execute(&mut **tx)
-                .await?;
-        }
-        // One server: its memory counts the window exactly (docs/postgres.md).
-        StateOp::LoopTick { .. } | StateOp::ExpectHalt { .. } | StateOp::ExpectToolPin { .. } => {}
-        StateOp::WatchdogMark {
-            condition,
-            marked_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO watchdog_marks (condition, marked_ms) VALUES (?, ?) ON CONFLICT (condition) DO NOTHING",
-            )
-            .bind(condition)
-            .bind(marked_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::SilenceHalted {
-            agent_id,
-            heartbeat_ms,
-        } => {
-            // The heartbeat row exists unless its write was lost (a crash); then the
-            // silence itself is what the row records.
-            sqlx::query(
-                "INSERT INTO presence (agent_id, status, last_heartbeat_ms, silence_halted_ms)
-                 VALUES (?, 'unresponsive', ?, ?)
-                 ON CONFLICT (agent_id) DO UPDATE SET silence_halted_ms =
-                   MAX(COALESCE(silence_halted_ms, excluded.silence_halted_ms), excluded.silence_halted_ms)",
-            )
-            .bind(agent_id)
-            .bind(heartbeat_ms)
-            .bind(heartbeat_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::CreatePrincipal(p) => {
-            let roles: Vec<&str> = p.roles.iter().map(|r| r.name()).collect();
-            sqlx::query(
-                "INSERT INTO principals (name, roles, agents, key_hash, key_prefix, tls_identity, created_by, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&p.name)
-            .bind(roles.join(","))
-            .bind(to_json(&p.agents))
-            .bind(&p.key_hash)
-            .bind(&p.key_prefix)
-            .bind(p.tls_identity.as_ref().map(|t| t.to_string()))
-            .bind(&p.created_by)
-            .bind(p.created_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::RevokePrincipal { name, revoked_ms } => {
-            sqlx::query(
-                "UPDATE principals SET revoked_ms = ? WHERE name = ? AND revoked_ms IS NULL",
-            )
-            .bind(revoked_ms)
-            .bind(name)
-            .execute(&mut **tx)
-            .await?;
-        }
-        StateOp::PolicyLoad {
-            version,
-            source,
-            loaded_ms,
-            accepted,
-            error,
-            bundle,
-        } => {
-            sqlx::query("INSERT INTO policy_loads (version, source, loaded_ms, accepted, error, bundle) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(version)
-                .bind(source)
-                .bind(loaded_ms)
-                .bind(i64::from(*accepted))
-                .bind(error)
-                .bind(bundle.as_deref())
-                .execute(&mut **tx)
-                .await?;
-        }
-    }
-    Ok(())
-}
