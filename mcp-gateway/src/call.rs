@@ -7,6 +7,7 @@ use crate::gateway::{Gateway, HeldKey};
 use crate::identity::Caller;
 use crate::metrics::{Metrics, Outcome};
 use crate::state::ApprovalState;
+use crate::trace::TraceContext;
 use crate::upstream::{ProgressSink, Upstream, UpstreamError};
 use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
 use futures::StreamExt;
@@ -17,16 +18,34 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Progress is reported this often while a call waits for a human.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// One `tools/call`, inside its span (`trace.rs`): a child of the client's span, and the
+/// parent of Arbiter's spans for the calls made for it.
 pub async fn call_tool(
     gw: &Gateway,
     request: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
+    let parent = crate::trace::incoming(&ctx);
+    let span = crate::trace::call_span(&request.name, &parent);
+    let trace = crate::trace::outgoing(&span, &parent);
+    traced(gw, request, ctx, trace).instrument(span).await
+}
+
+async fn traced(
+    gw: &Gateway,
+    request: CallToolRequestParams,
+    ctx: RequestContext<RoleServer>,
+    trace: Option<TraceContext>,
+) -> Result<CallToolResponse, ErrorData> {
     let (caller, session) = gw.caller(&ctx)?;
+    let caller = caller.traced(trace.as_ref());
+    let span = tracing::Span::current();
+    span.record("arbiter.agent_id", caller.agent.as_str());
     let exposed = request.name.to_string();
     let Some((upstream, tool)) = gw.route(&exposed) else {
         return Err(ErrorData::invalid_params(
@@ -70,10 +89,12 @@ pub async fn call_tool(
     let decision = match settled {
         Settled::Decided(decision) => *decision,
         Settled::Held(approval) => {
+            span.record("arbiter.decision", "pending_approval");
             metrics.call(&upstream.name, Outcome::Pending);
             return Ok(pending(gw, &ctx, &caller, &call, &approval));
         }
     };
+    span.record("arbiter.decision", outcome_name(decision.outcome));
     match decision.outcome {
         DecisionOutcome::Allow => {
             metrics.call(&upstream.name, Outcome::Forwarded);
@@ -81,6 +102,7 @@ pub async fn call_tool(
                 upstream: &upstream,
                 tool: &tool,
                 price: call.price,
+                trace: trace.as_ref(),
             };
             // The client's progress token, if it gave one, receives the upstream's
             // reports for this call.
@@ -241,12 +263,21 @@ pub(crate) fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
     Ok(answer::denied(code, &decision.decision_id))
 }
 
-/// Where an allowed call goes: the upstream, its own name for the tool, and the price
-/// a result without usage is charged.
+fn outcome_name(outcome: DecisionOutcome) -> &'static str {
+    match outcome {
+        DecisionOutcome::Allow => "allow",
+        DecisionOutcome::Deny => "deny",
+        DecisionOutcome::PendingApproval => "pending_approval",
+    }
+}
+
+/// Where an allowed call goes: the upstream, its own name for the tool, the price a
+/// result without usage is charged, and the trace context the upstream joins.
 pub(crate) struct Target<'a> {
     pub upstream: &'a Upstream,
     pub tool: &'a str,
     pub price: Option<u64>,
+    pub trace: Option<&'a TraceContext>,
 }
 
 pub(crate) async fn forward(
@@ -261,8 +292,9 @@ pub(crate) async fn forward(
         upstream,
         tool,
         price,
+        trace,
     } = target;
-    let meta = decision.receipt().map(receipt_meta);
+    let meta = upstream_meta(decision.receipt(), trace);
     let started = Instant::now();
     let result = upstream
         .call_tool(
@@ -303,9 +335,26 @@ pub(crate) async fn forward(
     })
 }
 
-/// The upstream request's `_meta` carrying the decision's receipt: the same four fields
-/// as `arbiter audit proof` writes, which `arbiter audit verify-receipt` and
-/// `arbiter_client::proof::verify_receipt` check with only the public key.
+/// The upstream request's `_meta`: the decision's receipt when the upstream asked for
+/// receipts, and the trace context (SEP-414 keys) so the tool server's work joins the
+/// call's trace. The client's own `_meta` is not passed on.
+fn upstream_meta(
+    receipt: Option<&proto::Receipt>,
+    trace: Option<&TraceContext>,
+) -> Option<JsonObject> {
+    let mut meta = receipt.map(receipt_meta).unwrap_or_default();
+    if let Some(t) = trace {
+        meta.insert("traceparent".to_owned(), t.traceparent.clone().into());
+        if let Some(ts) = &t.tracestate {
+            meta.insert("tracestate".to_owned(), ts.clone().into());
+        }
+    }
+    (!meta.is_empty()).then_some(meta)
+}
+
+/// The receipt's `_meta` entry: the same four fields as `arbiter audit proof` writes,
+/// which `arbiter audit verify-receipt` and `arbiter_client::proof::verify_receipt`
+/// check with only the public key.
 fn receipt_meta(receipt: &proto::Receipt) -> JsonObject {
     let mut meta = JsonObject::new();
     meta.insert(

@@ -17,6 +17,7 @@ mod identity;
 mod metrics;
 mod pins;
 mod state;
+mod trace;
 mod upstream;
 mod usage;
 mod watch;

@@ -2,7 +2,7 @@
 behind the gateway: over stdio, or over Streamable HTTP with `--http PORT`. Every call it
 receives is appended to the file named by FIXTURE_CALLS as one JSON line (with, over
 HTTP, the Authorization and X-Upstream-Key headers it saw, and read_file with the Arbiter receipt
-its `_meta` carried), so a test can prove that a
+and the W3C traceparent its `_meta` carried), so a test can prove that a
 call never reached it and which credentials did. When FIXTURE_DESCRIPTIONS names a JSON
 file of {tool: description}, every tools/list reads it and serves those descriptions, so a
 test can change a tool's definition while the server runs (a "rug pull")."""
@@ -40,6 +40,8 @@ def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:
     meta = ctx.request_context.meta if ctx is not None else None
     if meta and "io.github.arbiter/receipt" in meta:
         line["receipt"] = meta["io.github.arbiter/receipt"]
+    if meta and "traceparent" in meta:
+        line["traceparent"] = meta["traceparent"]
     request = ctx.request_context.request if ctx is not None else None
     headers = getattr(request, "headers", None)
     if headers is not None:
