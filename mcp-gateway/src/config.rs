@@ -37,6 +37,28 @@ pub struct Config {
     /// How the `requestState` of a 2026-07-28 `input_required` answer is sealed.
     #[serde(default)]
     pub request_state: RequestStateConfig,
+    /// The hook endpoints (`hooks.rs`): what their calls cost.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+}
+
+/// Settings of the hook endpoints, whose tools are named by the agent runtime, not by an
+/// upstream, so no `upstreams[].prices` entry can apply to them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default)]
+    pub claude_code: ClaudeCodeHooksConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaudeCodeHooksConfig {
+    /// Cost of one call per Claude Code tool name (`Bash`, `WebFetch`,
+    /// `mcp__server__tool`, exactly as the hook's `tool_name`), in integer micro-USD,
+    /// sent as Evaluate's estimate and Recorded at PostToolUse.
+    #[serde(default)]
+    pub prices: BTreeMap<String, u64>,
 }
 
 /// The HMAC secret and lifetime of pending calls' `requestState` (`state.rs`).
@@ -370,6 +392,11 @@ impl Config {
         if let Err(e) = self.request_state.secret() {
             out.push(e.to_string());
         }
+        price_problems(
+            "hooks.claude_code.prices",
+            &self.hooks.claude_code.prices,
+            &mut out,
+        );
         let mut seen = std::collections::BTreeSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let at = format!("upstreams[{i}]");
@@ -379,16 +406,7 @@ impl Config {
                     u.name
                 ));
             }
-            for (tool, price) in &u.prices {
-                if tool.is_empty() {
-                    out.push(format!("{at}.prices: a tool name must not be empty"));
-                }
-                if *price > MAX_PRICE {
-                    out.push(format!(
-                        "{at}.prices.{tool}: at most {MAX_PRICE} micro-USD (1 000 USD) per call, got {price}"
-                    ));
-                }
-            }
+            price_problems(&format!("{at}.prices"), &u.prices, &mut out);
             if !seen.insert(u.name.as_str()) {
                 out.push(format!("{at}.name: {:?} is used twice", u.name));
             }
@@ -411,6 +429,20 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// Every price of a `{tool: micro-USD}` table is for a named tool and at most `MAX_PRICE`.
+fn price_problems(at: &str, prices: &BTreeMap<String, u64>, out: &mut Vec<String>) {
+    for (tool, price) in prices {
+        if tool.is_empty() {
+            out.push(format!("{at}: a tool name must not be empty"));
+        }
+        if *price > MAX_PRICE {
+            out.push(format!(
+                "{at}.{tool}: at most {MAX_PRICE} micro-USD (1 000 USD) per call, got {price}"
+            ));
+        }
     }
 }
 
@@ -495,6 +527,24 @@ mod tests {
         assert!(err.contains("upstreams[0].prices.send: at most"), "{err}");
         let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 0.02}");
         assert!(Config::parse(&text).is_err(), "prices are integers");
+    }
+
+    #[test]
+    fn claude_code_prices_are_keyed_by_its_tool_names_and_bounded() {
+        let text = format!("{MINIMAL}hooks: {{claude_code: {{prices: {{Bash: 1000}}}}}}\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.hooks.claude_code.prices["Bash"], 1000);
+        let text = format!("{MINIMAL}hooks: {{claude_code: {{prices: {{Bash: 2000000000}}}}}}\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("hooks.claude_code.prices.Bash: at most"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}hooks: {{claude: {{}}}}\n");
+        assert!(
+            Config::parse(&text).is_err(),
+            "unknown hook names are refused"
+        );
     }
 
     #[test]

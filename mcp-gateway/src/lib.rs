@@ -103,7 +103,13 @@ impl HttpGateway {
             self.sealer,
         );
         let ids = Arc::new(Identities::new(self.base));
-        let app = http::router(&config.listen, gateway, ids, stop.child_token());
+        let app = http::router(
+            &config.listen,
+            &config.hooks,
+            gateway,
+            ids,
+            stop.child_token(),
+        );
         println!("arbiter mcp-gateway listening on {url}");
         tracing::info!(%url, "MCP gateway serving");
         let stopping = stop.clone();
