@@ -15,7 +15,7 @@ import sys
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import Tool
+from mcp.types import Tool, ToolAnnotations
 
 
 class FixtureServer(MCPServer):
@@ -51,21 +51,24 @@ def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-@server.tool()
+# Annotations for the pin mode that trusts read-only tools on first use: read_file says
+# read-only, send_email contradicts itself (read-only and destructive), delete_repo says
+# destructive, the rest say nothing.
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def read_file(path: str, ctx: Context) -> str:
     """Read a file (the fixture makes its contents up)."""
     _log("read_file", ctx, path=path)
     return f"contents of {path}"
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(read_only_hint=True, destructive_hint=True))
 def send_email(to: str, body: str) -> str:
     """Send an email."""
     _log("send_email", to=to, body=body)
     return f"sent to {to}"
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(destructive_hint=True))
 def delete_repo(name: str) -> str:
     """Delete a repository."""
     _log("delete_repo", name=name)
