@@ -8,7 +8,7 @@ use crate::identity::Caller;
 use crate::metrics::{Metrics, Outcome};
 use crate::state::ApprovalState;
 use crate::trace::TraceContext;
-use crate::upstream::{ProgressSink, Upstream, UpstreamError};
+use crate::upstream::{ClientSink, Upstream, UpstreamError};
 use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
 use futures::StreamExt;
 use rmcp::model::{
@@ -105,11 +105,13 @@ async fn traced(
                 trace: trace.as_ref(),
             };
             // The client's progress token, if it gave one, receives the upstream's
-            // reports for this call.
-            let sink = ctx.meta.get_progress_token().map(|token| ProgressSink {
+            // reports for this call, and its log level the upstream's log messages.
+            let sink = ClientSink {
                 client: ctx.peer.clone(),
-                token,
-            });
+                progress: ctx.meta.get_progress_token(),
+                log_level: crate::logs::wanted(gw, &ctx, &session),
+            };
+            let sink = (sink.progress.is_some() || sink.log_level.is_some()).then_some(sink);
             forward(&caller, &decision, target, arguments, sink, metrics)
                 .await
                 .map(Into::into)
@@ -285,7 +287,7 @@ pub(crate) async fn forward(
     decision: &Decision,
     target: Target<'_>,
     arguments: JsonObject,
-    sink: Option<ProgressSink>,
+    sink: Option<ClientSink>,
     metrics: &Metrics,
 ) -> Result<CallToolResult, ErrorData> {
     let Target {
@@ -294,7 +296,12 @@ pub(crate) async fn forward(
         price,
         trace,
     } = target;
-    let meta = upstream_meta(decision.receipt(), trace);
+    let mut meta = upstream_meta(decision.receipt(), trace);
+    if let Some(level) = sink.as_ref().and_then(|s| s.log_level) {
+        // A 2026-07-28 upstream sends log messages only for requests that ask.
+        meta.get_or_insert_with(JsonObject::new)
+            .insert(LOG_LEVEL_META.to_owned(), serde_json::json!(level));
+    }
     let started = Instant::now();
     let result = upstream
         .call_tool(
@@ -368,6 +375,9 @@ fn receipt_meta(receipt: &proto::Receipt) -> JsonObject {
     );
     meta
 }
+
+/// The request `_meta` key asking for log messages at a level (2026-07-28, SEP-2575).
+const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
 
 /// The `_meta` key of the receipt handed to an upstream.
 pub const RECEIPT_META: &str = "io.github.arbiter/receipt";

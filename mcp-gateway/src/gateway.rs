@@ -5,9 +5,10 @@
 use crate::identity::Caller;
 use crate::upstream::Upstream;
 use axum::http::request::Parts;
+#[allow(deprecated)] // logging: see logs.rs
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::ServerHandler;
@@ -53,6 +54,9 @@ pub(crate) struct Inner {
     /// The tool definitions last read from each upstream (by upstream, then tool): a
     /// call is checked against the definition the gateway last read (`pins.rs`).
     definitions: Mutex<HashMap<String, HashMap<String, Tool>>>,
+    /// The log level each legacy connection asked for with `logging/setLevel` (`logs.rs`).
+    #[allow(deprecated)] // logging: see logs.rs
+    log_levels: Mutex<HashMap<String, LoggingLevel>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -83,6 +87,7 @@ impl Gateway {
                 held: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
+                log_levels: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -140,7 +145,7 @@ impl Gateway {
 
     /// The key of the MCP connection a request came on (its notifications go there):
     /// the MCP session over HTTP, the process's run in stdio mode, else none.
-    fn connection(&self, ctx: &RequestContext<RoleServer>, session: &str) -> String {
+    pub(crate) fn connection(&self, ctx: &RequestContext<RoleServer>, session: &str) -> String {
         if self.inner.fixed.is_some() {
             return session.to_owned();
         }
@@ -170,6 +175,25 @@ impl Gateway {
                 None,
             )),
         }
+    }
+
+    /// What a legacy connection asked for with `logging/setLevel`.
+    #[allow(deprecated)] // logging: see logs.rs
+    pub(crate) fn log_level(&self, connection: &str) -> Option<LoggingLevel> {
+        if connection.is_empty() {
+            return None;
+        }
+        let levels = self.inner.log_levels.lock().expect("log levels lock");
+        levels.get(connection).copied()
+    }
+
+    #[allow(deprecated)] // logging: see logs.rs
+    fn set_log_level(&self, connection: &str, level: LoggingLevel) {
+        let mut levels = self.inner.log_levels.lock().expect("log levels lock");
+        if levels.len() >= MEMORY_MAX && !levels.contains_key(connection) {
+            levels.clear();
+        }
+        levels.insert(connection.to_owned(), level);
     }
 
     pub(crate) fn remember(&self, key: HeldKey, approval_id: String) {
@@ -247,8 +271,10 @@ impl Gateway {
 }
 
 impl ServerHandler for Gateway {
+    #[allow(deprecated)] // logging (relayed for legacy clients): see logs.rs
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
+            .enable_logging()
             .enable_tools()
             .enable_tool_list_changed()
             .build();
@@ -287,5 +313,21 @@ impl ServerHandler for Gateway {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         crate::call::call_tool(self, request, ctx).await
+    }
+
+    /// A legacy session's level for the log messages of its calls (`logs.rs`); a
+    /// request without a session (2026-07-28) names its level in `_meta` instead.
+    #[allow(deprecated)] // logging: see logs.rs
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (_, session) = self.caller(&ctx)?;
+        let connection = self.connection(&ctx, &session);
+        if !connection.is_empty() {
+            self.set_log_level(&connection, request.level);
+        }
+        Ok(())
     }
 }

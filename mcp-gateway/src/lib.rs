@@ -14,6 +14,7 @@ mod gateway;
 mod hooks;
 mod http;
 mod identity;
+mod logs;
 mod metrics;
 mod pins;
 mod state;

@@ -99,15 +99,19 @@ def garble() -> str:
 
 
 @server.tool()
-async def hang(seconds: float) -> str:
+async def hang(seconds: float, ctx: Context) -> str:
     """Answers only after `seconds`; a cancellation (notifications/cancelled) is logged as
-    the call `hang.cancelled`, so a test can see the gateway gave up upstream too."""
+    the call `hang.cancelled`, so a test can see the gateway gave up upstream too. It
+    sends MCP log messages as it starts (debug, info) and ends (warning)."""
     _log("hang", seconds=seconds)
+    await ctx.debug(f"hang: starting {seconds}s")
+    await ctx.info(f"hang: waiting {seconds}s")
     try:
         await anyio.sleep(seconds)
     except anyio.get_cancelled_exc_class():
         _log("hang.cancelled")
         raise
+    await ctx.warning(f"hang: done after {seconds}s")
     return "late"
 
 
