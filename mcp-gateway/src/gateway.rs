@@ -8,9 +8,10 @@ use axum::http::request::Parts;
 #[allow(deprecated)] // logging: see logs.rs
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult, LoggingLevel,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscriptionFilter, Tool,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::ServerHandler;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -313,6 +314,18 @@ impl ServerHandler for Gateway {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         crate::call::call_tool(self, request, ctx).await
+    }
+
+    /// `subscriptions/listen` (2026-07-28): `tools/list_changed` only (`watch.rs`).
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(crate::watch::accepted(self, requested))
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        crate::watch::listen(self, subscription).await
     }
 
     /// A legacy session's level for the log messages of its calls (`logs.rs`); a

@@ -142,6 +142,48 @@ def test_log_messages_during_two_agents_calls_reach_neither(stack: Stack) -> Non
     assert second == [("warning", "hang: done after 1.2s")]
 
 
+def test_a_2026_client_listening_is_told_when_policy_changes_what_it_sees(stack: Stack) -> None:
+    gw = stack.gateway(extra="list_watch: 500ms")
+
+    async def run() -> tuple[list[str], bool, bool, list[str]]:
+        async with mcp_client(gw.url, stack.keys["bot-1"], "auto") as c:
+            before = [t.name for t in (await c.list_tools()).tools]
+            async with c.listen(tools_list_changed=True) as sub:
+                honored = bool(sub.honored and sub.honored.tools_list_changed)
+                events = aiter(sub)
+                # Several watch rounds with nothing changed: no event.
+                try:
+                    await asyncio.wait_for(anext(events), 2.0)
+                    quiet = False
+                except TimeoutError:
+                    quiet = True
+                # The server hot-reloads its bundle: read_file becomes hidden for bot-*.
+                hidden = '["internal_*", "*.internal_*", "read_file"]'
+                policy = POLICY.replace('["internal_*", "*.internal_*"]', hidden)
+                stack.tmp.joinpath("policy.yaml").write_text(policy, encoding="utf-8")
+                await asyncio.wait_for(anext(events), 20.0)
+                after = [t.name for t in (await c.list_tools()).tools]
+            return before, honored, quiet, after
+
+    before, honored, quiet, after = asyncio.run(run())
+    assert honored, "the gateway accepted tools/list_changed on the stream"
+    assert quiet, "no event while nothing changed"
+    assert before == ["read_file", "send_email", "crash", "garble", "hang"]
+    assert after == ["send_email", "crash", "garble", "hang"]
+
+
+def test_without_list_watch_a_listen_stream_honours_nothing(stack: Stack) -> None:
+    gw = stack.gateway(extra="list_watch: 0s")
+
+    async def run() -> object:
+        key = stack.keys["bot-1"]
+        async with mcp_client(gw.url, key, "auto") as c, c.listen(tools_list_changed=True) as sub:
+            return sub.honored
+
+    honored = asyncio.run(run())
+    assert not getattr(honored, "tools_list_changed", None), honored
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_an_allowed_call_is_forwarded_and_recorded_once(stack: Stack, mode: str) -> None:
     gw = stack.gateway()
