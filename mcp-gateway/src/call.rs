@@ -63,6 +63,7 @@ async fn traced(
         metrics.call(&upstream.name, Outcome::Denied);
         return Ok(answer::untrusted_tool(why.code()).into());
     }
+    let declined = crate::console::declined(&request);
     let arguments = request.arguments.unwrap_or_default();
     let call = Call {
         price: upstream.prices.get(&tool).copied(),
@@ -91,7 +92,7 @@ async fn traced(
         Settled::Held(approval) => {
             span.record("arbiter.decision", "pending_approval");
             metrics.call(&upstream.name, Outcome::Pending);
-            return Ok(pending(gw, &ctx, &caller, &call, &approval));
+            return Ok(pending(gw, &ctx, &caller, &call, &approval, declined));
         }
     };
     span.record("arbiter.decision", outcome_name(decision.outcome));
@@ -130,7 +131,7 @@ async fn traced(
         DecisionOutcome::PendingApproval => {
             metrics.call(&upstream.name, Outcome::Pending);
             let approval = decision.approval_id.as_deref().unwrap_or_default();
-            Ok(pending(gw, &ctx, &caller, &call, approval))
+            Ok(pending(gw, &ctx, &caller, &call, approval, declined))
         }
     }
 }
@@ -158,17 +159,20 @@ impl<'a> Call<'a> {
     }
 }
 
-/// A call still waiting for a human: `input_required` with a sealed state for clients
-/// on the 2026-07-28 revision (or later), the `isError` answer for legacy clients.
+/// A call still waiting for a human: `input_required` with a sealed state (and the
+/// console's approval page, when the client takes one) for clients on the 2026-07-28
+/// revision (or later), the `isError` answer for legacy clients and for a client whose
+/// user declined the page.
 fn pending(
     gw: &Gateway,
     ctx: &RequestContext<RoleServer>,
     caller: &Caller,
     call: &Call<'_>,
     approval: &str,
+    declined: bool,
 ) -> CallToolResponse {
     let modern = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
-    if !modern || approval.is_empty() {
+    if !modern || approval.is_empty() || declined {
         return answer::pending(approval).into();
     }
     let sealed = gw.inner.sealer.seal(&ApprovalState {
@@ -177,7 +181,8 @@ fn pending(
         tool: call.exposed.to_owned(),
         arguments: call.digest.clone(),
     });
-    answer::input_required(approval, sealed).into()
+    let page = crate::console::page_for(gw, ctx, approval);
+    answer::input_required(approval, sealed, page).into()
 }
 
 /// How a call's decision settled: a decision, or an approval still awaited.

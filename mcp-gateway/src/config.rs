@@ -40,6 +40,11 @@ pub struct Config {
     /// The hook endpoints (`hooks.rs`): what their calls cost.
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// The operator console as the people who approve calls reach it, e.g.
+    /// "https://arbiter.example.com:8443". Set, a 2026-07-28 client that takes URL-mode
+    /// elicitations is pointed at `<console_url>/approvals/<id>` while its call waits.
+    #[serde(default)]
+    pub console_url: Option<String>,
 }
 
 /// Settings of the hook endpoints, whose tools are named by the agent runtime, not by an
@@ -386,6 +391,11 @@ impl Config {
                 self.listen.path
             ));
         }
+        if let Some(url) = &self.console_url {
+            if let Err(why) = console_url_problem(url) {
+                out.push(format!("console_url: {why}, got {url:?}"));
+            }
+        }
         if self.request_state.ttl.is_zero() {
             out.push("request_state.ttl: must be more than 0s".to_owned());
         }
@@ -430,6 +440,19 @@ impl Config {
         }
         out
     }
+}
+
+/// The console's address must be a plain http(s) origin or path: the approval page is
+/// appended to it, and a query or fragment would swallow that.
+fn console_url_problem(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "must be an http:// or https:// URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must have no query or fragment (the approval page is appended)");
+    }
+    Ok(())
 }
 
 /// Every price of a `{tool: micro-USD}` table is for a named tool and at most `MAX_PRICE`.
@@ -545,6 +568,26 @@ mod tests {
             Config::parse(&text).is_err(),
             "unknown hook names are refused"
         );
+    }
+
+    #[test]
+    fn the_console_url_is_an_http_address_without_query() {
+        let ok = format!("{MINIMAL}console_url: https://arbiter.example:8443/\n");
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(
+            c.console_url.as_deref(),
+            Some("https://arbiter.example:8443/")
+        );
+        for bad in [
+            "ftp://x",
+            "arbiter.example",
+            "https://a/?x=1",
+            "https://a/#f",
+        ] {
+            let text = format!("{MINIMAL}console_url: \"{bad}\"\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("console_url: must"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub(crate) struct Inner {
     pub fixed: Option<(Caller, String)>,
     /// Seals and opens the `requestState` of 2026-07-28 `input_required` answers.
     pub sealer: crate::state::Sealer,
+    /// The operator console (`console_url`), whose approval pages a waiting call's
+    /// 2026-07-28 client may be pointed at.
+    pub console_url: Option<String>,
     /// Which agent first used each session id: a session is bound to its principal's
     /// agent, so one client cannot act inside another agent's run.
     sessions: Mutex<HashMap<String, String>>,
@@ -75,6 +78,7 @@ impl Gateway {
         metrics: Arc<crate::metrics::Metrics>,
         fixed: Option<(Caller, String)>,
         sealer: crate::state::Sealer,
+        console_url: Option<String>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -84,6 +88,7 @@ impl Gateway {
                 metrics,
                 fixed,
                 sealer,
+                console_url,
                 sessions: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),

@@ -9,6 +9,7 @@
 mod answer;
 mod call;
 pub mod config;
+mod console;
 mod docker;
 mod gateway;
 mod hooks;
@@ -102,6 +103,7 @@ impl HttpGateway {
             metrics,
             None,
             self.sealer,
+            config.console_url.clone(),
         );
         let ids = Arc::new(Identities::new(self.base));
         let app = http::router(
@@ -159,6 +161,7 @@ pub async fn run_stdio(
         metrics,
         Some((caller, session)),
         sealer,
+        config.console_url.clone(),
     );
     let running = gateway
         .serve(rmcp::transport::stdio())
