@@ -54,6 +54,18 @@ pub struct Config {
 pub struct HooksConfig {
     #[serde(default)]
     pub claude_code: ClaudeCodeHooksConfig,
+    #[serde(default)]
+    pub docker: DockerHooksConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerHooksConfig {
+    /// Cost of one call per tool name as Docker's MCP gateway names it (the
+    /// interceptor body's `params.name`), in integer micro-USD, sent as Evaluate's
+    /// estimate and Recorded by the `after` hook.
+    #[serde(default)]
+    pub prices: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -407,6 +419,7 @@ impl Config {
             &self.hooks.claude_code.prices,
             &mut out,
         );
+        price_problems("hooks.docker.prices", &self.hooks.docker.prices, &mut out);
         let mut seen = std::collections::BTreeSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let at = format!("upstreams[{i}]");
@@ -568,6 +581,9 @@ mod tests {
             Config::parse(&text).is_err(),
             "unknown hook names are refused"
         );
+        let text = format!("{MINIMAL}hooks: {{docker: {{prices: {{fetch: 2000000000}}}}}}\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("hooks.docker.prices.fetch: at most"), "{err}");
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub fn router(
         .with_max_request_body_bytes(listen.max_request_bytes)
         .with_cancellation_token(stop);
     let gateway_for_hooks = gateway.clone();
-    let docker = crate::docker::Interceptors::new(gateway.clone(), ids.clone());
+    let docker =
+        crate::docker::Interceptors::new(gateway.clone(), ids.clone(), hooks.docker.prices.clone());
     let service = StreamableHttpService::new(
         move || Ok(gateway.clone()),
         Arc::new(LocalSessionManager::default()),

@@ -1,7 +1,8 @@
 """Per-tool prices: the gateway sends each tool's price (gateway.yaml
 `upstreams[].prices`, micro-USD per call) as Evaluate's estimate, so an Arbiter budget caps
 MCP spend, and Records the usage a result reports, else the price; the Claude Code hook
-does the same with `hooks.claude_code.prices`. Real server, real gateway, the Python SDK
+and the Docker interceptors do the same with `hooks.claude_code.prices` and
+`hooks.docker.prices`. Real server, real gateway, the Python SDK
 as client, a real MCP server upstream that logs every call."""
 
 from __future__ import annotations
@@ -129,3 +130,25 @@ def test_claude_code_tools_are_priced_by_their_own_names_until_the_budget_runs_o
     assert evaluates[3]["body"]["action"]["estimate"]["micro_usd"] == 0
     assert [r["body"]["actual"]["micro_usd"] for r in records(priced)] == [20000, 20000]
     assert gw.calls() == [], "hook calls never touch an upstream"
+
+
+def test_docker_tools_are_priced_by_their_own_names_until_the_budget_runs_out(priced: Stack) -> None:
+    gw = priced.gateway(extra="hooks: {docker: {prices: {fetch: 20000}}}")
+    base = gw.url.rsplit("/", 1)[0] + f"/hooks/docker/{priced.keys['bot-1']}"
+    answers = []
+    for i in range(3):
+        # What Docker's gateway posts: go-sdk's CallToolRequest marshalled as declared.
+        params = {"_meta": {}, "name": "fetch", "arguments": {"url": f"https://example.com/{i}"}}
+        body = json.dumps({"Session": {}, "Params": params, "Extra": None}).encode()
+        before = httpx2.post(f"{base}/before", content=body, params={"session": "run-1"}, timeout=30)
+        answers.append(before.text)
+        if not before.content:
+            result = {"content": [{"type": "text", "text": "fetched"}], "isError": False}
+            after = httpx2.post(f"{base}/after", content=json.dumps(result).encode(), timeout=30)
+            assert after.status_code == 200 and not after.content
+    # Empty means "make the call": twice, then the third would pass the 0.05 USD cap.
+    assert [a == "" for a in answers] == [True, True, False], answers
+    assert "budget.exceeded" in answers[2]
+    evaluates = [e for e in priced.audit() if e["kind"] == "evaluate"]
+    assert [e["body"]["action"]["estimate"]["micro_usd"] for e in evaluates] == [20000] * 3
+    assert [r["body"]["actual"]["micro_usd"] for r in records(priced)] == [20000, 20000]
