@@ -21,9 +21,9 @@ pub struct Config {
     /// to retry (`approval_wait`, e.g. "2m"; 0 answers at once).
     #[serde(default = "default_approval_wait", deserialize_with = "duration")]
     pub approval_wait: Duration,
-    /// How often a session that listed its tools has them filtered again, to send
-    /// `notifications/tools/list_changed` when what it may see changed (`list_watch`,
-    /// e.g. "10s"; 0 never sends it).
+    /// How often a session that listed its tools (or an open `subscriptions/listen`
+    /// stream) has them filtered again, to send `notifications/tools/list_changed` when
+    /// what it may see changed (`list_watch`, e.g. "10s"; 0 never sends it).
     #[serde(default = "default_list_watch", deserialize_with = "duration")]
     pub list_watch: Duration,
     /// Bound on one upstream tools/list or tools/call (`upstream_timeout`, e.g. "60s").
