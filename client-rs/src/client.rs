@@ -208,6 +208,7 @@ impl ClientBuilder {
                 retries: self.retries,
                 retry_backoff: self.retry_backoff,
                 authorization,
+                trace: Vec::new(),
                 breaker,
             }),
         })
@@ -310,6 +311,8 @@ struct Inner {
     retries: u32,
     retry_backoff: Duration,
     authorization: Option<MetadataValue<Ascii>>,
+    /// W3C trace context headers (`traceparent`, `tracestate`) sent on every call.
+    trace: Vec<(&'static str, MetadataValue<Ascii>)>,
     breaker: Option<Arc<CircuitBreaker>>,
 }
 
@@ -370,6 +373,32 @@ impl Client {
         })?;
         let mut inner = Inner::clone(&self.inner);
         inner.authorization = Some(value);
+        Ok(Client {
+            channel: self.channel.clone(),
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A clone of this client that sends a W3C trace context (`traceparent`, and
+    /// `tracestate` when given) on every call, sharing the connection and the circuit
+    /// breaker, so the server's spans for those calls are children of the caller's
+    /// span. A gateway makes one per request it traces; the values are the caller's to
+    /// choose, and the server only uses them to place its spans.
+    pub fn with_trace_context(
+        &self,
+        traceparent: &str,
+        tracestate: Option<&str>,
+    ) -> Result<Client, Error> {
+        let value = |field: &str, v: &str| {
+            MetadataValue::try_from(v)
+                .map_err(|_| Error::InvalidConfig(format!("{field}: must be printable ASCII")))
+        };
+        let mut trace = vec![("traceparent", value("traceparent", traceparent)?)];
+        if let Some(ts) = tracestate {
+            trace.push(("tracestate", value("tracestate", ts)?));
+        }
+        let mut inner = Inner::clone(&self.inner);
+        inner.trace = trace;
         Ok(Client {
             channel: self.channel.clone(),
             inner: Arc::new(inner),
@@ -465,6 +494,9 @@ impl Client {
                 .metadata_mut()
                 .insert("authorization", value.clone());
         }
+        for (key, value) in &self.inner.trace {
+            request.metadata_mut().insert(*key, value.clone());
+        }
         request
     }
 }
@@ -554,6 +586,18 @@ mod tests {
     async fn without_an_api_key_no_authorization_header_is_sent() {
         let client = ClientBuilder::new("127.0.0.1:1").connect_lazy().unwrap();
         assert!(client.request(()).metadata().get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_trace_context_is_sent_on_every_call_of_its_clone_only() {
+        let client = ClientBuilder::new("127.0.0.1:1").connect_lazy().unwrap();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = client.with_trace_context(tp, Some("k=v")).unwrap();
+        let request = traced.request(());
+        assert_eq!(request.metadata().get("traceparent").unwrap(), tp);
+        assert_eq!(request.metadata().get("tracestate").unwrap(), "k=v");
+        assert!(client.request(()).metadata().get("traceparent").is_none());
+        assert!(client.with_trace_context("a\nb", None).is_err());
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 //! cannot decide are JSON-RPC errors, so the model cannot talk its way around them.
 
 use rmcp::model::{
-    CallToolResult, ContentBlock, ErrorCode, ErrorData, InputRequiredResult, MetaObject,
+    CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, ErrorCode, ErrorData,
+    InputRequest, InputRequests, InputRequiredResult, MetaObject,
 };
 use serde_json::json;
 
@@ -51,7 +52,11 @@ pub fn pending(approval_id: &str) -> CallToolResult {
 /// The 2026-07-28 answer to a call still held for a human: `input_required` with only a
 /// sealed `requestState` (nothing for the client to fill in; its retry with the state
 /// is the "try again"), and `_meta` naming the approval for the people involved.
-pub fn input_required(approval_id: &str, request_state: String) -> InputRequiredResult {
+pub fn input_required(
+    approval_id: &str,
+    request_state: String,
+    page: Option<String>,
+) -> InputRequiredResult {
     let mut meta = serde_json::Map::new();
     meta.insert(
         APPROVAL_META.to_owned(),
@@ -64,7 +69,32 @@ pub fn input_required(approval_id: &str, request_state: String) -> InputRequired
             ),
         }),
     );
-    InputRequiredResult::from_request_state(request_state).with_meta(MetaObject(meta))
+    let mut result =
+        InputRequiredResult::from_request_state(request_state).with_meta(MetaObject(meta));
+    if let Some(url) = page {
+        result.input_requests = Some(InputRequests::from([(
+            crate::console::INPUT_KEY.to_owned(),
+            approval_page(approval_id, url),
+        )]));
+    }
+    result
+}
+
+/// A URL-mode elicitation of the console's approval page: the client shows the host and
+/// asks its user before opening it. Nothing comes back through it but consent.
+fn approval_page(approval_id: &str, url: String) -> InputRequest {
+    let params = ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: format!(
+            "This call waits for an Arbiter operator's approval ({approval_id}). An operator \
+             can review and grant it on this page (sign-in required); the call is retried \
+             once it is granted."
+        ),
+        url,
+        // Removed in 2026-07-28; the approval id is in the page and the message.
+        elicitation_id: String::new(),
+    };
+    InputRequest::Elicitation(ElicitRequest::new(params))
 }
 
 /// The `_meta` key of an `input_required` answer that names the approval.
@@ -144,11 +174,26 @@ mod tests {
 
     #[test]
     fn input_required_carries_only_the_state_and_names_the_approval() {
-        let v = serde_json::to_value(input_required("apr_9", "rs1.x.y".into())).unwrap();
+        let v = serde_json::to_value(input_required("apr_9", "rs1.x.y".into(), None)).unwrap();
         assert_eq!(v["resultType"], "input_required");
         assert_eq!(v["requestState"], "rs1.x.y");
         assert!(v.get("inputRequests").is_none(), "{v}");
         assert_eq!(v["_meta"][APPROVAL_META]["approval_id"], "apr_9");
+    }
+
+    #[test]
+    fn with_a_page_input_required_asks_to_open_it_by_url() {
+        let page = "https://console.example/approvals/apr_9".to_owned();
+        let v =
+            serde_json::to_value(input_required("apr_9", "rs1.x.y".into(), Some(page))).unwrap();
+        let asked = &v["inputRequests"][crate::console::INPUT_KEY];
+        assert_eq!(asked["method"], "elicitation/create", "{v}");
+        assert_eq!(asked["params"]["mode"], "url", "{v}");
+        assert_eq!(
+            asked["params"]["url"],
+            "https://console.example/approvals/apr_9"
+        );
+        assert_eq!(v["requestState"], "rs1.x.y");
     }
 
     #[test]

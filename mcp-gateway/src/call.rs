@@ -7,7 +7,8 @@ use crate::gateway::{Gateway, HeldKey};
 use crate::identity::Caller;
 use crate::metrics::{Metrics, Outcome};
 use crate::state::ApprovalState;
-use crate::upstream::{ProgressSink, Upstream, UpstreamError};
+use crate::trace::TraceContext;
+use crate::upstream::{ClientSink, Upstream, UpstreamError};
 use arbiter_client::{proto, ActionOutcome, Decision, DecisionOutcome};
 use futures::StreamExt;
 use rmcp::model::{
@@ -17,16 +18,34 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Progress is reported this often while a call waits for a human.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// One `tools/call`, inside its span (`trace.rs`): a child of the client's span, and the
+/// parent of Arbiter's spans for the calls made for it.
 pub async fn call_tool(
     gw: &Gateway,
     request: CallToolRequestParams,
     ctx: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
+    let parent = crate::trace::incoming(&ctx);
+    let span = crate::trace::call_span(&request.name, &parent);
+    let trace = crate::trace::outgoing(&span, &parent);
+    traced(gw, request, ctx, trace).instrument(span).await
+}
+
+async fn traced(
+    gw: &Gateway,
+    request: CallToolRequestParams,
+    ctx: RequestContext<RoleServer>,
+    trace: Option<TraceContext>,
+) -> Result<CallToolResponse, ErrorData> {
     let (caller, session) = gw.caller(&ctx)?;
+    let caller = caller.traced(trace.as_ref());
+    let span = tracing::Span::current();
+    span.record("arbiter.agent_id", caller.agent.as_str());
     let exposed = request.name.to_string();
     let Some((upstream, tool)) = gw.route(&exposed) else {
         return Err(ErrorData::invalid_params(
@@ -44,6 +63,7 @@ pub async fn call_tool(
         metrics.call(&upstream.name, Outcome::Denied);
         return Ok(answer::untrusted_tool(why.code()).into());
     }
+    let declined = crate::console::declined(&request);
     let arguments = request.arguments.unwrap_or_default();
     let call = Call {
         price: upstream.prices.get(&tool).copied(),
@@ -70,10 +90,12 @@ pub async fn call_tool(
     let decision = match settled {
         Settled::Decided(decision) => *decision,
         Settled::Held(approval) => {
+            span.record("arbiter.decision", "pending_approval");
             metrics.call(&upstream.name, Outcome::Pending);
-            return Ok(pending(gw, &ctx, &caller, &call, &approval));
+            return Ok(pending(gw, &ctx, &caller, &call, &approval, declined));
         }
     };
+    span.record("arbiter.decision", outcome_name(decision.outcome));
     match decision.outcome {
         DecisionOutcome::Allow => {
             metrics.call(&upstream.name, Outcome::Forwarded);
@@ -81,13 +103,16 @@ pub async fn call_tool(
                 upstream: &upstream,
                 tool: &tool,
                 price: call.price,
+                trace: trace.as_ref(),
             };
             // The client's progress token, if it gave one, receives the upstream's
-            // reports for this call.
-            let sink = ctx.meta.get_progress_token().map(|token| ProgressSink {
+            // reports for this call, and its log level the upstream's log messages.
+            let sink = ClientSink {
                 client: ctx.peer.clone(),
-                token,
-            });
+                progress: ctx.meta.get_progress_token(),
+                log_level: crate::logs::wanted(gw, &ctx, &session),
+            };
+            let sink = (sink.progress.is_some() || sink.log_level.is_some()).then_some(sink);
             forward(&caller, &decision, target, arguments, sink, metrics)
                 .await
                 .map(Into::into)
@@ -106,7 +131,7 @@ pub async fn call_tool(
         DecisionOutcome::PendingApproval => {
             metrics.call(&upstream.name, Outcome::Pending);
             let approval = decision.approval_id.as_deref().unwrap_or_default();
-            Ok(pending(gw, &ctx, &caller, &call, approval))
+            Ok(pending(gw, &ctx, &caller, &call, approval, declined))
         }
     }
 }
@@ -134,17 +159,20 @@ impl<'a> Call<'a> {
     }
 }
 
-/// A call still waiting for a human: `input_required` with a sealed state for clients
-/// on the 2026-07-28 revision (or later), the `isError` answer for legacy clients.
+/// A call still waiting for a human: `input_required` with a sealed state (and the
+/// console's approval page, when the client takes one) for clients on the 2026-07-28
+/// revision (or later), the `isError` answer for legacy clients and for a client whose
+/// user declined the page.
 fn pending(
     gw: &Gateway,
     ctx: &RequestContext<RoleServer>,
     caller: &Caller,
     call: &Call<'_>,
     approval: &str,
+    declined: bool,
 ) -> CallToolResponse {
     let modern = ctx.protocol_version().is_some_and(|v| !v.has_initialize());
-    if !modern || approval.is_empty() {
+    if !modern || approval.is_empty() || declined {
         return answer::pending(approval).into();
     }
     let sealed = gw.inner.sealer.seal(&ApprovalState {
@@ -153,7 +181,8 @@ fn pending(
         tool: call.exposed.to_owned(),
         arguments: call.digest.clone(),
     });
-    answer::input_required(approval, sealed).into()
+    let page = crate::console::page_for(gw, ctx, approval);
+    answer::input_required(approval, sealed, page).into()
 }
 
 /// How a call's decision settled: a decision, or an approval still awaited.
@@ -241,12 +270,21 @@ pub(crate) fn refuse(decision: &Decision) -> Result<CallToolResult, ErrorData> {
     Ok(answer::denied(code, &decision.decision_id))
 }
 
-/// Where an allowed call goes: the upstream, its own name for the tool, and the price
-/// a result without usage is charged.
+fn outcome_name(outcome: DecisionOutcome) -> &'static str {
+    match outcome {
+        DecisionOutcome::Allow => "allow",
+        DecisionOutcome::Deny => "deny",
+        DecisionOutcome::PendingApproval => "pending_approval",
+    }
+}
+
+/// Where an allowed call goes: the upstream, its own name for the tool, the price a
+/// result without usage is charged, and the trace context the upstream joins.
 pub(crate) struct Target<'a> {
     pub upstream: &'a Upstream,
     pub tool: &'a str,
     pub price: Option<u64>,
+    pub trace: Option<&'a TraceContext>,
 }
 
 pub(crate) async fn forward(
@@ -254,15 +292,21 @@ pub(crate) async fn forward(
     decision: &Decision,
     target: Target<'_>,
     arguments: JsonObject,
-    sink: Option<ProgressSink>,
+    sink: Option<ClientSink>,
     metrics: &Metrics,
 ) -> Result<CallToolResult, ErrorData> {
     let Target {
         upstream,
         tool,
         price,
+        trace,
     } = target;
-    let meta = decision.receipt().map(receipt_meta);
+    let mut meta = upstream_meta(decision.receipt(), trace);
+    if let Some(level) = sink.as_ref().and_then(|s| s.log_level) {
+        // A 2026-07-28 upstream sends log messages only for requests that ask.
+        meta.get_or_insert_with(JsonObject::new)
+            .insert(LOG_LEVEL_META.to_owned(), serde_json::json!(level));
+    }
     let started = Instant::now();
     let result = upstream
         .call_tool(
@@ -303,9 +347,26 @@ pub(crate) async fn forward(
     })
 }
 
-/// The upstream request's `_meta` carrying the decision's receipt: the same four fields
-/// as `arbiter audit proof` writes, which `arbiter audit verify-receipt` and
-/// `arbiter_client::proof::verify_receipt` check with only the public key.
+/// The upstream request's `_meta`: the decision's receipt when the upstream asked for
+/// receipts, and the trace context (SEP-414 keys) so the tool server's work joins the
+/// call's trace. The client's own `_meta` is not passed on.
+fn upstream_meta(
+    receipt: Option<&proto::Receipt>,
+    trace: Option<&TraceContext>,
+) -> Option<JsonObject> {
+    let mut meta = receipt.map(receipt_meta).unwrap_or_default();
+    if let Some(t) = trace {
+        meta.insert("traceparent".to_owned(), t.traceparent.clone().into());
+        if let Some(ts) = &t.tracestate {
+            meta.insert("tracestate".to_owned(), ts.clone().into());
+        }
+    }
+    (!meta.is_empty()).then_some(meta)
+}
+
+/// The receipt's `_meta` entry: the same four fields as `arbiter audit proof` writes,
+/// which `arbiter audit verify-receipt` and `arbiter_client::proof::verify_receipt`
+/// check with only the public key.
 fn receipt_meta(receipt: &proto::Receipt) -> JsonObject {
     let mut meta = JsonObject::new();
     meta.insert(
@@ -319,6 +380,9 @@ fn receipt_meta(receipt: &proto::Receipt) -> JsonObject {
     );
     meta
 }
+
+/// The request `_meta` key asking for log messages at a level (2026-07-28, SEP-2575).
+const LOG_LEVEL_META: &str = "io.modelcontextprotocol/logLevel";
 
 /// The `_meta` key of the receipt handed to an upstream.
 pub const RECEIPT_META: &str = "io.github.arbiter/receipt";

@@ -21,9 +21,9 @@ pub struct Config {
     /// to retry (`approval_wait`, e.g. "2m"; 0 answers at once).
     #[serde(default = "default_approval_wait", deserialize_with = "duration")]
     pub approval_wait: Duration,
-    /// How often a session that listed its tools has them filtered again, to send
-    /// `notifications/tools/list_changed` when what it may see changed (`list_watch`,
-    /// e.g. "10s"; 0 never sends it).
+    /// How often a session that listed its tools (or an open `subscriptions/listen`
+    /// stream) has them filtered again, to send `notifications/tools/list_changed` when
+    /// what it may see changed (`list_watch`, e.g. "10s"; 0 never sends it).
     #[serde(default = "default_list_watch", deserialize_with = "duration")]
     pub list_watch: Duration,
     /// Bound on one upstream tools/list or tools/call (`upstream_timeout`, e.g. "60s").
@@ -37,6 +37,45 @@ pub struct Config {
     /// How the `requestState` of a 2026-07-28 `input_required` answer is sealed.
     #[serde(default)]
     pub request_state: RequestStateConfig,
+    /// The hook endpoints (`hooks.rs`): what their calls cost.
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    /// The operator console as the people who approve calls reach it, e.g.
+    /// "https://arbiter.example.com:8443". Set, a 2026-07-28 client that takes URL-mode
+    /// elicitations is pointed at `<console_url>/approvals/<id>` while its call waits.
+    #[serde(default)]
+    pub console_url: Option<String>,
+}
+
+/// Settings of the hook endpoints, whose tools are named by the agent runtime, not by an
+/// upstream, so no `upstreams[].prices` entry can apply to them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default)]
+    pub claude_code: ClaudeCodeHooksConfig,
+    #[serde(default)]
+    pub docker: DockerHooksConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerHooksConfig {
+    /// Cost of one call per tool name as Docker's MCP gateway names it (the
+    /// interceptor body's `params.name`), in integer micro-USD, sent as Evaluate's
+    /// estimate and Recorded by the `after` hook.
+    #[serde(default)]
+    pub prices: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaudeCodeHooksConfig {
+    /// Cost of one call per Claude Code tool name (`Bash`, `WebFetch`,
+    /// `mcp__server__tool`, exactly as the hook's `tool_name`), in integer micro-USD,
+    /// sent as Evaluate's estimate and Recorded at PostToolUse.
+    #[serde(default)]
+    pub prices: BTreeMap<String, u64>,
 }
 
 /// The HMAC secret and lifetime of pending calls' `requestState` (`state.rs`).
@@ -364,12 +403,23 @@ impl Config {
                 self.listen.path
             ));
         }
+        if let Some(url) = &self.console_url {
+            if let Err(why) = console_url_problem(url) {
+                out.push(format!("console_url: {why}, got {url:?}"));
+            }
+        }
         if self.request_state.ttl.is_zero() {
             out.push("request_state.ttl: must be more than 0s".to_owned());
         }
         if let Err(e) = self.request_state.secret() {
             out.push(e.to_string());
         }
+        price_problems(
+            "hooks.claude_code.prices",
+            &self.hooks.claude_code.prices,
+            &mut out,
+        );
+        price_problems("hooks.docker.prices", &self.hooks.docker.prices, &mut out);
         let mut seen = std::collections::BTreeSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let at = format!("upstreams[{i}]");
@@ -379,16 +429,7 @@ impl Config {
                     u.name
                 ));
             }
-            for (tool, price) in &u.prices {
-                if tool.is_empty() {
-                    out.push(format!("{at}.prices: a tool name must not be empty"));
-                }
-                if *price > MAX_PRICE {
-                    out.push(format!(
-                        "{at}.prices.{tool}: at most {MAX_PRICE} micro-USD (1 000 USD) per call, got {price}"
-                    ));
-                }
-            }
+            price_problems(&format!("{at}.prices"), &u.prices, &mut out);
             if !seen.insert(u.name.as_str()) {
                 out.push(format!("{at}.name: {:?} is used twice", u.name));
             }
@@ -411,6 +452,33 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// The console's address must be a plain http(s) origin or path: the approval page is
+/// appended to it, and a query or fragment would swallow that.
+fn console_url_problem(url: &str) -> Result<(), &'static str> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "must be an http:// or https:// URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must have no query or fragment (the approval page is appended)");
+    }
+    Ok(())
+}
+
+/// Every price of a `{tool: micro-USD}` table is for a named tool and at most `MAX_PRICE`.
+fn price_problems(at: &str, prices: &BTreeMap<String, u64>, out: &mut Vec<String>) {
+    for (tool, price) in prices {
+        if tool.is_empty() {
+            out.push(format!("{at}: a tool name must not be empty"));
+        }
+        if *price > MAX_PRICE {
+            out.push(format!(
+                "{at}.{tool}: at most {MAX_PRICE} micro-USD (1 000 USD) per call, got {price}"
+            ));
+        }
     }
 }
 
@@ -495,6 +563,47 @@ mod tests {
         assert!(err.contains("upstreams[0].prices.send: at most"), "{err}");
         let text = MINIMAL.replace("command: srv}", "command: srv}, prices: {send: 0.02}");
         assert!(Config::parse(&text).is_err(), "prices are integers");
+    }
+
+    #[test]
+    fn claude_code_prices_are_keyed_by_its_tool_names_and_bounded() {
+        let text = format!("{MINIMAL}hooks: {{claude_code: {{prices: {{Bash: 1000}}}}}}\n");
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.hooks.claude_code.prices["Bash"], 1000);
+        let text = format!("{MINIMAL}hooks: {{claude_code: {{prices: {{Bash: 2000000000}}}}}}\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("hooks.claude_code.prices.Bash: at most"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}hooks: {{claude: {{}}}}\n");
+        assert!(
+            Config::parse(&text).is_err(),
+            "unknown hook names are refused"
+        );
+        let text = format!("{MINIMAL}hooks: {{docker: {{prices: {{fetch: 2000000000}}}}}}\n");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("hooks.docker.prices.fetch: at most"), "{err}");
+    }
+
+    #[test]
+    fn the_console_url_is_an_http_address_without_query() {
+        let ok = format!("{MINIMAL}console_url: https://arbiter.example:8443/\n");
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(
+            c.console_url.as_deref(),
+            Some("https://arbiter.example:8443/")
+        );
+        for bad in [
+            "ftp://x",
+            "arbiter.example",
+            "https://a/?x=1",
+            "https://a/#f",
+        ] {
+            let text = format!("{MINIMAL}console_url: \"{bad}\"\n");
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains("console_url: must"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - every refusal, including a refused key and an Arbiter that cannot decide, answers a
 //!   non-empty `isError` result: an empty answer would let the call through;
 //! - the wait is bounded here: Evaluate by the Arbiter timeout, a pending approval by
-//!   `approval_wait`.
+//!   `approval_wait`;
+//! - a tool priced in `hooks.docker.prices` (by Docker's tool name) has its price sent as
+//!   the estimate and Recorded by `after` as the cost.
 
 use crate::answer;
 use crate::call::{self, Call, Settled};
@@ -27,7 +29,7 @@ use axum::Json;
 use rmcp::model::{CallToolResult, JsonObject};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Bound on agents with an allowed call awaiting its `after` hook.
@@ -39,20 +41,29 @@ const OPEN_PER_AGENT: usize = 64;
 pub struct Interceptors {
     pub gateway: Gateway,
     pub ids: Arc<Identities>,
-    /// Per agent, the decisions allowed by `before` whose `after` has not come yet.
-    open: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// Cost of one call per Docker tool name, in micro-USD (`hooks.docker.prices`).
+    prices: Arc<BTreeMap<String, u64>>,
+    /// Per agent, the calls allowed by `before` whose `after` has not come yet.
+    open: Arc<Mutex<HashMap<String, Vec<Open>>>>,
+}
+
+/// An allowed call: its decision, and the price its Record charges.
+struct Open {
+    decision: String,
+    price: Option<u64>,
 }
 
 impl Interceptors {
-    pub fn new(gateway: Gateway, ids: Arc<Identities>) -> Self {
+    pub fn new(gateway: Gateway, ids: Arc<Identities>, prices: BTreeMap<String, u64>) -> Self {
         Self {
             gateway,
             ids,
+            prices: Arc::new(prices),
             open: Arc::default(),
         }
     }
 
-    fn opened(&self, agent: &str, decision: String) {
+    fn opened(&self, agent: &str, decision: Open) {
         let mut open = self.open.lock().expect("open calls lock");
         if open.len() >= OPEN_MAX && !open.contains_key(agent) {
             open.clear();
@@ -68,7 +79,7 @@ impl Interceptors {
     /// open. Docker's `after` carries no request, so with several in flight a result
     /// cannot be attributed, and a wrong attribution would falsify the log: those
     /// decisions go unrecorded (their reservations lapse) and are logged.
-    fn closing(&self, agent: &str) -> Option<String> {
+    fn closing(&self, agent: &str) -> Option<Open> {
         let mut open = self.open.lock().expect("open calls lock");
         let mut calls = open.remove(agent)?;
         if calls.len() == 1 {
@@ -104,7 +115,13 @@ pub async fn before(
     if let Err(e) = hooks.gateway.bind_session(&caller.agent, &query.session) {
         return refused(StatusCode::FORBIDDEN, &e.message);
     }
-    let call = Call::new(&tool, &arguments);
+    // The price is the estimate budgets reserve (and the same on a retry, so an
+    // approval's action digest still matches).
+    let price = hooks.prices.get(&tool).copied();
+    let call = Call {
+        price,
+        ..Call::new(&tool, &arguments)
+    };
     let settled = call::decide(&hooks.gateway, &caller, &query.session, &call, None, None).await;
     let decision = match settled {
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.message),
@@ -113,7 +130,11 @@ pub async fn before(
     };
     match decision.outcome {
         DecisionOutcome::Allow => {
-            hooks.opened(&caller.agent, decision.decision_id);
+            let open = Open {
+                decision: decision.decision_id,
+                price,
+            };
+            hooks.opened(&caller.agent, open);
             // Empty: Docker makes the call.
             StatusCode::OK.into_response()
         }
@@ -138,13 +159,13 @@ pub async fn after(
     let Ok(caller) = hooks.ids.for_key(&key).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    if let Some(decision) = hooks.closing(&caller.agent) {
-        record(&caller, decision, &body).await;
+    if let Some(open) = hooks.closing(&caller.agent) {
+        record(&caller, open, &body).await;
     }
     StatusCode::OK.into_response()
 }
 
-async fn record(caller: &Caller, decision: String, body: &[u8]) {
+async fn record(caller: &Caller, Open { decision, price }: Open, body: &[u8]) {
     let result: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     // Docker passes `null` when the call itself failed.
     let outcome = match result.get("isError").and_then(Value::as_bool) {
@@ -152,13 +173,16 @@ async fn record(caller: &Caller, decision: String, body: &[u8]) {
         Some(true) => ActionOutcome::Failure,
         _ => ActionOutcome::Success,
     };
-    let sent = caller
+    let mut record = caller
         .arbiter
         .record(decision.clone())
         .outcome(outcome)
-        .output_digest(call::digest_value(&result))
-        .send()
-        .await;
+        .output_digest(call::digest_value(&result));
+    // Docker reports no cost: a priced tool is charged its price, an unpriced one nothing.
+    if let Some(usage) = crate::usage::of(None, price) {
+        record = record.usage(usage);
+    }
+    let sent = record.send().await;
     if let Err(e) = sent {
         tracing::warn!(%decision, error = %e, "Record for a Docker after-hook failed");
     }

@@ -5,11 +5,13 @@
 use crate::identity::Caller;
 use crate::upstream::Upstream;
 use axum::http::request::Parts;
+#[allow(deprecated)] // logging: see logs.rs
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscriptionFilter, Tool,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::ServerHandler;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,9 @@ pub(crate) struct Inner {
     pub fixed: Option<(Caller, String)>,
     /// Seals and opens the `requestState` of 2026-07-28 `input_required` answers.
     pub sealer: crate::state::Sealer,
+    /// The operator console (`console_url`), whose approval pages a waiting call's
+    /// 2026-07-28 client may be pointed at.
+    pub console_url: Option<String>,
     /// Which agent first used each session id: a session is bound to its principal's
     /// agent, so one client cannot act inside another agent's run.
     sessions: Mutex<HashMap<String, String>>,
@@ -53,6 +58,9 @@ pub(crate) struct Inner {
     /// The tool definitions last read from each upstream (by upstream, then tool): a
     /// call is checked against the definition the gateway last read (`pins.rs`).
     definitions: Mutex<HashMap<String, HashMap<String, Tool>>>,
+    /// The log level each legacy connection asked for with `logging/setLevel` (`logs.rs`).
+    #[allow(deprecated)] // logging: see logs.rs
+    log_levels: Mutex<HashMap<String, LoggingLevel>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +78,7 @@ impl Gateway {
         metrics: Arc<crate::metrics::Metrics>,
         fixed: Option<(Caller, String)>,
         sealer: crate::state::Sealer,
+        console_url: Option<String>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -79,10 +88,12 @@ impl Gateway {
                 metrics,
                 fixed,
                 sealer,
+                console_url,
                 sessions: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
                 definitions: Mutex::new(HashMap::new()),
+                log_levels: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -140,7 +151,7 @@ impl Gateway {
 
     /// The key of the MCP connection a request came on (its notifications go there):
     /// the MCP session over HTTP, the process's run in stdio mode, else none.
-    fn connection(&self, ctx: &RequestContext<RoleServer>, session: &str) -> String {
+    pub(crate) fn connection(&self, ctx: &RequestContext<RoleServer>, session: &str) -> String {
         if self.inner.fixed.is_some() {
             return session.to_owned();
         }
@@ -170,6 +181,25 @@ impl Gateway {
                 None,
             )),
         }
+    }
+
+    /// What a legacy connection asked for with `logging/setLevel`.
+    #[allow(deprecated)] // logging: see logs.rs
+    pub(crate) fn log_level(&self, connection: &str) -> Option<LoggingLevel> {
+        if connection.is_empty() {
+            return None;
+        }
+        let levels = self.inner.log_levels.lock().expect("log levels lock");
+        levels.get(connection).copied()
+    }
+
+    #[allow(deprecated)] // logging: see logs.rs
+    fn set_log_level(&self, connection: &str, level: LoggingLevel) {
+        let mut levels = self.inner.log_levels.lock().expect("log levels lock");
+        if levels.len() >= MEMORY_MAX && !levels.contains_key(connection) {
+            levels.clear();
+        }
+        levels.insert(connection.to_owned(), level);
     }
 
     pub(crate) fn remember(&self, key: HeldKey, approval_id: String) {
@@ -247,8 +277,10 @@ impl Gateway {
 }
 
 impl ServerHandler for Gateway {
+    #[allow(deprecated)] // logging (relayed for legacy clients): see logs.rs
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
+            .enable_logging()
             .enable_tools()
             .enable_tool_list_changed()
             .build();
@@ -287,5 +319,33 @@ impl ServerHandler for Gateway {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         crate::call::call_tool(self, request, ctx).await
+    }
+
+    /// `subscriptions/listen` (2026-07-28): `tools/list_changed` only (`watch.rs`).
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(crate::watch::accepted(self, requested))
+    }
+
+    async fn listen(&self, subscription: SubscriptionContext) -> Result<(), ErrorData> {
+        crate::watch::listen(self, subscription).await
+    }
+
+    /// A legacy session's level for the log messages of its calls (`logs.rs`); a
+    /// request without a session (2026-07-28) names its level in `_meta` instead.
+    #[allow(deprecated)] // logging: see logs.rs
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (_, session) = self.caller(&ctx)?;
+        let connection = self.connection(&ctx, &session);
+        if !connection.is_empty() {
+            self.set_log_level(&connection, request.level);
+        }
+        Ok(())
     }
 }

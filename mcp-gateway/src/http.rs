@@ -2,7 +2,7 @@
 //! Origin validation, body limit, legacy sessions and stateless 2026-07-28 requests)
 //! behind a layer that authenticates every request with the client's Arbiter key.
 
-use crate::config::ListenConfig;
+use crate::config::{HooksConfig, ListenConfig};
 use crate::gateway::Gateway;
 use crate::identity::{AuthError, Identities};
 use axum::extract::{Request, State};
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub fn router(
     listen: &ListenConfig,
+    hooks: &HooksConfig,
     gateway: Gateway,
     ids: Arc<Identities>,
     stop: CancellationToken,
@@ -29,21 +30,22 @@ pub fn router(
         .with_max_request_body_bytes(listen.max_request_bytes)
         .with_cancellation_token(stop);
     let gateway_for_hooks = gateway.clone();
-    let docker = crate::docker::Interceptors::new(gateway.clone(), ids.clone());
+    let docker =
+        crate::docker::Interceptors::new(gateway.clone(), ids.clone(), hooks.docker.prices.clone());
     let service = StreamableHttpService::new(
         move || Ok(gateway.clone()),
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let hooks = (
+    let claude_code = Arc::new(crate::hooks::ClaudeCode::new(
         gateway_for_hooks,
-        Arc::new(crate::hooks::OpenCalls::default()),
-    );
+        hooks.claude_code.prices.clone(),
+    ));
     Router::new()
         .route_service(&listen.path, service)
         .route(
             "/hooks/claude-code",
-            axum::routing::post(crate::hooks::claude_code).with_state(hooks),
+            axum::routing::post(crate::hooks::claude_code).with_state(claude_code),
         )
         .layer(middleware::from_fn_with_state(ids, authenticate))
         // After the layer: Docker sends no Authorization, so these authenticate by the

@@ -28,6 +28,27 @@ pub struct Caller {
     pub arbiter: Client,
 }
 
+impl Caller {
+    /// The same caller whose Arbiter calls carry `trace`, so Arbiter's spans for them
+    /// are children of the request's span. A context the client cannot send as
+    /// metadata is dropped: it only places spans.
+    pub fn traced(&self, trace: Option<&crate::trace::TraceContext>) -> Caller {
+        let Some(t) = trace else {
+            return self.clone();
+        };
+        match self
+            .arbiter
+            .with_trace_context(&t.traceparent, t.tracestate.as_deref())
+        {
+            Ok(arbiter) => Caller {
+                arbiter,
+                ..self.clone()
+            },
+            Err(_) => self.clone(),
+        }
+    }
+}
+
 /// Why a request was not authenticated. `Display` is the client-facing text.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

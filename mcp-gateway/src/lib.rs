@@ -9,14 +9,17 @@
 mod answer;
 mod call;
 pub mod config;
+mod console;
 mod docker;
 mod gateway;
 mod hooks;
 mod http;
 mod identity;
+mod logs;
 mod metrics;
 mod pins;
 mod state;
+mod trace;
 mod upstream;
 mod usage;
 mod watch;
@@ -100,9 +103,16 @@ impl HttpGateway {
             metrics,
             None,
             self.sealer,
+            config.console_url.clone(),
         );
         let ids = Arc::new(Identities::new(self.base));
-        let app = http::router(&config.listen, gateway, ids, stop.child_token());
+        let app = http::router(
+            &config.listen,
+            &config.hooks,
+            gateway,
+            ids,
+            stop.child_token(),
+        );
         println!("arbiter mcp-gateway listening on {url}");
         tracing::info!(%url, "MCP gateway serving");
         let stopping = stop.clone();
@@ -151,6 +161,7 @@ pub async fn run_stdio(
         metrics,
         Some((caller, session)),
         sealer,
+        config.console_url.clone(),
     );
     let running = gateway
         .serve(rmcp::transport::stdio())

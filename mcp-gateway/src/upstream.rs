@@ -2,18 +2,20 @@
 //! the connection up (a stdio server is started, and started again with backoff when it
 //! exits); calls take the live peer or fail with a clear error, never hang. A call's
 //! `notifications/progress` from the upstream are relayed to the client that asked for
-//! them, under the client's own token; a call abandoned by its client (cancelled, timed
-//! out, disconnected) is cancelled upstream too.
+//! them, under the client's own token, and so are its log messages (`logs.rs`); a call
+//! abandoned by its client (cancelled, timed out, disconnected) is cancelled upstream too.
 
 use crate::config::{HttpConfig, StdioConfig, Transport, UpstreamConfig};
+use crate::logs::{LogRoute, LogRoutes};
 use anyhow::Context;
 use futures::StreamExt;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::handler::client::progress::{ProgressDispatcher, ProgressSubscriber};
+#[allow(deprecated)] // logging: see logs.rs
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam,
-    ClientRequest, JsonObject, MetaObject, ProgressNotificationParam, ProgressToken, RequestId,
-    RequestMetaObject, ServerResult, Tool,
+    ClientRequest, JsonObject, LoggingMessageNotificationParam, MetaObject,
+    ProgressNotificationParam, ProgressToken, RequestId, RequestMetaObject, ServerResult, Tool,
 };
 use rmcp::service::{
     NotificationContext, Peer, PeerRequestOptions, RoleClient, RoleServer, RunningService,
@@ -74,23 +76,37 @@ pub struct Upstream {
     /// Routes the upstream's progress reports to the call that is waiting for them; it
     /// outlives reconnections (each connection's handler holds a clone).
     progress: ProgressDispatcher,
+    /// The calls in flight, for the upstream's log messages (`logs.rs`).
+    logs: Arc<LogRoutes>,
 }
 
-/// Where a call's progress goes: the downstream client and the token it asked with.
-pub struct ProgressSink {
+/// What a call's client asked to be told while the call runs: progress under its own
+/// token, log messages at or above its level.
+pub struct ClientSink {
     pub client: Peer<RoleServer>,
-    pub token: ProgressToken,
+    pub progress: Option<ProgressToken>,
+    #[allow(deprecated)] // logging: see logs.rs
+    pub log_level: Option<rmcp::model::LoggingLevel>,
 }
 
-impl ProgressSink {
+impl ClientSink {
     /// Passes one upstream report on under the client's token (the upstream's token is
     /// the gateway's own and means nothing to the client).
-    async fn relay(&self, report: ProgressNotificationParam) {
-        let mut p = ProgressNotificationParam::new(self.token.clone(), report.progress);
+    async fn progress(&self, report: ProgressNotificationParam) {
+        let Some(token) = &self.progress else { return };
+        let mut p = ProgressNotificationParam::new(token.clone(), report.progress);
         p.total = report.total;
         p.message = report.message;
         // A client that went away is noticed by the call itself; nothing to do here.
         let _ = self.client.notify_progress(p).await;
+    }
+
+    #[allow(deprecated)] // logging: see logs.rs
+    async fn log(&self, message: LoggingMessageNotificationParam) {
+        let Some(wanted) = self.log_level else { return };
+        if crate::logs::passes(message.level, wanted) {
+            let _ = self.client.notify_logging_message(message).await;
+        }
     }
 }
 
@@ -100,8 +116,10 @@ impl Upstream {
         let (tx, rx) = watch::channel(None);
         let name = config.name.clone();
         let progress = ProgressDispatcher::new();
+        let logs = Arc::new(LogRoutes::default());
         let relay = Relay {
             progress: progress.clone(),
+            logs: logs.clone(),
         };
         tokio::spawn(supervise(name.clone(), config.transport(), relay, tx, stop));
         Arc::new(Self {
@@ -111,6 +129,7 @@ impl Upstream {
             peer: rx,
             timeout,
             progress,
+            logs,
         })
     }
 
@@ -140,15 +159,16 @@ impl Upstream {
         self.bounded(peer.list_all_tools()).await
     }
 
-    /// Calls one tool (with `meta` as the request's `_meta`), relaying its progress to
-    /// `sink` when the client asked for it. Dropping the returned future (the client
-    /// cancelled or left) or running out of time cancels the call upstream.
+    /// Calls one tool (with `meta` as the request's `_meta`), relaying its progress and
+    /// log messages to `sink` when the client asked for them. Dropping the returned
+    /// future (the client cancelled or left) or running out of time cancels the call
+    /// upstream.
     pub async fn call_tool(
         &self,
         tool: &str,
         arguments: Option<JsonObject>,
         meta: Option<JsonObject>,
-        sink: Option<ProgressSink>,
+        sink: Option<ClientSink>,
     ) -> Result<CallToolResult, UpstreamError> {
         let peer = self.peer().await?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
@@ -161,13 +181,15 @@ impl Upstream {
         &self,
         peer: Peer<RoleClient>,
         params: CallToolRequestParams,
-        sink: Option<ProgressSink>,
+        sink: Option<ClientSink>,
     ) -> Result<CallToolResult, ServiceError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         // rmcp gives every request a fresh progress token of the gateway's own (chosen
         // inside the send, so the subscription can only follow it); the dispatcher
         // routes reports carrying it here. A report needs the upstream's round trip,
         // far longer than the subscription, so none is missed in practice.
+        // In flight from here, for the attribution of log messages (`logs.rs`).
+        let logs = self.logs.open();
         let handle = peer
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await?;
@@ -179,7 +201,7 @@ impl Upstream {
             None => handle.await_response().await,
             Some(sink) => {
                 let reports = self.progress.subscribe(handle.progress_token.clone()).await;
-                relaying(handle.await_response(), reports, &sink).await
+                relaying(handle.await_response(), reports, logs, &sink).await
             }
         };
         guard.id = None;
@@ -203,22 +225,28 @@ impl Upstream {
     }
 }
 
-/// Waits for the answer, relaying each report as it comes; then the reports sent just
-/// before the answer, so they reach the client before the result.
+/// Waits for the answer, relaying each report and log message as it comes; then those
+/// sent just before the answer, so they reach the client before the result.
 async fn relaying<T>(
     answer: impl std::future::Future<Output = T>,
     mut reports: ProgressSubscriber,
-    sink: &ProgressSink,
+    mut logs: LogRoute,
+    sink: &ClientSink,
 ) -> T {
     tokio::pin!(answer);
     let answer = loop {
         tokio::select! {
             answer = &mut answer => break answer,
-            Some(report) = reports.next() => sink.relay(report).await,
+            Some(report) = reports.next() => sink.progress(report).await,
+            Some(message) = logs.messages.recv() => sink.log(message).await,
         }
     };
-    while let Ok(Some(report)) = tokio::time::timeout(LAST_REPORTS, reports.next()).await {
-        sink.relay(report).await;
+    loop {
+        tokio::select! {
+            Some(report) = reports.next() => sink.progress(report).await,
+            Some(message) = logs.messages.recv() => sink.log(message).await,
+            _ = tokio::time::sleep(LAST_REPORTS) => break,
+        }
     }
     answer
 }
@@ -248,10 +276,11 @@ impl Drop for CancelOnDrop {
 }
 
 /// The gateway's side of an upstream connection: the default client, plus progress
-/// reports handed to the call they belong to.
+/// reports and log messages handed to the call they belong to.
 #[derive(Clone)]
 struct Relay {
     progress: ProgressDispatcher,
+    logs: Arc<LogRoutes>,
 }
 
 impl ClientHandler for Relay {
@@ -261,6 +290,39 @@ impl ClientHandler for Relay {
         _context: NotificationContext<RoleClient>,
     ) {
         self.progress.handle_notification(params).await;
+    }
+
+    #[allow(deprecated)] // logging: see logs.rs
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.logs.dispatch(params);
+    }
+}
+
+/// Asks a legacy upstream that offers logging for every level once per connection:
+/// one connection serves every client, so each call's client level is applied by the
+/// gateway (`ClientSink::log`), and 2026-07-28 upstreams get the level per request.
+#[allow(deprecated)] // logging: see logs.rs
+async fn open_logging(name: &str, peer: &Peer<RoleClient>) {
+    let offers = peer
+        .peer_info()
+        .is_some_and(|info| info.capabilities.logging.is_some());
+    if !offers {
+        return;
+    }
+    let all = rmcp::model::SetLevelRequestParams::new(rmcp::model::LoggingLevel::Debug);
+    // Bounded: a server that never answers must not keep its tools unreachable.
+    match tokio::time::timeout(RECONNECT_WAIT, peer.set_level(all)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(upstream = %name, error = %e, "logging/setLevel refused; relaying what it sends")
+        }
+        Err(_) => {
+            tracing::warn!(upstream = %name, "logging/setLevel unanswered; relaying what it sends")
+        }
     }
 }
 
@@ -282,6 +344,7 @@ async fn supervise(
         match connected {
             Ok(client) => {
                 tracing::info!(upstream = %name, "upstream connected");
+                open_logging(&name, client.peer()).await;
                 tx.send_replace(Some(client.peer().clone()));
                 let since = Instant::now();
                 // The service ends when the transport closes or `stop` cancels it.

@@ -3,11 +3,15 @@
 //! its own filtered list changed. A policy reload, a trust change or an upstream's new
 //! tools can all change what an agent may see, and Arbiter has no stream of "what this
 //! agent may see", so the gateway polls FilterTools (one call per watched session).
+//!
+//! A 2026-07-28 client has no session: it opens a `subscriptions/listen` stream instead,
+//! which is watched the same way for as long as it stays open, against what the agent
+//! could see when it opened (or when it was last notified).
 
 use crate::gateway::Gateway;
 use crate::identity::Caller;
-use rmcp::model::Tool;
-use rmcp::service::{Peer, RoleServer};
+use rmcp::model::{ErrorData, SubscriptionFilter, Tool};
+use rmcp::service::{Peer, RoleServer, SubscriptionContext};
 use std::time::Duration;
 
 /// Bound on watched sessions: past it a new session is listed but not watched.
@@ -38,12 +42,75 @@ pub(crate) fn track(
             *last = shown;
             return;
         }
-        if watched.len() >= WATCHED_MAX {
-            return;
-        }
-        watched.insert(key.to_owned(), shown);
     }
-    tokio::spawn(watch(gw.clone(), key.to_owned(), peer, caller, every));
+    if reserve(gw, key, shown) {
+        tokio::spawn(watch(gw.clone(), key.to_owned(), peer, caller, every));
+    }
+}
+
+/// Starts watching `key` with what it was shown; false past the bound on watches.
+fn reserve(gw: &Gateway, key: &str, shown: Vec<String>) -> bool {
+    let mut watched = gw.inner.watched.lock().expect("watched lock");
+    if watched.len() >= WATCHED_MAX {
+        return false;
+    }
+    watched.insert(key.to_owned(), shown);
+    true
+}
+
+/// What a `subscriptions/listen` gets: `tools/list_changed`, if it asked and the gateway
+/// watches lists at all (`list_watch` above 0); the gateway proxies nothing else that
+/// changes.
+pub(crate) fn accepted(gw: &Gateway, requested: &SubscriptionFilter) -> SubscriptionFilter {
+    let tools = requested.tools_list_changed == Some(true) && !gw.inner.list_watch.is_zero();
+    if tools {
+        SubscriptionFilter::builder().tools_list_changed().build()
+    } else {
+        SubscriptionFilter::new()
+    }
+}
+
+/// Runs one `subscriptions/listen` stream of a 2026-07-28 client until the client
+/// closes it: the agent's filtered list is taken when it opens, filtered again every
+/// `list_watch`, and `tools/list_changed` is sent on the stream when it changed.
+pub(crate) async fn listen(gw: &Gateway, sub: SubscriptionContext) -> Result<(), ErrorData> {
+    let every = gw.inner.list_watch;
+    if sub.accepted().tools_list_changed != Some(true) {
+        sub.cancelled().await;
+        return Ok(());
+    }
+    let (caller, _) = gw.caller(sub.request_context())?;
+    // Arbiter unreachable now: the first list that can be read is news to the client.
+    let shown = gw
+        .list(&caller)
+        .await
+        .map(|t| names(&t))
+        .unwrap_or_default();
+    let key = format!("listen:{}", uuid::Uuid::new_v4());
+    if !reserve(gw, &key, shown) {
+        // Past the bound: acknowledged, never notified (as for legacy sessions).
+        sub.cancelled().await;
+        return Ok(());
+    }
+    let rounds = async {
+        loop {
+            tokio::time::sleep(every).await;
+            let Ok(tools) = gw.list(&caller).await else {
+                continue;
+            };
+            if replace(gw, &key, names(&tools))
+                && sub.sink().notify_tool_list_changed().await.is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = sub.cancelled() => {}
+        _ = rounds => {}
+    }
+    gw.inner.watched.lock().expect("watched lock").remove(&key);
+    Ok(())
 }
 
 async fn watch(gw: Gateway, key: String, peer: Peer<RoleServer>, caller: Caller, every: Duration) {

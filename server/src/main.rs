@@ -4,10 +4,15 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    // Only the server exports traces; operator commands run under the same
-    // environment and must not send spans to its collector.
-    let serving = matches!(cli.command, Command::Serve { .. });
-    let telemetry = match arbiter_server::telemetry::init(serving) {
+    // Only the server and the MCP gateway export traces, each under its own default
+    // service name; operator commands run under the same environment and must not send
+    // spans to its collector.
+    let export = match cli.command {
+        Command::Serve { .. } => Some("arbiter"),
+        Command::McpGateway { .. } => Some("arbiter-mcp-gateway"),
+        _ => None,
+    };
+    let telemetry = match arbiter_server::telemetry::init(export) {
         Ok(t) => t,
         Err(e) => {
             err_line(format_args!("error: {e:#}"));

@@ -279,7 +279,12 @@ impl Application {
         // Bound now, so a taken port or an unreadable secret stops the start too; it
         // calls the gRPC listener just bound.
         let mcp_gateway = match (gateway_config, &settings.mcp_gateway.config) {
-            (Some(config), Some(path)) => {
+            (Some(mut config), Some(path)) => {
+                // This server's console is where its approvals are decided, unless the
+                // gateway's file names another address for it.
+                if config.console_url.is_none() {
+                    config.console_url = settings.console.public_url.clone();
+                }
                 Some(crate::mcp_gateway::bind(config, path, addr, &settings.server.tls).await?)
             }
             _ => None,

@@ -115,8 +115,9 @@ fn safe_record(json: bool, record: &str) -> String {
 }
 
 /// Installs the global subscriber once. `export` turns on OTLP trace export when the
-/// environment configures it (only `serve` asks; CLI commands never export).
-pub fn init(export: bool) -> anyhow::Result<Telemetry> {
+/// environment configures it, with that default service name (only `serve` and
+/// `mcp-gateway` ask; CLI commands never export).
+pub fn init(export: Option<&'static str>) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = std::env::var("ARBITER_LOG_FORMAT").is_ok_and(|v| v == "json");
@@ -139,15 +140,21 @@ pub fn init(export: bool) -> anyhow::Result<Telemetry> {
             .with_filter(filter)
             .boxed()
     };
-    let provider = if export { tracer_provider()? } else { None };
+    let provider = match export {
+        Some(service) => tracer_provider(service)?,
+        None => None,
+    };
     let otel_layer = provider.as_ref().map(|p| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("arbiter"))
             .with_filter(filter_fn(|m| {
                 if m.is_span() {
-                    // Our spans, the DEBUG ones of the request path included.
-                    m.target().starts_with("arbiter_server") && *m.level() <= Level::DEBUG
+                    // Our spans (the server's and the MCP gateway's, also inside
+                    // `serve`), the DEBUG ones of the request path included.
+                    (m.target().starts_with("arbiter_server")
+                        || m.target().starts_with("arbiter_mcp_gateway"))
+                        && *m.level() <= Level::DEBUG
                 } else {
                     // Events become span events; INFO and above is enough there.
                     *m.level() <= Level::INFO
@@ -169,7 +176,7 @@ fn env_set(name: &str) -> Option<String> {
 }
 
 /// The OTLP trace pipeline, when the environment names a collector.
-fn tracer_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
+fn tracer_provider(service: &'static str) -> anyhow::Result<Option<SdkTracerProvider>> {
     use opentelemetry_otlp::WithTonicConfig as _;
     if env_set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || env_set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
@@ -216,7 +223,7 @@ fn tracer_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
     let named = env_set("OTEL_SERVICE_NAME").is_some()
         || env_set("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
     if !named {
-        resource = resource.with_service_name("arbiter");
+        resource = resource.with_service_name(service);
     }
     Ok(Some(
         SdkTracerProvider::builder()

@@ -156,13 +156,20 @@ upstreams:
         )
         return config
 
-    def gateway(self, approval_wait: str = "0s", upstreams: str | None = None, extra: str = "") -> Gateway:
+    def gateway(
+        self,
+        approval_wait: str = "0s",
+        upstreams: str | None = None,
+        extra: str = "",
+        env: dict[str, str] | None = None,
+    ) -> Gateway:
         config = self.gateway_config(approval_wait, upstreams, extra)
         proc = subprocess.Popen(
             [ARBITER, "mcp-gateway", "--config", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.procs.append(proc)
         line = first_line(proc)
@@ -264,8 +271,8 @@ def node_upstream(name: str, script: Path, *args: str) -> str:
 
 
 @contextmanager
-def running_stack(tmp_path: Path, policy: str) -> Iterator[Stack]:
-    """The same stack as the `stack` fixture, with another policy."""
+def running_stack(tmp_path: Path, policy: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """The same stack as the `stack` fixture, with another policy (and environment)."""
     (tmp_path / "policy.yaml").write_text(policy, encoding="utf-8")
     server = subprocess.Popen(
         [
@@ -275,6 +282,7 @@ def running_stack(tmp_path: Path, policy: str) -> Iterator[Stack]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     s = Stack(tmp=tmp_path, server=server, addr="http://" + first_line(server).rsplit(" ", 1)[-1])
     try:

@@ -86,6 +86,104 @@ def test_tools_list_changed_is_sent_only_when_policy_changes_what_the_session_se
     assert after == ["send_email", "crash", "garble", "hang"]
 
 
+async def logged_call(
+    url: str, key: str, mode: str, level: str | None, seconds: float
+) -> list[tuple[str, str]]:
+    """hang(seconds) with a client that asked for log messages at `level` (setLevel on a
+    legacy session, `_meta` on 2026-07-28 requests), or for none; what it received."""
+    got: list[tuple[str, str]] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        got.append((str(params.level), str(params.data)))
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    per_request = {"log_level": level} if mode == "auto" and level else {}
+    transport = streamable_http_client(url, http_client=http)
+    client = Client(transport, mode=mode, logging_callback=on_log, **per_request)
+    async with http, client as c:
+        if mode == "legacy" and level:
+            await c.set_logging_level(level)  # type: ignore[arg-type]
+        result = await c.call_tool("hang", {"seconds": seconds})
+        assert not result.is_error, text(result)
+        await asyncio.sleep(0.3)  # notifications are handled on the client's own task
+    return got
+
+
+LOGGING_DEPRECATED = "ignore:The logging capability is deprecated"
+
+
+@pytest.mark.filterwarnings(LOGGING_DEPRECATED)
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_an_upstreams_log_messages_reach_the_client_that_asked_at_its_level(stack: Stack, mode: str) -> None:
+    gw = stack.gateway()
+    key = stack.keys["bot-1"]
+    assert asyncio.run(logged_call(gw.url, key, mode, "info", 0.05)) == [
+        ("info", "hang: waiting 0.05s"),
+        ("warning", "hang: done after 0.05s"),
+    ]
+    # A client that asked for nothing gets nothing.
+    assert asyncio.run(logged_call(gw.url, key, mode, None, 0.05)) == []
+
+
+@pytest.mark.filterwarnings(LOGGING_DEPRECATED)
+def test_log_messages_during_two_agents_calls_reach_neither(stack: Stack) -> None:
+    gw = stack.gateway()
+
+    async def run() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        first = asyncio.create_task(logged_call(gw.url, stack.keys["bot-1"], "legacy", "debug", 1.0))
+        await asyncio.sleep(0.3)
+        second = await logged_call(gw.url, stack.keys["bot-2"], "legacy", "debug", 1.2)
+        return await first, second
+
+    first, second = asyncio.run(run())
+    # bot-1's call was alone when it started, bot-2's when it ended; everything the
+    # upstream said while both ran could be either's, so neither got it.
+    assert first == [("debug", "hang: starting 1.0s"), ("info", "hang: waiting 1.0s")]
+    assert second == [("warning", "hang: done after 1.2s")]
+
+
+def test_a_2026_client_listening_is_told_when_policy_changes_what_it_sees(stack: Stack) -> None:
+    gw = stack.gateway(extra="list_watch: 500ms")
+
+    async def run() -> tuple[list[str], bool, bool, list[str]]:
+        async with mcp_client(gw.url, stack.keys["bot-1"], "auto") as c:
+            before = [t.name for t in (await c.list_tools()).tools]
+            async with c.listen(tools_list_changed=True) as sub:
+                honored = bool(sub.honored and sub.honored.tools_list_changed)
+                events = aiter(sub)
+                # Several watch rounds with nothing changed: no event.
+                try:
+                    await asyncio.wait_for(anext(events), 2.0)
+                    quiet = False
+                except TimeoutError:
+                    quiet = True
+                # The server hot-reloads its bundle: read_file becomes hidden for bot-*.
+                hidden = '["internal_*", "*.internal_*", "read_file"]'
+                policy = POLICY.replace('["internal_*", "*.internal_*"]', hidden)
+                stack.tmp.joinpath("policy.yaml").write_text(policy, encoding="utf-8")
+                await asyncio.wait_for(anext(events), 20.0)
+                after = [t.name for t in (await c.list_tools()).tools]
+            return before, honored, quiet, after
+
+    before, honored, quiet, after = asyncio.run(run())
+    assert honored, "the gateway accepted tools/list_changed on the stream"
+    assert quiet, "no event while nothing changed"
+    assert before == ["read_file", "send_email", "crash", "garble", "hang"]
+    assert after == ["send_email", "crash", "garble", "hang"]
+
+
+def test_without_list_watch_a_listen_stream_honours_nothing(stack: Stack) -> None:
+    gw = stack.gateway(extra="list_watch: 0s")
+
+    async def run() -> object:
+        key = stack.keys["bot-1"]
+        async with mcp_client(gw.url, key, "auto") as c, c.listen(tools_list_changed=True) as sub:
+            return sub.honored
+
+    honored = asyncio.run(run())
+    assert not getattr(honored, "tools_list_changed", None), honored
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_an_allowed_call_is_forwarded_and_recorded_once(stack: Stack, mode: str) -> None:
     gw = stack.gateway()

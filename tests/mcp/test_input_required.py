@@ -11,8 +11,10 @@ import threading
 import time
 from typing import Any
 
+import httpx2
 import pytest
-from mcp import types
+from mcp import Client, types
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from conftest import Gateway, Stack, mcp_client
@@ -193,3 +195,72 @@ def test_the_sdks_own_round_driver_completes_once_an_operator_approves(stack: St
     assert outcomes.count("allow") == 1
     ids = {e["body"].get("approval_id") for e in stack.audit() if e["kind"] == "evaluate"}
     assert ids == {approved[0]}
+
+
+CONSOLE = "https://arbiter.example:8443"
+
+
+def console_gateway(stack: Stack) -> Gateway:
+    extra = f"request_state: {{secret: {SECRET}}}\nconsole_url: {CONSOLE}/"
+    return stack.gateway(approval_wait="0s", extra=extra)
+
+
+async def call_with_pages(gw: Gateway, key: str, reply: str, operator: Stack | None) -> tuple[Any, list[Any]]:
+    """send_email on a client that takes URL-mode elicitations and answers each with
+    `reply`; with `operator`, the operator grants the approval the page names first.
+    The SDK's own round driver (`Client.call_tool`) makes the retries."""
+    pages: list[Any] = []
+
+    async def on_elicit(ctx: Any, params: Any) -> types.ElicitResult:
+        pages.append(params)
+        if operator is not None:
+            approval = str(params.url).rsplit("/", 1)[-1]
+            await asyncio.to_thread(operator.cli, "approvals", "approve", approval, key="operator")
+        return types.ElicitResult(action=reply)  # type: ignore[arg-type]
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    transport = streamable_http_client(gw.url, http_client=http)
+    async with http, Client(transport, mode="auto", elicitation_callback=on_elicit) as c:
+        return await c.call_tool("send_email", MAIL), pages
+
+
+def test_a_client_taking_url_elicitations_is_pointed_at_the_consoles_approval_page(stack: Stack) -> None:
+    gw = console_gateway(stack)
+    result, pages = asyncio.run(call_with_pages(gw, stack.keys["bot-1"], "accept", stack))
+    assert not result.is_error, text(result)
+    assert len(pages) == 1, pages
+    assert pages[0].mode == "url"
+    assert re.fullmatch(rf"{re.escape(CONSOLE)}/approvals/apr_[0-9a-f]+", str(pages[0].url)), pages[0].url
+    assert "operator" in pages[0].message and "apr_" in pages[0].message
+    # Granted at the page, the SDK's retry ran the call once.
+    assert [c["tool"] for c in gw.calls()] == ["send_email"]
+    assert evaluates(stack) == ["pending_approval", "allow"]
+
+
+def test_a_declined_approval_page_ends_the_rounds_with_the_approval_named(stack: Stack) -> None:
+    gw = console_gateway(stack)
+    result, pages = asyncio.run(call_with_pages(gw, stack.keys["bot-1"], "decline", None))
+    assert len(pages) == 1
+    assert result.is_error and "approval required" in text(result), text(result)
+    named = re.search(r"apr_[0-9a-f]+", text(result))
+    assert named and str(pages[0].url).endswith(named.group(0)), (pages[0].url, text(result))
+    assert gw.calls() == []
+
+
+def test_no_page_is_offered_without_a_console_or_to_a_client_that_takes_no_urls(stack: Stack) -> None:
+    async def first_round(gw: Gateway, takes_urls: bool) -> Any:
+        async def never(ctx: Any, params: Any) -> types.ElicitResult:
+            raise AssertionError("no elicitation expected")
+
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {stack.keys['bot-1']}"}, timeout=60)
+        callback = {"elicitation_callback": never} if takes_urls else {}
+        client = Client(streamable_http_client(gw.url, http_client=http), mode="auto", **callback)
+        async with http, client as c:
+            return await c.session.call_tool("send_email", MAIL, allow_input_required=True)
+
+    plain = asyncio.run(first_round(gateway(stack), takes_urls=True))
+    assert isinstance(plain, types.InputRequiredResult) and plain.request_state
+    assert not plain.input_requests
+    console = asyncio.run(first_round(console_gateway(stack), takes_urls=False))
+    assert isinstance(console, types.InputRequiredResult) and console.request_state
+    assert not console.input_requests

@@ -203,3 +203,48 @@ def test_on_an_approval_server_a_first_seen_tool_is_hidden_until_approved(stack:
     listed = stack.cli("mcp", "tools", "list", key="operator").stdout
     assert re.search(r"^fixture\tread_file\ttrusted sha256:[0-9a-f]{64} by alice ", listed, re.M), listed
     assert re.search(r"^fixture\tsend_email\tnever trusted$", listed, re.M), listed
+
+
+def test_trusting_read_only_tools_on_first_use_lets_annotations_narrow_trust_never_widen_it(
+    stack: Stack,
+) -> None:
+    reload_policy(stack, POLICY + "mcp:\n  servers:\n    fixture: {first_seen: trust_read_only}\n")
+    gw = stack.gateway(upstreams=upstream(stack))
+    bot = stack.keys["bot-1"]
+
+    # read_file declares readOnlyHint: trusted on first use. send_email claims read-only
+    # and destructive, the others nothing or destructive: all wait for an operator.
+    names, result = asyncio.run(names_and_call(gw.url, bot, "auto", "/a"))
+    assert names == ["read_file"]
+    assert not result.is_error, text(result)  # type: ignore[attr-defined]
+
+    async def send() -> object:
+        async with mcp_client(gw.url, bot) as c:
+            return await c.call_tool("send_email", {"to": "a@example.com", "body": "hi"})
+
+    refused = asyncio.run(send())
+    assert refused.is_error and "mcp.tool_unapproved" in text(refused)  # type: ignore[attr-defined]
+    assert [c["tool"] for c in gw.calls()] == ["read_file"]
+    assert [tool for kind, tool in kinds(stack) if kind == "mcp.tool.pin"] == ["read_file"]
+    waiting = {tool for kind, tool in kinds(stack) if kind == "mcp.tool.first_seen"}
+    assert {"send_email", "delete_repo", "crash", "hang"} <= waiting and "read_file" not in waiting
+
+    # A changed definition still claims readOnlyHint, and still waits: the hint never
+    # makes a change trusted.
+    describe(stack, read_file=POISONED)
+    names, result = asyncio.run(names_and_call(gw.url, bot, "legacy", "/b"))
+    assert "read_file" not in names
+    assert result.is_error and "mcp.tool_changed" in text(result)  # type: ignore[attr-defined]
+
+    # The operator approves hang's definition (no annotations): now it is listed and runs.
+    digest = waiting_digest(stack, "hang")
+    stack.cli("mcp", "tools", "approve", "fixture", "hang", digest, key="operator")
+
+    async def hang() -> tuple[list[str], object]:
+        async with mcp_client(gw.url, bot) as c:
+            return [t.name for t in (await c.list_tools()).tools], await c.call_tool("hang", {"seconds": 0})
+
+    names, result = asyncio.run(hang())
+    assert names == ["hang"]
+    assert not result.is_error, text(result)  # type: ignore[attr-defined]
+    assert [c["tool"] for c in gw.calls()] == ["read_file", "hang"]

@@ -2,7 +2,7 @@
 behind the gateway: over stdio, or over Streamable HTTP with `--http PORT`. Every call it
 receives is appended to the file named by FIXTURE_CALLS as one JSON line (with, over
 HTTP, the Authorization and X-Upstream-Key headers it saw, and read_file with the Arbiter receipt
-its `_meta` carried), so a test can prove that a
+and the W3C traceparent its `_meta` carried), so a test can prove that a
 call never reached it and which credentials did. When FIXTURE_DESCRIPTIONS names a JSON
 file of {tool: description}, every tools/list reads it and serves those descriptions, so a
 test can change a tool's definition while the server runs (a "rug pull")."""
@@ -15,7 +15,7 @@ import sys
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import Tool
+from mcp.types import Tool, ToolAnnotations
 
 
 class FixtureServer(MCPServer):
@@ -40,6 +40,8 @@ def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:
     meta = ctx.request_context.meta if ctx is not None else None
     if meta and "io.github.arbiter/receipt" in meta:
         line["receipt"] = meta["io.github.arbiter/receipt"]
+    if meta and "traceparent" in meta:
+        line["traceparent"] = meta["traceparent"]
     request = ctx.request_context.request if ctx is not None else None
     headers = getattr(request, "headers", None)
     if headers is not None:
@@ -49,21 +51,24 @@ def _log(tool: str, ctx: Context | None = None, **arguments: object) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-@server.tool()
+# Annotations for the pin mode that trusts read-only tools on first use: read_file says
+# read-only, send_email contradicts itself (read-only and destructive), delete_repo says
+# destructive, the rest say nothing.
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))
 def read_file(path: str, ctx: Context) -> str:
     """Read a file (the fixture makes its contents up)."""
     _log("read_file", ctx, path=path)
     return f"contents of {path}"
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(read_only_hint=True, destructive_hint=True))
 def send_email(to: str, body: str) -> str:
     """Send an email."""
     _log("send_email", to=to, body=body)
     return f"sent to {to}"
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(destructive_hint=True))
 def delete_repo(name: str) -> str:
     """Delete a repository."""
     _log("delete_repo", name=name)
@@ -94,15 +99,19 @@ def garble() -> str:
 
 
 @server.tool()
-async def hang(seconds: float) -> str:
+async def hang(seconds: float, ctx: Context) -> str:
     """Answers only after `seconds`; a cancellation (notifications/cancelled) is logged as
-    the call `hang.cancelled`, so a test can see the gateway gave up upstream too."""
+    the call `hang.cancelled`, so a test can see the gateway gave up upstream too. It
+    sends MCP log messages as it starts (debug, info) and ends (warning)."""
     _log("hang", seconds=seconds)
+    await ctx.debug(f"hang: starting {seconds}s")
+    await ctx.info(f"hang: waiting {seconds}s")
     try:
         await anyio.sleep(seconds)
     except anyio.get_cancelled_exc_class():
         _log("hang.cancelled")
         raise
+    await ctx.warning(f"hang: done after {seconds}s")
     return "late"
 
 

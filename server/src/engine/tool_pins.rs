@@ -51,6 +51,20 @@ fn canonical(definition: &serde_json::Value) -> Result<(String, String), EngineE
     Ok((text, digest))
 }
 
+/// Whether a definition's annotations declare the tool read-only: `readOnlyHint` is
+/// `true` and `destructiveHint` is not `true` (MCP's default for a missing
+/// `destructiveHint` is destructive, but the spec reads it only for tools that are not
+/// read-only; a definition that claims both is contradictory and gets no trust).
+/// Anything else (no annotations, other types, a malformed definition) is not.
+fn declared_read_only(canonical: &str) -> bool {
+    let Ok(definition) = serde_json::from_str::<serde_json::Value>(canonical) else {
+        return false;
+    };
+    let hint = |key: &str| definition.pointer(&format!("/annotations/{key}"));
+    hint("readOnlyHint") == Some(&serde_json::Value::Bool(true))
+        && hint("destructiveHint") != Some(&serde_json::Value::Bool(true))
+}
+
 fn answer(pin: &ToolPin, name: &str, digest: &str, verdict: Verdict) -> ToolAnswer {
     ToolAnswer {
         name: name.to_owned(),
@@ -152,8 +166,12 @@ impl Engine {
         current: Option<ToolPin>,
     ) -> Result<ToolPin, EngineError> {
         let now = self.now_ms();
-        let first_use =
-            current.is_none() && self.policy().mcp.first_seen(server) == FirstSeen::Trust;
+        let first_use = current.is_none()
+            && match self.policy().mcp.first_seen(server) {
+                FirstSeen::Trust => true,
+                FirstSeen::Approve => false,
+                FirstSeen::TrustReadOnly => declared_read_only(&text),
+            };
         let seen = PinnedDefinition {
             digest: digest.to_owned(),
             definition: text,
@@ -320,5 +338,32 @@ impl Engine {
 
     pub fn list_tool_pins(&self, server: Option<&str>, pending_only: bool) -> Vec<ToolPin> {
         self.lock().tool_pins.list(server, pending_only)
+    }
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::declared_read_only;
+
+    #[test]
+    fn only_a_read_only_hint_without_a_destructive_one_is_read_only() {
+        for (definition, read_only) in [
+            (r#"{"annotations":{"readOnlyHint":true}}"#, true),
+            (
+                r#"{"annotations":{"readOnlyHint":true,"destructiveHint":false}}"#,
+                true,
+            ),
+            (
+                r#"{"annotations":{"readOnlyHint":true,"destructiveHint":true}}"#,
+                false,
+            ),
+            (r#"{"annotations":{"readOnlyHint":false}}"#, false),
+            (r#"{"annotations":{"readOnlyHint":"true"}}"#, false),
+            (r#"{"annotations":{}}"#, false),
+            (r#"{"name":"x"}"#, false),
+            ("not json", false),
+        ] {
+            assert_eq!(declared_read_only(definition), read_only, "{definition}");
+        }
     }
 }

@@ -120,10 +120,11 @@ fn first_seen(p: &mut Problems, path: &str, value: Option<&String>) -> Option<su
         None => None,
         Some("trust") => Some(super::FirstSeen::Trust),
         Some("approve") => Some(super::FirstSeen::Approve),
+        Some("trust_read_only") => Some(super::FirstSeen::TrustReadOnly),
         Some(other) => {
             p.push(
                 path,
-                format!("must be \"trust\" or \"approve\", got {other:?}"),
+                format!("must be \"trust\", \"approve\" or \"trust_read_only\", got {other:?}"),
             );
             None
         }

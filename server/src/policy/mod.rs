@@ -281,6 +281,11 @@ pub enum FirstSeen {
     Trust,
     /// Hidden until an operator approves it.
     Approve,
+    /// Trusted on first use only when its annotations declare it read-only
+    /// (`readOnlyHint: true`, `destructiveHint` not true); any other waits for an
+    /// operator. Annotations are the server's own claims: they can narrow trust on
+    /// first use, never widen it.
+    TrustReadOnly,
 }
 
 /// Tool pinning settings per upstream server (docs/mcp.md).
