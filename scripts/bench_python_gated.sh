@@ -9,7 +9,8 @@
 #   maturin build --release --manifest-path client-py/Cargo.toml --out dist && pip install dist/*.whl
 # Two entries compare two builds of the package: every row runs for each of them back to
 # back, the order swapped each round (a b, b a, ...), so drift on a shared machine falls
-# on both. ARBITER_BIN overrides the server binary (default: a release build of this checkout).
+# on both. ROWS selects rows by label (see the loop at the end). ARBITER_BIN overrides
+# the server binary (default: a release build of this checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
@@ -54,9 +55,11 @@ rust() { "$ARBITER_BIN" bench --addr "http://$ADDR" --duration "$DURATION" --war
 py() { "$1" client-py/bench/gated.py --addr "$ADDR" --duration "$DURATION" --warmup 2 "${@:2}"; }
 
 # One row: the Rust client first when it has a counterpart, then each package build.
+# ROWS="ping-1 ping-32" runs only those rows (default: all).
 row() {
   local round="$1" label="$2" rust_args="$3"
   shift 3
+  [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" $label "* ]] || return 0
   [ -n "$rust_args" ] && echo "round=$round client=rust $label $(rust $rust_args)"
   local order=("${PYS[@]}")
   if [ $((round % 2)) -eq 0 ]; then
@@ -75,6 +78,8 @@ for round in $(seq 1 "$ROUNDS"); do
   row "$round" "ping-1" "--target ping --concurrency 1" --row ping-async --tasks 1
   row "$round" "ping-sync-1" "" --row ping-sync
   row "$round" "ping-32" "--target ping --concurrency 32" --row ping-async --tasks 32
+  row "$round" "evaluate-1" "--target evaluate --concurrency 1" --row evaluate-async --tasks 1
+  row "$round" "evaluate-sync-1" "" --row evaluate-sync
   row "$round" "gated-sync-1" "--target mixed --concurrency 1" --row gated-sync
   row "$round" "gated-async-32" "--target mixed --concurrency 32" --row gated-async --tasks 32
 done

@@ -7,6 +7,8 @@ Rows (each prints one JSON line):
 - ``gated-sync``: 1 caller on ``Client``; one gated action is ``evaluate`` (with a cost)
   then ``record`` of its decision, timed as one.
 - ``gated-async``: ``--tasks`` asyncio tasks on one ``AsyncClient``, the same gated action.
+- ``evaluate-sync`` / ``evaluate-async``: the Evaluate alone, as ``arbiter bench --target
+  evaluate`` sends it (1 micro-USD), with ``--tasks`` in flight on ``AsyncClient``.
 - ``ping-sync`` / ``ping-async``: the empty ``Ping`` RPC through ``Client`` / ``AsyncClient``
   with ``--tasks`` in flight. The server does almost nothing for a Ping, so next to
   ``arbiter bench --target ping`` in the same run it isolates what the client adds.
@@ -62,6 +64,13 @@ def gated_sync(client: arbiter.Client, n: int) -> None:
     )
     assert d.allowed, d.reason
     client.record(d.decision_id, outcome="success", cost_usd=ACTUAL)
+
+
+async def evaluate_async(client: arbiter.AsyncClient, n: int) -> None:
+    d = await client.evaluate(
+        "bench-agent", tool="bench_tool", session_id=f"bench-{n % 64}", cost_usd="0.000001"
+    )
+    assert d.allowed, d.reason
 
 
 async def gated_async(client: arbiter.AsyncClient, n: int) -> None:
@@ -163,7 +172,15 @@ def main() -> None:
     parser.add_argument("--addr", default="127.0.0.1:50051")
     parser.add_argument(
         "--row",
-        choices=["gated-sync", "gated-async", "ping-sync", "ping-async", "prepare"],
+        choices=[
+            "gated-sync",
+            "gated-async",
+            "evaluate-sync",
+            "evaluate-async",
+            "ping-sync",
+            "ping-async",
+            "prepare",
+        ],
         required=True,
     )
     parser.add_argument("--tasks", type=int, default=1, help="calls in flight (async rows)")
@@ -176,6 +193,16 @@ def main() -> None:
     elif args.row == "gated-sync":
         client = arbiter.Client(args.addr)
         run_sync(args.row, lambda n: gated_sync(client, n), args.warmup, args.duration)
+    elif args.row == "evaluate-sync":
+        client = arbiter.Client(args.addr)
+
+        def evaluate_sync(n: int) -> None:
+            d = client.evaluate(
+                "bench-agent", tool="bench_tool", session_id=f"bench-{n % 64}", cost_usd="0.000001"
+            )
+            assert d.allowed, d.reason
+
+        run_sync(args.row, evaluate_sync, args.warmup, args.duration)
     elif args.row == "ping-sync":
         client = arbiter.Client(args.addr)
         run_sync(args.row, lambda n: client.ping(), args.warmup, args.duration)
@@ -183,7 +210,11 @@ def main() -> None:
         aclient = arbiter.AsyncClient(args.addr)
 
         def acall(n: int) -> Any:
-            return gated_async(aclient, n) if args.row == "gated-async" else aclient.ping()
+            if args.row == "gated-async":
+                return gated_async(aclient, n)
+            if args.row == "evaluate-async":
+                return evaluate_async(aclient, n)
+            return aclient.ping()
 
         asyncio.run(run_async(args.row, acall, args.tasks, args.warmup, args.duration))
 
