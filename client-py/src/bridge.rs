@@ -14,6 +14,7 @@
 //! Loops that cannot watch a file descriptor (Windows' proactor loop, and any platform
 //! without Unix sockets) keep the `call_soon_threadsafe` path.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::PyNotImplementedError;
@@ -74,6 +75,11 @@ pub struct Mailbox {
     /// None for a loop that cannot watch a socket: remembered so that it is not asked
     /// again on every call.
     wake: Option<wake::Pair>,
+    /// Cleared when the loop lets go of its reader ([`Drain`] is dropped), which it does
+    /// when it is closed: the mailbox is then forgotten on the next miss and its sockets
+    /// closed, without waiting for the garbage collector to free the loop itself (a
+    /// process that runs a loop per test or per request would otherwise pile them up).
+    watched: AtomicBool,
 }
 
 /// The mailboxes of the loops that have made calls, searched by loop (usually one).
@@ -93,19 +99,21 @@ impl Mailbox {
             // thread that then waits for this lock.
             let mut boxes = lock(&MAILBOXES);
             let found = boxes.iter().find(|m| {
-                m.event_loop
-                    .bind(py)
-                    .upgrade()
-                    .is_some_and(|known| known.is(event_loop))
+                m.watched.load(Ordering::Acquire)
+                    && m.event_loop
+                        .bind(py)
+                        .upgrade()
+                        .is_some_and(|known| known.is(event_loop))
             });
             if let Some(mailbox) = found {
                 return Ok(mailbox.wake.is_some().then(|| mailbox.clone()));
             }
-            // A miss: forget the loops that are gone (their readers went with them);
-            // they are dropped below, outside the lock.
-            let (live, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut *boxes)
-                .into_iter()
-                .partition(|m| m.event_loop.bind(py).upgrade().is_some());
+            // A miss: forget the loops that are closed or gone; they are dropped below,
+            // outside the lock.
+            let (live, gone): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *boxes).into_iter().partition(|m| {
+                    m.watched.load(Ordering::Acquire) && m.event_loop.bind(py).upgrade().is_some()
+                });
             *boxes = live;
             gone
         };
@@ -119,6 +127,7 @@ impl Mailbox {
             event_loop: weak.clone_ref(py),
             queue: Mutex::new(Vec::new()),
             wake: Some(wake),
+            watched: AtomicBool::new(true),
         });
         let drain = Drain {
             mailbox: mailbox.clone(),
@@ -129,6 +138,8 @@ impl Mailbox {
                 event_loop: weak,
                 queue: Mutex::new(Vec::new()),
                 wake: None,
+                // Nothing to watch: it lives as long as its loop.
+                watched: AtomicBool::new(true),
             }),
             Err(e) => return Err(e),
         };
@@ -173,6 +184,12 @@ struct Drain {
 impl Drain {
     fn __call__(&self, py: Python<'_>) {
         self.mailbox.drain(py);
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.mailbox.watched.store(false, Ordering::Release);
     }
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import threading
 import time
 
@@ -237,3 +239,24 @@ def test_an_error_and_a_cancellation_leave_the_loop_serving(server: Server, agen
         assert len(await _gated_actions(a, agent, 10)) == 10
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_closed_event_loops_leave_no_descriptors_behind(server: Server, agent: str) -> None:
+    a = server.async_client()
+
+    def descriptors() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    asyncio.run(a.ping())
+    before = descriptors()
+    # A loop per run, as pytest-asyncio makes one per test, each kept referenced after
+    # it is closed: its wake-up sockets close with the loop, not when the loop is freed.
+    closed: list[asyncio.AbstractEventLoop] = []
+    for _ in range(50):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(a.ping())
+        loop.close()
+        closed.append(loop)
+    assert descriptors() - before <= 4
