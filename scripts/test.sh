@@ -133,7 +133,7 @@ if command -v python3 >/dev/null 2>&1; then
     cd client-py
     "$PYVENV/bin/ruff" check .
     "$PYVENV/bin/ruff" format --check .
-    "$PYVENV/bin/mypy" --strict examples python/arbiter
+    "$PYVENV/bin/mypy" --strict examples bench python/arbiter
     "$PYVENV/bin/python" -m mypy.stubtest arbiter._arbiter
   )
 else

@@ -8,6 +8,7 @@
 //! ([`value`]); the facade in `python/arbiter/` turns them into typed objects,
 //! converts money, and adds `guard`, `governed` and the exception semantics.
 
+mod bridge;
 mod error;
 mod pending;
 mod value;

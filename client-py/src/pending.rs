@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pyo3::exceptions::{PyRuntimeError, PyStopAsyncIteration, PyStopIteration};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use tokio::runtime::Runtime;
 
+use crate::bridge::Route;
 use crate::error::to_py_err;
 use crate::value::Value;
 
@@ -117,7 +118,7 @@ static ATTACHED: AtomicUsize = AtomicUsize::new(0);
 /// exiting. A thread that still holds (or waits for) the GIL when finalization
 /// starts makes CPython abort ("PyGILState_Release: thread state must be current"),
 /// so [`quiesce`] waits for the threads counted here before the interpreter goes.
-fn attach_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+pub(crate) fn attach_unless_exiting<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
     ATTACHED.fetch_add(1, Ordering::SeqCst);
     let result = if EXITING.load(Ordering::SeqCst) {
         None
@@ -149,8 +150,9 @@ pub fn register_exit_hook(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Spawns `work` on the runtime and returns an asyncio future that its result,
-/// turned into Python by `convert`, resolves.
+/// Spawns `work` on the runtime and returns an asyncio future of the running loop
+/// that its result, turned into Python by `convert` on the loop's thread, resolves
+/// (see [`bridge`](crate::bridge) for how the result gets there).
 fn spawn_into_future<'py, F, T>(
     py: Python<'py>,
     work: F,
@@ -160,56 +162,20 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let event_loop = py
-        .import("asyncio")?
-        .call_method0("get_running_loop")?
-        .unbind();
-    let future = event_loop.bind(py).call_method0("create_future")?;
+    let (event_loop, route) = Route::to_running_loop(py)?;
+    let future = event_loop.call_method0(intern!(py, "create_future"))?;
     let target = future.clone().unbind();
     let task = runtime().spawn(async move {
         let result = work.await;
-        attach_unless_exiting(|py| {
-            let (ok, value) = match convert(py, result) {
-                Ok(value) => (true, value),
-                Err(err) => (false, err.into_value(py).into_any()),
-            };
-            // asyncio futures are not thread-safe: resolve on the loop's own thread.
-            // A closed loop means nobody waits any more, so the error is dropped.
-            let _ = resolver(py).and_then(|resolve| {
-                event_loop.call_method1(py, "call_soon_threadsafe", (resolve, target, ok, value))
-            });
-        });
+        route.deliver(target, Box::new(move |py: Python<'_>| convert(py, result)));
     });
     future.call_method1(
-        "add_done_callback",
+        intern!(py, "add_done_callback"),
         (AbortOnDone {
             task: task.abort_handle(),
         },),
     )?;
     Ok(future)
-}
-
-fn resolver(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    RESOLVE
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(wrap_pyfunction!(resolve_future, py)?.into_any().unbind())
-        })
-        .map(|f| f.clone_ref(py))
-}
-
-/// Sets the result or exception of `future` unless it is done (cancelled) already.
-#[pyfunction]
-fn resolve_future(future: &Bound<'_, PyAny>, ok: bool, value: Bound<'_, PyAny>) -> PyResult<()> {
-    if future.call_method0("done")?.is_truthy()? {
-        return Ok(());
-    }
-    if ok {
-        future.call_method1("set_result", (value,))?;
-    } else {
-        future.call_method1("set_exception", (value,))?;
-    }
-    Ok(())
 }
 
 /// Done-callback of an asyncio future: when the future is cancelled, the call

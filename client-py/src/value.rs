@@ -5,7 +5,7 @@
 
 use arbiter_client::proto;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 
 /// A response, or one item of a stream, as plain data.
 #[derive(Debug, Clone)]
@@ -37,7 +37,10 @@ impl Value {
             Value::Map(fields) => {
                 let dict = PyDict::new(py);
                 for (key, value) in fields {
-                    dict.set_item(key, value.to_py(py)?)?;
+                    // Interned: the same few keys cross on every call, so this finds
+                    // the existing string instead of making and freeing one per field,
+                    // and the facade's lookups of them compare by identity.
+                    dict.set_item(PyString::intern(py, key), value.to_py(py)?)?;
                 }
                 dict.into_any()
             }

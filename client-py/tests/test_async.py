@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
+import threading
 import time
 
 import pytest
@@ -160,3 +163,100 @@ def test_async_tail_yields_new_entries(server: Server, agent: str) -> None:
     entries = asyncio.run(main())
     assert [e.kind for e in entries] == ["evaluate"] * 3
     assert entries[0].seq < entries[1].seq < entries[2].seq
+
+
+class _LoopWithoutReaders(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a file descriptor, as Windows' proactor loop."""
+
+    def add_reader(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+
+async def _gated_actions(a: arbiter.AsyncClient, agent: str, n: int) -> list[arbiter.RecordResult]:
+    """``n`` gated actions at once: evaluate, then record what it cost."""
+
+    async def one(i: int) -> arbiter.RecordResult:
+        d = await a.evaluate(agent, tool="t", session_id=f"s-{i}", cost_usd="0.01")
+        assert d.allowed
+        return await a.record(d.decision_id, cost_usd="0.005")
+
+    return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_results_reach_a_loop_that_cannot_watch_sockets(server: Server, agent: str) -> None:
+    async def main() -> None:
+        a = server.async_client()
+        await a.ping()
+        recorded = await _gated_actions(a, agent, 40)
+        assert len(recorded) == 40
+        with pytest.raises(arbiter.InvalidArgument):
+            await a.evaluate("", tool="t")
+
+    loop = _LoopWithoutReaders()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_one_client_serves_each_new_event_loop_and_loops_in_threads(
+    server: Server, agent: str
+) -> None:
+    a = server.async_client()
+    # A new loop per asyncio.run, as pytest-asyncio and scripts make them.
+    for _ in range(3):
+        assert len(asyncio.run(_gated_actions(a, agent, 20))) == 20
+
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            results.append(len(asyncio.run(_gated_actions(a, agent, 30))))
+        except BaseException as error:  # the assertion below names it
+            errors.append(error)
+
+    threads = [threading.Thread(target=in_thread) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [30, 30, 30]
+
+
+def test_an_error_and_a_cancellation_leave_the_loop_serving(server: Server, agent: str) -> None:
+    async def main() -> None:
+        a = server.async_client()
+        d = await a.evaluate(agent, tool="refund_slow")
+        assert d.approval_id is not None
+        waiting = asyncio.ensure_future(a.wait_for_approval(d.approval_id, timeout=30))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(arbiter.InvalidArgument):
+            await a.evaluate("", tool="t")
+        assert len(await _gated_actions(a, agent, 10)) == 10
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_closed_event_loops_leave_no_descriptors_behind(server: Server, agent: str) -> None:
+    a = server.async_client()
+
+    def descriptors() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    asyncio.run(a.ping())
+    before = descriptors()
+    # A loop per run, as pytest-asyncio makes one per test, each kept referenced after
+    # it is closed: its wake-up sockets close with the loop, not when the loop is freed.
+    closed: list[asyncio.AbstractEventLoop] = []
+    for _ in range(50):
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(a.ping())
+        loop.close()
+        closed.append(loop)
+    assert descriptors() - before <= 4

@@ -33,6 +33,12 @@ from .conftest import free_port
         ("0.00000051", 1),
         (Decimal("-0"), 0),
         ("999999999.999999", 999_999_999_999_999),
+        # Plain decimals (the integer fast path) next to their neighbours that are not.
+        ("5.", 5_000_000),
+        ("007.5", 7_500_000),
+        (".5", 500_000),
+        (0.25, 250_000),
+        ("9223372036854.775807", 2**63 - 1),
     ],
 )
 def test_dollars_convert_exactly_to_micro_usd(amount: arbiter.Money, micros: int) -> None:
@@ -40,7 +46,19 @@ def test_dollars_convert_exactly_to_micro_usd(amount: arbiter.Money, micros: int
 
 
 @pytest.mark.parametrize(
-    "amount", ["-0.01", -1, float("nan"), float("inf"), "NaN", "abc", "", "1,5", "1e30"]
+    "amount",
+    [
+        "-0.01",
+        -1,
+        float("nan"),
+        float("inf"),
+        "NaN",
+        "abc",
+        "",
+        "1,5",
+        "1e30",
+        "9223372036854.775808",
+    ],
 )
 def test_bad_amounts_are_value_errors(amount: arbiter.Money) -> None:
     with pytest.raises(ValueError):

@@ -8,6 +8,7 @@ caller's dollar amount becomes an integer.
 from __future__ import annotations
 
 import math
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Union
 
@@ -15,6 +16,10 @@ MICROS_PER_USD = 1_000_000
 """Micro-USD in one US dollar."""
 
 _INT64_MAX = 2**63 - 1
+
+# A non-negative decimal with at most six places and nothing else (no spaces, sign,
+# exponent or underscores): the amounts usd_to_micros converts without Decimal.
+_PLAIN = re.compile(r"([0-9]{1,18})(?:\.([0-9]{0,6}))?", re.ASCII)
 
 Money = Union[Decimal, str, int, float]
 """A dollar amount as accepted by every ``cost_usd`` argument."""
@@ -38,6 +43,18 @@ def usd_to_micros(amount: Money) -> int:
     """
     if isinstance(amount, bool):
         raise TypeError("cost: expected Decimal, str, int or float, got bool")
+    # Most amounts are plain decimals with at most six places ("0.0015", 0.25): those are
+    # exact in integer arithmetic, which costs a fraction of the Decimal path below (it
+    # runs on every evaluate and record). Anything else (more places, exponents, signs,
+    # NaN, whole dollars as int) takes the general path, which also rounds.
+    text = amount if type(amount) is str else repr(amount) if type(amount) is float else None
+    if text is not None:
+        plain = _PLAIN.fullmatch(text)
+        if plain is not None:
+            whole, fraction = plain.group(1, 2)
+            exact = int(whole) * MICROS_PER_USD + int((fraction or "").ljust(6, "0"))
+            if exact <= _INT64_MAX:
+                return exact
     if isinstance(amount, Decimal):
         value = amount
     elif isinstance(amount, int):
