@@ -19,6 +19,7 @@ mod demo;
 mod faults;
 mod halt;
 mod keys;
+mod mcp_gateway;
 mod metrics;
 mod notify;
 mod pipeline;
