@@ -6,39 +6,13 @@
 #   scripts/bench.sh [DURATION_SECONDS] [CONCURRENCY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
 DURATION="${1:-10}"
 CONC="${2:-32}"
 
 # ARBITER_BIN measures a given binary instead (e.g. an older build, to compare two
 # versions in one session on the same machine).
-if [ -n "${ARBITER_BIN:-}" ]; then
-  BIN="$ARBITER_BIN"
-else
-  cargo build --release --bin arbiter --locked >&2
-  BIN="$CARGO_TARGET_DIR/release/arbiter"
-fi
-WORK="$(mktemp -d)"
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-cat > "$WORK/policy.yaml" <<'YAML'
-version: 1
-agents:
-  - id: bench-agent
-    tools: {allow: ["bench_tool"]}
-budgets:
-  - {name: bench-daily, scope: agent, period: day, max_usd: "1000000"}
-YAML
-
-ARBITER_METRICS__LISTEN=127.0.0.1:0 ARBITER_CONSOLE__LISTEN=off "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --policy "$WORK/policy.yaml" \
-  > "$WORK/stdout" 2> "$WORK/stderr" &
-PID=$!
-for _ in $(seq 1 100); do
-  ADDR="$(sed -n 's/^arbiter listening on //p' "$WORK/stdout" | head -n1)"
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "${ADDR:-}" ] || { cat "$WORK/stderr" >&2; echo "server did not start" >&2; exit 1; }
+. scripts/lib/bench_server.sh
+BIN="$ARBITER_BIN"
 URL="http://$ADDR"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

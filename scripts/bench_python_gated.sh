@@ -13,7 +13,6 @@
 # the server binary (default: a release build of this checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}"
 DURATION="${1:-5}"
 ROUNDS="${2:-3}"
 read -r -a PYS <<< "${PYTHONS:-py=python3}"
@@ -21,33 +20,7 @@ for entry in "${PYS[@]}"; do
   "${entry#*=}" -c "import arbiter" || { echo "install the arbiter package into ${entry#*=} first" >&2; exit 1; }
 done
 
-if [ -z "${ARBITER_BIN:-}" ]; then
-  cargo build --release --bin arbiter --locked >&2
-  ARBITER_BIN="$CARGO_TARGET_DIR/release/arbiter"
-fi
-WORK="$(mktemp -d)"
-trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-# The policy of scripts/bench.sh: `arbiter bench` and gated.py use its agent and tool.
-cat > "$WORK/policy.yaml" <<'YAML'
-version: 1
-agents:
-  - id: bench-agent
-    tools: {allow: ["bench_tool"]}
-budgets:
-  - {name: bench-daily, scope: agent, period: day, max_usd: "1000000"}
-YAML
-
-ARBITER_METRICS__LISTEN=127.0.0.1:0 ARBITER_CONSOLE__LISTEN=off "$ARBITER_BIN" serve \
-  --listen 127.0.0.1:0 --data-dir "$WORK/data" --policy "$WORK/policy.yaml" \
-  > "$WORK/stdout" 2> "$WORK/stderr" &
-PID=$!
-for _ in $(seq 1 100); do
-  ADDR="$(sed -n 's/^arbiter listening on //p' "$WORK/stdout" | head -n1)"
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "${ADDR:-}" ] || { cat "$WORK/stderr" >&2; echo "server did not start" >&2; exit 1; }
+. scripts/lib/bench_server.sh
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "command: PYTHONS=\"${PYTHONS:-py=python3}\" scripts/bench_python_gated.sh $DURATION $ROUNDS"

@@ -60,6 +60,15 @@ impl HaltTarget {
         }
     }
 
+    /// The `halts` row's scope, agent and session columns ("" where the scope names none).
+    pub fn columns(&self) -> (&'static str, &str, &str) {
+        match self {
+            Self::Global => ("global", "", ""),
+            Self::Agent(a) => ("agent", a, ""),
+            Self::Session(a, s) => ("session", a, s),
+        }
+    }
+
     /// The agent a target names, if any.
     pub fn agent(&self) -> Option<&str> {
         match self {

@@ -1499,11 +1499,7 @@ async fn apply(tx: &mut Tx<'_>, op: &StateOp) -> Result<(), StoreError> {
             .await?;
         }
         StateOp::EngageHalt(h) => {
-            let (scope, agent, session) = match &h.target {
-                HaltTarget::Global => ("global", "", ""),
-                HaltTarget::Agent(a) => ("agent", a.as_str(), ""),
-                HaltTarget::Session(a, s) => ("session", a.as_str(), s.as_str()),
-            };
+            let (scope, agent, session) = h.target.columns();
             sqlx::query(
                 "INSERT INTO halts (target, scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)

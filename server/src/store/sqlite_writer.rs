@@ -14,7 +14,7 @@
 
 use super::{CommitUnit, StateOp, StoreError, TreeUpdate};
 use crate::audit::SealedEntry;
-use crate::state::{HaltTarget, Reservation};
+use crate::state::Reservation;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -378,11 +378,7 @@ fn write_admin(tx: &Transaction<'_>, op: &StateOp) -> Result<(), StoreError> {
             params![a.id, a.agent_id, a.state.name(), a.requested_ms, to_json(a)],
         ),
         StateOp::EngageHalt(h) => {
-            let (scope, agent, session) = match &h.target {
-                HaltTarget::Global => ("global", "", ""),
-                HaltTarget::Agent(a) => ("agent", a.as_str(), ""),
-                HaltTarget::Session(a, s) => ("session", a.as_str(), s.as_str()),
-            };
+            let (scope, agent, session) = h.target.columns();
             run(
                 tx,
                 "INSERT INTO halts (target, scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms) \
