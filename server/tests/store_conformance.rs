@@ -636,13 +636,12 @@ fn principal(name: &str, key_hash: Option<&str>, tls: Option<&str>) -> Principal
     }
 }
 
-fn remember(key: &str, response: &str, created_ms: i64) -> StateOp {
+fn remember(key: &str, created_ms: i64) -> StateOp {
     StateOp::Remember {
         kind: "evaluate",
         key: key.into(),
         agent_id: "a1".into(),
         fingerprint: format!("fp-{key}"),
-        response: response.into(),
         created_ms,
     }
 }
@@ -998,7 +997,7 @@ async fn failed_batch_leaves_log_and_state_as_they_were(b: Backend) {
             draft(1_000, "evaluate", "a1", "s1", "allow"),
             vec![
                 touch("a1", 1_000, 1_000, Some(1_000)),
-                remember("req-1", "first answer", 1_000),
+                remember("req-1", 1_000),
                 StateOp::Reserve(reservation(
                     "r1",
                     std::slice::from_ref(&k),
@@ -1016,7 +1015,7 @@ async fn failed_batch_leaves_log_and_state_as_they_were(b: Backend) {
     .unwrap();
     let before = snapshot(store.as_ref()).await;
     for failing in [
-        remember("req-1", "a second answer", 2_000),
+        remember("req-1", 2_000),
         StateOp::Reserve(reservation(
             "r1",
             std::slice::from_ref(&k),
@@ -2135,18 +2134,17 @@ async fn sightings_of_one_agent_within_one_batch(b: Backend) {
 async fn replayed_request_id(b: Backend) {
     let store = b.open().await;
     let mut log = Log::new();
-    let answer = r#"{"decision":"ALLOW","reason":"ok ✓","n":1}"#;
     let written = log
         .commit(
             store.as_ref(),
             vec![
                 (
                     draft(1_000, "evaluate", "a1", "s1", "allow"),
-                    vec![remember("req-1", answer, 1_000)],
+                    vec![remember("req-1", 1_000)],
                 ),
                 (
                     draft(1_001, "evaluate", "a1", "s1", "allow"),
-                    vec![remember("req-old", "old", 10)],
+                    vec![remember("req-old", 10)],
                 ),
                 (
                     draft(1_002, "record", "a1", "s1", "ok"),
@@ -2155,7 +2153,6 @@ async fn replayed_request_id(b: Backend) {
                         key: "req-1".into(),
                         agent_id: "a1".into(),
                         fingerprint: "fp".into(),
-                        response: "recorded".into(),
                         created_ms: 1_002,
                     }],
                 ),
@@ -2175,7 +2172,7 @@ async fn replayed_request_id(b: Backend) {
             row.key.as_str(),
             row.agent_id.as_str(),
             row.fingerprint.as_str(),
-            row.response.as_str(),
+            row.response.as_deref(),
             row.audit_seq,
             row.created_ms,
         ),
@@ -2184,16 +2181,16 @@ async fn replayed_request_id(b: Backend) {
             "req-1",
             "a1",
             "fp-req-1",
-            answer,
+            None,
             written[0].seq,
             1_000
         )
     );
+    // No copy of the answer: the row reads back the entry it is rebuilt from.
+    assert_eq!(row.entry.as_deref(), Some(written[0].canonical.as_str()));
     let record = store.find_reply("record", "req-1").await.unwrap().unwrap();
-    assert_eq!(
-        (record.response.as_str(), record.audit_seq),
-        ("recorded", 3)
-    );
+    assert_eq!((record.response.as_deref(), record.audit_seq), (None, 3));
+    assert_eq!(record.entry.as_deref(), Some(written[2].canonical.as_str()));
     assert!(store
         .find_reply("evaluate", "req-2")
         .await
@@ -2214,7 +2211,7 @@ async fn replayed_request_id(b: Backend) {
                     draft(2_000, "evaluate", "a1", "s1", "allow"),
                     vec![
                         touch("a1", 2_000, 2_000, Some(2_000)),
-                        remember("req-1", "another answer", 2_000),
+                        remember("req-1", 2_000),
                     ],
                 )],
             )
@@ -2227,8 +2224,8 @@ async fn replayed_request_id(b: Backend) {
             .await
             .unwrap()
             .unwrap()
-            .response,
-        answer
+            .audit_seq,
+        written[0].seq
     );
 }
 
@@ -2449,7 +2446,7 @@ async fn script(store: &dyn Store) -> Snapshot {
                     reservation: Some(r.clone()),
                     created_ms: 1_000,
                 }),
-                remember("req-1", "{\"allow\":true}", 1_000),
+                remember("req-1", 1_000),
             ],
             vec![touch("a1", 1_001, 1_001, None)],
             vec![

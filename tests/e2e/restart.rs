@@ -53,7 +53,7 @@ async fn trust_consent_spend_and_open_reservations_survive_a_restart() {
         .send()
         .await
         .unwrap();
-    client
+    let first_record = client
         .record(&settled.decision_id)
         .cost_micro_usd(250_000)
         .send()
@@ -136,7 +136,11 @@ async fn trust_consent_spend_and_open_reservations_survive_a_restart() {
         .await
         .unwrap();
     assert!(replay.replayed);
-    assert_eq!(replay.decision_id, open.decision_id);
+    // The answer is rebuilt from the decision's audit entry (no copy is stored), so
+    // every field must come back as first sent.
+    let mut first = open.raw.clone();
+    first.replayed = true;
+    assert_eq!(replay.raw, first);
 
     // The reservation taken before the restart can still be settled.
     let r = client
@@ -153,6 +157,9 @@ async fn trust_consent_spend_and_open_reservations_survive_a_restart() {
     // Recording the pre-restart decision that was already recorded is a duplicate.
     let again = client.record(&settled.decision_id).send().await.unwrap();
     assert!(again.duplicate);
+    let mut first = first_record.clone();
+    first.duplicate = true;
+    assert_eq!(again, first, "the Record's answer rebuilt from its entry");
 }
 
 /// A client that gives up at once: during the burst, a dead server must show as an error.

@@ -304,7 +304,6 @@ impl Engine {
                 key: rid.clone(),
                 agent_id: agent.to_owned(),
                 fingerprint: call.fingerprint.to_owned(),
-                response: json.clone(),
                 created_ms: now,
             });
             json

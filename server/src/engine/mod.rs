@@ -17,6 +17,7 @@ mod policy;
 mod presence;
 mod principals;
 mod record;
+mod replies;
 mod tail;
 mod tool_pins;
 
@@ -36,7 +37,7 @@ use crate::audit::{BatcherHandle, EntryDraft, KeyRing};
 use crate::clock::Clock;
 use crate::domain::{Action, ParseError};
 use crate::policy::{CompiledPolicy, Redaction};
-use crate::state::{AgentInfo, Memo, RuntimeState};
+use crate::state::{AgentInfo, RuntimeState};
 use crate::store::{StateOp, Store, StoreError};
 use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
@@ -209,16 +210,11 @@ impl Engine {
             );
         }
         for r in img.replies {
-            let memo = Memo {
-                agent_id: r.agent_id,
-                fingerprint: r.fingerprint,
-                response_json: r.response,
-                audit_seq: r.audit_seq,
-                created_ms: r.created_ms,
-            };
-            match r.kind.as_str() {
-                "record" => s.recorded.insert(r.key, memo),
-                _ => s.requests.insert((r.kind, r.key), memo),
+            let (kind, key) = (r.kind.clone(), r.key.clone());
+            let memo = replies::memo_from_row(r)?;
+            match kind.as_str() {
+                "record" => s.recorded.insert(key, memo),
+                _ => s.requests.insert((kind, key), memo),
             };
         }
         let principals = crate::auth::PrincipalBook::from_rows(&store.principals().await?);

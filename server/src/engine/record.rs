@@ -205,7 +205,6 @@ impl Engine {
                         key: input.decision_id.clone(),
                         agent_id: open.agent_id.clone(),
                         fingerprint: String::new(),
-                        response: serde_json::to_string(&result).expect("result serializes"),
                         created_ms: now,
                     });
                     let draft = EntryDraft {
@@ -247,14 +246,7 @@ impl Engine {
                         row.agent_id
                     )))
                 }
-                Some(row) => duplicate(&Memo {
-                    agent_id: row.agent_id,
-                    fingerprint: row.fingerprint,
-                    response_json: row.response,
-                    audit_seq: row.audit_seq,
-                    created_ms: row.created_ms,
-                })
-                .map(Attempt::Done),
+                Some(row) => duplicate(&super::replies::memo_from_row(row)?).map(Attempt::Done),
                 None => Err(EngineError::NotFound(format!(
                     "decision_id: {} is not an allowed decision awaiting Record",
                     input.decision_id

@@ -70,13 +70,13 @@ pub enum StateOp {
     CloseDecision {
         decision_id: String,
     },
-    /// Stores an answer for replay; its audit_seq is the seq of the unit's entry.
+    /// Keeps a request's key for replay; its audit_seq is the seq of the unit's entry,
+    /// from which the answer is rebuilt (`engine::replies`), so no copy is stored.
     Remember {
         kind: &'static str,
         key: String,
         agent_id: String,
         fingerprint: String,
-        response: String,
         created_ms: i64,
     },
     SetTrust(TrustAssignment),
@@ -186,10 +186,22 @@ pub struct ReplyRow {
     pub key: String,
     pub agent_id: String,
     pub fingerprint: String,
-    pub response: String,
+    /// The answer as stored by releases before issue 18 (a JSON copy); `None` for
+    /// rows written since, whose answer is rebuilt from `entry`.
+    pub response: Option<String>,
     pub audit_seq: u64,
     pub created_ms: i64,
+    /// The canonical audit entry at `audit_seq` (read with the row), when `response`
+    /// is `None`.
+    pub entry: Option<String>,
 }
+
+/// The columns of a `replies` row joined to the canonical entry it answered, for
+/// `reply_from_row`; `FROM replies r` must be followed by `REPLY_JOIN`.
+pub(crate) const REPLY_COLUMNS: &str = "r.kind, r.key, r.agent_id, r.fingerprint, \
+     NULLIF(r.response, '') AS response, r.audit_seq, r.created_ms, \
+     CASE WHEN r.response = '' THEN a.canonical END AS entry";
+pub(crate) const REPLY_JOIN: &str = "LEFT JOIN audit_entries a ON a.seq = r.audit_seq";
 
 /// An agent's newest heartbeat, as kept in the `presence` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

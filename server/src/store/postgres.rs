@@ -4,7 +4,7 @@
 use super::SequencedBatch;
 use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
-    StateImage, StateOp, Store, StoreError, TreeUpdate,
+    StateImage, StateOp, Store, StoreError, TreeUpdate, REPLY_COLUMNS, REPLY_JOIN,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -250,9 +250,9 @@ impl Store for PgStore {
                 r.try_get("started_ms")?,
             ));
         }
-        for r in sqlx::query(
-            "SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE created_ms >= $1",
-        )
+        for r in sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.created_ms >= $1"
+        )))
         .bind(replies_since_ms)
         .fetch_all(&self.pool)
         .await?
@@ -671,13 +671,15 @@ impl Store for PgStore {
     }
 
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
-        sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = $1 AND key = $2")
-            .bind(kind)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| reply_from_row(&r))
-            .transpose()
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.kind = $1 AND r.key = $2"
+        )))
+        .bind(kind)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| reply_from_row(&r))
+        .transpose()
     }
 }
 
@@ -1024,6 +1026,7 @@ fn reply_from_row(r: &PgRow) -> Result<ReplyRow, StoreError> {
         response: r.try_get("response")?,
         audit_seq: to_u64(r.try_get("audit_seq")?),
         created_ms: r.try_get("created_ms")?,
+        entry: r.try_get("entry")?,
     })
 }
 
@@ -1104,14 +1107,12 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
                     key,
                     agent_id,
                     fingerprint,
-                    response,
                     created_ms,
                 } => replies.push((
                     *kind,
                     key.clone(),
                     agent_id.clone(),
                     fingerprint.clone(),
-                    response.clone(),
                     unit.entry.seq,
                     *created_ms,
                 )),
@@ -1194,17 +1195,18 @@ async fn write_batch(tx: &mut Tx<'_>, units: &[CommitUnit]) -> Result<(), StoreE
         q.build().execute(&mut **tx).await?;
     }
     for chunk in replies.chunks(CHUNK) {
+        // An empty response: the answer is rebuilt from the entry at audit_seq.
         let mut q = QueryBuilder::<Postgres>::new(
             "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) ",
         );
         q.push_values(
             chunk,
-            |mut b, (kind, key, agent, fingerprint, response, seq, created)| {
+            |mut b, (kind, key, agent, fingerprint, seq, created)| {
                 b.push_bind(*kind)
                     .push_bind(key.clone())
                     .push_bind(agent.clone())
                     .push_bind(fingerprint.clone())
-                    .push_bind(response.clone())
+                    .push_bind("")
                     .push_bind(to_i64(*seq))
                     .push_bind(*created);
             },

@@ -4,7 +4,7 @@
 use super::sqlite_writer::Writer;
 use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
-    StateImage, Store, StoreError, TreeUpdate,
+    StateImage, Store, StoreError, TreeUpdate, REPLY_COLUMNS, REPLY_JOIN,
 };
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
@@ -352,9 +352,9 @@ impl Store for SqliteStore {
                 r.try_get("started_ms")?,
             ));
         }
-        for r in sqlx::query(
-            "SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE created_ms >= ?",
-        )
+        for r in sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.created_ms >= ?"
+        )))
         .bind(replies_since_ms)
         .fetch_all(&self.pool)
         .await?
@@ -696,13 +696,15 @@ impl Store for SqliteStore {
     }
 
     async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
-        sqlx::query("SELECT kind, key, agent_id, fingerprint, response, audit_seq, created_ms FROM replies WHERE kind = ? AND key = ?")
-            .bind(kind)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| reply_from_row(&r))
-            .transpose()
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.kind = ? AND r.key = ?"
+        )))
+        .bind(kind)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| reply_from_row(&r))
+        .transpose()
     }
 }
 
@@ -715,6 +717,7 @@ fn reply_from_row(r: &SqliteRow) -> Result<ReplyRow, StoreError> {
         response: r.try_get("response")?,
         audit_seq: to_u64(r.try_get("audit_seq")?),
         created_ms: r.try_get("created_ms")?,
+        entry: r.try_get("entry")?,
     })
 }
 

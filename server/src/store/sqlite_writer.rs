@@ -284,13 +284,13 @@ fn write_op(tx: &Transaction<'_>, seq: u64, op: &StateOp) -> Result<(), StoreErr
             key,
             agent_id,
             fingerprint,
-            response,
             created_ms,
         } => run(
             tx,
+            // An empty response: the answer is rebuilt from the entry at audit_seq.
             "INSERT INTO replies (kind, key, agent_id, fingerprint, response, audit_seq, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![kind, key, agent_id, fingerprint, response, to_i64(seq), created_ms],
+             VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
+            params![kind, key, agent_id, fingerprint, to_i64(seq), created_ms],
         ),
         // One server: its memory counts the window and holds the state these were
         // checked against (docs/postgres.md).
