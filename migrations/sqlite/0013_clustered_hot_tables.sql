@@ -1,24 +1,12 @@
 -- Fewer b-trees per Evaluate (issue 18, item 1). A rowid table keyed by a TEXT
 -- primary key is two b-trees (the rows, and the key's automatic index), and every
--- commit rewrites at least one page of each b-tree it touches. These four tables are
--- written on every Evaluate or Record and are only ever looked up by their primary
--- key, so each becomes one b-tree clustered on that key (WITHOUT ROWID): merkle_nodes
--- (two rows per entry), decisions and reservations (keyed by time-ordered UUIDv7s, so
--- new rows append) and replies. Four fewer pages per commit; nothing reads a rowid.
-
-CREATE TABLE merkle_nodes_clustered (
-    level  INTEGER NOT NULL,
-    idx    INTEGER NOT NULL,
-    hash   TEXT    NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
-INSERT INTO merkle_nodes_clustered (level, idx, hash) SELECT level, idx, hash FROM merkle_nodes;
-DROP TABLE merkle_nodes;
-ALTER TABLE merkle_nodes_clustered RENAME TO merkle_nodes;
-CREATE TRIGGER merkle_nodes_no_update BEFORE UPDATE ON merkle_nodes
-BEGIN SELECT RAISE(ABORT, 'merkle_nodes is append-only'); END;
-CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes
-BEGIN SELECT RAISE(ABORT, 'merkle_nodes is append-only'); END;
+-- commit rewrites at least one page of each b-tree it touches. `reservations` and
+-- `replies` are written on every Evaluate with a budget or a request id, their rows are
+-- small and they are only looked up by their keys, so each becomes one b-tree
+-- clustered on its key (WITHOUT ROWID). Measured with WAL frames per commit: about one
+-- and a half pages fewer per Evaluate. `merkle_nodes` and `decisions` stay rowid
+-- tables: clustered on (level, idx), new nodes land on one page per tree level (more
+-- pages, not fewer), and decision rows are too large for a clustered table to pay.
 
 CREATE TABLE reservations_clustered (
     id           TEXT    PRIMARY KEY,
@@ -37,19 +25,6 @@ INSERT INTO reservations_clustered SELECT id, decision_id, agent_id, keys_json, 
 DROP TABLE reservations;
 ALTER TABLE reservations_clustered RENAME TO reservations;
 CREATE INDEX reservations_open ON reservations (settled, expires_ms);
-
-CREATE TABLE decisions_clustered (
-    decision_id  TEXT    PRIMARY KEY,
-    agent_id     TEXT    NOT NULL,
-    body_json    TEXT    NOT NULL,
-    created_ms   INTEGER NOT NULL,
-    recorded     INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-INSERT INTO decisions_clustered SELECT decision_id, agent_id, body_json, created_ms, recorded
-    FROM decisions;
-DROP TABLE decisions;
-ALTER TABLE decisions_clustered RENAME TO decisions;
-CREATE INDEX decisions_open ON decisions (recorded, created_ms);
 
 CREATE TABLE replies_clustered (
     kind         TEXT    NOT NULL,

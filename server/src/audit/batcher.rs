@@ -273,6 +273,105 @@ struct FailedBatch {
     note: Option<String>,
 }
 
+/// What the writer task hands its results to.
+struct Outputs {
+    committed: broadcast::Sender<SealedEntry>,
+    health: Arc<watch::Sender<bool>>,
+    head: Arc<AtomicU64>,
+    stats: Arc<BatchStats>,
+}
+
+/// A batch with its sequence numbers, MACs and tree nodes, not yet committed.
+struct Sealed {
+    units: Vec<CommitUnit>,
+    replies: Vec<oneshot::Sender<Result<Committed, CommitError>>>,
+    /// The head (seq and MAC) and the tree once it lands.
+    seq: u64,
+    mac: [u8; 32],
+    frontier: Frontier,
+    tree: TreeUpdate,
+    /// Its signed checkpoint's note, for the copy kept outside the database.
+    note: Option<String>,
+    /// The shared store's transaction holding the sequencer lock, if any.
+    sequenced: Option<Box<dyn SequencedBatch>>,
+}
+
+impl Sealed {
+    /// Answers every submission UNAVAILABLE without writing anything.
+    fn fail(self, why: &str) {
+        for reply in self.replies {
+            let _ = reply.send(Err(CommitError::Unavailable(why.to_owned())));
+        }
+    }
+}
+
+/// A sealed batch being committed on a task of its own; its units are with the task.
+struct InFlight {
+    sealed: Sealed,
+    task: tokio::task::JoinHandle<(Vec<CommitUnit>, Result<(), StoreError>, std::time::Duration)>,
+}
+
+/// A returned commit: the batch, its units, the outcome and how long it took.
+type Done = (
+    Sealed,
+    Vec<CommitUnit>,
+    Result<(), StoreError>,
+    std::time::Duration,
+);
+
+impl InFlight {
+    async fn await_done(self) -> Done {
+        let InFlight { sealed, task } = self;
+        join(sealed, task.await)
+    }
+}
+
+/// A commit task that panicked wrote nothing it can vouch for: failed, to be settled.
+fn join(
+    sealed: Sealed,
+    joined: Result<
+        (Vec<CommitUnit>, Result<(), StoreError>, std::time::Duration),
+        tokio::task::JoinError,
+    >,
+) -> Done {
+    match joined {
+        Ok((units, outcome, took)) => (sealed, units, outcome, took),
+        Err(e) => (
+            sealed,
+            Vec::new(),
+            Err(StoreError::Unavailable(Box::new(e))),
+            std::time::Duration::ZERO,
+        ),
+    }
+}
+
+/// What woke the writer.
+enum Event {
+    Received(usize),
+    Closing,
+    Landed(Done),
+}
+
+/// Waits for the batch in flight to return (the caller checks there is one).
+async fn wait(in_flight: &mut Option<InFlight>) -> Done {
+    let f = in_flight
+        .as_mut()
+        .expect("polled only with a batch in flight");
+    let joined = (&mut f.task).await;
+    let f = in_flight.take().expect("still there");
+    join(f.sealed, joined)
+}
+
+/// Answers a whole queue UNAVAILABLE and reports NOT_SERVING.
+fn fail_all(queue: &mut Vec<Submission>, health: &watch::Sender<bool>, why: &str) {
+    health.send_if_modified(|h| std::mem::replace(h, false));
+    for sub in queue.drain(..) {
+        let _ = sub
+            .reply
+            .send(Err(CommitError::Unavailable(why.to_owned())));
+    }
+}
+
 /// How the batcher runs, besides its store and keys.
 pub struct BatcherOptions<'a> {
     /// Most entries per group commit.
@@ -472,7 +571,13 @@ impl Batcher {
             clock,
             unsure: None,
         };
-        let task = tokio::spawn(batcher.run(rx, closing, committed, health_tx, head, stats));
+        let out = Outputs {
+            committed,
+            health: health_tx,
+            head,
+            stats,
+        };
+        let task = tokio::spawn(batcher.run(rx, closing, out));
         Ok((handle, task))
     }
 
@@ -528,11 +633,7 @@ impl Batcher {
     /// ended (it landed although the commit reported an error: adopt it). Anything else
     /// means the log changed outside this writer, which poisons it. False while the head
     /// cannot be read, so the caller seals nothing on a guess.
-    async fn settle(
-        &mut self,
-        head: &AtomicU64,
-        committed: &broadcast::Sender<SealedEntry>,
-    ) -> bool {
+    async fn settle(&mut self, out: &Outputs) -> bool {
         let Some(failed) = self.unsure.take() else {
             return true;
         };
@@ -565,19 +666,8 @@ impl Batcher {
         self.frontier = failed.frontier;
         self.head_seq = seq;
         self.head_mac = mac;
-        head.store(seq, Ordering::Release);
-        if let (Some(kept), Some(note)) = (&self.kept, &failed.note) {
-            kept.hand_over(note);
-        }
-        if let Some(m) = self.mirror.as_mut() {
-            if let Err(e) = m.append(&failed.entries) {
-                tracing::error!(error = %e, path = %m.path().display(), "audit mirror write failed; mirroring stopped");
-                self.mirror = None;
-            }
-        }
-        for entry in failed.entries {
-            let _ = committed.send(entry);
-        }
+        out.head.store(seq, Ordering::Release);
+        self.publish(&failed.entries, failed.note.as_deref(), &out.committed);
         true
     }
 
@@ -585,193 +675,293 @@ impl Batcher {
         mut self,
         mut rx: mpsc::Receiver<Submission>,
         mut closing: watch::Receiver<bool>,
-        committed: broadcast::Sender<SealedEntry>,
-        health: Arc<watch::Sender<bool>>,
-        head: Arc<AtomicU64>,
-        stats: Arc<BatchStats>,
+        out: Outputs,
     ) {
         let mut queue = Vec::with_capacity(self.max_batch);
         let mut closed = false;
+        // The batch being committed, if any. A single writer seals the next batch on
+        // top of it meanwhile (both cores work: one seals, one commits); a shared store
+        // re-reads the head under its sequencer lock, so it waits for each commit.
+        let mut in_flight: Option<InFlight> = None;
+        let pipelined = !self.store.shared();
         loop {
-            let received = if closed {
-                rx.recv_many(&mut queue, self.max_batch).await
-            } else {
-                tokio::select! {
-                    biased;
-                    n = rx.recv_many(&mut queue, self.max_batch) => n,
-                    _ = closing.wait_for(|c| *c) => {
-                        // Refuse new entries but keep draining: whatever was queued
-                        // before the close is committed like any other batch.
-                        rx.close();
-                        closed = true;
-                        continue;
-                    }
+            let event = tokio::select! {
+                biased;
+                n = rx.recv_many(&mut queue, self.max_batch) => Event::Received(n),
+                _ = closing.wait_for(|c| *c), if !closed => Event::Closing,
+                // Nothing new while a batch commits: answer it as soon as it lands.
+                done = wait(&mut in_flight), if in_flight.is_some() => Event::Landed(done),
+            };
+            let received = match event {
+                Event::Received(n) => n,
+                Event::Closing => {
+                    // Refuse new entries but keep draining: whatever was queued before
+                    // the close is committed like any other batch.
+                    rx.close();
+                    closed = true;
+                    continue;
+                }
+                Event::Landed(done) => {
+                    self.complete(done, &out).await;
+                    continue;
                 }
             };
             if received == 0 {
                 break;
             }
-            if self.poisoned.load(Ordering::Acquire) {
-                health.send_if_modified(|h| std::mem::replace(h, false));
-                for sub in queue.drain(..) {
-                    let _ = sub.reply.send(Err(CommitError::Unavailable(
-                        "the audit log failed its integrity check; see the server log".into(),
-                    )));
+            if !pipelined {
+                if let Some(f) = in_flight.take() {
+                    self.complete(f.await_done().await, &out).await;
                 }
-                continue;
             }
-            if self.unsure.is_some() && !self.settle(&head, &committed).await {
-                health.send_if_modified(|h| std::mem::replace(h, false));
-                for sub in queue.drain(..) {
-                    let _ = sub.reply.send(Err(CommitError::Unavailable(
-                        "cannot read the audit head after a failed commit".into(),
-                    )));
-                }
-                continue;
-            }
-            // Shared store (PostgreSQL): take the sequencer lock and seal after whatever
-            // another server committed. Single writer (SQLite): `None`, nothing changes.
-            let sequenced = match self.sequence().await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, entries = queue.len(), "cannot take the audit sequencer; failing the batch closed");
-                    health.send_if_modified(|h| std::mem::replace(h, false));
-                    let msg = e.to_string();
-                    for sub in queue.drain(..) {
-                        let _ = sub.reply.send(Err(CommitError::Unavailable(msg.clone())));
-                    }
+            let base = in_flight
+                .as_ref()
+                .map(|f| (f.sealed.seq, f.sealed.mac, f.sealed.frontier.clone()));
+            let sealed = match self.prepare(&mut queue, base, &out).await {
+                Some(s) => s,
+                None => continue,
+            };
+            if let Some(f) = in_flight.take() {
+                let landed = self.complete(f.await_done().await, &out).await;
+                if !landed {
+                    // It was sealed on top of the batch that just failed: its sequence
+                    // numbers and MACs continue a log that does not exist.
+                    sealed.fail("the audit batch before this one failed to commit");
                     continue;
                 }
-            };
-            head.store(self.head_seq, Ordering::Release);
-            let mut sequenced = sequenced;
-            if let Some(batch) = sequenced.as_mut() {
-                if queue
-                    .iter()
-                    .any(|s| admission::needed(&s.ops, s.guard.as_ref()))
-                {
-                    admit(batch.as_mut(), &mut queue).await;
-                }
             }
-            let mut units = Vec::with_capacity(queue.len());
-            let mut replies = Vec::with_capacity(queue.len());
-            let (mut seq, mut prev) = (self.head_seq, self.head_mac);
-            for sub in queue.drain(..) {
-                let key = self.keys.active();
-                seq += 1;
-                let canonical = canonical_entry(&sub.draft, &sub.body, seq, &key.id);
-                let mac = key.mac(&prev, canonical.as_bytes());
-                prev = mac;
-                let d = sub.draft;
-                units.push(CommitUnit {
-                    entry: SealedEntry {
-                        seq,
-                        ts_ms: d.ts_ms,
-                        kind: d.kind,
-                        agent_id: d.agent_id,
-                        session_id: d.session_id,
-                        outcome: d.outcome,
-                        key_id: key.id.clone(),
-                        canonical,
-                        mac: hex::encode(mac),
-                    },
-                    ops: sub.ops,
-                });
-                replies.push(sub.reply);
-            }
-            if units.is_empty() {
-                continue;
-            }
-            // Extend the tree on a copy: it becomes the tree only if the batch commits.
-            let mut frontier = self.frontier.clone();
-            let mut nodes = Vec::with_capacity(units.len() * 2);
-            for u in &units {
-                nodes.extend(frontier.push(merkle::leaf_hash(u.entry.canonical.as_bytes())));
-            }
-            let checkpoint = Some(
-                self.signer
-                    .checkpoint(&frontier, units.last().map_or(0, |u| u.entry.ts_ms)),
-            );
-            let note = checkpoint.as_ref().map(|c| c.note.clone());
-            let tree = TreeUpdate { nodes, checkpoint };
-            let started = std::time::Instant::now();
-            let shared = sequenced.is_some();
-            let outcome = match sequenced {
-                Some(batch) => batch.commit(&units, &tree).await,
-                None => self.store.commit(&units, &tree).await,
-            };
-            let took = started.elapsed();
-            self.metrics.commit_seconds.observe(took.as_secs_f64());
-            self.metrics.batch_entries.observe(units.len() as f64);
-            tracing::debug!(
-                entries = units.len(),
-                commit_us = took.as_micros() as u64,
-                "audit batch committed"
-            );
-            match outcome {
-                Ok(()) => {
-                    self.frontier = frontier;
-                    self.head_seq = seq;
-                    self.head_mac = prev;
-                    head.store(seq, Ordering::Release);
-                    if let Some(u) = units
-                        .iter()
-                        .rev()
-                        .find(|u| u.ops.iter().any(crate::store::is_control_op))
-                    {
-                        stats.control_seq.fetch_max(u.entry.seq, Ordering::AcqRel);
-                    }
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .entries
-                        .fetch_add(units.len() as u64, Ordering::Relaxed);
-                    if let (Some(kept), Some(note)) = (&self.kept, &note) {
-                        kept.hand_over(note);
-                    }
-                    if let Some(m) = self.mirror.as_mut() {
-                        let entries: Vec<SealedEntry> =
-                            units.iter().map(|u| u.entry.clone()).collect();
-                        if let Err(e) = m.append(&entries) {
-                            // The database holds the entries; the mirror is a copy. Stop
-                            // mirroring rather than leave a gap in the file.
-                            tracing::error!(error = %e, path = %m.path().display(), "audit mirror write failed; mirroring stopped");
-                            self.mirror = None;
-                        }
-                    }
-                    for (unit, reply) in units.into_iter().zip(replies) {
-                        let _ = committed.send(unit.entry.clone());
-                        let _ = reply.send(Ok(Committed {
-                            seq: unit.entry.seq,
-                            entry: unit.entry,
-                        }));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, entries = units.len(), head_seq = self.head_seq, "audit commit failed; failing the batch closed (the log stays at head_seq)");
-                    self.metrics.commit_failures.inc();
-                    health.send_if_modified(|h| std::mem::replace(h, false));
-                    let msg = e.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(CommitError::Unavailable(msg.clone())));
-                    }
-                    // Memory is still as before the batch (its seq, MAC and tree were
-                    // copies). A shared store re-reads the head under the sequencer
-                    // lock before the next batch anyway; a single writer settles now
-                    // whether the failed transaction landed, before it seals again.
-                    if !shared {
-                        self.unsure = Some(FailedBatch {
-                            seq,
-                            mac: prev,
-                            frontier,
-                            entries: units.into_iter().map(|u| u.entry).collect(),
-                            note,
-                        });
-                        self.settle(&head, &committed).await;
-                    }
-                }
-            }
+            in_flight = Some(self.start_commit(sealed));
+        }
+        if let Some(f) = in_flight.take() {
+            self.complete(f.await_done().await, &out).await;
         }
         self.finish().await;
+    }
+
+    /// Checks that sealing may go on (integrity, a settled failure, the sequencer of a
+    /// shared store, admission) and seals the queue; `None` when every submission was
+    /// answered already.
+    async fn prepare(
+        &mut self,
+        queue: &mut Vec<Submission>,
+        in_flight: Option<(u64, [u8; 32], Frontier)>,
+        out: &Outputs,
+    ) -> Option<Sealed> {
+        if self.poisoned.load(Ordering::Acquire) {
+            fail_all(
+                queue,
+                &out.health,
+                "the audit log failed its integrity check; see the server log",
+            );
+            return None;
+        }
+        if self.unsure.is_some() && !self.settle(out).await {
+            fail_all(
+                queue,
+                &out.health,
+                "cannot read the audit head after a failed commit",
+            );
+            return None;
+        }
+        // Shared store (PostgreSQL): take the sequencer lock and seal after whatever
+        // another server committed. Single writer (SQLite): `None`, nothing changes.
+        let mut sequenced = match self.sequence().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, entries = queue.len(), "cannot take the audit sequencer; failing the batch closed");
+                fail_all(queue, &out.health, &e.to_string());
+                return None;
+            }
+        };
+        if in_flight.is_none() {
+            out.head.store(self.head_seq, Ordering::Release);
+        }
+        if let Some(batch) = sequenced.as_mut() {
+            if queue
+                .iter()
+                .any(|s| admission::needed(&s.ops, s.guard.as_ref()))
+            {
+                admit(batch.as_mut(), queue).await;
+            }
+        }
+        let mut sealed = match &in_flight {
+            Some((seq, mac, frontier)) => self.seal(queue, (*seq, *mac, frontier))?,
+            None => self.seal(queue, (self.head_seq, self.head_mac, &self.frontier))?,
+        };
+        sealed.sequenced = sequenced;
+        Some(sealed)
+    }
+
+    /// Gives the queue sequence numbers, MACs and tree nodes after `base` (the head
+    /// and frontier the batch extends), and signs the checkpoint of the result.
+    fn seal(
+        &self,
+        queue: &mut Vec<Submission>,
+        base: (u64, [u8; 32], &Frontier),
+    ) -> Option<Sealed> {
+        let (mut seq, mut prev, frontier) = base;
+        let mut units = Vec::with_capacity(queue.len());
+        let mut replies = Vec::with_capacity(queue.len());
+        for sub in queue.drain(..) {
+            let key = self.keys.active();
+            seq += 1;
+            let canonical = canonical_entry(&sub.draft, &sub.body, seq, &key.id);
+            let mac = key.mac(&prev, canonical.as_bytes());
+            prev = mac;
+            let d = sub.draft;
+            units.push(CommitUnit {
+                entry: SealedEntry {
+                    seq,
+                    ts_ms: d.ts_ms,
+                    kind: d.kind,
+                    agent_id: d.agent_id,
+                    session_id: d.session_id,
+                    outcome: d.outcome,
+                    key_id: key.id.clone(),
+                    canonical,
+                    mac: hex::encode(mac),
+                },
+                ops: sub.ops,
+            });
+            replies.push(sub.reply);
+        }
+        if units.is_empty() {
+            return None;
+        }
+        // Extend the tree on a copy: it becomes the tree only if the batch commits.
+        let mut frontier = frontier.clone();
+        let mut nodes = Vec::with_capacity(units.len() * 2);
+        for u in &units {
+            nodes.extend(frontier.push(merkle::leaf_hash(u.entry.canonical.as_bytes())));
+        }
+        let checkpoint = Some(
+            self.signer
+                .checkpoint(&frontier, units.last().map_or(0, |u| u.entry.ts_ms)),
+        );
+        let note = checkpoint.as_ref().map(|c| c.note.clone());
+        Some(Sealed {
+            units,
+            replies,
+            seq,
+            mac: prev,
+            frontier,
+            tree: TreeUpdate { nodes, checkpoint },
+            note,
+            sequenced: None,
+        })
+    }
+
+    /// Commits a sealed batch on a task of its own, so the writer can seal the next.
+    fn start_commit(&self, mut sealed: Sealed) -> InFlight {
+        let store = self.store.clone();
+        let sequenced = sealed.sequenced.take();
+        let units = std::mem::take(&mut sealed.units);
+        let tree = std::mem::replace(&mut sealed.tree, TreeUpdate::default());
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = match sequenced {
+                Some(batch) => batch.commit(&units, &tree).await,
+                None => store.commit(&units, &tree).await,
+            };
+            (units, outcome, started.elapsed())
+        });
+        InFlight { sealed, task }
+    }
+
+    /// Answers a batch whose commit returned: on success moves the head, the tree and
+    /// every copy of the log forward and replies; on failure fails it closed and, for a
+    /// single writer, settles whether it landed. True if it committed.
+    async fn complete(&mut self, done: Done, out: &Outputs) -> bool {
+        let (sealed, units, outcome, took) = done;
+        self.metrics.commit_seconds.observe(took.as_secs_f64());
+        self.metrics.batch_entries.observe(units.len() as f64);
+        tracing::debug!(
+            entries = units.len(),
+            commit_us = took.as_micros() as u64,
+            "audit batch committed"
+        );
+        let Sealed {
+            replies,
+            seq,
+            mac,
+            frontier,
+            note,
+            ..
+        } = sealed;
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, entries = units.len(), head_seq = self.head_seq, "audit commit failed; failing the batch closed (the log stays at head_seq)");
+            self.metrics.commit_failures.inc();
+            out.health.send_if_modified(|h| std::mem::replace(h, false));
+            let msg = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(CommitError::Unavailable(msg.clone())));
+            }
+            // Memory is still as before the batch (its seq, MAC and tree were copies).
+            // A shared store re-reads the head under the sequencer lock before the next
+            // batch anyway; a single writer settles now whether the failed transaction
+            // landed, before it seals again.
+            if !self.store.shared() {
+                self.unsure = Some(FailedBatch {
+                    seq,
+                    mac,
+                    frontier,
+                    entries: units.into_iter().map(|u| u.entry).collect(),
+                    note,
+                });
+                self.settle(out).await;
+            }
+            return false;
+        }
+        self.frontier = frontier;
+        self.head_seq = seq;
+        self.head_mac = mac;
+        out.head.store(seq, Ordering::Release);
+        if let Some(u) = units
+            .iter()
+            .rev()
+            .find(|u| u.ops.iter().any(crate::store::is_control_op))
+        {
+            out.stats
+                .control_seq
+                .fetch_max(u.entry.seq, Ordering::AcqRel);
+        }
+        out.stats.batches.fetch_add(1, Ordering::Relaxed);
+        out.stats
+            .entries
+            .fetch_add(units.len() as u64, Ordering::Relaxed);
+        let entries: Vec<SealedEntry> = units.into_iter().map(|u| u.entry).collect();
+        self.publish(&entries, note.as_deref(), &out.committed);
+        for (entry, reply) in entries.into_iter().zip(replies) {
+            let _ = reply.send(Ok(Committed {
+                seq: entry.seq,
+                entry,
+            }));
+        }
+        true
+    }
+
+    /// Hands durable entries to the copies of the log: the kept checkpoint, the JSONL
+    /// mirror and the subscribers.
+    fn publish(
+        &mut self,
+        entries: &[SealedEntry],
+        note: Option<&str>,
+        committed: &broadcast::Sender<SealedEntry>,
+    ) {
+        if let (Some(kept), Some(note)) = (&self.kept, note) {
+            kept.hand_over(note);
+        }
+        if let Some(m) = self.mirror.as_mut() {
+            if let Err(e) = m.append(entries) {
+                // The database holds the entries; the mirror is a copy. Stop mirroring
+                // rather than leave a gap in the file.
+                tracing::error!(error = %e, path = %m.path().display(), "audit mirror write failed; mirroring stopped");
+                self.mirror = None;
+            }
+        }
+        for entry in entries {
+            let _ = committed.send(entry.clone());
+        }
     }
 
     /// Last steps once the queue is closed and empty: make sure the newest signed

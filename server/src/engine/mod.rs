@@ -211,7 +211,9 @@ impl Engine {
         }
         for r in img.replies {
             let (kind, key) = (r.kind.clone(), r.key.clone());
-            let memo = replies::memo_from_row(r)?;
+            let Some(memo) = replies::memo_from_row(r)? else {
+                continue;
+            };
             match kind.as_str() {
                 "record" => s.recorded.insert(key, memo),
                 _ => s.requests.insert((kind, key), memo),

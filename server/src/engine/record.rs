@@ -246,11 +246,11 @@ impl Engine {
                         row.agent_id
                     )))
                 }
-                Some(row) => duplicate(&super::replies::memo_from_row(row)?).map(Attempt::Done),
-                None => Err(EngineError::NotFound(format!(
-                    "decision_id: {} is not an allowed decision awaiting Record",
-                    input.decision_id
-                ))),
+                Some(row) => match super::replies::memo_from_row(row)? {
+                    Some(memo) => duplicate(&memo).map(Attempt::Done),
+                    None => Err(not_awaiting(&input.decision_id)),
+                },
+                None => Err(not_awaiting(&input.decision_id)),
             };
         };
 
@@ -301,4 +301,10 @@ fn duplicate(memo: &Memo) -> Result<RecordResult, EngineError> {
     r.audit_seq = memo.audit_seq;
     r.duplicate = true;
     Ok(r)
+}
+
+fn not_awaiting(decision_id: &str) -> EngineError {
+    EngineError::NotFound(format!(
+        "decision_id: {decision_id} is not an allowed decision awaiting Record"
+    ))
 }

@@ -48,8 +48,11 @@ struct RecordBody {
     reservation_expired: bool,
 }
 
-/// The in-memory replay record of a stored reply.
-pub(crate) fn memo_from_row(row: ReplyRow) -> Result<Memo, StoreError> {
+/// The in-memory replay record of a stored reply; `None` when the entry it answered
+/// is no longer in the log (an operator started on a log cut back on purpose, see
+/// docs/audit-format.md): the answer is gone with its entry, so the request counts as
+/// new rather than replaying something the log cannot show.
+pub(crate) fn memo_from_row(row: ReplyRow) -> Result<Option<Memo>, StoreError> {
     let response_json = match (row.response, &row.entry) {
         (Some(copy), _) => copy,
         (None, Some(entry)) => answer_json(&row.kind, entry).map_err(|e| {
@@ -59,19 +62,22 @@ pub(crate) fn memo_from_row(row: ReplyRow) -> Result<Memo, StoreError> {
             ))
         })?,
         (None, None) => {
-            return Err(StoreError::Corrupt(format!(
-                "the replay of {} {:?} refers to audit seq {}, which is not in the log",
-                row.kind, row.key, row.audit_seq
-            )))
+            tracing::warn!(
+                kind = %row.kind,
+                key = %row.key,
+                audit_seq = row.audit_seq,
+                "a stored reply refers to an audit entry that is not in the log; it is not replayed"
+            );
+            return Ok(None);
         }
     };
-    Ok(Memo {
+    Ok(Some(Memo {
         agent_id: row.agent_id,
         fingerprint: row.fingerprint,
         response_json,
         audit_seq: row.audit_seq,
         created_ms: row.created_ms,
-    })
+    }))
 }
 
 /// The answer's JSON (as a memo holds it) rebuilt from the canonical entry.
