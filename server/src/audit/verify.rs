@@ -94,15 +94,17 @@ impl<'k> Verifier<'k> {
     ) -> Result<(), Failure> {
         let hashing = leaves.is_some();
         for slice in self.check_slices(entries, hashing) {
+            // Before the failure check: after one, the head is the last accepted MAC, as
+            // feeding one by one leaves it.
             self.checked += slice.checked;
             self.expected_seq += slice.checked;
+            self.prev_mac = slice.head;
             if let Some(out) = leaves.as_deref_mut() {
                 out.extend_from_slice(&slice.leaves);
             }
             if let Some(f) = slice.failure {
                 return Err(f);
             }
-            self.prev_mac = slice.head;
         }
         Ok(())
     }
@@ -439,6 +441,7 @@ mod tests {
                     "entry {bad}"
                 );
                 assert_eq!(got, want, "entry {bad}, mac {edit_mac}");
+                assert_eq!(many.head_mac(), one.head_mac(), "entry {bad}");
                 assert_eq!(leaves, accepted_leaves(&k, &edited), "entry {bad}");
                 assert_eq!(leaves.len(), bad - 1);
             }
