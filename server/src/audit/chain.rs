@@ -30,6 +30,9 @@ pub enum KeyStatus {
 pub struct HmacKey {
     pub id: String,
     secret: [u8; 32],
+    /// HMAC with the key's pads already hashed: cloning it saves the two SHA-256 blocks
+    /// `new_from_slice` spends per MAC (a quarter of a typical entry's MAC cost).
+    keyed: HmacSha256,
     pub status: KeyStatus,
     /// For a revoked key: the last seq it may have chained; `None` revokes every entry.
     pub revoked_after_seq: Option<u64>,
@@ -71,6 +74,7 @@ impl HmacKey {
         }
         Ok(Self {
             id: key_id(&secret),
+            keyed: HmacSha256::new_from_slice(&secret).expect("HMAC takes any key length"),
             secret,
             status,
             revoked_after_seq: None,
@@ -90,7 +94,7 @@ impl HmacKey {
     }
 
     pub fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
-        let mut m = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut m = self.keyed.clone();
         m.update(DOMAIN);
         m.update(prev);
         m.update(canonical);

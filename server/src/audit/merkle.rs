@@ -34,12 +34,24 @@ pub struct Frontier {
 impl Frontier {
     /// Appends a leaf and returns every node it completes (the leaf included).
     pub fn push(&mut self, leaf: Hash) -> Vec<Node> {
-        let mut created = vec![Node {
+        let mut created = Vec::new();
+        self.push_with(leaf, |n| created.push(n));
+        created
+    }
+
+    /// Appends a leaf, keeping only the frontier: rebuilding a tree to compare its root
+    /// (verification, millions of leaves) needs no node list per leaf.
+    pub fn append(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_| {});
+    }
+
+    fn push_with(&mut self, leaf: Hash, mut created: impl FnMut(Node)) {
+        let mut current = Node {
             level: 0,
             index: self.size,
             hash: leaf,
-        }];
-        let mut current = created[0];
+        };
+        created(current);
         while let Some(last) = self.nodes.last().copied() {
             if last.level != current.level {
                 break;
@@ -50,11 +62,10 @@ impl Frontier {
                 index: last.index / 2,
                 hash: node_hash(&last.hash, &current.hash),
             };
-            created.push(current);
+            created(current);
         }
         self.nodes.push(current);
         self.size += 1;
-        created
     }
 
     /// The tree head: the frontier folded from the smallest subtree up.

@@ -1,9 +1,9 @@
 //! Reading and verifying the log through the store.
 
 use super::{Engine, EngineError};
-use crate::audit::integrity::{self, leaf_hashes, Rebuild};
+use crate::audit::integrity::{self, Rebuild};
 use crate::audit::merkle;
-use crate::audit::verify::{Failure, Fault, Verifier};
+use crate::audit::verify::{Failure, Fault};
 use crate::audit::GENESIS;
 use crate::store::CheckpointRow;
 
@@ -18,8 +18,6 @@ pub struct VerifyReport {
     /// range, or when no checkpoint exists).
     pub checkpoint_size: u64,
 }
-
-const PAGE: u32 = 10_000;
 
 impl Engine {
     /// Verifies `[from, to]` (0 = to the end). A range that starts after 1 trusts the
@@ -54,7 +52,8 @@ impl Engine {
             .and_then(|c| c.as_ref())
             .map_or(0, |c| c.size);
         let mut rebuild = signed.is_some().then(|| Rebuild::new(target));
-        let (checked, failure) = self.walk(from, to, prev, rebuild.as_mut()).await?;
+        let (checked, failure) =
+            integrity::walk(&self.store, &self.keys, from, to, prev, rebuild.as_mut()).await?;
         if failure.is_some() {
             return Ok(report(checked, failure, target));
         }
@@ -95,58 +94,6 @@ impl Engine {
             }))
     }
 
-    /// Checks the chain of `[from, to]` page by page, feeding leaf hashes to `rebuild`;
-    /// returns how many entries verified and the first failure.
-    async fn walk(
-        &self,
-        from: u64,
-        to: u64,
-        prev: [u8; 32],
-        mut rebuild: Option<&mut Rebuild>,
-    ) -> Result<(u64, Option<Failure>), EngineError> {
-        let mut v = Verifier::new(&self.keys, from, prev);
-        let fetch = |next: u64| {
-            let store = self.store.clone();
-            tokio::spawn(async move { store.audit_page(next, to, PAGE).await })
-        };
-        // The next page is read while this one is checked: reading and checking take
-        // about as long as each other, so overlapping them nearly halves the time.
-        let mut pending = (from <= to).then(|| fetch(from));
-        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread;
-        while let Some(reading) = pending.take() {
-            let page = reading
-                .await
-                .map_err(|e| EngineError::Unavailable(format!("audit read task: {e}")))??;
-            let Some(last) = page.last() else { break };
-            if last.seq < to {
-                pending = Some(fetch(last.seq + 1));
-            }
-            let mut check = || {
-                let chained = v.feed_all(&page);
-                if let Some(r) = rebuild.as_deref_mut() {
-                    // Only the entries the chain accepted: they are in seq order from 1.
-                    let good = page.len().min((v.checked - r.size()) as usize);
-                    leaf_hashes(&page[..good])
-                        .into_iter()
-                        .for_each(|l| r.push(l));
-                }
-                chained
-            };
-            let checked = if multi_thread {
-                tokio::task::block_in_place(check)
-            } else {
-                check()
-            };
-            if let Err(f) = checked {
-                return Ok((v.checked, Some(f)));
-            }
-        }
-        Ok((v.checked, None))
-    }
-}
-
-impl Engine {
     /// The whole log, already chain-checked into `rebuild`, against the newest signed
     /// checkpoint read before the walk (`signed`) and the stored tree.
     async fn check_tree(

@@ -6,6 +6,7 @@ pub mod admission;
 mod audit_log;
 mod postgres;
 mod sqlite;
+mod sqlite_reader;
 mod sqlite_writer;
 
 pub use audit_log::AuditLog;
