@@ -379,3 +379,31 @@ async fn malformed_record_and_admin_requests_name_the_field() {
 
     assert_eq!(audit_head(&client).await, head, "nothing was audited");
 }
+
+/// Error messages quote what the caller sent, and they travel in HTTP/2 headers: a long
+/// field quoted back whole once made the reply larger than the client accepts, and the
+/// client saw an HTTP/2 protocol error (INTERNAL) instead of a refusal naming the field.
+#[tokio::test]
+async fn a_long_value_quoted_in_an_error_still_comes_back_as_invalid_argument_naming_its_field() {
+    let server = spawn_server(ServerOptions::new().policy(POLICY)).await;
+    let client = server.client();
+    for tls_identity in ["x".repeat(5_000), "é".repeat(20_000)] {
+        let err = client
+            .create_principal(proto::CreatePrincipalRequest {
+                name: "ops".into(),
+                roles: vec![proto::Role::Admin as i32],
+                agents: Vec::new(),
+                tls_identity,
+            })
+            .await
+            .expect_err("not a certificate identity");
+        match err {
+            arbiter_client::Error::Status { code, message, .. } => {
+                assert_eq!(code, Code::InvalidArgument, "{message}");
+                assert!(message.starts_with("tls_identity: "), "{message}");
+                assert!(message.len() <= 1024, "{}", message.len());
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+}

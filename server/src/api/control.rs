@@ -31,7 +31,9 @@ impl ControlApi {
         match found {
             Some(a) if reader || who.acts_for(&a.agent_id) => return Ok(a),
             None if reader => {
-                return Err(Status::not_found(format!("approval {id} does not exist")))
+                return Err(Status::not_found(super::status::bounded(format!(
+                    "approval {id} does not exist"
+                ))))
             }
             _ => {}
         }
