@@ -157,7 +157,7 @@ async fn trust_consent_spend_and_open_reservations_survive_a_restart() {
     // Recording the pre-restart decision that was already recorded is a duplicate.
     let again = client.record(&settled.decision_id).send().await.unwrap();
     assert!(again.duplicate);
-    let mut first = first_record.clone();
+    let mut first = first_record;
     first.duplicate = true;
     assert_eq!(again, first, "the Record's answer rebuilt from its entry");
 }

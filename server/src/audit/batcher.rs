@@ -305,10 +305,13 @@ impl Sealed {
     }
 }
 
+/// What a commit task returns: the batch's units, the outcome and how long it took.
+type CommitOutput = (Vec<CommitUnit>, Result<(), StoreError>, std::time::Duration);
+
 /// A sealed batch being committed on a task of its own; its units are with the task.
 struct InFlight {
     sealed: Sealed,
-    task: tokio::task::JoinHandle<(Vec<CommitUnit>, Result<(), StoreError>, std::time::Duration)>,
+    task: tokio::task::JoinHandle<CommitOutput>,
 }
 
 /// A returned commit: the batch, its units, the outcome and how long it took.
@@ -327,13 +330,7 @@ impl InFlight {
 }
 
 /// A commit task that panicked wrote nothing it can vouch for: failed, to be settled.
-fn join(
-    sealed: Sealed,
-    joined: Result<
-        (Vec<CommitUnit>, Result<(), StoreError>, std::time::Duration),
-        tokio::task::JoinError,
-    >,
-) -> Done {
+fn join(sealed: Sealed, joined: Result<CommitOutput, tokio::task::JoinError>) -> Done {
     match joined {
         Ok((units, outcome, took)) => (sealed, units, outcome, took),
         Err(e) => (
@@ -349,7 +346,7 @@ fn join(
 enum Event {
     Received(usize),
     Closing,
-    Landed(Done),
+    Landed(Box<Done>),
 }
 
 /// Waits for the batch in flight to return (the caller checks there is one).
@@ -690,7 +687,7 @@ impl Batcher {
                 n = rx.recv_many(&mut queue, self.max_batch) => Event::Received(n),
                 _ = closing.wait_for(|c| *c), if !closed => Event::Closing,
                 // Nothing new while a batch commits: answer it as soon as it lands.
-                done = wait(&mut in_flight), if in_flight.is_some() => Event::Landed(done),
+                done = wait(&mut in_flight), if in_flight.is_some() => Event::Landed(Box::new(done)),
             };
             let received = match event {
                 Event::Received(n) => n,
@@ -702,7 +699,7 @@ impl Batcher {
                     continue;
                 }
                 Event::Landed(done) => {
-                    self.complete(done, &out).await;
+                    self.complete(*done, &out).await;
                     continue;
                 }
             };
@@ -856,7 +853,7 @@ impl Batcher {
         let store = self.store.clone();
         let sequenced = sealed.sequenced.take();
         let units = std::mem::take(&mut sealed.units);
-        let tree = std::mem::replace(&mut sealed.tree, TreeUpdate::default());
+        let tree = std::mem::take(&mut sealed.tree);
         let task = tokio::spawn(async move {
             let started = std::time::Instant::now();
             let outcome = match sequenced {
