@@ -706,11 +706,6 @@ impl Batcher {
             if received == 0 {
                 break;
             }
-            if !pipelined {
-                if let Some(f) = in_flight.take() {
-                    self.complete(f.await_done().await, &out).await;
-                }
-            }
             let base = in_flight
                 .as_ref()
                 .map(|f| (f.sealed.seq, f.sealed.mac, f.sealed.frontier.clone()));
@@ -727,7 +722,14 @@ impl Batcher {
                     continue;
                 }
             }
-            in_flight = Some(self.start_commit(sealed));
+            let started = self.start_commit(sealed);
+            if pipelined {
+                in_flight = Some(started);
+            } else {
+                // Wait here rather than in the select: what queues up meanwhile is all
+                // taken into the next batch, as large as the commit let it grow.
+                self.complete(started.await_done().await, &out).await;
+            }
         }
         if let Some(f) = in_flight.take() {
             self.complete(f.await_done().await, &out).await;
