@@ -24,7 +24,7 @@
 //!   URL=$(scripts/pg-cluster.sh start /tmp/pg) ARBITER_E2E_DATABASE_URL=$URL \
 //!     cargo test -p arbiter-server --test store_conformance --locked
 
-use arbiter_server::audit::canonical::{canonical_entry, canonical_string};
+use arbiter_server::audit::canonical::canonical_entry;
 use arbiter_server::audit::chain::KeyStatus;
 use arbiter_server::audit::merkle::{leaf_hash, Frontier};
 use arbiter_server::audit::refusal::Refusal;
@@ -345,8 +345,8 @@ impl Log {
         let mut nodes = Vec::new();
         for (draft, ops) in items {
             next.seq += 1;
-            let body = canonical_string(&draft.body).expect("a canonical body");
-            let canonical = canonical_entry(&draft, &body, next.seq, &next.key.id);
+            let body = draft.body.canonical().expect("a canonical body");
+            let canonical = canonical_entry(&draft, body, next.seq, &next.key.id);
             let mac = next.key.mac(&next.prev, canonical.as_bytes());
             next.prev = mac;
             nodes.extend(next.frontier.push(leaf_hash(canonical.as_bytes())));
@@ -411,7 +411,7 @@ fn draft(ts_ms: i64, kind: &str, agent: &str, session: &str, outcome: &str) -> E
         agent_id: agent.into(),
         session_id: session.into(),
         outcome: outcome.into(),
-        body: json!({ "note": format!("{kind} by {agent}") }),
+        body: json!({ "note": format!("{kind} by {agent}") }).into(),
     }
 }
 
@@ -726,9 +726,10 @@ async fn audit_batch_reads_back_byte_for_byte(b: Backend) {
         "text": "tab\there, newline\nthere, quote \" backslash \\ nul \u{0} bell \u{7}",
         "unicode": "Grüße, 日本語, emoji 🦀, combining e\u{301}, rtl \u{202e}abc",
         "big": 9_007_199_254_740_991u64,
-    });
+    })
+    .into();
     let mut large = draft(1_001, "record", "a2", "s2", "deny");
-    large.body = json!({ "blob": "x".repeat(200_000) });
+    large.body = json!({ "blob": "x".repeat(200_000) }).into();
     let written = log
         .commit(
             store.as_ref(),

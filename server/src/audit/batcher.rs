@@ -4,7 +4,7 @@
 //! request path never pays a commit of its own. A reply is sent only after the
 //! transaction is durable.
 
-use super::canonical::{canonical_entry, canonical_string, EntryDraft, SealedEntry};
+use super::canonical::{canonical_entry, EntryDraft, SealedEntry};
 use super::chain::{KeyRing, GENESIS};
 use super::checkpoint;
 use super::integrity::{self, CheckpointFile};
@@ -38,6 +38,7 @@ pub enum CommitError {
 }
 
 struct Submission {
+    /// The entry's other fields; its body has moved to `body`.
     draft: EntryDraft,
     /// The body's canonical bytes, computed by the caller so the writer stays light.
     body: String,
@@ -89,7 +90,11 @@ impl BatcherHandle {
         ops: Vec<StateOp>,
         guard: Option<BudgetGuard>,
     ) -> Result<Committed, CommitError> {
-        let body = canonical_string(&draft.body).map_err(CommitError::Invalid)?;
+        let mut draft = draft;
+        // The body moves out (no copy); the writer reads only the draft's other fields.
+        let body = std::mem::take(&mut draft.body)
+            .into_canonical()
+            .map_err(CommitError::Invalid)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Submission {

@@ -1,7 +1,12 @@
 //! Entry layout and RFC 8785 (JCS) canonical bytes. See docs/audit-format.md.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::io::Write as _;
+
+use serde::Serialize;
 use serde_json::{json, Value};
+
+use super::jcs::{self, Canonical};
 
 /// An entry before it has a sequence number and a MAC.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,7 +16,56 @@ pub struct EntryDraft {
     pub agent_id: String,
     pub session_id: String,
     pub outcome: String,
-    pub body: Value,
+    pub body: Body,
+}
+
+/// An entry's body as its canonical (JCS) text, written once where the entry is built
+/// (on the request's task, so bodies are canonicalised in parallel) and never again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body(Result<String, String>);
+
+/// The empty object.
+impl Default for Body {
+    fn default() -> Self {
+        Self(Ok("{}".to_owned()))
+    }
+}
+
+impl Body {
+    /// A typed body: its `Serialize` writes fields in JCS order (see `jcs`).
+    pub fn typed<T: Serialize + ?Sized>(body: &T) -> Self {
+        Self(jcs::to_string(body))
+    }
+
+    /// A body built as a JSON value (entries off the hot path).
+    pub fn json(body: &Value) -> Self {
+        Self::typed(&Canonical(body))
+    }
+
+    /// The canonical text, or why the body cannot be logged exactly (a float, or an
+    /// integer JCS would round): such an entry is refused, never written rounded.
+    pub fn canonical(&self) -> Result<&str, &str> {
+        self.0.as_deref().map_err(String::as_str)
+    }
+
+    /// The canonical text itself, moved out.
+    pub fn into_canonical(self) -> Result<String, String> {
+        self.0
+    }
+
+    /// The body parsed back (tests and tools; the hot path never needs it).
+    pub fn to_value(&self) -> Value {
+        self.canonical()
+            .ok()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for Body {
+    fn from(body: Value) -> Self {
+        Self::json(&body)
+    }
 }
 
 /// An entry with its place in the chain: what the store writes and verifiers read.
@@ -47,13 +101,14 @@ pub fn entry_value(draft: &EntryDraft, seq: u64, key_id: &str) -> Value {
         "agent_id": draft.agent_id,
         "session_id": draft.session_id,
         "outcome": draft.outcome,
-        "body": draft.body,
+        "body": draft.body.to_value(),
     })
 }
 
-fn json_string(s: &str) -> String {
-    // serde_json escapes exactly as JCS requires (\" \\ \b \f \n \r \t, \u00xx otherwise).
-    serde_json::to_string(s).expect("strings always serialize")
+/// Appends `s` as a JSON string: serde_json escapes exactly as JCS requires
+/// (\" \\ \b \f \n \r \t, \u00xx otherwise).
+fn push_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing to memory cannot fail");
 }
 
 /// The canonical entry assembled from an already-canonical body. The members are
@@ -61,47 +116,32 @@ fn json_string(s: &str) -> String {
 /// request tasks canonicalize bodies in parallel and leaves the single writer only this
 /// concatenation. `canonical_entry_matches_jcs` checks it against full JCS.
 pub fn canonical_entry(draft: &EntryDraft, body_canonical: &str, seq: u64, key_id: &str) -> String {
-    format!(
-        "{{\"agent_id\":{},\"body\":{},\"key_id\":{},\"kind\":{},\"outcome\":{},\"seq\":{},\"session_id\":{},\"ts\":{},\"v\":1}}",
-        json_string(&draft.agent_id),
-        body_canonical,
-        json_string(key_id),
-        json_string(&draft.kind),
-        json_string(&draft.outcome),
-        seq,
-        json_string(&draft.session_id),
-        json_string(&format_ts(draft.ts_ms)),
-    )
+    let mut out = Vec::with_capacity(body_canonical.len() + 256);
+    out.extend_from_slice(b"{\"agent_id\":");
+    push_string(&mut out, &draft.agent_id);
+    out.extend_from_slice(b",\"body\":");
+    out.extend_from_slice(body_canonical.as_bytes());
+    out.extend_from_slice(b",\"key_id\":");
+    push_string(&mut out, key_id);
+    out.extend_from_slice(b",\"kind\":");
+    push_string(&mut out, &draft.kind);
+    out.extend_from_slice(b",\"outcome\":");
+    push_string(&mut out, &draft.outcome);
+    out.extend_from_slice(b",\"seq\":");
+    write!(out, "{seq}").expect("writing to memory cannot fail");
+    out.extend_from_slice(b",\"session_id\":");
+    push_string(&mut out, &draft.session_id);
+    out.extend_from_slice(b",\"ts\":");
+    push_string(&mut out, &format_ts(draft.ts_ms));
+    out.extend_from_slice(b",\"v\":1}");
+    String::from_utf8(out).expect("JSON text of UTF-8 strings is UTF-8")
 }
-
-/// Largest integer RFC 8785 writes exactly: JCS writes every number as an IEEE 754
-/// double, so a larger one would be logged as a different number.
-const MAX_EXACT: u64 = (1 << 53) - 1;
 
 /// JCS bytes of a JSON value. Entries hold only integers within ±(2^53 − 1) (amounts,
 /// counts, times; argument floats are recorded as their JCS text), so a float or a
 /// larger integer is a programming error and is refused rather than logged rounded.
 pub fn canonical_string(value: &Value) -> Result<String, String> {
-    if has_inexact_number(value) {
-        return Err(
-            "audit entries must not contain floating-point numbers or integers beyond ±(2^53 − 1)"
-                .into(),
-        );
-    }
-    serde_jcs::to_string(value).map_err(|e| e.to_string())
-}
-
-fn has_inexact_number(v: &Value) -> bool {
-    match v {
-        Value::Number(n) => {
-            n.is_f64()
-                || n.as_u64().is_some_and(|u| u > MAX_EXACT)
-                || n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_EXACT)
-        }
-        Value::Array(a) => a.iter().any(has_inexact_number),
-        Value::Object(o) => o.values().any(has_inexact_number),
-        _ => false,
-    }
+    jcs::to_string(&Canonical(value))
 }
 
 /// One JSONL export line: `{"entry":<canonical>,"mac":"<hex>"}`.
@@ -127,23 +167,13 @@ mod tests {
             agent_id: "a\"gent\u{1}é".into(),
             session_id: "s/1".into(),
             outcome: "allow".into(),
-            body: json!({"z": [1, {"b": null, "a": "x\ty"}], "m": {"\u{e000}": 1, "\u{1f600}": 2}}),
+            body: json!({"z": [1, {"b": null, "a": "x\ty"}], "m": {"\u{e000}": 1, "\u{1f600}": 2}})
+                .into(),
         };
-        let body = canonical_string(&draft.body).unwrap();
-        let fast = canonical_entry(&draft, &body, 42, "h-0011223344556677");
-        let full = canonical_string(&entry_value(&draft, 42, "h-0011223344556677")).unwrap();
+        let body = draft.body.canonical().unwrap();
+        let fast = canonical_entry(&draft, body, 42, "h-0011223344556677");
+        let full = serde_jcs::to_string(&entry_value(&draft, 42, "h-0011223344556677")).unwrap();
         assert_eq!(fast, full);
-    }
-
-    #[test]
-    fn floats_and_integers_jcs_would_round_are_refused() {
-        assert!(canonical_string(&json!({"x": 1.5})).is_err());
-        for n in [MAX_EXACT + 1, u64::MAX] {
-            assert!(canonical_string(&json!({ "n": n })).is_err(), "{n}");
-        }
-        assert!(canonical_string(&json!({ "n": -(MAX_EXACT as i64) - 1 })).is_err());
-        let edge = canonical_string(&json!([MAX_EXACT, -(MAX_EXACT as i64)])).unwrap();
-        assert_eq!(edge, format!("[{MAX_EXACT},-{MAX_EXACT}]"));
     }
 
     #[test]

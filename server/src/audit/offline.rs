@@ -78,7 +78,11 @@ pub fn verify_lines(
         // or another escape would otherwise verify, since the MAC covers the canonical form.
         let canonical = super::canonical::canonical_string(&entry).unwrap_or_default();
         let mac = parsed.get("mac").and_then(Value::as_str).unwrap_or("");
-        if line != format!("{{\"entry\":{canonical},\"mac\":\"{mac}\"}}") {
+        // §7 step 2: the MAC is spelled one way too (64 lower-case hex digits), so a
+        // case flip in it is a changed line, not the same one.
+        let mac_canonical =
+            mac.len() == 64 && mac.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        if !mac_canonical || line != format!("{{\"entry\":{canonical},\"mac\":\"{mac}\"}}") {
             let seq = entry.get("seq").and_then(Value::as_u64).unwrap_or(expected);
             return Err(Exit(
                 1,
@@ -104,12 +108,8 @@ pub fn verify_lines(
             session_id: field("session_id"),
             outcome: field("outcome"),
             key_id: field("key_id"),
-            canonical: serde_jcs::to_string(&entry).unwrap_or_default(),
-            mac: parsed
-                .get("mac")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
+            mac: mac.to_owned(),
+            canonical,
         };
         if head.is_some_and(|h| tree.size < h.size) {
             tree.push(super::merkle::leaf_hash(sealed.canonical.as_bytes()));

@@ -347,7 +347,7 @@ mod tests {
                     agent_id: "a".into(),
                     session_id: String::new(),
                     outcome: "allow".into(),
-                    body: json!({"n": seq}),
+                    body: json!({"n": seq}).into(),
                 };
                 let k = keys.active();
                 let canonical = canonical_string(&entry_value(&d, seq, &k.id)).unwrap();

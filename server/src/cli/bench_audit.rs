@@ -192,7 +192,7 @@ async fn write_synthetic(
                 agent_id: format!("agent-{}", seq % 100),
                 session_id: String::new(),
                 outcome: "allow".into(),
-                body: serde_json::Value::Null,
+                body: serde_json::Value::Null.into(),
             };
             let canonical = canonical_entry(&draft, &body, seq, &key.id);
             let mac = key.mac(&prev, canonical.as_bytes());

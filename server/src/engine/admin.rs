@@ -93,7 +93,7 @@ impl Engine {
             agent_id: a.agent_id.clone(),
             session_id: String::new(),
             outcome: String::new(),
-            body: json!({"level": level.name(), "scope": a.scope, "principal": who.name, "reason": reason}),
+            body: json!({"level": level.name(), "scope": a.scope, "principal": who.name, "reason": reason}).into(),
         };
         let seq = self
             .append(draft, vec![StateOp::SetTrust(a.clone())])
@@ -154,7 +154,7 @@ impl Engine {
             agent_id: g.agent_id.clone(),
             session_id: String::new(),
             outcome: String::new(),
-            body: json!({"data_type": g.data_type, "purpose": g.purpose, "expires_ts_ms": g.expires_ms, "principal": who.name}),
+            body: json!({"data_type": g.data_type, "purpose": g.purpose, "expires_ts_ms": g.expires_ms, "principal": who.name}).into(),
         };
         let seq = self
             .append(draft, vec![StateOp::PutConsent(g.clone())])
@@ -189,7 +189,7 @@ impl Engine {
             agent_id: agent.to_string(),
             session_id: String::new(),
             outcome: String::new(),
-            body: json!({"data_type": data_type, "purpose": purpose, "principal": who.name}),
+            body: json!({"data_type": data_type, "purpose": purpose, "principal": who.name}).into(),
         };
         let op = StateOp::RevokeConsent {
             agent_id: agent.to_string(),

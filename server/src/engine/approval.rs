@@ -117,7 +117,8 @@ impl Engine {
                 "reason": reason,
                 "action_digest": after.action_digest,
                 "policy_version": after.policy_version,
-            }),
+            })
+            .into(),
         };
         match self.append(draft, ops).await {
             Ok(_) => {
@@ -229,7 +230,7 @@ impl Engine {
                 agent_id: after.agent_id.clone(),
                 session_id: after.session_id.clone(),
                 outcome: "expired".into(),
-                body: json!({"approval_id": after.id, "was": before.state.name(), "expires_ts_ms": after.expires_ms}),
+                body: json!({"approval_id": after.id, "was": before.state.name(), "expires_ts_ms": after.expires_ms}).into(),
             };
             match self.append(draft, ops).await {
                 Ok(_) => {

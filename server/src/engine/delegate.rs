@@ -53,7 +53,8 @@ impl Engine {
                         "tools": input.tools,
                         "apis": input.apis,
                         "principal": who.name,
-                    }),
+                    })
+                    .into(),
                 };
                 self.append(draft, Vec::new()).await?;
                 return Err(EngineError::Refused { code, message });
@@ -76,7 +77,8 @@ impl Engine {
                 "parent_token_id": grant.parent,
                 "key_id": grant.kid,
                 "principal": who.name,
-            }),
+            })
+            .into(),
         };
         let audit_seq = self.append(draft, Vec::new()).await?;
         Ok(Delegated {

@@ -1,5 +1,7 @@
+use super::entries::{DelegationEntry, EvaluateBody, ReservationEntry};
 use super::{new_id, Engine, EngineError};
 use crate::audit::batcher::CommitError;
+use crate::audit::jcs::Canonical;
 use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::delegation::TokenCheck;
@@ -10,7 +12,6 @@ use crate::state::RuntimeState;
 use crate::state::{Amounts, Approval, ApprovalState, Memo, OpenDecision, Reservation};
 use crate::store::StateOp;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use tracing::Instrument;
@@ -335,25 +336,21 @@ impl Engine {
             agent_id: call.agent().to_owned(),
             session_id: call.session().unwrap_or("").to_owned(),
             outcome: result.verdict.name().to_owned(),
-            body: json!({
-                "decision_id": result.decision_id,
-                "request_id": call.input.request_id,
-                "action": call.recorded_action,
-                "action_digest": call.digest,
-                "policy_version": call.policy.version,
-                "reasons": result.reasons,
-                "approval_id": result.approval_id,
-                "explain": call.input.explain,
-                "min_trust": call.input.min_trust.map(|l| l.name()),
-                "reservation": reservation.map(|r| json!({
-                    "id": r.id,
-                    "amounts": r.amounts,
-                    "expires_ts_ms": r.expires_ms,
-                    "budgets": r.keys,
-                })),
-                "context": self.redact(call.policy, &call.input.context),
-                "delegation": call.token.map(delegation_entry),
-            }),
+            body: EvaluateBody {
+                action: Canonical(call.recorded_action),
+                action_digest: call.digest,
+                approval_id: result.approval_id.as_deref(),
+                context: self.redact(call.policy, &call.input.context),
+                decision_id: &result.decision_id,
+                delegation: call.token.map(DelegationEntry::of),
+                explain: call.input.explain,
+                min_trust: call.input.min_trust.map(|l| l.name()),
+                policy_version: &call.policy.version,
+                reasons: &result.reasons,
+                request_id: call.input.request_id.as_deref(),
+                reservation: reservation.map(ReservationEntry::of),
+            }
+            .body(),
         }
     }
 
@@ -373,12 +370,11 @@ impl Engine {
             response_json,
             guard,
         } = staged;
-        // Kept only when another replica can win a race for the budget or the approval
-        // this decision consumes (shared stores), so the loss can be logged as the
+        // Whether another replica can win a race for the budget or the approval this
+        // decision consumes (shared stores), so a refusal is a loss to log as the
         // denial it is.
-        let race_draft = (guard.is_some()
-            || ((undo.approval.is_some() || undo.loop_call.is_some()) && self.store.shared()))
-        .then(|| draft.clone());
+        let may_race = guard.is_some()
+            || ((undo.approval.is_some() || undo.loop_call.is_some()) && self.store.shared());
         let committed = self
             .batcher
             .append_guarded(draft, ops, guard)
@@ -419,7 +415,7 @@ impl Engine {
                 }
             }
         };
-        self.answer_refusal(call, failed, result, race_draft).await
+        self.answer_refusal(call, failed, result, may_race).await
     }
 
     /// The answer to a commit the store refused: a lost race becomes the DENY its stage
@@ -429,19 +425,21 @@ impl Engine {
         call: &Call<'_>,
         failed: CommitError,
         result: EvaluateResult,
-        race_draft: Option<EntryDraft>,
+        may_race: bool,
     ) -> Result<EvaluateResult, EngineError> {
-        let explain = call.input.explain;
-        match (failed, race_draft) {
-            (CommitError::Refused(Refusal::BudgetExceeded), Some(draft)) => {
+        if !may_race {
+            return Err(failed.into());
+        }
+        match failed {
+            CommitError::Refused(Refusal::BudgetExceeded) => {
                 let lost = Reason::fail(
                     "budget",
                     "budget.exceeded",
                     "another replica reserved the rest of the budget while this request was decided",
                 );
-                self.deny_lost_race(result, draft, explain, lost).await
+                self.deny_lost_race(call, result, lost).await
             }
-            (CommitError::Refused(why @ Refusal::ApprovalConflict { was, .. }), Some(draft)) => {
+            CommitError::Refused(why @ Refusal::ApprovalConflict { was, .. }) => {
                 // Another replica consumed the approval first, or it expired or was
                 // denied there: the code this replica's approval stage would now give.
                 let code = match was {
@@ -450,15 +448,15 @@ impl Engine {
                     _ => "approval.consumed",
                 };
                 let lost = Reason::fail("approval", code, why.detail());
-                self.deny_lost_race(result, draft, explain, lost).await
+                self.deny_lost_race(call, result, lost).await
             }
-            (CommitError::Refused(why @ Refusal::LoopDetected { .. }), Some(draft)) => {
+            CommitError::Refused(why @ Refusal::LoopDetected { .. }) => {
                 // Calls served by other replicas filled the window first.
                 self.lock().loop_trips.insert(call.agent().to_owned());
                 let lost = Reason::fail("scope", "loop.detected", why.detail());
-                self.deny_lost_race(result, draft, explain, lost).await
+                self.deny_lost_race(call, result, lost).await
             }
-            (e, _) => Err(e.into()),
+            e => Err(e.into()),
         }
     }
 
@@ -467,11 +465,11 @@ impl Engine {
     /// the DENY that stage would have given (`lost`), logged like any other decision.
     async fn deny_lost_race(
         &self,
+        call: &Call<'_>,
         mut result: EvaluateResult,
-        mut draft: EntryDraft,
-        explain: bool,
         lost: Reason,
     ) -> Result<EvaluateResult, EngineError> {
+        let explain = call.input.explain;
         let mut reasons = Vec::with_capacity(result.reasons.len());
         for r in result.reasons.drain(..) {
             if r.stage == lost.stage {
@@ -489,12 +487,9 @@ impl Engine {
         result.reservation_expires_ms = None;
         result.reserved = Amounts::default();
         result.approval_id = None;
-        draft.outcome = Verdict::Deny.name().to_owned();
-        if let Some(body) = draft.body.as_object_mut() {
-            body.insert("reasons".into(), json!(result.reasons));
-            body.insert("reservation".into(), serde_json::Value::Null);
-            body.insert("approval_id".into(), serde_json::Value::Null);
-        }
+        // The same entry as the decision's, now with the denial's outcome, reasons and
+        // no reservation or approval.
+        let draft = self.evaluate_entry(call, &result, None);
         result.audit_seq = self.append(draft, Vec::new()).await?;
         Ok(result)
     }
@@ -711,20 +706,6 @@ fn budget_guard(policy: &CompiledPolicy, r: &Reservation, now: i64) -> crate::st
             .collect(),
         amounts: r.amounts,
         now_ms: now,
-    }
-}
-
-/// What the log keeps of a presented token: enough to trace the chain, never the
-/// token itself (it is a bearer credential until it expires).
-fn delegation_entry(check: &TokenCheck) -> serde_json::Value {
-    match check {
-        TokenCheck::Valid(t) => json!({
-            "token_id": t.grant.id,
-            "issuers": t.grant.issuers,
-            "subject": t.grant.sub,
-            "expires_ts_ms": t.grant.exp_ms,
-        }),
-        TokenCheck::Forged(f) => json!({"forged": f.0}),
     }
 }
 

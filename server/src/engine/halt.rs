@@ -96,7 +96,7 @@ impl Engine {
             agent_id: agent,
             session_id: session,
             outcome: "engaged".into(),
-            body,
+            body: body.into(),
         };
         let mut ops = self.expect_halt(target, previous);
         ops.push(StateOp::EngageHalt(h.clone()));
@@ -148,7 +148,7 @@ impl Engine {
             agent_id: agent,
             session_id: session,
             outcome: "released".into(),
-            body: json!({"target": target.key(), "mode": h.mode.name(), "reason": reason, "principal": who.name}),
+            body: json!({"target": target.key(), "mode": h.mode.name(), "reason": reason, "principal": who.name}).into(),
         };
         let mut ops = self.expect_halt(target, Some(h.clone()));
         ops.push(StateOp::LiftHalt {

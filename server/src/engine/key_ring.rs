@@ -69,7 +69,7 @@ impl Engine {
             agent_id: String::new(),
             session_id: String::new(),
             outcome: String::new(),
-            body: json!({"before": last, "after": summary}),
+            body: json!({"before": last, "after": summary}).into(),
         };
         let seq = self.append(draft, Vec::new()).await?;
         Ok(if first {

@@ -10,6 +10,7 @@ mod approval;
 mod audit;
 mod background;
 mod delegate;
+mod entries;
 mod evaluate;
 mod halt;
 mod key_ring;
@@ -404,20 +405,16 @@ impl Engine {
     }
 
     /// Applies the policy's sensitive-key rules to a context or metadata map.
-    fn redact(&self, policy: &CompiledPolicy, map: &BTreeMap<String, String>) -> serde_json::Value {
-        let mut out = serde_json::Map::new();
-        for (k, v) in map {
-            match policy.sensitive_keys.get(k) {
-                Some(Redaction::Drop) => {}
-                Some(Redaction::Digest) => {
-                    out.insert(k.clone(), self.digest_value(v).into());
-                }
-                None => {
-                    out.insert(k.clone(), v.clone().into());
-                }
-            }
-        }
-        serde_json::Value::Object(out)
+    fn redact<'a>(
+        &self,
+        policy: &CompiledPolicy,
+        map: &'a BTreeMap<String, String>,
+    ) -> entries::Redacted<'a> {
+        entries::Redacted::of(map, |k, v| match policy.sensitive_keys.get(k) {
+            Some(Redaction::Drop) => None,
+            Some(Redaction::Digest) => Some(self.digest_value(v).into()),
+            None => Some(v.into()),
+        })
     }
 
     /// The action as audit entries and approvals record it: argument values under a

@@ -33,7 +33,8 @@ impl Engine {
             agent_id: String::new(),
             session_id: String::new(),
             outcome: "accepted".into(),
-            body: json!({"version": policy.version, "source": policy.source, "name": policy.name}),
+            body: json!({"version": policy.version, "source": policy.source, "name": policy.name})
+                .into(),
         };
         let op = StateOp::PolicyLoad {
             version: policy.version.clone(),
@@ -62,7 +63,7 @@ impl Engine {
             agent_id: String::new(),
             session_id: String::new(),
             outcome: "rejected".into(),
-            body: json!({"version": version, "source": source, "error": error, "serving": self.policy().version}),
+            body: json!({"version": version, "source": source, "error": error, "serving": self.policy().version}).into(),
         };
         let op = StateOp::PolicyLoad {
             version: version.to_owned(),

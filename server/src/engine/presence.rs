@@ -68,7 +68,7 @@ impl Engine {
                 agent_id: agent.to_owned(),
                 session_id: session.unwrap_or("").to_owned(),
                 outcome: String::new(),
-                body: json!({"operator": op, "principal": who.name}),
+                body: json!({"operator": op, "principal": who.name}).into(),
             };
             let ops = vec![StateOp::SetOperator {
                 agent_id: agent.to_owned(),

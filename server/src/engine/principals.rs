@@ -115,7 +115,7 @@ impl Engine {
             agent_id: String::new(),
             session_id: String::new(),
             outcome: String::new(),
-            body,
+            body: body.into(),
         };
         let seq = self
             .append(draft, vec![StateOp::CreatePrincipal(row.clone())])
@@ -152,7 +152,7 @@ impl Engine {
             agent_id: String::new(),
             session_id: String::new(),
             outcome: String::new(),
-            body: json!({"name": name, "principal": who.name}),
+            body: json!({"name": name, "principal": who.name}).into(),
         };
         let op = StateOp::RevokePrincipal {
             name: name.to_owned(),
@@ -181,7 +181,7 @@ impl Engine {
             agent_id: String::new(),
             session_id: String::new(),
             outcome: "denied".into(),
-            body: json!({"principal": r.principal, "rpc": r.rpc, "reason": r.reason}),
+            body: json!({"principal": r.principal, "rpc": r.rpc, "reason": r.reason}).into(),
         };
         if let Err(e) = self.append(draft, Vec::new()).await {
             tracing::error!(error = %e, "could not audit a refused call");
@@ -208,7 +208,7 @@ impl Engine {
                     "{dropped} unauthenticated calls were refused while the refusal queue was full; this entry stands for all of them"
                 ),
                 "dropped": dropped,
-            }),
+            }).into(),
         };
         if let Err(e) = self.append(draft, Vec::new()).await {
             tracing::error!(error = %e, dropped, "could not audit dropped refusals");

@@ -1,3 +1,4 @@
+use super::entries::{RecordBody, UsageEntry};
 use super::{Engine, EngineError};
 use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
@@ -5,7 +6,6 @@ use crate::domain::MicroUsd;
 use crate::state::{Amounts, Memo, OpenDecision, Reservation};
 use crate::store::StateOp;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,24 +258,25 @@ impl Engine {
             agent_id: open.agent_id.clone(),
             session_id: open.session_id.clone(),
             outcome: input.outcome.name().into(),
-            body: json!({
-                "decision_id": input.decision_id,
-                "usage": {
-                    "model": model,
-                    "input_tokens": input.input_tokens,
-                    "output_tokens": input.output_tokens,
-                    "micro_usd": input.micro_usd.map(|m| m.0),
+            body: RecordBody {
+                actual: actual.into(),
+                decision_id: &input.decision_id,
+                duration_ms: input.duration_ms,
+                metadata: self.redact(policy, &input.metadata),
+                output_digest: input.output_digest.as_deref(),
+                overspend: result.overspend,
+                reservation_expired: expired,
+                reservation_id: open.reservation.as_ref().map(|r| r.id.as_str()),
+                reserved: reserved.into(),
+                unpriced,
+                usage: UsageEntry {
+                    input_tokens: input.input_tokens,
+                    micro_usd: input.micro_usd.map(|m| m.0),
+                    model: model.as_deref(),
+                    output_tokens: input.output_tokens,
                 },
-                "actual": actual,
-                "reserved": reserved,
-                "overspend": result.overspend,
-                "unpriced": unpriced,
-                "reservation_id": open.reservation.as_ref().map(|r| r.id.clone()),
-                "reservation_expired": expired,
-                "duration_ms": input.duration_ms,
-                "output_digest": input.output_digest,
-                "metadata": self.redact(policy, &input.metadata),
-            }),
+            }
+            .body(),
         };
         Some(Staged {
             open,

@@ -221,7 +221,8 @@ impl Engine {
                 "digest": digest,
                 "definition": seen.definition,
                 "trusted_digest": pin.trusted.as_ref().map(|t| t.digest.clone()),
-            }),
+            })
+            .into(),
         };
         self.commit_pin(draft, current, pin.clone()).await?;
         Ok(pin)
@@ -298,7 +299,8 @@ impl Engine {
                 "previous_digest": pin.trusted.as_ref().map(|t| t.digest.clone()),
                 "principal": who.name,
                 "reason": reason,
-            }),
+            })
+            .into(),
         };
         let seq = match self.commit_pin(draft, Some(pin), next.clone()).await {
             Err(e @ EngineError::Lost(Refusal::ToolPinChanged { .. })) => {
