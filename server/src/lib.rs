@@ -10,6 +10,7 @@ pub mod console;
 pub mod delegation;
 pub mod domain;
 pub mod engine;
+pub mod jcs;
 pub mod keys;
 pub mod mcp_gateway;
 pub mod metrics;

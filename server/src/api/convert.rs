@@ -144,7 +144,7 @@ fn action(a: pb::Action) -> Result<Action, ParseError> {
     })
 }
 
-/// `google.protobuf.Struct` → JSON. Integral numbers within ±2^53 become JSON integers
+/// `google.protobuf.Struct` → JSON. Integral numbers within ±(2^53 − 1) become JSON integers
 /// (so `100` and `100.0` are one value in the digest); NaN and infinities have no JSON
 /// form and are refused. The nesting depth is bounded by prost's decoder (100) and
 /// checked against the documented limit by `Arguments::parse`.
@@ -165,7 +165,11 @@ fn value_to_json(v: prost_types::Value) -> Result<serde_json::Value, ParseError>
         Some(Kind::BoolValue(b)) => J::Bool(b),
         Some(Kind::StringValue(s)) => J::String(s),
         Some(Kind::NumberValue(n)) => {
-            const EXACT: f64 = 9_007_199_254_740_992.0;
+            // The largest integers the audit log holds as integers (beyond them a double
+            // stands for several integers); larger ones stay numbers and are logged as
+            // their RFC 8785 text, so no request is refused for the log's sake.
+            #[allow(clippy::cast_precision_loss)] // 2^53 - 1 is exact as a double
+            const EXACT: f64 = crate::jcs::MAX_EXACT as f64;
             if n.fract() == 0.0 && n.abs() <= EXACT {
                 J::from(n as i64)
             } else {

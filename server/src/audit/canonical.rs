@@ -6,7 +6,7 @@ use std::io::Write as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::jcs::{self, Canonical};
+use crate::jcs::{self, Canonical};
 
 /// An entry before it has a sequence number and a MAC.
 #[derive(Debug, Clone, PartialEq)]

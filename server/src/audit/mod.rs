@@ -6,7 +6,6 @@ pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
 pub mod integrity;
-pub mod jcs;
 pub mod merkle;
 pub mod mirror;
 pub mod offline;

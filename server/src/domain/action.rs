@@ -1,5 +1,7 @@
 use super::{Arguments, MicroUsd};
-use serde_json::json;
+use crate::jcs::{self, CanonicalMap};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -49,30 +51,82 @@ impl fmt::Display for ActionDigest {
     }
 }
 
+/// An action as JSON, with the arguments given (its own for the digest, redacted ones
+/// for the audit log): the form that digests, approvals and audit entries share.
+/// Fields are declared in JCS order (`crate::jcs`). An action without arguments has no
+/// `arguments` member, so its digest is the one it had before arguments existed.
+#[derive(Serialize)]
+pub struct ActionJson<'a> {
+    api: Option<ApiJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<CanonicalMap<'a>>,
+    budget: Option<&'a str>,
+    category: Option<&'a str>,
+    data: Vec<DataJson<'a>>,
+    estimate: EstimateJson,
+    max_tokens: u64,
+    model: Option<&'a str>,
+    tool: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ApiJson<'a> {
+    method: &'a str,
+    url: &'a str,
+}
+
+#[derive(Serialize)]
+struct DataJson<'a> {
+    data_type: &'a str,
+    purpose: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct EstimateJson {
+    micro_usd: u64,
+    tokens: u64,
+}
+
 impl Action {
-    /// The canonical JSON form that digests, approvals and audit entries share. An
-    /// action without arguments has no `arguments` key, so its digest is the one it had
-    /// before arguments existed.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = json!({
-            "tool": self.tool,
-            "api": self.api.as_ref().map(|a| json!({"method": a.method, "url": a.url})),
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "estimate": {"micro_usd": self.estimate.micro_usd.0, "tokens": self.estimate.tokens},
-            "data": self.data.iter().map(|d| json!({"data_type": d.data_type, "purpose": d.purpose})).collect::<Vec<_>>(),
-            "category": self.category,
-            "budget": self.budget,
-        });
-        if let Some(args) = &self.arguments {
-            v["arguments"] = serde_json::Value::Object(args.as_map().clone());
+    /// This action as JSON with `arguments` in place of its own.
+    pub fn json_with<'a>(&'a self, arguments: Option<&'a Map<String, Value>>) -> ActionJson<'a> {
+        ActionJson {
+            api: self.api.as_ref().map(|a| ApiJson {
+                method: &a.method,
+                url: &a.url,
+            }),
+            arguments: arguments.map(CanonicalMap),
+            budget: self.budget.as_deref(),
+            category: self.category.as_deref(),
+            data: self
+                .data
+                .iter()
+                .map(|d| DataJson {
+                    data_type: &d.data_type,
+                    purpose: d.purpose.as_deref(),
+                })
+                .collect(),
+            estimate: EstimateJson {
+                micro_usd: self.estimate.micro_usd.0,
+                tokens: self.estimate.tokens,
+            },
+            max_tokens: self.max_tokens,
+            model: self.model.as_deref(),
+            tool: self.tool.as_deref(),
         }
-        v
+    }
+
+    /// This action as JSON, its own arguments included.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.json_with(self.arguments.as_ref().map(Arguments::as_map)))
+            .expect("an action serializes")
     }
 
     pub fn digest(&self) -> ActionDigest {
-        let bytes = serde_jcs::to_vec(&self.to_json()).expect("action JSON has no floats");
-        ActionDigest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+        let text = jcs::to_string_any_number(
+            &self.json_with(self.arguments.as_ref().map(Arguments::as_map)),
+        );
+        ActionDigest(format!("sha256:{}", hex::encode(Sha256::digest(text))))
     }
 
     /// A short human summary for logs and the CLI.
@@ -94,6 +148,57 @@ impl Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The digest is the one the `json!` form this replaced gave (serde_jcs over the
+    /// value), so approvals and receipts made by older releases still match.
+    #[test]
+    fn the_digest_is_unchanged_from_the_value_form() {
+        let a = Action {
+            tool: Some("mail.send".into()),
+            api: Some(ApiCall {
+                method: "POST".into(),
+                url: "https://api.example.com/v1/x?q=1".into(),
+            }),
+            model: Some("gpt-x".into()),
+            max_tokens: 1_000,
+            estimate: Estimate {
+                micro_usd: MicroUsd(2_500),
+                tokens: 300,
+            },
+            data: vec![DataAccess {
+                data_type: "email".into(),
+                purpose: None,
+            }],
+            category: Some("comms".into()),
+            budget: None,
+            arguments: Arguments::parse(
+                "action.arguments",
+                json!({"to": ["a@b.c"], "f": 0.1, "big": u64::MAX, "\u{e000}": 1, "\u{1f600}": {"n": null}})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap(),
+        };
+        let old = json!({
+            "tool": a.tool,
+            "api": {"method": "POST", "url": "https://api.example.com/v1/x?q=1"},
+            "model": a.model,
+            "max_tokens": 1_000,
+            "estimate": {"micro_usd": 2_500, "tokens": 300},
+            "data": [{"data_type": "email", "purpose": null}],
+            "category": "comms",
+            "budget": null,
+            "arguments": a.arguments.as_ref().unwrap().as_map(),
+        });
+        let want = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(serde_jcs::to_vec(&old).unwrap()))
+        );
+        assert_eq!(a.digest().0, want);
+        assert_eq!(a.to_json(), old);
+    }
 
     #[test]
     fn digest_changes_with_the_action_and_is_stable() {

@@ -32,7 +32,7 @@ impl Arguments {
             1,
             &mut nodes,
         )?;
-        let bytes = serde_jcs::to_vec(&map).map_err(|e| ParseError::new(field, e.to_string()))?;
+        let bytes = crate::jcs::to_string_any_number(&crate::jcs::CanonicalMap(&map));
         if bytes.len() > MAX_ARGUMENT_BYTES {
             return Err(ParseError::new(
                 field,

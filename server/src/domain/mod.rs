@@ -15,7 +15,7 @@ pub mod text;
 mod tls_identity;
 mod trust;
 
-pub use action::{Action, ActionDigest, ApiCall, DataAccess, Estimate};
+pub use action::{Action, ActionDigest, ActionJson, ApiCall, DataAccess, Estimate};
 pub use api_url::{canonical_url, canonical_url_glob};
 pub use arguments::{
     Arguments, MAX_ARGUMENT_BYTES, MAX_ARGUMENT_DEPTH, MAX_ARGUMENT_KEY_CHARS, MAX_ARGUMENT_NODES,

@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use serde::{Serialize, Serializer};
 
 use crate::audit::canonical::Body;
-use crate::audit::jcs::{Canonical, SortedMap};
 use crate::delegation::TokenCheck;
+use crate::domain::ActionJson;
+use crate::jcs::SortedMap;
 use crate::pipeline::Reason;
 use crate::state::{Amounts, CounterKey, Reservation};
 
 /// One Evaluate's body.
 #[derive(Serialize)]
 pub struct EvaluateBody<'a> {
-    pub action: Canonical<'a>,
+    pub action: ActionJson<'a>,
     pub action_digest: &'a str,
     pub approval_id: Option<&'a str>,
     pub context: Redacted<'a>,

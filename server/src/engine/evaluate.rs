@@ -1,7 +1,6 @@
 use super::entries::{DelegationEntry, EvaluateBody, ReservationEntry};
 use super::{new_id, Engine, EngineError};
 use crate::audit::batcher::CommitError;
-use crate::audit::jcs::Canonical;
 use crate::audit::refusal::Refusal;
 use crate::audit::EntryDraft;
 use crate::delegation::TokenCheck;
@@ -51,11 +50,14 @@ pub struct EvaluateResult {
 
 /// The one-line summary an approver reads: what is done, with the recorded (redacted)
 /// arguments, shortened; the full action is in the approval's `action_json`.
-fn approval_summary(action: &Action, recorded: &serde_json::Value) -> String {
+fn approval_summary(
+    action: &Action,
+    recorded: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> String {
     const MAX_ARGS: usize = 240;
     let mut text = action.summary();
-    if let Some(args) = recorded.get("arguments") {
-        let args = args.to_string();
+    if let Some(args) = recorded {
+        let args = serde_json::to_string(args).expect("a JSON object serializes");
         if args.chars().count() > MAX_ARGS {
             let cut: String = args.chars().take(MAX_ARGS).collect();
             text.push_str(&format!(" with {cut}…"));
@@ -89,7 +91,8 @@ struct Call<'a> {
     token: Option<&'a TokenCheck>,
     digest: &'a str,
     fingerprint: &'a str,
-    recorded_action: &'a serde_json::Value,
+    /// The arguments as the log records them (redacted).
+    recorded_arguments: Option<&'a serde_json::Map<String, serde_json::Value>>,
     now: i64,
 }
 
@@ -141,14 +144,14 @@ impl Engine {
         {
             return Ok(replayed);
         }
-        let recorded_action = self.recorded_action(&policy, &input.action);
+        let recorded_arguments = self.recorded_arguments(&policy, &input.action);
         let call = Call {
             input: &input,
             policy: &policy,
             token: token.as_ref(),
             digest: &digest.0,
             fingerprint: &fingerprint,
-            recorded_action: &recorded_action,
+            recorded_arguments: recorded_arguments.as_ref(),
             now: self.now_ms(),
         };
         let staged = self.decide_and_stage(&call);
@@ -337,7 +340,7 @@ impl Engine {
             session_id: call.session().unwrap_or("").to_owned(),
             outcome: result.verdict.name().to_owned(),
             body: EvaluateBody {
-                action: Canonical(call.recorded_action),
+                action: call.input.action.json_with(call.recorded_arguments),
                 action_digest: call.digest,
                 approval_id: result.approval_id.as_deref(),
                 context: self.redact(call.policy, &call.input.context),
@@ -604,11 +607,10 @@ fn stage_approval(
                 agent_id: call.agent().to_owned(),
                 session_id: call.session().unwrap_or("").to_owned(),
                 action_digest: call.digest.to_owned(),
-                action_summary: approval_summary(&call.input.action, call.recorded_action),
-                action_json: String::from_utf8(
-                    serde_jcs::to_vec(call.recorded_action).expect("action JSON"),
-                )
-                .expect("JCS is UTF-8"),
+                action_summary: approval_summary(&call.input.action, call.recorded_arguments),
+                action_json: crate::jcs::to_string_any_number(
+                    &call.input.action.json_with(call.recorded_arguments),
+                ),
                 policy_version: call.policy.version.clone(),
                 reason: why.clone(),
                 state: ApprovalState::Pending,

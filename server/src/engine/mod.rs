@@ -417,23 +417,24 @@ impl Engine {
         })
     }
 
-    /// The action as audit entries and approvals record it: argument values under a
+    /// The action's arguments as audit entries and approvals record them: values under a
     /// sensitive key (at any depth) become keyed digests or are left out, non-integer
     /// numbers become their RFC 8785 text. The action digest is computed over the raw
     /// action, so it still binds the exact values.
-    fn recorded_action(&self, policy: &CompiledPolicy, action: &Action) -> serde_json::Value {
-        let mut v = action.to_json();
-        if let Some(args) = action.arguments.as_ref() {
-            v["arguments"] = self.redact_json(policy, args.as_map());
-        }
-        v
+    fn recorded_arguments(
+        &self,
+        policy: &CompiledPolicy,
+        action: &Action,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let args = action.arguments.as_ref()?;
+        Some(self.redact_json(policy, args.as_map()))
     }
 
     fn redact_json(
         &self,
         policy: &CompiledPolicy,
         map: &serde_json::Map<String, serde_json::Value>,
-    ) -> serde_json::Value {
+    ) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::Value;
         let mut out = serde_json::Map::new();
         for (k, v) in map {
@@ -443,28 +444,27 @@ impl Engine {
                 // correlate; anything else digests by its canonical JSON.
                 Some(Redaction::Digest) => Value::from(match v {
                     Value::String(s) => self.digest_value(s),
-                    other => self.digest_value(
-                        &String::from_utf8(serde_jcs::to_vec(other).expect("JSON value"))
-                            .expect("JCS is UTF-8"),
-                    ),
+                    other => self.digest_value(&crate::jcs::to_string_any_number(
+                        &crate::jcs::Canonical(other),
+                    )),
                 }),
                 None => self.redact_value(policy, v),
             };
             out.insert(k.clone(), kept);
         }
-        Value::Object(out)
+        out
     }
 
     fn redact_value(&self, policy: &CompiledPolicy, v: &serde_json::Value) -> serde_json::Value {
         match v {
-            serde_json::Value::Object(m) => self.redact_json(policy, m),
+            serde_json::Value::Object(m) => serde_json::Value::Object(self.redact_json(policy, m)),
             serde_json::Value::Array(items) => serde_json::Value::Array(
                 items.iter().map(|i| self.redact_value(policy, i)).collect(),
             ),
             // Entries hold no floats (SPEC §6: every language re-derives the bytes), so a
             // non-integer number is recorded as its RFC 8785 text; the digest keeps the number.
             serde_json::Value::Number(n) if n.is_f64() => {
-                serde_json::Value::String(serde_jcs::to_string(n).unwrap_or_else(|_| n.to_string()))
+                serde_json::Value::String(crate::jcs::to_string_any_number(n))
             }
             other => other.clone(),
         }
