@@ -107,7 +107,7 @@ impl Application {
         // others published, and does not publish it again: a re-publication could land
         // after a newer one and turn every replica back.
         let published = match &settings.policy.path {
-            None if store.shared() => store
+            None if store.replicated().is_some() => store
                 .published_policy()
                 .await
                 .context("reading the published policy bundle")?,
@@ -234,11 +234,12 @@ impl Application {
         background.extend(crate::engine::spawn_loops(&engine));
 
         // Webhooks follow the committed log, after the engine is up; nothing on the
-        // decision path waits for them.
-        let store = engine.store();
-        let lease = store
-            .shared()
-            .then(|| crate::notify::lease::Lease::new(store.clone()));
+        // decision path waits for them. Several replicas deliver one at a time, under a
+        // lease; a single server's notifier delivers alone (`None`).
+        let lease = engine
+            .store()
+            .replicated()
+            .map(|r| crate::notify::lease::Lease::new(r.handle()));
         let notifier = crate::notify::Notifier::start(
             engine.clone(),
             &settings.notifications,

@@ -377,7 +377,8 @@ impl Engine {
         // this decision consumes (shared stores), so the loss can be logged as the
         // denial it is.
         let race_draft = (guard.is_some()
-            || ((undo.approval.is_some() || undo.loop_call.is_some()) && self.store.shared()))
+            || ((undo.approval.is_some() || undo.loop_call.is_some())
+                && self.store.replicated().is_some()))
         .then(|| draft.clone());
         let committed = self
             .batcher
