@@ -506,11 +506,13 @@ struct Snapshot {
 type Control = (u64, Image, Option<Vec<PrincipalRow>>, Option<String>);
 
 async fn snapshot(store: &dyn Store) -> Snapshot {
-    let control = store
-        .load_control(0)
-        .await
-        .expect("load control")
-        .map(|(seq, img)| (seq, image(&img), img.principals, img.published_policy));
+    let control = match store.replicated() {
+        Some(pg) => {
+            let (seq, img) = pg.load_control(0).await.expect("load control");
+            Some((seq, image(&img), img.principals, img.published_policy))
+        }
+        None => None,
+    };
     Snapshot {
         head: store.audit_head().await.expect("head"),
         count: store.audit_count().await.expect("count"),
@@ -1139,7 +1141,7 @@ async fn admission_refusals_write_nothing(b: Backend) {
         // The embedded store has one server, which decides all of this exactly in
         // memory before a batch reaches the store; it has no sequencer, and the ops the
         // sequencer reads (LoopTick, ExpectHalt, ExpectToolPin) write nothing there.
-        assert!(store.begin_sequenced().await.unwrap().is_none());
+        assert!(store.replicated().is_none());
         log.ops(store.as_ref(), setup).await;
         let before = snapshot(store.as_ref()).await;
         log.ops(
@@ -1268,7 +1270,8 @@ async fn admission_refusals_write_nothing(b: Backend) {
         ),
     ];
     for (ops, guard, want) in cases {
-        let mut batch = store.begin_sequenced().await.unwrap().expect("a sequencer");
+        let pg = store.replicated().expect("a sequencer");
+        let mut batch = pg.begin_sequenced().await.unwrap();
         let mut admission = Admission::default();
         match admission.admit(batch.as_mut(), &ops, guard.as_ref()).await {
             Err(Verdict::Refused(got)) => assert_eq!(got, want),
@@ -1280,7 +1283,8 @@ async fn admission_refusals_write_nothing(b: Backend) {
         assert_eq!(snapshot(store.as_ref()).await, before, "after {want:?}");
     }
     // Exactly at the cap fits, and the ones that match the stored state are admitted.
-    let mut batch = store.begin_sequenced().await.unwrap().unwrap();
+    let pg = store.replicated().expect("a sequencer");
+    let mut batch = pg.begin_sequenced().await.unwrap();
     let mut admission = Admission::default();
     for (ops, guard) in [
         (vec![], Some(guard(1))),
@@ -1335,11 +1339,12 @@ async fn admission_counts_earlier_submissions_of_the_batch(b: Backend) {
         ]],
     )
     .await;
-    let Some(mut batch) = store.begin_sequenced().await.unwrap() else {
+    let Some(pg) = store.replicated() else {
         // One server: the in-memory state already counts the calls before them.
         assert!(!b.is_pg(), "PostgreSQL has a sequencer");
         return;
     };
+    let mut batch = pg.begin_sequenced().await.unwrap();
     let guard = |calls: u64| BudgetGuard {
         keys: vec![(cap.clone(), [None, None, Some(10)])],
         amounts: amounts(0, 0, calls),
@@ -1449,13 +1454,14 @@ async fn admission_counts_earlier_submissions_of_the_batch(b: Backend) {
     );
     assert_eq!(img.watchdog_marks, sorted(&["loop:a1".to_owned()]));
     // What was kept now counts for the next batch: 3 ticks, 8 + 2 calls.
-    let mut batch = store.begin_sequenced().await.unwrap().unwrap();
+    let pg = store.replicated().expect("a sequencer");
+    let mut batch = pg.begin_sequenced().await.unwrap();
     assert_eq!(batch.loop_calls("a1", "s1", "search", 0).await.unwrap(), 3);
     assert!(!batch.admit(&guard(1), &BTreeMap::new()).await.unwrap());
     assert!(batch.admit(&guard(0), &BTreeMap::new()).await.unwrap());
     drop(batch);
-    store.prune_loop_ticks(1_200).await.unwrap();
-    let mut batch = store.begin_sequenced().await.unwrap().unwrap();
+    pg.prune_loop_ticks(1_200).await.unwrap();
+    let mut batch = pg.begin_sequenced().await.unwrap();
     assert_eq!(batch.loop_calls("a1", "s1", "search", 0).await.unwrap(), 1);
     drop(batch);
     assert_eq!(log.seq, 5);
@@ -1532,7 +1538,8 @@ async fn budget_reservations_and_settlement(b: Backend) {
     assert_eq!(img.reservations, sorted(std::slice::from_ref(&r2)));
     let img = image(&store.load(0, 0).await.unwrap());
     assert_eq!(img.reservations, sorted(&[r2.clone(), r3.clone()]));
-    if let Some(mut batch) = store.begin_sequenced().await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let mut batch = pg.begin_sequenced().await.unwrap();
         // The shared store also keeps what open reservations hold, per counter: k1 holds
         // r2 only (r1 was settled), k2 nothing (r3 expires at 2_000, released here).
         let fits = |k: &CounterKey, cap: u64, micro: u64| BudgetGuard {
@@ -1578,8 +1585,12 @@ async fn open_decisions(b: Backend) {
         load_all(store.as_ref()).await.open_decisions,
         sorted(&[d1.clone(), d2.clone()])
     );
-    let found = store.find_open_decision("d1").await.unwrap();
-    assert_eq!(found, b.is_pg().then(|| d1.clone()), "shared store only");
+    // Only a shared store is asked: the embedded store's one server made every open
+    // decision itself and holds it in memory.
+    assert_eq!(store.replicated().is_some(), b.is_pg());
+    if let Some(pg) = store.replicated() {
+        assert_eq!(pg.find_open_decision("d1").await.unwrap(), Some(d1.clone()));
+    }
     log.ops(
         store.as_ref(),
         vec![vec![
@@ -1594,11 +1605,10 @@ async fn open_decisions(b: Backend) {
     let img = load_all(store.as_ref()).await;
     assert_eq!(img.open_decisions, sorted(std::slice::from_ref(&d2)));
     assert!(img.reservations.is_empty());
-    assert_eq!(store.find_open_decision("d1").await.unwrap(), None);
-    assert_eq!(
-        store.find_open_decision("d2").await.unwrap(),
-        b.is_pg().then_some(d2)
-    );
+    if let Some(pg) = store.replicated() {
+        assert_eq!(pg.find_open_decision("d1").await.unwrap(), None);
+        assert_eq!(pg.find_open_decision("d2").await.unwrap(), Some(d2));
+    }
 }
 
 /// Consent grants and revocations, trust assignments and operators, in op order.
@@ -1690,7 +1700,8 @@ async fn consent_trust_and_operators(b: Backend) {
         img.operators,
         sorted(&[("a1".to_owned(), "bob".to_owned())])
     );
-    if let Some((_, control)) = store.load_control(0).await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let (_, control) = pg.load_control(0).await.unwrap();
         let control = image(&control);
         assert_eq!(
             (control.trust, control.consent, control.operators),
@@ -1756,7 +1767,8 @@ async fn halts_and_watchdog_marks(b: Backend) {
         img.watchdog_marks,
         sorted(&["budget:daily/a1".to_owned(), "loop:a1/s1/search".to_owned()])
     );
-    if let Some(mut batch) = store.begin_sequenced().await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let mut batch = pg.begin_sequenced().await.unwrap();
         assert_eq!(batch.halt(&agent).await.unwrap(), Some(want[1].clone()));
         assert_eq!(batch.halt(&session).await.unwrap(), None);
         assert!(batch.watchdog_marked("budget:daily/a1").await.unwrap());
@@ -1813,7 +1825,8 @@ async fn approvals_and_tool_pins(b: Backend) {
         img.tool_pins,
         sorted(&[pin("a", None), pin("b", Some(CandidateState::Rejected))])
     );
-    if let Some(mut batch) = store.begin_sequenced().await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let mut batch = pg.begin_sequenced().await.unwrap();
         assert_eq!(
             batch.approval_state("ap1").await.unwrap(),
             Some(ApprovalState::Granted)
@@ -1887,7 +1900,8 @@ async fn principals_and_api_keys(b: Backend) {
     );
     let store = b.reopen(store).await;
     assert_eq!(store.principals().await.unwrap(), rows);
-    if let Some((_, control)) = store.load_control(0).await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let (_, control) = pg.load_control(0).await.unwrap();
         assert_eq!(control.principals, Some(rows.clone()));
     }
     let before = snapshot(store.as_ref()).await;
@@ -1982,7 +1996,8 @@ async fn policy_loads_and_the_published_bundle(b: Backend) {
         ),
         ("v3", 3, v3)
     );
-    if let Some((_, control)) = store.load_control(0).await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let (_, control) = pg.load_control(0).await.unwrap();
         assert_eq!(control.published_policy.as_deref(), Some("v3"));
     }
 }
@@ -2055,12 +2070,12 @@ async fn presence_moves_only_forward(b: Backend) {
         f,
     ];
     assert_eq!(load_all(store.as_ref()).await.presence, sorted(&want));
-    let shared = store.shared_presence().await.unwrap();
-    assert_eq!(
-        shared.map(|p| sorted(&p)),
-        b.is_pg().then(|| sorted(&want)),
-        "shared store only"
-    );
+    // Only a shared store is asked: the embedded store's one server received every
+    // heartbeat itself.
+    assert_eq!(store.replicated().is_some(), b.is_pg());
+    if let Some(pg) = store.replicated() {
+        assert_eq!(sorted(&pg.shared_presence().await.unwrap()), sorted(&want));
+    }
 }
 
 /// Agents seen twice in one batch (two Evaluates of one agent sealed together) and
@@ -2121,7 +2136,8 @@ async fn sightings_of_one_agent_within_one_batch(b: Backend) {
         ("a3".to_owned(), 5, 5, None),
     ];
     assert_eq!(img.agents, sorted(&want));
-    if let Some((_, control)) = store.load_control(head).await.unwrap() {
+    if let Some(pg) = store.replicated() {
+        let (_, control) = pg.load_control(head).await.unwrap();
         // Only the agents changed by batches after `head`.
         assert_eq!(
             image(&control).agents,
@@ -2302,56 +2318,64 @@ async fn tree_nodes_and_checkpoints(b: Backend) {
 }
 
 /// The webhook delivery cursor: shared progress on PostgreSQL (never moves back);
-/// the embedded store keeps none (its one server tracks delivery itself), so there
-/// reads are `None` and writes no-ops.
+/// the embedded store keeps none (its one server keeps its cursor in a file, and
+/// `notify::lease` exists only on a shared store), so it has nothing to store it in.
 async fn delivery_cursors(b: Backend) {
     let store = b.open().await;
-    assert_eq!(store.delivery_cursor("webhooks").await.unwrap(), None);
-    store.store_delivery_cursor("webhooks", 5).await.unwrap();
-    store.store_delivery_cursor("webhooks", 3).await.unwrap();
-    store.store_delivery_cursor("other", 1).await.unwrap();
+    let Some(pg) = store.replicated() else {
+        assert!(!b.is_pg(), "PostgreSQL keeps delivery cursors");
+        return;
+    };
+    assert_eq!(pg.delivery_cursor("webhooks").await.unwrap(), None);
+    pg.store_delivery_cursor("webhooks", 5).await.unwrap();
+    pg.store_delivery_cursor("webhooks", 3).await.unwrap();
+    pg.store_delivery_cursor("other", 1).await.unwrap();
     let store = b.reopen(store).await;
-    let expect = |v: u64| b.is_pg().then_some(v);
-    assert_eq!(store.delivery_cursor("webhooks").await.unwrap(), expect(5));
-    assert_eq!(store.delivery_cursor("other").await.unwrap(), expect(1));
-    store.store_delivery_cursor("webhooks", 9).await.unwrap();
-    assert_eq!(store.delivery_cursor("webhooks").await.unwrap(), expect(9));
-    store.store_delivery_cursor("webhooks", 9).await.unwrap();
-    store.store_delivery_cursor("webhooks", 0).await.unwrap();
-    assert_eq!(store.delivery_cursor("webhooks").await.unwrap(), expect(9));
-    assert_eq!(store.delivery_cursor("never").await.unwrap(), None);
+    let pg = store.replicated().expect("still PostgreSQL");
+    assert_eq!(pg.delivery_cursor("webhooks").await.unwrap(), Some(5));
+    assert_eq!(pg.delivery_cursor("other").await.unwrap(), Some(1));
+    pg.store_delivery_cursor("webhooks", 9).await.unwrap();
+    assert_eq!(pg.delivery_cursor("webhooks").await.unwrap(), Some(9));
+    pg.store_delivery_cursor("webhooks", 9).await.unwrap();
+    pg.store_delivery_cursor("webhooks", 0).await.unwrap();
+    assert_eq!(pg.delivery_cursor("webhooks").await.unwrap(), Some(9));
+    assert_eq!(pg.delivery_cursor("never").await.unwrap(), None);
 }
 
 /// Singleton-job leases: one holder per job on PostgreSQL, taken over when the holder
-/// goes; the embedded store's one server always leads.
+/// goes; the embedded store has no leases (its one server always leads,
+/// `Engine::leads`).
 async fn leases(b: Backend) {
     let first = b.open().await;
     let second = b.open().await;
-    assert!(first.lead("watchdog").await);
-    assert!(first.lead("watchdog").await, "the holder keeps it");
-    assert_eq!(second.lead("watchdog").await, !b.is_pg());
-    assert!(second.lead("notifier").await, "another job");
-    assert_eq!(first.lead("notifier").await, !b.is_pg());
-    if !b.is_pg() {
+    let (Some(one), Some(two)) = (first.replicated(), second.replicated()) else {
+        assert!(!b.is_pg(), "PostgreSQL has leases");
         return;
-    }
+    };
+    assert!(one.lead("watchdog").await);
+    assert!(one.lead("watchdog").await, "the holder keeps it");
+    assert!(!two.lead("watchdog").await);
+    assert!(two.lead("notifier").await, "another job");
+    assert!(!one.lead("notifier").await);
     // The holder stops: its session ends, and the lease passes on.
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !second.lead("watchdog").await {
+    let two = second.replicated().expect("still PostgreSQL");
+    while !two.lead("watchdog").await {
         assert!(Instant::now() < deadline, "the lease was never released");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let third = b.open().await;
-    assert!(!third.lead("watchdog").await);
-    assert!(!third.lead("notifier").await);
+    let three = third.replicated().expect("still PostgreSQL");
+    assert!(!three.lead("watchdog").await);
+    assert!(!three.lead("notifier").await);
 }
 
 /// What only a shared store does, and its absence on the embedded one.
 async fn shared_store_capabilities(b: Backend) {
     let store = b.open().await;
     let mut log = Log::new();
-    assert_eq!(store.shared(), b.is_pg());
+    assert_eq!(store.replicated().is_some(), b.is_pg());
     let pool = store.pool_stats().expect("both backends pool connections");
     assert_eq!(pool.max, 8);
     let k = key("daily", "agent:a1", 0);
@@ -2372,21 +2396,20 @@ async fn shared_store_capabilities(b: Backend) {
         ]],
     )
     .await;
-    let Some(changes) = store.watch_changes() else {
+    let Some(pg) = store.replicated() else {
+        // None of it exists on the embedded store: its callers take their single-writer
+        // path instead.
         assert!(!b.is_pg());
-        assert!(store.begin_sequenced().await.unwrap().is_none());
-        assert!(store.load_control(0).await.unwrap().is_none());
-        assert!(store.shared_presence().await.unwrap().is_none());
-        store.prune_loop_ticks(i64::MAX).await.unwrap();
         return;
     };
     assert!(b.is_pg());
-    let (head, control) = store.load_control(0).await.unwrap().unwrap();
+    let changes = pg.watch_changes();
+    let (head, control) = pg.load_control(0).await.unwrap();
     assert_eq!(head, 1);
     let control = image(&control);
     assert_eq!(control.counters, sorted(&[(k.clone(), amounts(1, 2, 3))]));
     assert_eq!(control.trust.len(), 1);
-    let (head, control) = store.load_control(1).await.unwrap().unwrap();
+    let (head, control) = pg.load_control(1).await.unwrap();
     assert_eq!(head, 1);
     assert!(
         image(&control).counters.is_empty(),
@@ -2397,7 +2420,7 @@ async fn shared_store_capabilities(b: Backend) {
     let mut changes = changes;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let batch = store.begin_sequenced().await.unwrap().unwrap();
+        let batch = pg.begin_sequenced().await.unwrap();
         let (next, units, tree) = log.seal(vec![(
             draft(2_000, "admin", "a1", "", "ok"),
             vec![StateOp::SetOperator {

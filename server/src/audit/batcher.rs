@@ -594,9 +594,10 @@ impl Batcher {
     /// Takes the sequencer lock of a shared store and moves the head (and the tree
     /// frontier) to what is committed now; `None` for a single-writer store.
     async fn sequence(&mut self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
-        let Some(mut batch) = self.store.begin_sequenced().await? else {
+        let Some(replicated) = self.store.replicated() else {
             return Ok(None);
         };
+        let mut batch = replicated.begin_sequenced().await?;
         let (seq, mac) = match batch.head().await? {
             Some((seq, mac)) => (seq, decode_mac(&mac)?),
             None => (0, *GENESIS),
@@ -685,7 +686,7 @@ impl Batcher {
         // top of it meanwhile (both cores work: one seals, one commits); a shared store
         // re-reads the head under its sequencer lock, so it waits for each commit.
         let mut in_flight: Option<InFlight> = None;
-        let pipelined = !self.store.shared();
+        let pipelined = self.store.replicated().is_none();
         loop {
             let event = tokio::select! {
                 biased;
@@ -904,7 +905,7 @@ impl Batcher {
             // A shared store re-reads the head under the sequencer lock before the next
             // batch anyway; a single writer settles now whether the failed transaction
             // landed, before it seals again.
-            if !self.store.shared() {
+            if self.store.replicated().is_none() {
                 self.unsure = Some(FailedBatch {
                     seq,
                     mac,

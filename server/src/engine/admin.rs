@@ -297,7 +297,12 @@ impl Engine {
     /// Deletes the stored loop-guard calls no window of the current policy can count
     /// any more (shared store; one replica at a time, the watchdog lease holder).
     pub async fn prune_loop_ticks(&self) {
-        if !self.store.shared() || !self.store.lead("watchdog").await {
+        // The embedded store keeps no loop ticks: its one server counts them exactly in
+        // memory.
+        let Some(replicated) = self.store.replicated() else {
+            return;
+        };
+        if !replicated.lead("watchdog").await {
             return;
         }
         let longest = self
@@ -310,7 +315,7 @@ impl Engine {
             .unwrap_or_default();
         // A minute of slack for replicas whose clocks disagree slightly.
         let cutoff = self.now_ms() - longest.as_millis() as i64 - 60_000;
-        if let Err(e) = self.store.prune_loop_ticks(cutoff).await {
+        if let Err(e) = replicated.prune_loop_ticks(cutoff).await {
             tracing::warn!(error = %e, "could not prune loop-guard calls; will retry");
         }
     }

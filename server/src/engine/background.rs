@@ -29,15 +29,15 @@ pub fn spawn_loops(engine: &Arc<Engine>) -> Vec<JoinHandle<()>> {
             }
         }),
         // With several replicas on one database only the lease holder (an advisory
-        // lock) judges silence and expires approvals; with the embedded store `lead` is
-        // always true.
+        // lock) judges silence and expires approvals; the embedded store's one server
+        // always leads (`Engine::leads`).
         every(
             engine,
             WATCHDOG_EVERY,
             |e| async move { e.watchdog().await },
         ),
         every(engine, WATCHDOG_EVERY, |e| async move {
-            if e.store.lead("approval-expiry").await {
+            if e.leads("approval-expiry").await {
                 e.expire_approvals().await;
             }
         }),
@@ -47,10 +47,14 @@ pub fn spawn_loops(engine: &Arc<Engine>) -> Vec<JoinHandle<()>> {
         }),
         spawn_presence_sync(engine.clone()),
     ];
-    if let Some(changes) = engine.store.watch_changes() {
-        loops.push(spawn_control_refresh(engine.clone(), changes));
-    }
-    if engine.store.shared() {
+    // Without `replicated()` this server is the one writer: every change is made here
+    // and reaches followers through the batcher's broadcast, so there is nothing to pick
+    // up from the database.
+    if let Some(replicated) = engine.store.replicated() {
+        loops.push(spawn_control_refresh(
+            engine.clone(),
+            replicated.watch_changes(),
+        ));
         // TailAudit followers hear what other replicas commit (engine::tail).
         let follower = engine.clone();
         loops.push(tokio::spawn(async move { follower.watch_log_head().await }));

@@ -377,7 +377,8 @@ impl Engine {
         // decision consumes (shared stores), so a refusal is a loss to log as the
         // denial it is.
         let may_race = guard.is_some()
-            || ((undo.approval.is_some() || undo.loop_call.is_some()) && self.store.shared());
+            || ((undo.approval.is_some() || undo.loop_call.is_some())
+                && self.store.replicated().is_some());
         let committed = self
             .batcher
             .append_guarded(draft, ops, guard)

@@ -162,7 +162,7 @@ impl Engine {
     /// The precondition a shared store checks under the sequencer lock; nothing on the
     /// embedded store, whose one server serializes halt changes (`halt_changes`).
     fn expect_halt(&self, target: &HaltTarget, current: Option<Halt>) -> Vec<StateOp> {
-        if self.store.shared() {
+        if self.store.replicated().is_some() {
             vec![StateOp::ExpectHalt {
                 target: target.clone(),
                 current,
@@ -179,7 +179,7 @@ impl Engine {
     pub(super) async fn catch_up_after_lost_race(&self, attempt: &mut u32) -> bool {
         const ATTEMPTS: u32 = 3;
         *attempt += 1;
-        if !self.store.shared() || *attempt >= ATTEMPTS {
+        if self.store.replicated().is_none() || *attempt >= ATTEMPTS {
             return false;
         }
         for _ in 0..50 {

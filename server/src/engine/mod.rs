@@ -248,10 +248,12 @@ impl Engine {
     /// the snapshot predates a control change this server committed (the caller retries
     /// shortly).
     pub async fn refresh_control(&self) -> Result<bool, StoreError> {
-        let changed_after = self.changes_seen.load(Ordering::Acquire);
-        let Some((seq, img)) = self.store.load_control(changed_after).await? else {
+        // A single writer's memory is the state: no other server changes it.
+        let Some(replicated) = self.store.replicated() else {
             return Ok(true);
         };
+        let changed_after = self.changes_seen.load(Ordering::Acquire);
+        let (seq, img) = replicated.load_control(changed_after).await?;
         if self.batcher.control_seq() > seq {
             return Ok(false);
         }
@@ -369,6 +371,16 @@ impl Engine {
     /// request handlers read the log through [`Engine::audit_log`] instead.
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Whether this server runs the singleton job `job` (the watchdog, approval expiry)
+    /// now: on a replicated store only the holder of its lease does, so one replica at
+    /// a time acts; the embedded store's one server always does.
+    pub(crate) async fn leads(&self, job: &'static str) -> bool {
+        match self.store.replicated() {
+            Some(replicated) => replicated.lead(job).await,
+            None => true,
+        }
     }
 
     /// A read-only handle on the committed audit log.

@@ -131,9 +131,11 @@ impl Engine {
     /// Takes in the heartbeats other servers received (shared store only): per agent,
     /// the newest heartbeat wins, and a silence already halted for stays halted for.
     async fn merge_presence(&self) -> Result<(), StoreError> {
-        let Some(rows) = self.store.shared_presence().await? else {
+        // A single writer received every heartbeat itself: memory has them all.
+        let Some(replicated) = self.store.replicated() else {
             return Ok(());
         };
+        let rows = replicated.shared_presence().await?;
         let mut guard = self.lock();
         let s = &mut *guard;
         for r in rows {
@@ -171,7 +173,7 @@ impl Engine {
         // Silence and overspend are judged by one replica at a time (the lease holder,
         // which sees every replica's settled spend within a second); loop trips are
         // acted on by the replica that saw them.
-        let judge_silence = self.store.lead("watchdog").await;
+        let judge_silence = self.leads("watchdog").await;
         // (agent, condition key, why, the heartbeat whose silence it is)
         let mut actions: Vec<(String, String, String, Option<i64>)> = Vec::new();
         {

@@ -137,8 +137,9 @@ impl Engine {
             s.recorded.contains_key(&input.decision_id)
                 || s.open_decisions.contains_key(&input.decision_id)
         };
-        if !known {
-            if let Some(open) = self.store.find_open_decision(&input.decision_id).await? {
+        // A single writer made every open decision itself: it is in memory or gone.
+        if let (false, Some(replicated)) = (known, self.store.replicated()) {
+            if let Some(open) = replicated.find_open_decision(&input.decision_id).await? {
                 let mut s = self.lock();
                 if let Some(r) = &open.reservation {
                     if !s.ledger.is_open(&r.id) && r.expires_ms > now {

@@ -48,7 +48,7 @@ impl Engine {
     ) -> Result<mpsc::Receiver<Result<SealedEntry, StoreError>>, StoreError> {
         // Subscribe before reading the head, so nothing committed in between is missed.
         let live = self.batcher.subscribe();
-        let shared = self.store.shared().then(|| self.log_head.subscribe());
+        let shared = self.store.replicated().map(|_| self.log_head.subscribe());
         let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
         let head = head.max(self.batcher.head_seq());
         let cursor = after.unwrap_or(head);

@@ -325,7 +325,7 @@ impl Engine {
         next: ToolPin,
     ) -> Result<u64, EngineError> {
         let mut ops = Vec::with_capacity(2);
-        if self.store.shared() {
+        if self.store.replicated().is_some() {
             ops.push(StateOp::ExpectToolPin {
                 server: next.server.clone(),
                 tool: next.tool.clone(),

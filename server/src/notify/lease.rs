@@ -6,20 +6,22 @@
 //! events after that cursor may be sent twice around a hand-over (same `webhook-id`),
 //! none is skipped.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Replicated, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const JOB: &str = "notifier";
 
+/// Exists only on a replicated store: a single server delivers alone and keeps its
+/// cursor in a file (`CursorHome::File`).
 pub struct Lease {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Replicated>,
     /// The last answer of `hold`: whether this replica delivers now.
     held: AtomicBool,
 }
 
 impl Lease {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Replicated>) -> Self {
         Self {
             store,
             held: AtomicBool::new(false),

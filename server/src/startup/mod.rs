@@ -294,7 +294,7 @@ async fn initial_policy(
     store: &dyn Store,
 ) -> anyhow::Result<(Arc<CompiledPolicy>, Option<PublishedPolicy>)> {
     let published = match &settings.policy.path {
-        None if store.shared() => store
+        None if store.replicated().is_some() => store
             .published_policy()
             .await
             .context("reading the published policy bundle")?,
@@ -394,10 +394,12 @@ async fn start_notifier(
     engine: &Arc<Engine>,
     metrics: &Metrics,
 ) -> anyhow::Result<Option<crate::notify::Notifier>> {
-    let store = engine.store();
-    let lease = store
-        .shared()
-        .then(|| crate::notify::lease::Lease::new(store.clone()));
+    // Several replicas deliver one at a time, under a lease; a single server's notifier
+    // delivers alone (`None`).
+    let lease = engine
+        .store()
+        .replicated()
+        .map(|r| crate::notify::lease::Lease::new(r.handle()));
     crate::notify::Notifier::start(
         engine.clone(),
         &settings.notifications,

@@ -1,10 +1,14 @@
-//! Persistence. `Store` is the one boundary to the database; `sqlite` holds all the SQL
-//! for the embedded default. Every write arrives as a batch of `CommitUnit`s from the
-//! audit batcher, so state changes and their audit entries commit together.
+//! Persistence. `Store` is the one boundary to the database and holds what every
+//! backend does; `sqlite` holds all the SQL for the embedded default, `postgres` for
+//! several replicas on one database. What only a replicated store does (the sequencer,
+//! control refresh, leases, shared progress) is the separate `Replicated` capability,
+//! reached through `Store::replicated`. Every write arrives as a batch of `CommitUnit`s
+//! from the audit batcher, so state changes and their audit entries commit together.
 
 pub mod admission;
 mod audit_log;
 mod postgres;
+mod replicated;
 mod sqlite;
 mod sqlite_reader;
 mod sqlite_writer;
@@ -12,6 +16,7 @@ mod sqlite_writer;
 pub use audit_log::AuditLog;
 pub use postgres::PgStore;
 pub use postgres::NOTIFY_CHANNEL;
+pub use replicated::{BudgetGuard, Replicated, SequencedBatch};
 pub use sqlite::SqliteStore;
 
 use crate::audit::SealedEntry;
@@ -232,9 +237,9 @@ pub struct StateImage {
     /// (agent id, operator principal name)
     pub operators: Vec<(String, String)>,
     pub tool_pins: Vec<crate::state::ToolPin>,
-    /// Every principal, read in the control snapshot (`load_control` only).
+    /// Every principal, read in the control snapshot (`Replicated::load_control` only).
     pub principals: Option<Vec<PrincipalRow>>,
-    /// Version of the newest published policy bundle (`load_control` only).
+    /// Version of the newest published policy bundle (`Replicated::load_control` only).
     pub published_policy: Option<String>,
     /// Conditions the watchdog already halted for (`load` only).
     pub watchdog_marks: Vec<String>,
@@ -406,125 +411,13 @@ pub trait Store: Send + Sync + 'static {
     /// off the request path.
     async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError>;
 
-    // Several replicas on one database. The embedded store has one writer and keeps
-    // these defaults, so SQLite mode runs exactly as before.
-
-    /// Deletes stored loop-guard calls older than `before_ms` (shared store only).
-    async fn prune_loop_ticks(&self, _before_ms: i64) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Whether other servers write this database too (PostgreSQL).
-    fn shared(&self) -> bool {
-        false
-    }
-
-    /// A batch transaction holding the sequencer lock, for stores that several servers
-    /// write (PostgreSQL); `None` for a store with a single writer.
-    async fn begin_sequenced(&self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
-        Ok(None)
-    }
-    /// Control state another replica may have changed (trust, consent, halts,
-    /// approvals, operators, the published policy version), the budget counters
-    /// (settled spend) and agents changed by batches after `changed_after_seq`, and the
-    /// audit head the snapshot reflects; `None` when unshared.
-    async fn load_control(
-        &self,
-        _changed_after_seq: u64,
-    ) -> Result<Option<(u64, StateImage)>, StoreError> {
-        Ok(None)
-    }
-    /// An allowed decision still awaiting Record that another replica made (shared
-    /// store only; a single writer has every open decision in memory).
-    async fn find_open_decision(
-        &self,
-        _decision_id: &str,
-    ) -> Result<Option<OpenDecision>, StoreError> {
-        Ok(None)
-    }
-    /// A signal each time any writer commits a control change (LISTEN/NOTIFY).
-    fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    /// The capabilities of a store that several servers write (PostgreSQL), or `None`
+    /// for the embedded store, whose one server is the only writer and decides in memory
+    /// what a replicated store decides in the database. Callers branch on this; the
+    /// single-writer path is their `None` arm, so it is not a no-op in disguise.
+    fn replicated(&self) -> Option<&dyn Replicated> {
         None
     }
-    /// Every agent's newest heartbeat, whichever server received it (shared store only;
-    /// a single writer has every heartbeat in memory).
-    async fn shared_presence(&self) -> Result<Option<Vec<PresenceRow>>, StoreError> {
-        Ok(None)
-    }
-    /// Whether this server holds (or just took) the lease for a singleton job such as
-    /// the watchdog; always true with a single writer.
-    async fn lead(&self, _job: &'static str) -> bool {
-        true
-    }
-    /// A singleton job's shared progress (the webhook delivery cursor), so the server
-    /// that takes its lease over resumes there; `None` when never stored or unshared.
-    async fn delivery_cursor(&self, _name: &str) -> Result<Option<u64>, StoreError> {
-        Ok(None)
-    }
-    /// Moves a shared progress mark forward (never back); a no-op when unshared.
-    async fn store_delivery_cursor(&self, _name: &str, _seq: u64) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-/// One group commit under the sequencer lock: the head is read after the lock is taken,
-/// so the batch is sealed after whatever another server committed.
-/// A new reservation, to be admitted against its budgets' caps in the database under
-/// the sequencer lock (shared store only), so replicas together never overshoot.
-#[derive(Debug, Clone)]
-pub struct BudgetGuard {
-    /// Each counter with its caps: micro-USD, tokens, calls.
-    pub keys: Vec<(CounterKey, [Option<u64>; 3])>,
-    pub amounts: Amounts,
-    pub now_ms: i64,
-}
-
-#[async_trait]
-pub trait SequencedBatch: Send {
-    /// Whether `guard` fits: settled spend plus open reservations in the database, plus
-    /// `pending` (admitted earlier in this batch), plus its amounts, within every cap.
-    async fn admit(
-        &mut self,
-        guard: &BudgetGuard,
-        pending: &std::collections::BTreeMap<CounterKey, Amounts>,
-    ) -> Result<bool, StoreError>;
-    /// Whether the decision is still awaiting Record (so exactly one Record settles it,
-    /// whichever replica serves it).
-    async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError>;
-    /// An approval's stored state (`None` when it is not stored yet), so exactly one
-    /// transition out of each state wins, whichever replica makes it.
-    async fn approval_state(
-        &mut self,
-        id: &str,
-    ) -> Result<Option<crate::state::ApprovalState>, StoreError>;
-    /// Loop-guard calls stored for (agent, session, tool) after `since_ms`.
-    async fn loop_calls(
-        &mut self,
-        agent_id: &str,
-        session_id: &str,
-        tool: &str,
-        since_ms: i64,
-    ) -> Result<u64, StoreError>;
-    /// The halt stored on `target`, as of now, under the lock.
-    async fn halt(
-        &mut self,
-        target: &crate::state::HaltTarget,
-    ) -> Result<Option<crate::state::Halt>, StoreError>;
-    /// The MCP tool pin stored for (`server`, `tool`), as of now, under the lock.
-    async fn tool_pin(
-        &mut self,
-        server: &str,
-        tool: &str,
-    ) -> Result<Option<crate::state::ToolPin>, StoreError>;
-    /// Whether the watchdog already halted for this condition (on any replica).
-    async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError>;
-    /// The audit head as of now, under the lock.
-    async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError>;
-    /// Writes the batch and its tree nodes, then commits (releasing the lock).
-    async fn commit(
-        self: Box<Self>,
-        units: &[CommitUnit],
-        tree: &TreeUpdate,
-    ) -> Result<(), StoreError>;
 }
 
 /// Whether an op changes control state other replicas must pick up.

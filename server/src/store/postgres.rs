@@ -1,11 +1,11 @@
 //! The PostgreSQL backend, for several replicas on one database. All SQL for it lives
 //! here; it mirrors `sqlite.rs` statement for statement.
 
-use super::SequencedBatch;
 use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
     StateImage, StateOp, Store, StoreError, TreeUpdate, REPLY_COLUMNS, REPLY_JOIN,
 };
+use super::{Replicated, SequencedBatch};
 use crate::audit::SealedEntry;
 use crate::domain::TrustLevel;
 use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
@@ -147,16 +147,8 @@ const ENTRY_COLUMNS: &str =
 
 #[async_trait]
 impl Store for PgStore {
-    fn shared(&self) -> bool {
-        true
-    }
-
-    async fn prune_loop_ticks(&self, before_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM loop_ticks WHERE ts_ms < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    fn replicated(&self) -> Option<&dyn Replicated> {
+        Some(self)
     }
 
     async fn principals(&self) -> Result<Vec<PrincipalRow>, StoreError> {
@@ -370,6 +362,7 @@ impl Store for PgStore {
         })
         .transpose()
     }
+
     #[instrument(skip_all)]
     async fn audit_range(
         &self,
@@ -478,19 +471,55 @@ impl Store for PgStore {
         })
     }
 
-    async fn begin_sequenced(&self) -> Result<Option<Box<dyn SequencedBatch>>, StoreError> {
+    async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
+        let rows = newest_heartbeats(rows);
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO presence (agent_id, status, last_heartbeat_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.agent_id.clone())
+                    .push_bind(r.status.name())
+                    .push_bind(r.last_heartbeat_ms);
+            });
+            // Several replicas write the same rows: a heartbeat older than the stored one
+            // (received elsewhere, or flushed late) changes nothing, and the status stays
+            // the one reported with the newest heartbeat.
+            q.push(
+                " ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, \
+                 last_heartbeat_ms = excluded.last_heartbeat_ms \
+                 WHERE presence.last_heartbeat_ms < excluded.last_heartbeat_ms",
+            );
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.kind = $1 AND r.key = $2"
+        )))
+        .bind(kind)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| reply_from_row(&r))
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl Replicated for PgStore {
+    async fn begin_sequenced(&self) -> Result<Box<dyn SequencedBatch>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(SEQUENCER_LOCK)
             .execute(&mut *tx)
             .await?;
-        Ok(Some(Box::new(PgBatch { tx })))
+        Ok(Box::new(PgBatch { tx }))
     }
 
-    async fn load_control(
-        &self,
-        changed_after_seq: u64,
-    ) -> Result<Option<(u64, StateImage)>, StoreError> {
+    async fn load_control(&self, changed_after_seq: u64) -> Result<(u64, StateImage), StoreError> {
         let mut tx = self.pool.begin().await?;
         // One snapshot: the head and the control tables agree.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -534,7 +563,7 @@ impl Store for PgStore {
             ));
         }
         tx.commit().await?;
-        Ok(Some((to_u64(head.unwrap_or(0)), img)))
+        Ok((to_u64(head.unwrap_or(0)), img))
     }
 
     async fn find_open_decision(
@@ -550,7 +579,7 @@ impl Store for PgStore {
         body.map(|b| json::<OpenDecision>(&b)).transpose()
     }
 
-    fn watch_changes(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    fn watch_changes(&self) -> tokio::sync::mpsc::Receiver<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -586,28 +615,12 @@ impl Store for PgStore {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
-        Some(rx)
+        rx
     }
 
-    async fn delivery_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM delivery_cursors WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(seq.map(|s| s.max(0) as u64))
-    }
-
-    async fn store_delivery_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO delivery_cursors (name, seq) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET seq = GREATEST(delivery_cursors.seq, EXCLUDED.seq)",
-        )
-        .bind(name)
-        .bind(to_i64(seq))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn shared_presence(&self) -> Result<Vec<PresenceRow>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        read_presence(&mut conn).await
     }
 
     async fn lead(&self, job: &'static str) -> bool {
@@ -641,45 +654,39 @@ impl Store for PgStore {
         }
     }
 
-    async fn put_presence(&self, rows: &[PresenceRow]) -> Result<(), StoreError> {
-        let rows = newest_heartbeats(rows);
-        for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO presence (agent_id, status, last_heartbeat_ms) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.agent_id.clone())
-                    .push_bind(r.status.name())
-                    .push_bind(r.last_heartbeat_ms);
-            });
-            // Several replicas write the same rows: a heartbeat older than the stored one
-            // (received elsewhere, or flushed late) changes nothing, and the status stays
-            // the one reported with the newest heartbeat.
-            q.push(
-                " ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, \
-                 last_heartbeat_ms = excluded.last_heartbeat_ms \
-                 WHERE presence.last_heartbeat_ms < excluded.last_heartbeat_ms",
-            );
-            q.build().execute(&self.pool).await?;
-        }
+    async fn delivery_cursor(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM delivery_cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seq.map(|s| s.max(0) as u64))
+    }
+
+    async fn store_delivery_cursor(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO delivery_cursors (name, seq) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET seq = GREATEST(delivery_cursors.seq, EXCLUDED.seq)",
+        )
+        .bind(name)
+        .bind(to_i64(seq))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    async fn shared_presence(&self) -> Result<Option<Vec<PresenceRow>>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(Some(read_presence(&mut conn).await?))
+    async fn prune_loop_ticks(&self, before_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM loop_ticks WHERE ts_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
-    async fn find_reply(&self, kind: &str, key: &str) -> Result<Option<ReplyRow>, StoreError> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.kind = $1 AND r.key = $2"
-        )))
-        .bind(kind)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| reply_from_row(&r))
-        .transpose()
+    fn handle(&self) -> Arc<dyn Replicated> {
+        // A clone shares the pool and the lease connections, so it holds what this
+        // handle holds.
+        Arc::new(self.clone())
     }
 }
 
