@@ -1457,14 +1457,21 @@ async fn admission_counts_earlier_submissions_of_the_batch(b: Backend) {
     let pg = store.replicated().expect("a sequencer");
     let mut batch = pg.begin_sequenced().await.unwrap();
     assert_eq!(batch.loop_calls("a1", "s1", "search", 0).await.unwrap(), 3);
-    assert!(!batch.admit(&guard(1), &BTreeMap::new()).await.unwrap());
-    assert!(batch.admit(&guard(0), &BTreeMap::new()).await.unwrap());
+    assert!(!fits(batch.as_mut(), &guard(1)).await);
+    assert!(fits(batch.as_mut(), &guard(0)).await);
     drop(batch);
     pg.prune_loop_ticks(1_200).await.unwrap();
     let mut batch = pg.begin_sequenced().await.unwrap();
     assert_eq!(batch.loop_calls("a1", "s1", "search", 0).await.unwrap(), 1);
     drop(batch);
     assert_eq!(log.seq, 5);
+}
+
+/// Whether `guard` fits what the database holds, read through the batch alone.
+async fn fits(batch: &mut dyn arbiter_server::store::SequencedBatch, guard: &BudgetGuard) -> bool {
+    let keys: Vec<CounterKey> = guard.keys.iter().map(|(k, _)| k.clone()).collect();
+    let stored = batch.budget_usage(&keys, guard.now_ms).await.unwrap();
+    arbiter_server::store::admission::fits(guard, &stored, &BTreeMap::new())
 }
 
 /// Reservations, settlement, spend and expiry give the same ledger.
@@ -1542,16 +1549,23 @@ async fn budget_reservations_and_settlement(b: Backend) {
         let mut batch = pg.begin_sequenced().await.unwrap();
         // The shared store also keeps what open reservations hold, per counter: k1 holds
         // r2 only (r1 was settled), k2 nothing (r3 expires at 2_000, released here).
-        let fits = |k: &CounterKey, cap: u64, micro: u64| BudgetGuard {
+        let guard = |k: &CounterKey, cap: u64, micro: u64| BudgetGuard {
             keys: vec![(k.clone(), [Some(cap), None, None])],
             amounts: amounts(micro, 0, 0),
             now_ms: 5_000,
         };
-        let none = BTreeMap::new();
-        assert!(batch.admit(&fits(&k1, 1_000, 340), &none).await.unwrap());
-        assert!(!batch.admit(&fits(&k1, 1_000, 341), &none).await.unwrap());
-        assert!(batch.admit(&fits(&k2, 1_000, 545), &none).await.unwrap());
-        assert!(!batch.admit(&fits(&k2, 1_000, 546), &none).await.unwrap());
+        let b = batch.as_mut();
+        assert!(fits(b, &guard(&k1, 1_000, 340)).await);
+        assert!(!fits(b, &guard(&k1, 1_000, 341)).await);
+        assert!(fits(b, &guard(&k2, 1_000, 545)).await);
+        assert!(!fits(b, &guard(&k2, 1_000, 546)).await);
+        // Both counters in one read give the same answers.
+        let both = batch
+            .budget_usage(&[k1.clone(), k2.clone()], 5_000)
+            .await
+            .unwrap();
+        assert_eq!(both.get(&k1), Some(&amounts(660, 90, 3)));
+        assert_eq!(both.get(&k2), Some(&amounts(455, 95, 1)));
         drop(batch);
     }
 }

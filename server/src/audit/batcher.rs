@@ -232,6 +232,14 @@ async fn load_frontier(store: &dyn Store, size: u64) -> Result<Frontier, StoreEr
 /// (`store::admission`); answers the refused ones and keeps the rest.
 async fn admit(batch: &mut dyn SequencedBatch, queue: &mut Vec<Submission>) {
     let mut admission = Admission::default();
+    // Every capped counter of the batch in one read (a database that does not answer
+    // leaves them unread, and each guarded submission then says so itself).
+    if let Err(e) = admission
+        .read_budgets(batch, queue.iter().filter_map(|s| s.guard.as_ref()))
+        .await
+    {
+        tracing::warn!(error = %e, "reading the batch's budget counters failed");
+    }
     let mut kept = Vec::with_capacity(queue.len());
     for sub in queue.drain(..) {
         match admission.admit(batch, &sub.ops, sub.guard.as_ref()).await {

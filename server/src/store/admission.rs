@@ -30,6 +30,9 @@ impl From<StoreError> for Verdict {
 pub struct Admission {
     /// Reservations admitted earlier in this batch, per budget counter.
     pending: BTreeMap<CounterKey, Amounts>,
+    /// What the database holds per capped counter (spend plus open reservations), read
+    /// once per batch.
+    stored: HashMap<CounterKey, Amounts>,
     closed: HashSet<String>,
     approvals: HashMap<String, Option<ApprovalState>>,
     marked: HashSet<String>,
@@ -57,7 +60,61 @@ pub fn needed(ops: &[StateOp], guard: Option<&BudgetGuard>) -> bool {
         })
 }
 
+/// Whether `guard` fits every cap: what the database holds, plus what this batch
+/// admitted before it (`pending`), plus its own amounts.
+pub fn fits(
+    guard: &BudgetGuard,
+    stored: &HashMap<CounterKey, Amounts>,
+    pending: &BTreeMap<CounterKey, Amounts>,
+) -> bool {
+    guard.keys.iter().all(|(key, caps)| {
+        let mut total = pending.get(key).copied().unwrap_or_default();
+        total.add(guard.amounts);
+        if let Some(held) = stored.get(key) {
+            total.add(*held);
+        }
+        let used = [total.micro_usd, total.tokens, total.calls];
+        caps.iter()
+            .zip(used)
+            .all(|(cap, used)| cap.is_none_or(|c| used <= c))
+    })
+}
+
 impl Admission {
+    /// Reads, in one call, what the database holds for every capped counter of
+    /// `guards` not read yet in this batch. The batcher calls it with the whole batch
+    /// first, so `admit` finds them all read; expiry is judged at the latest request
+    /// time among them.
+    pub async fn read_budgets<'g>(
+        &mut self,
+        batch: &mut dyn SequencedBatch,
+        guards: impl Iterator<Item = &'g BudgetGuard>,
+    ) -> Result<(), StoreError> {
+        let mut keys = Vec::new();
+        let mut now_ms = i64::MIN;
+        for guard in guards {
+            now_ms = now_ms.max(guard.now_ms);
+            for (key, caps) in &guard.keys {
+                if caps.iter().any(Option::is_some)
+                    && !self.stored.contains_key(key)
+                    && !keys.contains(key)
+                {
+                    keys.push(key.clone());
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut held = batch.budget_usage(&keys, now_ms).await?;
+        for key in keys {
+            // A counter not stored yet holds nothing.
+            let amounts = held.remove(&key).unwrap_or_default();
+            self.stored.insert(key, amounts);
+        }
+        Ok(())
+    }
+
     /// Checks one submission against the database and this batch; on success notes
     /// what it writes. Nothing is noted for a refused submission.
     pub async fn admit(
@@ -107,7 +164,8 @@ impl Admission {
             }
         }
         if let Some(guard) = guard {
-            if !batch.admit(guard, &self.pending).await? {
+            self.read_budgets(batch, std::iter::once(guard)).await?;
+            if !fits(guard, &self.stored, &self.pending) {
                 return Err(Verdict::Refused(Refusal::BudgetExceeded));
             }
             for (key, _) in &guard.keys {

@@ -791,11 +791,11 @@ impl SequencedBatch for PgBatch {
         Ok(open.is_some())
     }
 
-    async fn admit(
+    async fn budget_usage(
         &mut self,
-        guard: &super::BudgetGuard,
-        pending: &BTreeMap<CounterKey, Amounts>,
-    ) -> Result<bool, StoreError> {
+        keys: &[CounterKey],
+        now_ms: i64,
+    ) -> Result<HashMap<CounterKey, Amounts>, StoreError> {
         // Reservations that ran out of time stop counting here, under the sequencer
         // lock, so every replica sees the same held amounts (the index on
         // (settled, expires_ms) makes this a no-op when nothing expired).
@@ -803,45 +803,43 @@ impl SequencedBatch for PgBatch {
             "UPDATE reservations SET settled = 2 WHERE settled = 0 AND expires_ms <= $1 \
              RETURNING keys_json, micro_usd, tokens, calls",
         )
-        .bind(guard.now_ms)
+        .bind(now_ms)
         .fetch_all(&mut *self.tx)
         .await?;
         release_reserved(&mut self.tx, &expired).await?;
-        for (key, caps) in &guard.keys {
-            if caps.iter().all(Option::is_none) {
-                continue;
-            }
-            let row = sqlx::query(
-                "SELECT spent_micro_usd, spent_tokens, spent_calls, reserved_micro_usd, reserved_tokens,
-                        reserved_calls FROM budget_counters
-                 WHERE budget = $1 AND scope_key = $2 AND window_start_ms = $3",
-            )
-            .bind(&key.budget)
-            .bind(&key.scope_key)
-            .bind(key.window_start_ms)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-            let mut total = pending.get(key).copied().unwrap_or_default();
-            total.add(guard.amounts);
-            if let Some(r) = &row {
-                for prefix in ["spent", "reserved"] {
-                    total.add(Amounts {
-                        micro_usd: to_u64(r.try_get(format!("{prefix}_micro_usd").as_str())?),
-                        tokens: to_u64(r.try_get(format!("{prefix}_tokens").as_str())?),
-                        calls: to_u64(r.try_get(format!("{prefix}_calls").as_str())?),
-                    });
-                }
-            }
-            let used = [total.micro_usd, total.tokens, total.calls];
-            if caps
-                .iter()
-                .zip(used)
-                .any(|(cap, used)| cap.is_some_and(|c| used > c))
-            {
-                return Ok(false);
-            }
+        let mut usage = HashMap::new();
+        if keys.is_empty() {
+            return Ok(usage);
         }
-        Ok(true)
+        let rows = sqlx::query(
+            "SELECT c.budget, c.scope_key, c.window_start_ms, spent_micro_usd, spent_tokens, \
+                    spent_calls, reserved_micro_usd, reserved_tokens, reserved_calls \
+             FROM budget_counters c \
+             JOIN UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS k(budget, scope_key, window_start_ms) \
+               USING (budget, scope_key, window_start_ms)",
+        )
+        .bind(keys.iter().map(|k| k.budget.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.scope_key.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.window_start_ms).collect::<Vec<_>>())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for r in rows {
+            let mut held = Amounts::default();
+            for prefix in ["spent", "reserved"] {
+                held.add(Amounts {
+                    micro_usd: to_u64(r.try_get(format!("{prefix}_micro_usd").as_str())?),
+                    tokens: to_u64(r.try_get(format!("{prefix}_tokens").as_str())?),
+                    calls: to_u64(r.try_get(format!("{prefix}_calls").as_str())?),
+                });
+            }
+            let key = CounterKey {
+                budget: r.try_get("budget")?,
+                scope_key: r.try_get("scope_key")?,
+                window_start_ms: r.try_get("window_start_ms")?,
+            };
+            usage.insert(key, held);
+        }
+        Ok(usage)
     }
 
     async fn head(&mut self) -> Result<Option<(u64, String)>, StoreError> {

@@ -59,13 +59,16 @@ pub struct BudgetGuard {
 /// so the batch is sealed after whatever another server committed.
 #[async_trait]
 pub trait SequencedBatch: Send {
-    /// Whether `guard` fits: settled spend plus open reservations in the database, plus
-    /// `pending` (admitted earlier in this batch), plus its amounts, within every cap.
-    async fn admit(
+    /// Releases the reservations that ran out of time by `now_ms`, then reads what each
+    /// counter of `keys` holds in the database (settled spend plus open reservations;
+    /// nothing for a counter not stored yet): two statements however many keys, so a
+    /// batch's budget admission costs two round trips under the lock, not one per
+    /// reservation and counter (`store::admission::fits` does the arithmetic).
+    async fn budget_usage(
         &mut self,
-        guard: &BudgetGuard,
-        pending: &std::collections::BTreeMap<CounterKey, Amounts>,
-    ) -> Result<bool, StoreError>;
+        keys: &[CounterKey],
+        now_ms: i64,
+    ) -> Result<std::collections::HashMap<CounterKey, Amounts>, StoreError>;
     /// Whether the decision is still awaiting Record (so exactly one Record settles it,
     /// whichever replica serves it).
     async fn decision_open(&mut self, decision_id: &str) -> Result<bool, StoreError>;
