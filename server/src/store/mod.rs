@@ -9,6 +9,7 @@ pub mod admission;
 mod audit_log;
 mod postgres;
 mod replicated;
+mod rows;
 mod sqlite;
 mod sqlite_reader;
 mod sqlite_writer;
@@ -203,7 +204,7 @@ pub struct ReplyRow {
 }
 
 /// The columns of a `replies` row joined to the canonical entry it answered, for
-/// `reply_from_row`; `FROM replies r` must be followed by `REPLY_JOIN`.
+/// `rows::reply`; `FROM replies r` must be followed by `REPLY_JOIN`.
 pub(crate) const REPLY_COLUMNS: &str = "r.kind, r.key, r.agent_id, r.fingerprint, \
      NULLIF(r.response, '') AS response, r.audit_seq, r.created_ms, \
      CASE WHEN r.response = '' THEN a.canonical END AS entry";

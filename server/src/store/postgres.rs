@@ -1,14 +1,14 @@
 //! The PostgreSQL backend, for several replicas on one database. All SQL for it lives
 //! here; it mirrors `sqlite.rs` statement for statement.
 
+use super::rows::{self, json, to_i64, to_json, to_u64, ENTRY_COLUMNS};
 use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
     StateImage, StateOp, Store, StoreError, TreeUpdate, REPLY_COLUMNS, REPLY_JOIN,
 };
 use super::{Replicated, SequencedBatch};
 use crate::audit::SealedEntry;
-use crate::domain::TrustLevel;
-use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};
+use crate::state::{Amounts, CounterKey, OpenDecision};
 use crate::state::{Halt, HaltMode, HaltTarget};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -53,14 +53,6 @@ fn job_key(job: &str) -> i64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h as i64
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 /// Parses a `postgres://` URL. The error never repeats the URL: it may hold a password.
@@ -120,31 +112,6 @@ impl PgStore {
     }
 }
 
-fn entry_from_row(r: &PgRow) -> Result<SealedEntry, StoreError> {
-    Ok(SealedEntry {
-        seq: to_u64(r.try_get("seq")?),
-        ts_ms: r.try_get("ts_ms")?,
-        kind: r.try_get("kind")?,
-        agent_id: r.try_get("agent_id")?,
-        session_id: r.try_get("session_id")?,
-        outcome: r.try_get("outcome")?,
-        key_id: r.try_get("key_id")?,
-        canonical: r.try_get("canonical")?,
-        mac: r.try_get("mac")?,
-    })
-}
-
-fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("state types serialize")
-}
-
-const ENTRY_COLUMNS: &str =
-    "seq, ts_ms, kind, agent_id, session_id, outcome, key_id, canonical, mac";
-
 #[async_trait]
 impl Store for PgStore {
     fn replicated(&self) -> Option<&dyn Replicated> {
@@ -185,7 +152,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?
         {
-            img.counters.push(counter_from_row(&r)?);
+            img.counters.push(rows::counter(&r)?);
         }
         for r in sqlx::query(
             "SELECT id, decision_id, agent_id, keys_json, micro_usd, tokens, calls, created_ms, expires_ms
@@ -195,39 +162,20 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?
         {
-            let keys: String = r.try_get("keys_json")?;
-            img.reservations.push(Reservation {
-                id: r.try_get("id")?,
-                decision_id: r.try_get("decision_id")?,
-                agent_id: r.try_get("agent_id")?,
-                keys: json(&keys)?,
-                amounts: Amounts {
-                    micro_usd: to_u64(r.try_get("micro_usd")?),
-                    tokens: to_u64(r.try_get("tokens")?),
-                    calls: to_u64(r.try_get("calls")?),
-                },
-                created_ms: r.try_get("created_ms")?,
-                expires_ms: r.try_get("expires_ms")?,
-            });
+            img.reservations.push(rows::reservation(&r)?);
         }
         for r in sqlx::query("SELECT body_json FROM decisions WHERE recorded = 0")
             .fetch_all(&self.pool)
             .await?
         {
-            let body: String = r.try_get("body_json")?;
-            img.open_decisions.push(json::<OpenDecision>(&body)?);
+            img.open_decisions.push(rows::body(&r)?);
         }
         for r in
             sqlx::query("SELECT agent_id, first_seen_ms, last_seen_ms, last_allowed_ms FROM agents")
                 .fetch_all(&self.pool)
                 .await?
         {
-            img.agents.push((
-                r.try_get("agent_id")?,
-                r.try_get("first_seen_ms")?,
-                r.try_get("last_seen_ms")?,
-                r.try_get("last_allowed_ms")?,
-            ));
+            img.agents.push(rows::agent(&r)?);
         }
         img.watchdog_marks = sqlx::query_scalar("SELECT condition FROM watchdog_marks")
             .fetch_all(&self.pool)
@@ -236,11 +184,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
         {
-            img.sessions.push((
-                r.try_get("agent_id")?,
-                r.try_get("session_id")?,
-                r.try_get("started_ms")?,
-            ));
+            img.sessions.push(rows::session(&r)?);
         }
         for r in sqlx::query(AssertSqlSafe(format!(
             "SELECT {REPLY_COLUMNS} FROM replies r {REPLY_JOIN} WHERE r.created_ms >= $1"
@@ -249,7 +193,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?
         {
-            img.replies.push(reply_from_row(&r)?);
+            img.replies.push(rows::reply(&r)?);
         }
         img.presence = read_presence(&mut conn).await?;
         Ok(img)
@@ -292,15 +236,8 @@ impl Store for PgStore {
                 .bind(to_i64(index))
                 .fetch_optional(&self.pool)
                 .await?;
-        h.map(|h| {
-            hex::decode(&h)
-                .ok()
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes"))
-                })
-        })
-        .transpose()
+        h.map(|h| rows::node_hash(i64::from(level), to_i64(index), &h))
+            .transpose()
     }
 
     async fn nodes(
@@ -324,13 +261,7 @@ impl Store for PgStore {
             for r in q.build().fetch_all(&self.pool).await? {
                 let level: i64 = r.try_get("level")?;
                 let index: i64 = r.try_get("idx")?;
-                let h: String = r.try_get("hash")?;
-                let h = hex::decode(&h)
-                    .ok()
-                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes"))
-                    })?;
+                let h = rows::node_hash(level, index, &r.try_get::<String, _>("hash")?)?;
                 out.insert((level as u32, to_u64(index)), h);
             }
         }
@@ -352,15 +283,7 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await?,
             };
-        row.map(|r| {
-            Ok(CheckpointRow {
-                size: to_u64(r.try_get("size")?),
-                root_hex: r.try_get("root")?,
-                note: r.try_get("note")?,
-                ts_ms: r.try_get("ts_ms")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(rows::checkpoint).transpose()
     }
 
     #[instrument(skip_all)]
@@ -377,7 +300,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(entry_from_row)
+            .map(rows::entry)
             .collect()
     }
 
@@ -426,7 +349,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(entry_from_row)
+            .map(rows::entry)
             .collect()
     }
 
@@ -436,15 +359,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| {
-                Ok(PolicyLoadRow {
-                    version: r.try_get("version")?,
-                    source: r.try_get("source")?,
-                    loaded_ms: r.try_get("loaded_ms")?,
-                    accepted: r.try_get::<i64, _>("accepted")? != 0,
-                    error: r.try_get("error")?,
-                })
-            })
+            .map(rows::policy_load)
             .collect()
     }
 
@@ -452,14 +367,8 @@ impl Store for PgStore {
         sqlx::query(super::PUBLISHED_POLICY)
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| {
-                Ok(super::PublishedPolicy {
-                    version: r.try_get("version")?,
-                    source: r.try_get("source")?,
-                    loaded_ms: r.try_get("loaded_ms")?,
-                    bundle: r.try_get("bundle")?,
-                })
-            })
+            .as_ref()
+            .map(rows::published_policy)
             .transpose()
     }
 
@@ -503,7 +412,8 @@ impl Store for PgStore {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?
-        .map(|r| reply_from_row(&r))
+        .as_ref()
+        .map(rows::reply)
         .transpose()
     }
 }
@@ -546,7 +456,7 @@ impl Replicated for PgStore {
         .fetch_all(&mut *tx)
         .await?
         {
-            img.counters.push(counter_from_row(&r)?);
+            img.counters.push(rows::counter(&r)?);
         }
         for r in sqlx::query(
             "SELECT agent_id, first_seen_ms, last_seen_ms, last_allowed_ms FROM agents WHERE seen_seq > $1",
@@ -555,12 +465,7 @@ impl Replicated for PgStore {
         .fetch_all(&mut *tx)
         .await?
         {
-            img.agents.push((
-                r.try_get("agent_id")?,
-                r.try_get("first_seen_ms")?,
-                r.try_get("last_seen_ms")?,
-                r.try_get("last_allowed_ms")?,
-            ));
+            img.agents.push(rows::agent(&r)?);
         }
         tx.commit().await?;
         Ok((to_u64(head.unwrap_or(0)), img))
@@ -765,11 +670,7 @@ impl SequencedBatch for PgBatch {
                 .bind(tool)
                 .fetch_optional(&mut *self.tx)
                 .await?;
-        row.map(|r| {
-            let body: String = r.try_get("body_json")?;
-            json(&body)
-        })
-        .transpose()
+        row.as_ref().map(rows::body).transpose()
     }
 
     async fn watchdog_marked(&mut self, condition: &str) -> Result<bool, StoreError> {
@@ -869,22 +770,6 @@ impl SequencedBatch for PgBatch {
     }
 }
 
-/// A counter's key and settled spend.
-fn counter_from_row(r: &sqlx::postgres::PgRow) -> Result<(CounterKey, Amounts), StoreError> {
-    Ok((
-        CounterKey {
-            budget: r.try_get("budget")?,
-            scope_key: r.try_get("scope_key")?,
-            window_start_ms: r.try_get("window_start_ms")?,
-        },
-        Amounts {
-            micro_usd: to_u64(r.try_get("spent_micro_usd")?),
-            tokens: to_u64(r.try_get("spent_tokens")?),
-            calls: to_u64(r.try_get("spent_calls")?),
-        },
-    ))
-}
-
 /// Trust, consent, operators, tool pins, approvals and halts: what other replicas change.
 async fn load_control_into(
     conn: &mut sqlx::PgConnection,
@@ -896,50 +781,31 @@ async fn load_control_into(
     .fetch_all(&mut *conn)
     .await?
     {
-        let rank: i64 = r.try_get("level")?;
-        img.trust.push(TrustAssignment {
-            agent_id: r.try_get("agent_id")?,
-            scope: r.try_get("scope")?,
-            level: TrustLevel::from_rank(rank as u8)
-                .ok_or_else(|| StoreError::Corrupt(format!("trust level {rank}")))?,
-            assigned_by: r.try_get("assigned_by")?,
-            assigned_ms: r.try_get("assigned_ms")?,
-        });
+        img.trust.push(rows::trust(&r)?);
     }
     for r in sqlx::query("SELECT agent_id, data_type, purpose, granted_by, granted_ms, expires_ms FROM consent_grants")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let purpose: String = r.try_get("purpose")?;
-            img.consent.push(ConsentGrant {
-                agent_id: r.try_get("agent_id")?,
-                data_type: r.try_get("data_type")?,
-                purpose: (!purpose.is_empty()).then_some(purpose),
-                granted_by: r.try_get("granted_by")?,
-                granted_ms: r.try_get("granted_ms")?,
-                expires_ms: r.try_get("expires_ms")?,
-            });
-        }
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        img.consent.push(rows::consent(&r)?);
+    }
     for r in sqlx::query("SELECT agent_id, operator FROM agent_operators")
         .fetch_all(&mut *conn)
         .await?
     {
-        img.operators
-            .push((r.try_get("agent_id")?, r.try_get("operator")?));
+        img.operators.push(rows::operator(&r)?);
     }
     for r in sqlx::query("SELECT body_json FROM mcp_tool_pins")
         .fetch_all(&mut *conn)
         .await?
     {
-        let body: String = r.try_get("body_json")?;
-        img.tool_pins.push(json(&body)?);
+        img.tool_pins.push(rows::body(&r)?);
     }
     for r in sqlx::query("SELECT body_json FROM approvals")
         .fetch_all(&mut *conn)
         .await?
     {
-        let body: String = r.try_get("body_json")?;
-        img.approvals.push(json(&body)?);
+        img.approvals.push(rows::body(&r)?);
     }
     for r in sqlx::query(
         "SELECT scope, agent_id, session_id, mode, reason, engaged_by, engaged_ms FROM halts",
@@ -947,23 +813,7 @@ async fn load_control_into(
     .fetch_all(&mut *conn)
     .await?
     {
-        let scope: String = r.try_get("scope")?;
-        let agent: String = r.try_get("agent_id")?;
-        let session: String = r.try_get("session_id")?;
-        let mode: String = r.try_get("mode")?;
-        img.halts.push(Halt {
-            target: match scope.as_str() {
-                "global" => HaltTarget::Global,
-                "agent" => HaltTarget::Agent(agent),
-                "session" => HaltTarget::Session(agent, session),
-                other => return Err(StoreError::Corrupt(format!("halt scope {other:?}"))),
-            },
-            mode: HaltMode::parse(&mode)
-                .ok_or_else(|| StoreError::Corrupt(format!("halt mode {mode:?}")))?,
-            reason: r.try_get("reason")?,
-            engaged_by: r.try_get("engaged_by")?,
-            engaged_ms: r.try_get("engaged_ms")?,
-        });
+        img.halts.push(rows::halt(&r)?);
     }
     Ok(())
 }
@@ -978,28 +828,7 @@ async fn read_principals(conn: &mut sqlx::PgConnection) -> Result<Vec<PrincipalR
     .fetch_all(&mut *conn)
     .await?
     .iter()
-    .map(|r| {
-        let roles: String = r.try_get("roles")?;
-        let agents: String = r.try_get("agents")?;
-        let tls_identity: Option<String> = r.try_get("tls_identity")?;
-        Ok(PrincipalRow {
-            name: r.try_get("name")?,
-            roles: roles
-                .split(',')
-                .filter(|x| !x.is_empty())
-                .map(|x| x.parse().map_err(StoreError::Corrupt))
-                .collect::<Result<_, _>>()?,
-            agents: json(&agents)?,
-            key_hash: r.try_get("key_hash")?,
-            key_prefix: r.try_get("key_prefix")?,
-            tls_identity: tls_identity
-                .map(|t| t.parse().map_err(StoreError::Corrupt))
-                .transpose()?,
-            created_by: r.try_get("created_by")?,
-            created_ms: r.try_get("created_ms")?,
-            revoked_ms: r.try_get("revoked_ms")?,
-        })
-    })
+    .map(rows::principal)
     .collect()
 }
 
@@ -1009,30 +838,8 @@ async fn read_presence(conn: &mut sqlx::PgConnection) -> Result<Vec<PresenceRow>
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(|r| {
-            let status: String = r.try_get("status")?;
-            Ok(PresenceRow {
-                agent_id: r.try_get("agent_id")?,
-                status: crate::state::PresenceStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("presence status {status:?}")))?,
-                last_heartbeat_ms: r.try_get("last_heartbeat_ms")?,
-                silence_halted_ms: r.try_get("silence_halted_ms")?,
-            })
-        })
+        .map(rows::presence)
         .collect()
-}
-
-fn reply_from_row(r: &PgRow) -> Result<ReplyRow, StoreError> {
-    Ok(ReplyRow {
-        kind: r.try_get("kind")?,
-        key: r.try_get("key")?,
-        agent_id: r.try_get("agent_id")?,
-        fingerprint: r.try_get("fingerprint")?,
-        response: r.try_get("response")?,
-        audit_seq: to_u64(r.try_get("audit_seq")?),
-        created_ms: r.try_get("created_ms")?,
-        entry: r.try_get("entry")?,
-    })
 }
 
 /// Rows per multi-row statement; 9 columns × 500 stays far below SQLite's bound-parameter limit.

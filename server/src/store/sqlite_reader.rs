@@ -8,6 +8,7 @@
 //! row once per `||`. Here each column is copied once, straight out of SQLite's page
 //! buffer, and nothing crosses threads per row (docs/benchmarks.md, issue 18 item 7).
 
+use super::rows::to_i64;
 use super::StoreError;
 use crate::audit::SealedEntry;
 use rusqlite::{params, Connection, OpenFlags, Row};
@@ -111,8 +112,4 @@ fn entry(r: &Row<'_>) -> Result<SealedEntry, StoreError> {
         canonical: r.get(7)?,
         mac: r.get(8)?,
     })
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }

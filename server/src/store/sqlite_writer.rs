@@ -12,6 +12,7 @@
 //! its other tasks elsewhere while SQLite writes. Reads, migrations, presence upserts
 //! and WAL checkpoints stay on sqlx's pool: WAL readers never wait for this writer.
 
+use super::rows::{to_i64, to_json};
 use super::{CommitUnit, StateOp, StoreError, TreeUpdate};
 use crate::audit::SealedEntry;
 use crate::state::Reservation;
@@ -168,14 +169,6 @@ impl From<rusqlite::Error> for StoreError {
             _ => Self::Unavailable(Box::new(e)),
         }
     }
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("state rows serialise")
 }
 
 fn insert_entry(tx: &Transaction<'_>, e: &SealedEntry) -> Result<(), StoreError> {
