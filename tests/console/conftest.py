@@ -27,7 +27,7 @@ from typing import IO
 import arbiter
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -218,9 +218,15 @@ def browser() -> Iterator[WebDriver]:
 
 def wait(driver: WebDriver, timeout: float = 5.0) -> WebDriverWait[WebDriver]:
     # A page load or a live refresh can swap an element out between finding and reading
-    # it: that only means "look again".
+    # it: that only means "look again". Chromium reports some of those swaps as an
+    # "unknown error" ("Node with given id does not belong to the document") rather than
+    # a stale element, so those are looked at again too; anything that stays wrong still
+    # fails the wait when it times out.
     return WebDriverWait(
-        driver, timeout, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,)
+        driver,
+        timeout,
+        poll_frequency=0.02,
+        ignored_exceptions=(StaleElementReferenceException, WebDriverException),
     )
 
 

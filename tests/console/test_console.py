@@ -14,6 +14,7 @@ import urllib.parse
 from typing import Any
 
 import arbiter
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -61,9 +62,26 @@ def says(driver: WebDriver, element_id: str, text: str) -> None:
     wait(driver).until(check, f"#{element_id} never said {text!r}")
 
 
-def flash(driver: WebDriver) -> str:
-    """The message the page shows after a change (waits for the redirect to land)."""
-    return str(wait(driver).until(lambda b: b.find_element(By.ID, "flash").text))
+def flash(driver: WebDriver, *expected: str) -> str:
+    """The message the page shows after a change, once it holds every `expected` part.
+
+    The previous change's message stays on the page until the redirect lands, so waiting
+    for any text would read the old one. The text is read in the page in one step: a
+    WebDriver element handle can be swapped out between finding and reading it, which
+    Chromium reports as an unknown error, not a stale element."""
+    seen = [""]
+
+    def shown(b: WebDriver) -> bool:
+        seen[0] = str(
+            b.execute_script("const e = document.getElementById('flash'); return e ? e.innerText : '';")
+        )
+        return all(part in seen[0] for part in expected)
+
+    try:
+        wait(driver).until(shown)
+    except TimeoutException:
+        raise AssertionError(f"#flash never said {expected!r}; it said {seen[0]!r}") from None
+    return seen[0]
 
 
 def live(driver: WebDriver) -> None:
@@ -148,7 +166,7 @@ def test_an_operator_approves_in_the_page_while_the_agent_waits(
     d, seen_after, again = asyncio.run(scenario())
     assert seen_after < 1.0, f"the approval appeared after {seen_after:.2f} s"
     assert again.allowed, again.reasons
-    assert "granted" in flash(browser)
+    flash(browser, "granted")
     wait(browser).until(
         lambda b: (
             f'data-approval="{d.approval_id}"' in b.page_source
@@ -172,8 +190,7 @@ def test_the_agents_own_operator_is_refused_with_the_four_eyes_reason(
     shown = card(browser, d.approval_id)
     assert "registered operator" in shown.find_element(By.CLASS_NAME, "four-eyes").text
     shown.find_element(By.CSS_SELECTOR, "button.grant").click()
-    said = flash(browser)
-    assert "Refused" in said and "four-eyes" in said and "Nothing was changed" in said, said
+    flash(browser, "Refused", "four-eyes", "Nothing was changed")
     screenshot(browser, "four-eyes")
     assert server.client("root").get_approval(d.approval_id).state == "pending"
     assert not [e for e in audit_kinds(server, "approval.grant") if d.approval_id in e]
@@ -248,7 +265,7 @@ def test_the_halt_button_stops_the_next_evaluate_and_resume_restores_it(
     # Nothing happens before the confirmation.
     assert bot.evaluate(agent, tool="read_invoice").allowed
     browser.find_element(By.ID, "confirm").click()
-    assert "HALT_ALL halt engaged" in flash(browser)
+    flash(browser, "HALT_ALL halt engaged")
     halted = bot.evaluate(agent, tool="read_invoice")
     assert not halted.allowed and halted.reasons[0].code == "halt.engaged"
     row = browser.find_element(By.CSS_SELECTOR, f'tr.halt[data-agent="{agent}"]')
@@ -258,7 +275,7 @@ def test_the_halt_button_stops_the_next_evaluate_and_resume_restores_it(
     row.find_element(By.CSS_SELECTOR, "form.resume button").click()
     assert "lifted" in wait(browser).until(lambda b: b.find_element(By.ID, "consequence")).text
     browser.find_element(By.ID, "confirm").click()
-    assert "Resumed" in flash(browser)
+    flash(browser, "Resumed")
     assert bot.evaluate(agent, tool="read_invoice").allowed
     kinds = [
         e for e in audit_kinds(server, "halt.engage") + audit_kinds(server, "halt.release") if agent in e
@@ -316,7 +333,7 @@ def test_the_audit_tail_shows_a_new_entry_within_a_second(
     assert receipt.status == 200 and '"inclusion_proof"' in receipt.body
     browser.get(server.console + "/audit")
     browser.find_element(By.ID, "verify").click()
-    assert "Verified" in flash(browser)
+    flash(browser, "Verified")
 
 
 def test_an_operator_cannot_read_the_audit_log(browser: WebDriver, server: Server) -> None:
@@ -407,19 +424,19 @@ def test_the_agents_page_shows_presence_trust_and_spend_and_an_operator_governs_
     Select(browser.find_element(By.ID, "trust-level")).select_by_value("L4_ACT_REPORT")
     browser.find_element(By.ID, "trust-reason").send_keys("six weeks clean")
     browser.find_element(By.ID, "trust-button").click()
-    assert f"Trust of {agent} set to L4_ACT_REPORT" in flash(browser)
+    flash(browser, f"Trust of {agent} set to L4_ACT_REPORT")
     assert server.client("root").get_trust(agent).effective_level == arbiter.TrustLevel.L4_ACT_REPORT
     says(browser, "agent-trust", "L4_ACT_REPORT")
 
     browser.find_element(By.ID, "consent-data-type").send_keys("pii")
     browser.find_element(By.ID, "consent-purpose").send_keys("support")
     browser.find_element(By.ID, "consent-button").click()
-    assert "Consent granted" in flash(browser)
+    flash(browser, "Consent granted")
     assert bot.evaluate(agent, tool="lookup_customer", data=[("pii", "support")]).allowed
     screenshot(browser, "agent")
     grant = browser.find_element(By.CSS_SELECTOR, 'tr.grant[data-data-type="pii"]')
     grant.find_element(By.CSS_SELECTOR, "form.revoke button").click()
-    assert "revoked" in flash(browser)
+    flash(browser, "revoked")
     assert not bot.evaluate(agent, tool="lookup_customer", data=[("pii", "support")]).allowed
 
     trust = [e for e in audit_kinds(server, "trust.set") if agent in e]
