@@ -122,8 +122,8 @@ struct Staged {
     draft: EntryDraft,
     ops: Vec<StateOp>,
     undo: Undo,
-    /// The answer as stored for replays of its request id.
-    response_json: Option<String>,
+    /// Whether the answer is kept for replays of its request id.
+    remember: bool,
     guard: Option<crate::store::BudgetGuard>,
 }
 
@@ -174,7 +174,7 @@ impl Engine {
         loop {
             let mut pending = {
                 let mut s = self.lock();
-                if let Some(memo) = s.requests.get(&("evaluate".to_owned(), rid.clone())) {
+                if let Some(memo) = s.requests.get(rid.as_str()) {
                     return replay(memo, input.agent_id.as_str(), fingerprint).map(Some);
                 }
                 match s.in_flight.get(key) {
@@ -301,8 +301,7 @@ impl Engine {
             replayed: false,
         };
         // Stored with audit_seq 0; a replay takes the seq from the memo.
-        let response_json = call.input.request_id.as_ref().map(|rid| {
-            let json = serde_json::to_string(&result).expect("result serializes");
+        let remember = call.input.request_id.as_ref().is_some_and(|rid| {
             ops.push(StateOp::Remember {
                 kind: "evaluate",
                 key: rid.clone(),
@@ -310,7 +309,7 @@ impl Engine {
                 fingerprint: call.fingerprint.to_owned(),
                 created_ms: now,
             });
-            json
+            true
         });
         let draft = self.evaluate_entry(call, &result, reservation.as_ref());
         let guard = reservation
@@ -321,7 +320,7 @@ impl Engine {
             draft,
             ops,
             undo,
-            response_json,
+            remember,
             guard,
         }
     }
@@ -370,7 +369,7 @@ impl Engine {
             draft,
             ops,
             undo,
-            response_json,
+            remember,
             guard,
         } = staged;
         // Whether another replica can win a race for the budget or the approval this
@@ -397,15 +396,13 @@ impl Engine {
                     }
                     let mut result = result;
                     result.audit_seq = c.seq;
-                    if let (Some(rid), Some(response_json)) =
-                        (&call.input.request_id, response_json)
-                    {
+                    if let (Some(rid), true) = (&call.input.request_id, remember) {
                         s.requests.insert(
-                            ("evaluate".to_owned(), rid.clone()),
+                            rid.clone(),
                             Memo {
                                 agent_id: call.agent().to_owned(),
                                 fingerprint: call.fingerprint.to_owned(),
-                                response_json,
+                                answer: result.clone(),
                                 audit_seq: c.seq,
                                 created_ms: call.now,
                             },
@@ -712,15 +709,18 @@ fn budget_guard(policy: &CompiledPolicy, r: &Reservation, now: i64) -> crate::st
     }
 }
 
-fn replay(memo: &Memo, agent: &str, fingerprint: &str) -> Result<EvaluateResult, EngineError> {
+fn replay(
+    memo: &Memo<EvaluateResult>,
+    agent: &str,
+    fingerprint: &str,
+) -> Result<EvaluateResult, EngineError> {
     if memo.agent_id != agent || memo.fingerprint != fingerprint {
         return Err(EngineError::Invalid(ParseError::new(
             "request_id",
             "was already used for a different request; use a new id for a new action",
         )));
     }
-    let mut result: EvaluateResult = serde_json::from_str(&memo.response_json)
-        .map_err(|e| EngineError::Unavailable(format!("stored reply is unreadable: {e}")))?;
+    let mut result = memo.answer.clone();
     result.audit_seq = memo.audit_seq;
     result.replayed = true;
     Ok(result)

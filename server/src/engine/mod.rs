@@ -211,14 +211,14 @@ impl Engine {
             );
         }
         for r in img.replies {
-            let (kind, key) = (r.kind.clone(), r.key.clone());
-            let Some(memo) = replies::memo_from_row(r)? else {
-                continue;
-            };
-            match kind.as_str() {
-                "record" => s.recorded.insert(key, memo),
-                _ => s.requests.insert((kind, key), memo),
-            };
+            let key = r.key.clone();
+            if r.kind == <RecordResult as replies::Answer>::KIND {
+                if let Some(memo) = replies::memo_from_row(r)? {
+                    s.recorded.insert(key, memo);
+                }
+            } else if let Some(memo) = replies::memo_from_row(r)? {
+                s.requests.insert(key, memo);
+            }
         }
         let principals = crate::auth::PrincipalBook::from_rows(&store.principals().await?);
         Ok(Self {

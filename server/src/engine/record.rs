@@ -315,7 +315,7 @@ impl Engine {
                     Memo {
                         agent_id: open.agent_id,
                         fingerprint: String::new(),
-                        response_json: serde_json::to_string(&result).expect("result serializes"),
+                        answer: result.clone(),
                         audit_seq: c.seq,
                         created_ms: now,
                     },
@@ -376,9 +376,8 @@ struct Staged {
     reopened: Option<Reservation>,
 }
 
-fn duplicate(memo: &Memo) -> Result<RecordResult, EngineError> {
-    let mut r: RecordResult = serde_json::from_str(&memo.response_json)
-        .map_err(|e| EngineError::Unavailable(format!("stored reply is unreadable: {e}")))?;
+fn duplicate(memo: &Memo<RecordResult>) -> Result<RecordResult, EngineError> {
+    let mut r = memo.answer.clone();
     r.audit_seq = memo.audit_seq;
     r.duplicate = true;
     Ok(r)

@@ -48,19 +48,45 @@ struct RecordBody {
     reservation_expired: bool,
 }
 
+/// An answer a reply row can be rebuilt into: from the audit entry it answered, or
+/// from the copy an older release stored beside it.
+pub(crate) trait Answer: serde::de::DeserializeOwned {
+    /// The `replies.kind` this answer is stored under.
+    const KIND: &'static str;
+    fn from_entry(canonical: &str) -> Result<Self, String>;
+}
+
+impl Answer for EvaluateResult {
+    const KIND: &'static str = "evaluate";
+    fn from_entry(canonical: &str) -> Result<Self, String> {
+        evaluate_answer(canonical)
+    }
+}
+
+impl Answer for RecordResult {
+    const KIND: &'static str = "record";
+    fn from_entry(canonical: &str) -> Result<Self, String> {
+        record_answer(canonical)
+    }
+}
+
 /// The in-memory replay record of a stored reply; `None` when the entry it answered
 /// is no longer in the log (an operator started on a log cut back on purpose, see
 /// docs/audit-format.md): the answer is gone with its entry, so the request counts as
 /// new rather than replaying something the log cannot show.
-pub(crate) fn memo_from_row(row: ReplyRow) -> Result<Option<Memo>, StoreError> {
-    let response_json = match (row.response, &row.entry) {
-        (Some(copy), _) => copy,
-        (None, Some(entry)) => answer_json(&row.kind, entry).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "the audit entry at seq {} cannot answer the replay of {} {:?}: {e}",
-                row.audit_seq, row.kind, row.key
-            ))
-        })?,
+pub(crate) fn memo_from_row<A: Answer>(row: ReplyRow) -> Result<Option<Memo<A>>, StoreError> {
+    let unreadable = |e: String| {
+        StoreError::Corrupt(format!(
+            "the audit entry at seq {} cannot answer the replay of {} {:?}: {e}",
+            row.audit_seq, row.kind, row.key
+        ))
+    };
+    if row.kind != A::KIND {
+        return Err(unreadable(format!("a {} answer was expected", A::KIND)));
+    }
+    let answer = match (&row.response, &row.entry) {
+        (Some(copy), _) => serde_json::from_str(copy).map_err(|e| unreadable(e.to_string()))?,
+        (None, Some(entry)) => A::from_entry(entry).map_err(unreadable)?,
         (None, None) => {
             tracing::warn!(
                 kind = %row.kind,
@@ -74,20 +100,10 @@ pub(crate) fn memo_from_row(row: ReplyRow) -> Result<Option<Memo>, StoreError> {
     Ok(Some(Memo {
         agent_id: row.agent_id,
         fingerprint: row.fingerprint,
-        response_json,
+        answer,
         audit_seq: row.audit_seq,
         created_ms: row.created_ms,
     }))
-}
-
-/// The answer's JSON (as a memo holds it) rebuilt from the canonical entry.
-fn answer_json(kind: &str, canonical: &str) -> Result<String, String> {
-    let json = match kind {
-        "evaluate" => serde_json::to_string(&evaluate_answer(canonical)?),
-        "record" => serde_json::to_string(&record_answer(canonical)?),
-        other => return Err(format!("no answer is kept for kind {other:?}")),
-    };
-    Ok(json.expect("answers serialize"))
 }
 
 fn evaluate_answer(canonical: &str) -> Result<EvaluateResult, String> {

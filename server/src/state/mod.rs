@@ -78,13 +78,17 @@ pub struct OpenDecision {
     pub created_ms: i64,
 }
 
-/// A stored answer, replayed for a repeated request id or a repeated Record.
+/// A stored answer (`A`: an Evaluate's or a Record's result), replayed for a repeated
+/// request id or a repeated Record. Kept as the typed result rather than its JSON: an
+/// Evaluate with a request id would otherwise serialise its answer on the hot path only
+/// for a replay that rarely comes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Memo {
+pub struct Memo<A> {
     pub agent_id: String,
     /// Digest of the request it answered; a reuse with another request is refused.
     pub fingerprint: String,
-    pub response_json: String,
+    /// The answer as sent, with its `audit_seq`.
+    pub answer: A,
     pub audit_seq: u64,
     pub created_ms: i64,
 }
@@ -116,9 +120,9 @@ pub struct RuntimeState {
     pub sessions: HashMap<(String, String), i64>,
     pub open_decisions: HashMap<String, OpenDecision>,
     /// Decision id → Record answer.
-    pub recorded: HashMap<String, Memo>,
-    /// (kind, request id) → answer.
-    pub requests: HashMap<(String, String), Memo>,
+    pub recorded: HashMap<String, Memo<crate::engine::RecordResult>>,
+    /// Evaluate request id → answer.
+    pub requests: HashMap<String, Memo<crate::engine::EvaluateResult>>,
     /// Request ids and decision ids being committed right now. Dropping the sender
     /// (when the commit finishes) wakes every retry waiting on it.
     pub in_flight: HashMap<String, tokio::sync::watch::Sender<()>>,
