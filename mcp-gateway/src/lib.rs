@@ -15,6 +15,7 @@ mod gateway;
 mod hooks;
 mod http;
 mod identity;
+mod in_order;
 mod logs;
 mod metrics;
 mod pins;

@@ -6,6 +6,7 @@
 //! abandoned by its client (cancelled, timed out, disconnected) is cancelled upstream too.
 
 use crate::config::{HttpConfig, StdioConfig, Transport, UpstreamConfig};
+use crate::in_order::Ordered;
 use crate::logs::{LogRoute, LogRoutes};
 use anyhow::Context;
 use futures::StreamExt;
@@ -18,8 +19,7 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, RequestId, RequestMetaObject, ServerResult, Tool,
 };
 use rmcp::service::{
-    NotificationContext, Peer, PeerRequestOptions, RoleClient, RoleServer, RunningService,
-    ServiceError,
+    Peer, PeerRequestOptions, RoleClient, RoleServer, RunningService, ServiceError,
 };
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -118,8 +118,7 @@ impl Upstream {
         let progress = ProgressDispatcher::new();
         let logs = Arc::new(LogRoutes::default());
         let relay = Relay {
-            progress: progress.clone(),
-            logs: logs.clone(),
+            ordered: Ordered::new(logs.clone(), progress.clone()),
         };
         tokio::spawn(supervise(name.clone(), config.transport(), relay, tx, stop));
         Arc::new(Self {
@@ -275,32 +274,15 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The gateway's side of an upstream connection: the default client, plus progress
-/// reports and log messages handed to the call they belong to.
+/// The gateway's side of an upstream connection: the default client, its transport
+/// wrapped so progress reports and log messages reach the call they belong to in the
+/// order the upstream sent them (`in_order.rs`).
 #[derive(Clone)]
 struct Relay {
-    progress: ProgressDispatcher,
-    logs: Arc<LogRoutes>,
+    ordered: Ordered,
 }
 
-impl ClientHandler for Relay {
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        self.progress.handle_notification(params).await;
-    }
-
-    #[allow(deprecated)] // logging: see logs.rs
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        self.logs.dispatch(params);
-    }
-}
+impl ClientHandler for Relay {}
 
 /// Asks a legacy upstream that offers logging for every level once per connection:
 /// one connection serves every client, so each call's client level is applied by the
@@ -392,8 +374,9 @@ async fn connect_stdio(
         cmd.current_dir(cwd);
     }
     let child = TokioChildProcess::new(cmd).with_context(|| format!("starting {}", s.command))?;
+    let transport = relay.ordered.wrap(child);
     relay
-        .serve_with_ct(child, ct)
+        .serve_with_ct(transport, ct)
         .await
         .with_context(|| format!("MCP handshake with {}", s.command))
 }
@@ -416,7 +399,9 @@ async fn connect_http(
         .tls_backend_preconfigured(tls_config(h.tls_ca.as_deref())?)
         .build()
         .context("building the HTTP client")?;
-    let transport = StreamableHttpClientTransport::with_client(http, config);
+    let transport = relay
+        .ordered
+        .wrap(StreamableHttpClientTransport::with_client(http, config));
     relay
         .serve_with_ct(transport, ct)
         .await
