@@ -1007,6 +1007,12 @@ async fn failed_batch_leaves_log_and_state_as_they_were(b: Backend) {
                     amounts(5, 5, 1),
                     90_000,
                 )),
+                StateOp::Reserve(reservation(
+                    "r2",
+                    std::slice::from_ref(&k),
+                    amounts(1, 0, 0),
+                    90_000,
+                )),
                 StateOp::AddSpend {
                     keys: vec![k.clone()],
                     amounts: amounts(1, 1, 1),
@@ -1019,8 +1025,10 @@ async fn failed_batch_leaves_log_and_state_as_they_were(b: Backend) {
     let before = snapshot(store.as_ref()).await;
     for failing in [
         remember("req-1", 2_000),
+        // An open reservation's id (the first unit settles r1; the embedded store keeps
+        // only open reservations, so only an open id is a conflict on every backend).
         StateOp::Reserve(reservation(
-            "r1",
+            "r2",
             std::slice::from_ref(&k),
             amounts(1, 1, 1),
             90_000,

@@ -247,11 +247,12 @@ async fn a_saved_checkpoint_exposes_truncation_of_the_log() {
              DELETE FROM checkpoints WHERE size > 3",
         );
     } else {
+        // The embedded tree stores nodes in post-order: a tree of 3 leaves is the first 4.
         let script = format!(
             "import sqlite3; db = sqlite3.connect({:?}); \
-             [db.execute('DROP TRIGGER ' + t) for t in ['audit_entries_no_delete', 'merkle_nodes_no_delete', 'checkpoints_no_delete']]; \
+             [db.execute('DROP TRIGGER ' + t) for t in ['audit_entries_no_delete', 'merkle_tree_no_delete', 'checkpoints_no_delete']]; \
              db.execute('DELETE FROM audit_entries WHERE seq > 3'); \
-             db.execute('DELETE FROM merkle_nodes WHERE (idx + 1) * (1 << level) > 3'); \
+             db.execute('DELETE FROM merkle_tree WHERE pos >= 4'); \
              db.execute('DELETE FROM checkpoints WHERE size > 3'); db.commit()",
             server.db_path().to_str().unwrap()
         );

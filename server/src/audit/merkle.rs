@@ -96,6 +96,38 @@ impl Frontier {
     }
 }
 
+/// Where node (level, index) sits when every node is stored in the order it completes
+/// (post-order): the node completes with leaf `m − 1`, `m = (index+1)·2^level`, after
+/// the `2(m−1) − popcount(m−1)` nodes of the tree of `m − 1` leaves and the `level`
+/// smaller nodes that leaf completes first. Stored by this key, a commit's nodes append
+/// to one b-tree instead of landing on a page per level.
+pub fn stored_position(level: u32, index: u64) -> u64 {
+    let before = ((index + 1) << level) - 1;
+    stored_nodes(before) + u64::from(level)
+}
+
+/// How many nodes a tree of `size` leaves stores.
+pub fn stored_nodes(size: u64) -> u64 {
+    2 * size - u64::from(size.count_ones())
+}
+
+/// The tree size that stores exactly `count` nodes, if one does (a count between two
+/// sizes' is a tree cut off inside a leaf's nodes: not a tree the writer leaves).
+pub fn size_storing(count: u64) -> Option<u64> {
+    // stored_nodes grows strictly (by 1 + trailing_zeros(size) per leaf), and
+    // stored_nodes(n) ≥ n, so the size is in [0, count].
+    let (mut lo, mut hi) = (0u64, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stored_nodes(mid) < count {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (stored_nodes(lo) == count).then_some(lo)
+}
+
 fn largest_power_of_two_below(n: u64) -> u64 {
     debug_assert!(n > 1);
     1u64 << (63 - (n - 1).leading_zeros())
@@ -221,6 +253,26 @@ mod tests {
             }
         }
         (leaves, f, store)
+    }
+
+    #[test]
+    fn stored_positions_number_nodes_in_the_order_pushes_create_them() {
+        let mut f = Frontier::default();
+        let mut next = 0u64;
+        assert_eq!(size_storing(0), Some(0));
+        for i in 0..5_000u64 {
+            for node in f.push(leaf_hash(&i.to_be_bytes())) {
+                assert_eq!(stored_position(node.level, node.index), next, "{node:?}");
+                next += 1;
+            }
+            assert_eq!(stored_nodes(f.size), next);
+            assert_eq!(size_storing(next), Some(f.size));
+        }
+        // A count that falls inside one leaf's nodes is no tree: leaf 3 stores three.
+        assert_eq!(stored_nodes(3), 4);
+        assert_eq!(stored_nodes(4), 7);
+        assert_eq!(size_storing(5), None);
+        assert_eq!(size_storing(6), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use audit_log::AuditLog;
 pub use postgres::PgStore;
 pub use postgres::NOTIFY_CHANNEL;
 pub use replicated::{BudgetGuard, Replicated, SequencedBatch};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, MIGRATOR as SQLITE_MIGRATIONS};
 
 use crate::audit::SealedEntry;
 use crate::state::{Amounts, ConsentGrant, CounterKey, OpenDecision, Reservation, TrustAssignment};

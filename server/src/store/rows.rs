@@ -81,6 +81,12 @@ pub(super) fn node_hash(level: i64, index: i64, hex_hash: &str) -> Result<[u8; 3
         .ok_or_else(|| StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes")))
 }
 
+/// A stored Merkle node hash (its 32 bytes).
+pub(super) fn node_bytes(level: u32, index: u64, hash: &[u8]) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(hash)
+        .map_err(|_| StoreError::Corrupt(format!("merkle node {level}/{index} is not 32 bytes")))
+}
+
 /// `ENTRY_COLUMNS` of `audit_entries`.
 pub(super) fn entry(r: &impl Columns) -> Result<SealedEntry, StoreError> {
     Ok(SealedEntry {

@@ -8,7 +8,7 @@ use super::{
     AuditQuery, CheckpointRow, CommitUnit, PolicyLoadRow, PresenceRow, PrincipalRow, ReplyRow,
     StateImage, Store, StoreError, TreeUpdate, REPLY_COLUMNS, REPLY_JOIN,
 };
-use crate::audit::SealedEntry;
+use crate::audit::{merkle, SealedEntry};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
@@ -295,21 +295,25 @@ impl Store for SqliteStore {
     }
 
     async fn tree_size(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merkle_nodes WHERE level = 0")
+        // Nodes append in post-order (migration 0014), so the last position tells how
+        // many are stored, and that count how many leaves.
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(pos) FROM merkle_tree")
             .fetch_one(&self.pool)
             .await?;
-        Ok(to_u64(n))
+        let count = last.map_or(0, |p| to_u64(p) + 1);
+        merkle::size_storing(count).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the Merkle tree stores {count} nodes, which is no tree's count"
+            ))
+        })
     }
 
     async fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
-        let h: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?")
-                .bind(i64::from(level))
-                .bind(to_i64(index))
-                .fetch_optional(&self.pool)
-                .await?;
-        h.map(|h| rows::node_hash(i64::from(level), to_i64(index), &h))
-            .transpose()
+        let h: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM merkle_tree WHERE pos = ?")
+            .bind(to_i64(merkle::stored_position(level, index)))
+            .fetch_optional(&self.pool)
+            .await?;
+        h.map(|h| rows::node_bytes(level, index, &h)).transpose()
     }
 
     async fn nodes(
@@ -318,23 +322,29 @@ impl Store for SqliteStore {
     ) -> Result<std::collections::HashMap<(u32, u64), [u8; 32]>, StoreError> {
         let mut out = std::collections::HashMap::new();
         for chunk in wanted.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT level, idx, hash FROM merkle_nodes WHERE (level, idx) IN (VALUES ",
-            );
+            let at: std::collections::HashMap<i64, (u32, u64)> = chunk
+                .iter()
+                .map(|&(level, index)| {
+                    (
+                        to_i64(merkle::stored_position(level, index)),
+                        (level, index),
+                    )
+                })
+                .collect();
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT pos, hash FROM merkle_tree WHERE pos IN (");
             let mut list = q.separated(", ");
-            for &(level, index) in chunk {
-                list.push("(");
-                list.push_bind_unseparated(i64::from(level));
-                list.push_unseparated(", ");
-                list.push_bind_unseparated(to_i64(index));
-                list.push_unseparated(")");
+            for pos in at.keys() {
+                list.push_bind(*pos);
             }
             q.push(")");
             for r in q.build().fetch_all(&self.pool).await? {
-                let level: i64 = r.try_get("level")?;
-                let index: i64 = r.try_get("idx")?;
-                let h = rows::node_hash(level, index, &r.try_get::<String, _>("hash")?)?;
-                out.insert((level as u32, to_u64(index)), h);
+                let pos: i64 = r.try_get("pos")?;
+                let Some(&(level, index)) = at.get(&pos) else {
+                    continue;
+                };
+                let h = rows::node_bytes(level, index, &r.try_get::<Vec<u8>, _>("hash")?)?;
+                out.insert((level, index), h);
             }
         }
         Ok(out)

@@ -191,14 +191,10 @@ fn insert_entry(tx: &Transaction<'_>, e: &SealedEntry) -> Result<(), StoreError>
 }
 
 fn write_tree(tx: &Transaction<'_>, tree: &TreeUpdate) -> Result<(), StoreError> {
-    let mut node =
-        tx.prepare_cached("INSERT INTO merkle_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+    let mut node = tx.prepare_cached("INSERT INTO merkle_tree (pos, hash) VALUES (?1, ?2)")?;
     for n in &tree.nodes {
-        node.execute(params![
-            i64::from(n.level),
-            to_i64(n.index),
-            hex::encode(n.hash)
-        ])?;
+        let pos = crate::audit::merkle::stored_position(n.level, n.index);
+        node.execute(params![to_i64(pos), &n.hash[..]])?;
     }
     if let Some(c) = &tree.checkpoint {
         tx.prepare_cached(
@@ -237,7 +233,7 @@ fn write_op(tx: &Transaction<'_>, seq: u64, op: &StateOp) -> Result<(), StoreErr
         StateOp::Reserve(r) => reserve(tx, r),
         StateOp::SettleReservation { id } => run(
             tx,
-            "UPDATE reservations SET settled = 1 WHERE id = ?1",
+            "DELETE FROM reservations WHERE id = ?1",
             params![id],
         ),
         StateOp::AddSpend { keys, amounts } => {
@@ -269,7 +265,7 @@ fn write_op(tx: &Transaction<'_>, seq: u64, op: &StateOp) -> Result<(), StoreErr
         ),
         StateOp::CloseDecision { decision_id } => run(
             tx,
-            "UPDATE decisions SET recorded = 1 WHERE decision_id = ?1",
+            "DELETE FROM decisions WHERE decision_id = ?1",
             params![decision_id],
         ),
         StateOp::Remember {
