@@ -4,7 +4,7 @@
 use arbiter_server::audit::merkle::{leaf_hash, Frontier};
 use arbiter_server::store::{SqliteStore, Store, SQLITE_MIGRATIONS};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::SqlitePool;
+use sqlx::{AssertSqlSafe, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -96,24 +96,18 @@ async fn the_appended_tree_migration_keeps_every_node_and_drops_only_closed_rows
         count(&pool, "SELECT COUNT(*) FROM merkle_tree").await,
         nodes.len() as i64
     );
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT COUNT(*) FROM decisions WHERE decision_id = 'dec_open'"
-        )
-        .await,
-        1
-    );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM decisions").await, 1);
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT COUNT(*) FROM reservations WHERE id = 'res_open'"
-        )
-        .await,
-        1
-    );
-    assert_eq!(count(&pool, "SELECT COUNT(*) FROM reservations").await, 1);
+    // Only the open rows are kept: the settled reservation and the recorded decision go.
+    for (table, key, open) in [
+        ("decisions", "decision_id", "dec_open"),
+        ("reservations", "id", "res_open"),
+    ] {
+        let keys: Vec<String> =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT {key} FROM {table}")))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(keys, [open], "{table}");
+    }
     // The tree stays append-only.
     let refused = sqlx::query("DELETE FROM merkle_tree WHERE pos = 0")
         .execute(&pool)
